@@ -1,0 +1,1 @@
+//! gatehouse: a programmable API gateway.
