@@ -1,0 +1,149 @@
+//! The request path, in the one direction a request flows:
+//! limits → route → upstream request → `Upstreams::call` → response → access log.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use super::body::{self, Body};
+use super::headers;
+use crate::error::ProxyError;
+use crate::routing::Matched;
+use crate::state::Snapshot;
+use crate::telemetry::AccessLog;
+
+/// Handles requests on the public listener against the current snapshot.
+#[derive(Clone)]
+pub struct Pipeline {
+    state: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Pipeline {
+    pub fn new(state: Arc<ArcSwap<Snapshot>>) -> Self {
+        Pipeline { state }
+    }
+
+    /// Never fails: every error becomes a response here, and is logged once.
+    pub async fn handle(
+        self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        // One snapshot for the whole request: a reload mid-request does not change its route.
+        let snapshot = self.state.load_full();
+        let request_id = headers::request_id(req.headers());
+        let mut log = AccessLog::begin(&req, client, &request_id);
+
+        let response = match proxy(&snapshot, req, client, &request_id, &mut log).await {
+            Ok(response) => response,
+            Err(error) => {
+                let route = log.route.as_deref().unwrap_or("-");
+                // Client mistakes are routine; gateway and upstream failures need attention.
+                if error.status().is_server_error() {
+                    tracing::warn!(?request_id, route, %error, "request failed");
+                } else {
+                    tracing::debug!(?request_id, route, %error, "request rejected");
+                }
+                error.to_response(&request_id)
+            }
+        };
+        log.finish(response.status(), started.elapsed());
+        Ok(response)
+    }
+}
+
+async fn proxy(
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+    log: &mut AccessLog,
+) -> Result<Response<Body>, ProxyError> {
+    check_limits(snapshot, &req)?;
+    let (mut parts, incoming) = req.into_parts();
+    let Matched { route, params } =
+        snapshot
+            .routes
+            .find(&parts)
+            .ok_or_else(|| ProxyError::NoRoute {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+            })?;
+    log.route = Some(route.config.name.0.clone());
+
+    let authority = parts.uri.authority().map(|a| a.to_string());
+    // X-Forwarded-Host carries the host as the client sent it, port included.
+    let original_host = match parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(h) => Some(h.to_owned()),
+        None => authority.clone(),
+    };
+    let upstream_path = route.upstream_path_and_query(parts.uri.path(), parts.uri.query(), &params);
+    parts.uri = upstream_path.parse().map_err(|_| ProxyError::NoRoute {
+        method: parts.method.to_string(),
+        path: upstream_path.clone(),
+    })?;
+    // The upstream may speak HTTP/1.1 even when the client spoke HTTP/2.
+    parts.version = http::Version::HTTP_11;
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, client.ip(), original_host.as_deref());
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 clients send `:authority` instead of Host.
+        if let Some(Ok(v)) = authority.as_deref().map(HeaderValue::from_str) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    parts
+        .headers
+        .insert(headers::REQUEST_ID.clone(), request_id.clone());
+
+    let upstream_req = Request::from_parts(parts, body::streaming(incoming));
+    let upstream = snapshot
+        .upstreams
+        .call(&route.config.service.0, upstream_req, route.config.timeout)
+        .await?;
+    log.upstream = Some(upstream.endpoint);
+
+    let mut response = upstream.response;
+    headers::remove_hop_by_hop(response.headers_mut());
+    response
+        .headers_mut()
+        .insert(headers::REQUEST_ID.clone(), request_id.clone());
+    Ok(response)
+}
+
+fn check_limits(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let limits = &snapshot.config.limits;
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits.max_uri_length {
+        return Err(ProxyError::UriTooLong {
+            len: uri_len,
+            max: limits.max_uri_length,
+        });
+    }
+    let count = req.headers().len();
+    if count > limits.max_header_count {
+        return Err(ProxyError::HeadersTooLarge {
+            what: format!("{count} headers, at most {}", limits.max_header_count),
+        });
+    }
+    let bytes = headers::header_bytes(req.headers());
+    if bytes > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            what: format!(
+                "{bytes} bytes of headers, at most {}",
+                limits.max_header_bytes
+            ),
+        });
+    }
+    Ok(())
+}

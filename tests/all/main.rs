@@ -1,0 +1,10 @@
+//! gatehouse integration tests: one binary, real sockets on 127.0.0.1, real origins.
+
+mod support;
+
+mod admin;
+mod cli;
+mod config_errors;
+mod proxy;
+mod shutdown;
+mod streaming;
