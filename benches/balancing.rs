@@ -39,21 +39,17 @@ fn picks(c: &mut Criterion) {
         for n in [10usize, 1000] {
             let balancer = Balancer::new(algorithm, backends(n), false);
             let mut key = 0u64;
-            group.bench_with_input(
-                BenchmarkId::new(format!("{algorithm:?}"), n),
-                &n,
-                |b, _| {
-                    b.iter(|| {
-                        // A different key each time, so the hash ring lookup is not cached.
-                        key = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                        let ctx = PickContext {
-                            hash: Some(key),
-                            attempt: 0,
-                        };
-                        black_box(balancer.pick(&ctx, &[]))
-                    })
-                },
-            );
+            group.bench_with_input(BenchmarkId::new(format!("{algorithm:?}"), n), &n, |b, _| {
+                b.iter(|| {
+                    // A different key each time, so the hash ring lookup is not cached.
+                    key = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let ctx = PickContext {
+                        hash: Some(key),
+                        attempt: 0,
+                    };
+                    black_box(balancer.pick(&ctx, &[]))
+                })
+            });
         }
     }
     group.finish();

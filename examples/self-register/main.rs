@@ -59,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    let id = args.id.unwrap_or_else(|| format!("{}-{}", args.service, addr.port()));
+    let id = args
+        .id
+        .unwrap_or_else(|| format!("{}-{}", args.service, addr.port()));
 
     let server = tokio::spawn({
         let id = id.clone();
@@ -72,7 +74,9 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let service = service_fn(move |_req| {
                         let body = format!("hello from {id}\n");
-                        async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body)))) }
+                        async move {
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                        }
                     });
                     // A connection error only ends that connection.
                     let _ = auto::Builder::new(TokioExecutor::new())

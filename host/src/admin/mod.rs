@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::error::json_error;
@@ -30,6 +31,8 @@ impl Readiness {
 pub struct Admin {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub ready: Arc<Readiness>,
+    /// Served under `/registry/` (docs/discovery.md).
+    pub registry: Arc<crate::discovery::registry::Registry>,
 }
 
 impl Admin {
@@ -37,6 +40,11 @@ impl Admin {
         let snapshot = self.state.load_full();
         let request_id = crate::proxy::headers::request_id(req.headers());
         let path = req.uri().path();
+        if path == "/registry" || path.starts_with("/registry/") {
+            // The registry checks its own token on write calls; reads are open like /healthz.
+            let response = crate::discovery::registry::handle(&self.registry, req).await;
+            return Ok(response.map(|b| b.map_err(|never| match never {}).boxed_unsync()));
+        }
         if path.starts_with("/admin/") && !authorized(&req, snapshot.config.admin.token.as_deref())
         {
             return Ok(json_error(

@@ -13,6 +13,11 @@ use http::HeaderMap;
 
 use super::{Backend, Balance, PickContext, Random};
 
+/// The client's address, attached to a request as an extension by the proxy so that
+/// `hash_key = "client-address"` can read it on the upstream path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
 /// What a request's hash is computed from (`hash_key` in config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {

@@ -12,7 +12,7 @@ mod round_robin;
 mod weighted;
 
 pub use backend::{Backend, Picked};
-pub use hash::{HashKey, RingHash};
+pub use hash::{ClientAddr, HashKey, RingHash};
 pub use random::{LeastRequest, Random};
 pub use round_robin::RoundRobin;
 pub use weighted::Weighted;

@@ -5,6 +5,7 @@
 
 mod load;
 pub mod model;
+mod policy;
 mod validate;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use http::{HeaderName, Method};
 use serde::{Serialize, Serializer};
 
 pub use load::{load_file, load_str, EMBEDDED_DEFAULT};
+pub use policy::{DiscoveryConfig, ServicePolicy};
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +30,9 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub services: Vec<ServiceConfig>,
     pub routes: Vec<RouteConfig>,
+    /// `[registry]`. Not serialized: it holds the registry token.
+    #[serde(skip)]
+    pub registry: crate::discovery::registry::RegistryConfig,
 }
 
 impl Config {
@@ -119,6 +124,9 @@ pub struct ServiceConfig {
     pub protocol: Protocol,
     #[serde(serialize_with = "as_humantime")]
     pub connect_timeout: Duration,
+    /// Discovery, balancing, health and resilience (docs/discovery.md).
+    #[serde(skip)]
+    pub policy: ServicePolicy,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -105,6 +105,10 @@ async fn proxy(
     parts
         .headers
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
+    // For `hash_key = "client-address"` on the upstream path.
+    parts
+        .extensions
+        .insert(crate::balancing::ClientAddr(client.ip()));
 
     let upstream_req = Request::from_parts(parts, body::streaming(incoming));
     let upstream = snapshot

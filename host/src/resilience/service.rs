@@ -1,31 +1,29 @@
 //! The resilient call path of one named service: breaker → pick (discovery, health,
 //! balancer) → pooled client with timeouts → outlier marks → budgeted retries elsewhere.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
 use crate::balancing::pool::BackendPool;
-use crate::balancing::{Algorithm, Backend, HashKey, PickContext};
+use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
 use crate::discovery::{Discover, Source};
-use crate::health::{ActiveCheck, ActiveChecker, OutlierDetector, OutlierPolicy, Outcome};
+use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
+use crate::proxy::body::{self, Body};
 
-/// Request and response bodies on this path (the host's `proxy::body::Body`).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type CallBody = BoxBody<Bytes, BoxError>;
+/// Request bodies on this path (the host's `proxy::body::Body`).
+pub type CallBody = Body;
+pub use crate::proxy::body::BoxError;
 
 /// Request bodies up to this size are buffered so that a retry can resend them; larger or
 /// unsized (chunked) bodies are sent once and never retried.
@@ -42,10 +40,8 @@ pub struct ServiceSpec {
     pub health: Option<ActiveCheck>,
     pub outlier: Option<OutlierPolicy>,
     pub retry: RetryPolicy,
-    pub breaker: BreakerPolicy,
+    pub breaker: Option<BreakerPolicy>,
     pub timeouts: Timeouts,
-    /// Speak HTTP/2 without TLS (h2c) to the endpoints.
-    pub http2: bool,
 }
 
 /// Why a call to a service failed. Each variant names the service, and the endpoint when
@@ -72,7 +68,9 @@ pub enum CallError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
-    #[error("service \"{service}\", endpoint {endpoint}: no response within {after:?} (try timeout)")]
+    #[error(
+        "service \"{service}\", endpoint {endpoint}: no response within {after:?} (try timeout)"
+    )]
     TryTimeout {
         service: Arc<str>,
         endpoint: SocketAddr,
@@ -98,7 +96,9 @@ impl CallError {
     /// The status the client sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            CallError::NoEndpoints { .. } | CallError::Breaker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::NoEndpoints { .. } | CallError::Breaker(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             CallError::Connect { .. } | CallError::Reset { .. } => StatusCode::BAD_GATEWAY,
             CallError::TryTimeout { .. } | CallError::TotalTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -131,7 +131,7 @@ pub struct UpstreamService {
     outlier: Option<OutlierDetector>,
     retry: RetryPolicy,
     budget: RetryBudget,
-    breaker: Breaker,
+    breaker: Option<Breaker>,
     timeouts: Timeouts,
     client: Client<HttpConnector, CallBody>,
     tasks: Vec<AbortHandle>,
@@ -155,8 +155,10 @@ impl Drop for UpstreamService {
 }
 
 impl UpstreamService {
-    /// Starts discovery (and active checks) for `spec`. Must run inside a tokio runtime.
-    pub fn start(spec: ServiceSpec) -> Self {
+    /// Starts discovery (and active checks) for `spec`; requests go out through `client`
+    /// (the host's pooled client, which applies the connect timeout). Must run inside a tokio
+    /// runtime.
+    pub fn start(spec: ServiceSpec, client: Client<HttpConnector, CallBody>) -> Self {
         let pool = BackendPool::new(Arc::clone(&spec.name), spec.algorithm);
         let endpoints = spec.source.clone().start();
         // Apply the first set now, so the service can serve as soon as it is built.
@@ -167,15 +169,11 @@ impl UpstreamService {
             let checker = ActiveChecker::new(check, Arc::clone(&pool));
             tasks.push(tokio::spawn(checker.run()).abort_handle());
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(spec.timeouts.connect.0));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(spec.http2)
-            .build(connector);
         Self {
             budget: RetryBudget::new(spec.retry.budget),
-            breaker: Breaker::new(Arc::clone(&spec.name), spec.breaker),
+            breaker: spec
+                .breaker
+                .map(|p| Breaker::new(Arc::clone(&spec.name), p)),
             outlier: spec.outlier.map(OutlierDetector::new),
             name: spec.name,
             pool,
@@ -196,20 +194,23 @@ impl UpstreamService {
         &self.pool
     }
 
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+    pub fn breaker(&self) -> Option<&Breaker> {
+        self.breaker.as_ref()
     }
 
     /// Sends `req` (its path and query are kept; scheme and authority become the chosen
-    /// endpoint's) under the total timeout. A 5xx that is not retried is returned as the
-    /// response; transport failures and refusals are errors.
+    /// endpoint's) within `deadline` (capped by the service's `timeout`), and returns the
+    /// endpoint that answered with its response. A 5xx that is not retried is returned as
+    /// the response; transport failures and refusals are errors. A [`ClientAddr`] extension
+    /// on `req` feeds `hash_key = "client-address"`.
     pub async fn call(
         &self,
         req: Request<CallBody>,
-        client: Option<IpAddr>,
-    ) -> Result<Response<Incoming>, CallError> {
-        let total = self.timeouts.total.0;
-        match tokio::time::timeout(total, self.call_inner(req, client)).await {
+        deadline: Duration,
+    ) -> Result<(SocketAddr, Response<Incoming>), CallError> {
+        let (total, per_try) = self.timeouts.for_call(deadline);
+        let total = total.0;
+        match tokio::time::timeout(total, self.call_inner(req, per_try.0)).await {
             Ok(result) => result,
             Err(_) => Err(CallError::TotalTimeout {
                 service: Arc::clone(&self.name),
@@ -221,11 +222,22 @@ impl UpstreamService {
     async fn call_inner(
         &self,
         req: Request<CallBody>,
-        client: Option<IpAddr>,
-    ) -> Result<Response<Incoming>, CallError> {
-        let permit = self.breaker.acquire().await?;
-        self.budget.deposit();
+        per_try: Duration,
+    ) -> Result<(SocketAddr, Response<Incoming>), CallError> {
+        let permit = match &self.breaker {
+            Some(b) => Some(b.acquire().await?),
+            None => None,
+        };
+        let record = |permit: Option<super::BreakerPermit<'_>>, ok: bool| {
+            if let Some(p) = permit {
+                p.record(ok);
+            }
+        };
+        if self.retry.max_retries > 0 {
+            self.budget.deposit();
+        }
         let (parts, body) = req.into_parts();
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
         let hash = self
             .hash_key
             .as_ref()
@@ -264,17 +276,17 @@ impl UpstreamService {
             let backend = Arc::clone(picked.backend());
             let endpoint = backend.endpoint.addr;
             let body = match (&replay, once.take()) {
-                (Some(bytes), _) => Full::new(bytes.clone()).map_err(|e| match e {}).boxed(),
+                (Some(bytes), _) => body::full(bytes.clone()),
                 (None, Some(body)) => body,
                 // Unreachable: without a replay copy there is no second try.
-                (None, None) => Empty::new().map_err(|e| match e {}).boxed(),
+                (None, None) => body::empty(),
             };
-            let uri: Uri = format!("http://{endpoint}{path}")
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| CallError::Uri {
+            let uri: Uri = format!("http://{endpoint}{path}").parse().map_err(
+                |e: http::uri::InvalidUri| CallError::Uri {
                     service: Arc::clone(&self.name),
                     source: e.into(),
-                })?;
+                },
+            )?;
             let mut builder = Request::builder()
                 .method(parts.method.clone())
                 .uri(uri)
@@ -282,21 +294,23 @@ impl UpstreamService {
             if let Some(h) = builder.headers_mut() {
                 *h = parts.headers.clone();
             }
+            if let Some(e) = builder.extensions_mut() {
+                *e = parts.extensions.clone();
+            }
             let req = builder.body(body).map_err(|source| CallError::Uri {
                 service: Arc::clone(&self.name),
                 source,
             })?;
 
-            let per_try = self.timeouts.per_try.0;
             let outcome = tokio::time::timeout(per_try, self.client.request(req)).await;
             drop(picked);
             let (failure, result) = match outcome {
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     self.mark(&backend, Outcome::Success);
-                    permit.record(true);
-                    return Ok(resp);
+                    record(permit, true);
+                    return Ok((endpoint, resp));
                 }
-                Ok(Ok(resp)) => (TryFailure::Status(resp.status()), Ok(resp)),
+                Ok(Ok(resp)) => (TryFailure::Status(resp.status()), Ok((endpoint, resp))),
                 Ok(Err(e)) if e.is_connect() => (
                     TryFailure::Connect,
                     Err(CallError::Connect {
@@ -328,7 +342,7 @@ impl UpstreamService {
                 && self.retry.allows(&parts.method, failure)
                 && self.budget.try_withdraw();
             if !may_retry {
-                permit.record(false);
+                record(permit, false);
                 return result;
             }
             tracing::debug!(service = %self.name, %endpoint, ?failure, attempt, "retrying on another endpoint");
@@ -354,5 +368,9 @@ impl UpstreamService {
 
 /// Small bodies with a known length (including none) can be buffered for replay.
 fn replayable(body: &CallBody) -> bool {
-    body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= MAX_REPLAY_BODY)
+    body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= MAX_REPLAY_BODY)
 }

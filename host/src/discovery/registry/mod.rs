@@ -312,14 +312,22 @@ impl Registry {
         sweep
     }
 
-    /// Sweeps every `eviction_interval` until aborted.
-    pub async fn run_evictions(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.config.eviction_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.sweep(Instant::now());
-        }
+    /// Sweeps every `eviction_interval` in a background task, which ends by itself once the
+    /// registry is dropped (it holds only a weak reference).
+    pub fn spawn_evictions(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let registry = Arc::downgrade(self);
+        let every = self.config.eviction_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                registry.sweep(Instant::now());
+            }
+        })
     }
 }
 

@@ -77,7 +77,7 @@ async fn a_lapsed_lease_is_evicted_and_renewed_ones_stay() {
         r.register("s", spec(id, 10 + i as u16)).expect("valid");
     }
     let rx = r.watch("s");
-    let sweeper = tokio::spawn(Arc::clone(&r).run_evictions());
+    let sweeper = r.spawn_evictions();
     // a and b heartbeat every 3 s; c goes silent.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(3)).await;
