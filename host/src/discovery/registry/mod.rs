@@ -270,26 +270,33 @@ impl Registry {
             .subscribe()
     }
 
-    /// Evicts instances whose lease lapsed by `now`, service by service, unless that would
-    /// remove more than the self-preservation share of a service at once.
+    /// Evicts instances whose lease lapsed by `now`, service by service, unless more than the
+    /// self-preservation share of a service would lapse within one window (lapsed now, or
+    /// lapsing before the next sweep): then none is evicted and a warning is logged.
     pub fn sweep(&self, now: Instant) -> Sweep {
         let mut sweep = Sweep::default();
         let lease = self.config.lease;
+        // Leases that lapse before the next sweep count as lapsing in this window, so
+        // instances that went silent together are judged together even if they registered
+        // a few milliseconds apart.
+        let soon = lease.saturating_sub(self.config.eviction_interval);
         let share = self.config.self_preservation_share;
         for (name, entry) in self.lock().iter_mut() {
+            let age = |i: &Instance| now.saturating_duration_since(i.last_renewal);
             let lapsed: Vec<String> = entry
                 .instances
                 .iter()
-                .filter(|(_, i)| now.saturating_duration_since(i.last_renewal) >= lease)
+                .filter(|(_, i)| age(i) >= lease)
                 .map(|(id, _)| id.clone())
                 .collect();
+            let lapsing = entry.instances.values().filter(|i| age(i) >= soon).count();
             let total = entry.instances.len();
-            let mass = lapsed.len() > 1 && lapsed.len() as f64 > share * total as f64;
+            let mass = !lapsed.is_empty() && lapsing > 1 && lapsing as f64 > share * total as f64;
             if mass {
                 if !entry.preserving {
                     tracing::warn!(
                         service = %name,
-                        lapsed = lapsed.len(),
+                        lapsing,
                         total,
                         "registry self-preservation: keeping lapsed instances (mass expiry looks like a network blip)"
                     );

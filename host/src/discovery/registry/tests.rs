@@ -112,6 +112,28 @@ async fn mass_expiry_triggers_self_preservation() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn instances_lapsing_within_one_window_are_judged_together() {
+    let r = registry(0.5);
+    r.register("s", spec("a", 1)).expect("valid");
+    tokio::time::advance(Duration::from_millis(500)).await;
+    r.register("s", spec("b", 2)).expect("valid");
+    r.register("s", spec("c", 3)).expect("valid");
+    // a lapsed, b and c lapse before the next sweep (1 s): 3 of 3 in one window.
+    tokio::time::advance(Duration::from_millis(8600)).await;
+    let sweep = r.sweep(Instant::now());
+    assert_eq!(sweep.preserved, ["s"]);
+    assert_eq!(r.instances("s").expect("known").len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_silent_instance_expires_normally() {
+    let r = registry(0.5);
+    r.register("lone", spec("x", 3)).expect("valid");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(r.sweep(Instant::now()).evicted.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn share_of_one_disables_self_preservation_and_lone_instances_expire() {
     let r = registry(1.0);
     r.register("s", spec("a", 1)).expect("valid");
