@@ -76,6 +76,11 @@ fn hash64(value: impl Hash) -> u64 {
 pub struct RingHash {
     /// (point, backend index), sorted by point.
     ring: Box<[(u64, u32)]>,
+    /// `index[b]` = first ring position whose point is ≥ `b << shift`: a lookup binary-searches
+    /// only one bucket (a few entries) instead of the whole ring, which for 1 000 backends
+    /// (160 000 points, 2.5 MB) would cost a cache miss per step.
+    index: Box<[u32]>,
+    shift: u32,
 }
 
 impl RingHash {
@@ -91,15 +96,39 @@ impl RingHash {
             }
         }
         ring.sort_unstable();
-        Self { ring: ring.into() }
+        // About one to two ring points per bucket, at most 2^16 buckets (256 KiB).
+        let bits = (usize::BITS - ring.len().leading_zeros()).clamp(1, 16);
+        let shift = 64 - bits;
+        let index = (0..1u64 << bits)
+            .map(|b| {
+                let at = ring.partition_point(|&(p, _)| p < b << shift);
+                u32::try_from(at).unwrap_or(u32::MAX)
+            })
+            .collect();
+        Self {
+            ring: ring.into(),
+            index,
+            shift,
+        }
     }
 
     fn lookup(&self, key: u64) -> Option<usize> {
         if self.ring.is_empty() {
             return None;
         }
-        let at = self.ring.partition_point(|&(p, _)| p < key);
-        let (_, idx) = self.ring[at % self.ring.len()];
+        let bucket = (key >> self.shift) as usize;
+        let start = self
+            .index
+            .get(bucket)
+            .map_or(self.ring.len(), |&i| i as usize);
+        let end = self
+            .index
+            .get(bucket + 1)
+            .map_or(self.ring.len(), |&i| i as usize);
+        // The first point ≥ key is in this bucket, or else it is the first of the next ones
+        // (`end`), or, past the last point, the ring wraps to 0.
+        let at = start + self.ring[start..end].partition_point(|&(p, _)| p < key);
+        let (_, idx) = self.ring[if at == self.ring.len() { 0 } else { at }];
         Some(idx as usize)
     }
 }
@@ -171,6 +200,25 @@ mod tests {
         }
         let share = moved as f64 / 20_000.0;
         assert!((0.05..0.14).contains(&share), "remapped share {share}");
+    }
+
+    #[test]
+    fn bucket_index_agrees_with_a_plain_search() {
+        for n in [1, 3, 10, 200] {
+            let b = backends(n, |_| 1);
+            let ring = RingHash::new(&b, RingHash::DEFAULT_REPLICAS);
+            let mut keys: Vec<u64> = (0..5_000u64).map(hash64).collect();
+            keys.extend([0, 1, u64::MAX, u64::MAX - 1]);
+            keys.extend(ring.ring.iter().take(50).map(|&(p, _)| p));
+            for key in keys {
+                let at = ring.ring.partition_point(|&(p, _)| p < key) % ring.ring.len();
+                assert_eq!(
+                    ring.lookup(key),
+                    Some(ring.ring[at].1 as usize),
+                    "key {key}"
+                );
+            }
+        }
     }
 
     #[test]

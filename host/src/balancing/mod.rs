@@ -52,6 +52,17 @@ impl Algorithm {
     /// All accepted config spellings, for error messages.
     pub const NAMES: &'static str = "round-robin, weighted, random, least-request, hash";
 
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::Weighted => "weighted",
+            Algorithm::Random => "random",
+            Algorithm::LeastRequest => "least-request",
+            Algorithm::Hash => "hash",
+        }
+    }
+
     /// Builds the algorithm's state for this exact backend slice.
     pub fn build(self, backends: &[Arc<Backend>]) -> Box<dyn Balance> {
         match self {
@@ -216,6 +227,14 @@ mod tests {
     #[test]
     fn algorithm_names_parse() {
         assert_eq!("least-request".parse(), Ok(Algorithm::LeastRequest));
+        for a in [
+            Algorithm::RoundRobin,
+            Algorithm::Weighted,
+            Algorithm::Random,
+            Algorithm::Hash,
+        ] {
+            assert_eq!(a.name().parse(), Ok(a));
+        }
         assert!("fastest".parse::<Algorithm>().is_err());
     }
 }

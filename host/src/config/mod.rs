@@ -125,7 +125,7 @@ pub struct ServiceConfig {
     #[serde(serialize_with = "as_humantime")]
     pub connect_timeout: Duration,
     /// Discovery, balancing, health and resilience (docs/discovery.md).
-    #[serde(skip)]
+    #[serde(flatten)]
     pub policy: ServicePolicy,
 }
 

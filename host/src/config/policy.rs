@@ -62,6 +62,87 @@ impl Default for ServicePolicy {
     }
 }
 
+// Shown in `/admin/config`, flattened into the service's entry.
+impl serde::Serialize for ServicePolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl ServicePolicy {
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut v = json!({
+            "balance": self.balance.name(),
+            "try_timeout": self.try_timeout.map(human),
+            "timeout": self.timeout.map(human),
+        });
+        v["discovery"] = match &self.discovery {
+            DiscoveryConfig::Static => json!("static"),
+            DiscoveryConfig::Registry => json!("registry"),
+            DiscoveryConfig::Dns {
+                name,
+                port,
+                interval,
+            } => {
+                json!({ "dns": { "name": name, "port": port, "interval": human(*interval) } })
+            }
+        };
+        if let Some(k) = &self.hash_key {
+            v["hash_key"] = json!(match k {
+                HashKey::Header(h) => format!("header:{h}"),
+                HashKey::Cookie(c) => format!("cookie:{c}"),
+                HashKey::ClientAddr => "client-address".to_owned(),
+            });
+        }
+        if let Some(h) = &self.health {
+            v["health"] = json!({
+                "path": h.path, "interval": human(h.interval), "timeout": human(h.timeout),
+                "healthy_threshold": h.healthy_threshold, "unhealthy_threshold": h.unhealthy_threshold,
+            });
+        }
+        if let Some(o) = &self.outlier {
+            v["outlier"] = json!({
+                "consecutive_failures": o.consecutive_failures,
+                "base_ejection": human(o.base_ejection), "max_ejection": human(o.max_ejection),
+                "max_ejected_share": o.max_ejected_share,
+            });
+        }
+        if self.retry.max_retries > 0 {
+            let r = &self.retry;
+            let on: Vec<&str> = [
+                (r.on.connect_failure, "connect-failure"),
+                (r.on.reset, "reset"),
+                (r.on.timeout, "timeout"),
+                (r.on.status_5xx, "5xx"),
+            ]
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .collect();
+            v["retry"] = json!({
+                "max_retries": r.max_retries,
+                "methods": r.methods.iter().map(Method::as_str).collect::<Vec<_>>(),
+                "on": on, "backoff": human(r.backoff),
+                "budget_ratio": r.budget.ratio, "budget_min_per_sec": r.budget.min_per_sec,
+                "budget_window": human(r.budget.window),
+            });
+        }
+        if let Some(b) = &self.breaker {
+            v["breaker"] = json!({
+                "max_concurrent": b.max_concurrent, "max_pending": b.max_pending,
+                "failure_rate": b.failure_rate, "min_requests": b.min_requests,
+                "window": human(b.window), "open_for": human(b.open_for),
+                "half_open_probes": b.half_open_probes,
+            });
+        }
+        v
+    }
+}
+
 impl Validator<'_> {
     fn opt_duration(&mut self, value: &Option<Spanned<String>>, field: &str) -> Option<Duration> {
         value
