@@ -16,6 +16,7 @@ use crate::proxy::pipeline::Pipeline;
 use crate::proxy::server;
 use crate::routing::RouteError;
 use crate::state::Snapshot;
+use crate::telemetry::Metrics;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +77,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);
 
-    let pipeline = Pipeline::new(state.clone());
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = Pipeline::new(state.clone(), metrics.clone());
     let public = tokio::spawn({
         let (limits, stopped) = (limits.clone(), stopped.clone());
         async move {
@@ -87,6 +89,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let admin_api = Admin {
         state: state.clone(),
         ready: ready.clone(),
+        metrics,
         registry: registry.clone(),
     };
     let admin = tokio::spawn(async move {

@@ -28,6 +28,27 @@ async fn health_ready_and_config() {
 }
 
 #[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let gw = support::gateway(CONFIG).await;
+    for _ in 0..3 {
+        get(&format!("http://{}/anything", gw.public_addr), &[]).await;
+    }
+    let metrics = get(&format!("http://{}/metrics", gw.admin_addr), &[]).await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    // The only endpoint is closed (port 9): three 502s on route "r".
+    assert!(
+        text.contains(r#"gatehouse_requests_total{route="r",status="502"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"gatehouse_request_duration_seconds_count{route="r"} 3"#),
+        "{text}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn token_guards_admin_endpoints_and_is_never_shown() {
     let gw = support::gateway(&format!("[admin]\ntoken = \"s3cret\"\n{CONFIG}")).await;
     let base = format!("http://{}", gw.admin_addr);

@@ -1,4 +1,4 @@
-//! The admin listener: liveness, readiness and the active config (loopback by default).
+//! The admin listener: liveness, readiness, metrics and the active config (loopback by default).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use crate::error::json_error;
 use crate::proxy::body::{self, Body};
 use crate::state::Snapshot;
+use crate::telemetry::Metrics;
 
 /// Shared by the admin API and the gateway lifecycle.
 #[derive(Debug, Default)]
@@ -31,6 +32,7 @@ impl Readiness {
 pub struct Admin {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub ready: Arc<Readiness>,
+    pub metrics: Arc<Metrics>,
     /// Served under `/registry/` (docs/discovery.md).
     pub registry: Arc<crate::discovery::registry::Registry>,
 }
@@ -66,7 +68,17 @@ impl Admin {
                 &serde_json::json!({ "status": "not ready" }),
             ),
             (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
-            (_, "/healthz" | "/readyz" | "/admin/config") => json_error(
+            (&Method::GET, "/metrics") => {
+                let mut response = Response::new(body::full(self.metrics.encode()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config") => json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 &format!("{} is not allowed on {path}; use GET", req.method()),

@@ -15,17 +15,18 @@ use super::headers;
 use crate::error::ProxyError;
 use crate::routing::Matched;
 use crate::state::Snapshot;
-use crate::telemetry::AccessLog;
+use crate::telemetry::{AccessLog, Metrics};
 
 /// Handles requests on the public listener against the current snapshot.
 #[derive(Clone)]
 pub struct Pipeline {
     state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>) -> Self {
-        Pipeline { state }
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        Pipeline { state, metrics }
     }
 
     /// Never fails: every error becomes a response here, and is logged once.
@@ -53,7 +54,7 @@ impl Pipeline {
                 error.to_response(&request_id)
             }
         };
-        log.finish(response.status(), started.elapsed());
+        log.finish(response.status(), started.elapsed(), &self.metrics);
         Ok(response)
     }
 }

@@ -1,4 +1,8 @@
-//! Telemetry: `tracing` setup (text or JSON) and the one access-log line per request.
+//! Telemetry: `tracing` setup (text or JSON), the one access-log line per request, and metrics.
+
+mod metrics;
+
+pub use metrics::Metrics;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,13 +52,15 @@ impl AccessLog {
         }
     }
 
-    /// Writes the line. `elapsed` runs until the response head is ready.
-    pub fn finish(self, status: StatusCode, elapsed: Duration) {
+    /// Writes the line and records the metrics. `elapsed` runs until the response head is ready.
+    pub fn finish(self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
+        let route = self.route.as_deref().unwrap_or("-");
+        metrics.record(route, status.as_u16(), elapsed.as_secs_f64());
         tracing::info!(
             target: "gatehouse::access",
             method = %self.method,
             path = %self.path,
-            route = self.route.as_deref().unwrap_or("-"),
+            route,
             upstream = %self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
             status = status.as_u16(),
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
