@@ -728,7 +728,9 @@ async fn the_registry_api_checks_tokens_and_input() {
         (got.status, got.json()["code"].as_str()),
         (404, Some("unknown_instance"))
     );
-    let config = get(&format!("http://{}/admin/config", gw.admin_addr), &[]).await.json();
+    let config = get(&format!("http://{}/admin/config", gw.admin_addr), &[])
+        .await
+        .json();
     assert_eq!(config["services"][0]["discovery"], "registry");
     assert_eq!(config["services"][0]["balance"], "round-robin");
     // No instance yet: the service answers 503 marked no-endpoints.

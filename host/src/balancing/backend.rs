@@ -11,14 +11,20 @@ use crate::health::EndpointHealth;
 #[derive(Debug)]
 pub struct Backend {
     pub endpoint: Endpoint,
+    /// `ip:port` as a URI authority, built once rather than per request.
+    pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
     pub health: EndpointHealth,
 }
 
 impl Backend {
     pub fn new(endpoint: Endpoint) -> Self {
+        // A socket address always formats as a valid authority; the fallback is unreachable.
+        let authority = http::uri::Authority::try_from(endpoint.addr.to_string())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
         Self {
             endpoint,
+            authority,
             in_flight: AtomicUsize::new(0),
             health: EndpointHealth::default(),
         }

@@ -64,9 +64,13 @@ impl OutlierDetector {
         let h = &backend.health;
         match outcome {
             Outcome::Success => {
-                h.consecutive_failures.store(0, Ordering::Relaxed);
+                // Loads first: the common case (nothing to reset) writes nothing and takes no
+                // lock, so successes stay cheap on the request path.
+                if h.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                    h.consecutive_failures.store(0, Ordering::Relaxed);
+                }
                 // Back in good standing: the next ejection starts from the base again.
-                if !h.is_ejected(now) {
+                if h.ejections.load(Ordering::Relaxed) != 0 && !h.is_ejected(now) {
                     h.ejections.store(0, Ordering::Relaxed);
                 }
                 None

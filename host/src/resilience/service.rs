@@ -245,8 +245,9 @@ impl UpstreamService {
         let path = parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned());
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let method = parts.method.clone();
 
         // Keep a copy of small bodies so a retry can resend them.
         let (replay, mut once) = if self.retry.max_retries > 0 && replayable(&body) {
@@ -263,6 +264,9 @@ impl UpstreamService {
             (None, Some(body))
         };
 
+        // The request head: moved into the only try when there is no replay copy (no retry
+        // possible), otherwise copied per try.
+        let mut head = Some(parts);
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut attempt: u32 = 0;
         loop {
@@ -281,26 +285,23 @@ impl UpstreamService {
                 // Unreachable: without a replay copy there is no second try.
                 (None, None) => body::empty(),
             };
-            let uri: Uri = format!("http://{endpoint}{path}").parse().map_err(
-                |e: http::uri::InvalidUri| CallError::Uri {
-                    service: Arc::clone(&self.name),
-                    source: e.into(),
-                },
-            )?;
-            let mut builder = Request::builder()
-                .method(parts.method.clone())
-                .uri(uri)
-                .version(parts.version);
-            if let Some(h) = builder.headers_mut() {
-                *h = parts.headers.clone();
-            }
-            if let Some(e) = builder.extensions_mut() {
-                *e = parts.extensions.clone();
-            }
-            let req = builder.body(body).map_err(|source| CallError::Uri {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(backend.authority.clone());
+            uri.path_and_query = Some(path.clone());
+            let uri = Uri::from_parts(uri).map_err(|e| CallError::Uri {
                 service: Arc::clone(&self.name),
-                source,
+                source: e.into(),
             })?;
+            let mut try_head = match (&replay, head.as_ref()) {
+                (Some(_), Some(h)) => copy_head(h),
+                _ => head.take().ok_or_else(|| CallError::NoEndpoints {
+                    // Unreachable: without a replay copy there is no second try.
+                    service: Arc::clone(&self.name),
+                })?,
+            };
+            try_head.uri = uri;
+            let req = Request::from_parts(try_head, body);
 
             let outcome = tokio::time::timeout(per_try, self.client.request(req)).await;
             drop(picked);
@@ -339,7 +340,7 @@ impl UpstreamService {
             self.mark(&backend, Outcome::Failure);
             let may_retry = replay.is_some()
                 && attempt < self.retry.max_retries
-                && self.retry.allows(&parts.method, failure)
+                && self.retry.allows(&method, failure)
                 && self.budget.try_withdraw();
             if !may_retry {
                 record(permit, false);
@@ -356,14 +357,29 @@ impl UpstreamService {
         let Some(detector) = &self.outlier else {
             return;
         };
-        let all = self.pool.all_backends();
+        // Successes never look at the other backends; skip loading them.
+        let all = match outcome {
+            Outcome::Success => None,
+            Outcome::Failure => Some(self.pool.all_backends()),
+        };
+        let all = all.as_deref().map_or(&[][..], |v| &v[..]);
         if detector
-            .record(backend, &all, outcome, Instant::now())
+            .record(backend, all, outcome, Instant::now())
             .is_some()
         {
             self.pool.rebuild();
         }
     }
+}
+
+/// A copy of a request head for one more try.
+fn copy_head(h: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = h.method.clone();
+    *req.version_mut() = h.version;
+    *req.headers_mut() = h.headers.clone();
+    *req.extensions_mut() = h.extensions.clone();
+    req.into_parts().0
 }
 
 /// Small bodies with a known length (including none) can be buffered for replay.
