@@ -2,5 +2,6 @@
 //! and malformed ones), driven through the runtime directly and through the gateway.
 
 mod guests;
+mod js;
 mod load;
 mod runtime;

@@ -49,10 +49,11 @@ pub fn body_of(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
 
-/// Limits small enough for many engines in one test process.
+/// Limits small enough for many engines in one test process. The deadline is generous
+/// because it is wall time in wasm and tests run many plugins at once on few cores.
 pub fn test_limits() -> PluginLimits {
     PluginLimits {
-        cpu_deadline: Duration::from_millis(100),
+        deadline: Duration::from_millis(1000),
         memory: 32 << 20,
         body_cap: 64 << 10,
         max_instances: 32,
@@ -148,7 +149,7 @@ async fn answered(chain: &Arc<PluginChain>, req: http::Request<Body>) -> (u16, V
 }
 
 /// Run the request phase and expect it to fail; the status and JSON error.
-async fn failed(chain: &Arc<PluginChain>) -> (u16, Value) {
+pub async fn failed(chain: &Arc<PluginChain>) -> (u16, Value) {
     match chain.start(meta()).on_request(get("/")).await {
         Err(f) => (f.status().as_u16(), f.to_json()),
         Ok(_) => panic!("expected the plugin to fail"),
@@ -249,8 +250,8 @@ async fn infinite_loop_hits_the_deadline_and_others_keep_working() {
     assert_eq!(body["plugin"], "kit");
     assert_eq!(body["phase"], "request");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the deadline (100 ms) must stop the loop, took {:?}",
+        started.elapsed() < Duration::from_secs(5),
+        "the deadline (1 s) must stop the loop, took {:?}",
         started.elapsed()
     );
     let fine = kit.chain(
@@ -297,7 +298,7 @@ async fn huge_response_is_rejected() {
         OnError::FailClosed,
     );
     let (status, body) = failed(&chain).await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 500, "{body}");
     assert_eq!(body["kind"], "bad_output");
     assert!(
         body["message"]
@@ -316,7 +317,7 @@ async fn invalid_header_bytes_are_refused() {
         OnError::FailClosed,
     );
     let (status, body) = failed(&chain).await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 500, "{body}");
     assert_eq!(body["kind"], "bad_output");
 
     let chain = kit.chain(
@@ -401,11 +402,15 @@ async fn call_batch_runs_concurrently_and_grants_are_enforced() {
 }
 
 #[tokio::test]
-async fn waiting_on_services_does_not_count_against_the_cpu_deadline() {
-    // 300 ms of service latency against a 100 ms CPU deadline.
+async fn waiting_on_services_does_not_count_against_the_deadline() {
+    // 300 ms of service latency against a 100 ms deadline.
+    let limits = PluginLimits {
+        deadline: Duration::from_millis(100),
+        ..test_limits()
+    };
     let kit = kit_with(
         &[("kit", guests::bytes("test-kit"))],
-        test_limits(),
+        limits,
         Duration::from_millis(300),
     )
     .await;

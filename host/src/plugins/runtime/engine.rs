@@ -14,9 +14,11 @@ use super::host_impl::PluginCtx;
 /// Limits applied to every plugin invocation. Defaults are in [`PluginLimits::default`].
 #[derive(Debug, Clone)]
 pub struct PluginLimits {
-    /// CPU time one hook invocation may use (time waiting on the host excluded).
+    /// How long one hook invocation (or instantiation) may run in wasm: wall-clock time,
+    /// checked every `epoch_tick`, with time spent waiting on host calls (service calls, body
+    /// reads) excluded. Under CPU contention it also counts time the thread was descheduled.
     /// Default 100 ms.
-    pub cpu_deadline: Duration,
+    pub deadline: Duration,
     /// Linear memory one instance may grow to. Default 64 MiB.
     pub memory: usize,
     /// Largest body handed to (or accepted from) a plugin. Default 1 MiB.
@@ -33,7 +35,7 @@ pub struct PluginLimits {
 impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
-            cpu_deadline: Duration::from_millis(100),
+            deadline: Duration::from_millis(100),
             memory: 64 << 20,
             body_cap: 1 << 20,
             max_instances: 1000,

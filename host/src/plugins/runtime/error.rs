@@ -80,7 +80,7 @@ pub enum InvokeError {
     #[error("plugin trapped: {0}")]
     Trap(String),
     /// The plugin ran past its CPU deadline.
-    #[error("plugin exceeded its {0} ms CPU deadline")]
+    #[error("plugin exceeded its {0} ms deadline")]
     Deadline(u64),
     /// The plugin tried to grow its memory past the limit.
     #[error("plugin exceeded its memory limit of {0} bytes")]

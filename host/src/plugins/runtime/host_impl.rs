@@ -48,8 +48,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The CPU budget of one invocation: wall time spent in wasm, not counting time the plugin
-/// spent waiting on the host (service calls).
+/// The time budget of one invocation: wall time spent in wasm, not counting time the plugin
+/// spent waiting on the host (service calls, body reads). Epoch interruption cannot see
+/// per-thread CPU time, so this is the practical stand-in for a CPU deadline.
 pub struct CpuClock {
     started: Instant,
     host_wait: Duration,
@@ -252,8 +253,8 @@ impl types::HostRequest for PluginCtx {
         Ok(())
     }
     async fn drop(&mut self, _r: Resource<PluginRequest>) -> Result<()> {
-        // The host owns every request; plugins only ever hold borrows, and the host takes the
-        // request back out of the table itself after the hook returns.
+        // The plugin dropped its handle. The host still owns the request and takes it back
+        // out of the table itself after the hook returns.
         Ok(())
     }
 }

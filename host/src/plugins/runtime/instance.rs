@@ -87,13 +87,7 @@ impl PluginPre {
         meta: Arc<RequestMeta>,
     ) -> Result<PluginInstance, InvokeError> {
         let limits = engine.limits();
-        let ctx = PluginCtx::new(
-            env,
-            meta,
-            limits.memory,
-            limits.cpu_deadline,
-            limits.body_cap,
-        );
+        let ctx = PluginCtx::new(env, meta, limits.memory, limits.deadline, limits.body_cap);
         let mut store = Store::new(engine.engine(), ctx);
         store.limiter(|c| &mut c.memory);
         store.epoch_deadline_callback(|mut cx| {
@@ -219,7 +213,7 @@ impl PluginInstance {
         };
         self.begin();
         let out = hook
-            .call_on_request(&mut self.store, Resource::new_borrow(rep))
+            .call_on_request(&mut self.store, Resource::new_own(rep))
             .await;
         let req = self
             .store
@@ -245,7 +239,7 @@ impl PluginInstance {
         };
         self.begin();
         let out = hook
-            .call_on_response(&mut self.store, Resource::new_borrow(rep))
+            .call_on_response(&mut self.store, Resource::new_own(rep))
             .await;
         let resp = self
             .store
