@@ -443,9 +443,11 @@ async fn hash_balancing_is_sticky_and_remaps_only_the_leavers_keys() {
             .expect("register");
     }
     // Registrations reach the balancer asynchronously: measure only once all four are in.
-    eventually("all four instances reach the balancer", DEADLINE, async || {
-        balancer_size(&gw, "api") == 4
-    })
+    eventually(
+        "all four instances reach the balancer",
+        DEADLINE,
+        async || balancer_size(&gw, "api") == 4,
+    )
     .await;
     let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     let owners = async || {

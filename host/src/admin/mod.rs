@@ -35,6 +35,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Served under `/registry/` (docs/discovery.md).
     pub registry: Arc<crate::discovery::registry::Registry>,
+    /// Loaded plugins, for `/admin/plugins`; `None` when no route uses plugins.
+    pub plugins: Option<Arc<crate::plugins::gateway::GatewayPlugins>>,
 }
 
 impl Admin {
@@ -68,6 +70,10 @@ impl Admin {
                 &serde_json::json!({ "status": "not ready" }),
             ),
             (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
+            (&Method::GET, "/admin/plugins") => json(
+                StatusCode::OK,
+                &crate::plugins::gateway::GatewayPlugins::admin_status(self.plugins.as_deref()),
+            ),
             (&Method::GET, "/metrics") => {
                 let mut response = Response::new(body::full(self.metrics.encode()));
                 response.headers_mut().insert(
@@ -78,12 +84,14 @@ impl Admin {
                 );
                 response
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config") => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                &format!("{} is not allowed on {path}; use GET", req.method()),
-                &request_id,
-            ),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins") => {
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!("{} is not allowed on {path}; use GET", req.method()),
+                    &request_id,
+                )
+            }
             _ => json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",
