@@ -716,7 +716,7 @@ async fn the_registry_api_checks_tokens_and_input() {
     let got = send(&http1(), "POST", &base, &[("authorization", &auth)], body).await;
     assert_eq!(got.status, 400);
     assert!(
-        got.json()["error"]
+        got.json()["message"]
             .as_str()
             .unwrap_or("")
             .contains("port 99999"),
@@ -732,7 +732,7 @@ async fn the_registry_api_checks_tokens_and_input() {
     )
     .await;
     assert_eq!(
-        (got.status, got.json()["code"].as_str()),
+        (got.status, got.json()["error"].as_str()),
         (404, Some("unknown_instance"))
     );
     let config = get(&format!("http://{}/admin/config", gw.admin_addr), &[])
