@@ -45,7 +45,17 @@ impl Admin {
         let request_id = crate::proxy::headers::request_id(req.headers());
         let path = req.uri().path();
         if path == "/registry" || path.starts_with("/registry/") {
-            // The registry checks its own token on write calls; reads are open like /healthz.
+            // The registry checks its own token on write calls. Reads are open on loopback;
+            // once the admin API has a token (it must when exposed), reads need it too.
+            let is_read = matches!(*req.method(), Method::GET | Method::HEAD);
+            if is_read && !authorized(&req, snapshot.config.admin.token.as_deref()) {
+                return Ok(json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "reading the registry needs `Authorization: Bearer <admin.token>`",
+                    &request_id,
+                ));
+            }
             let response = crate::discovery::registry::handle(&self.registry, req).await;
             return Ok(response.map(|b| b.map_err(|never| match never {}).boxed_unsync()));
         }
