@@ -1,1 +1,2 @@
 //! gatehouse: a programmable API gateway.
+pub mod plugins;

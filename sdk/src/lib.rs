@@ -140,13 +140,13 @@ macro_rules! export_plugin {
     ($ty:ident) => {
         const _: () = {
             impl $crate::bindings::exports::gatehouse::plugin::request_hook::Guest for $ty {
-                fn on_request(req: &$crate::Request) -> $crate::Decision {
-                    <$ty as $crate::Plugin>::on_request(req)
+                fn on_request(req: $crate::Request) -> $crate::Decision {
+                    <$ty as $crate::Plugin>::on_request(&req)
                 }
             }
             impl $crate::bindings::exports::gatehouse::plugin::response_hook::Guest for $ty {
-                fn on_response(resp: &$crate::Response) {
-                    <$ty as $crate::Plugin>::on_response(resp)
+                fn on_response(resp: $crate::Response) {
+                    <$ty as $crate::Plugin>::on_response(&resp)
                 }
             }
             impl $crate::bindings::exports::gatehouse::plugin::failure_hook::Guest for $ty {

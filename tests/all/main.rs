@@ -1,0 +1,3 @@
+//! The integration tests, compiled into one binary.
+
+mod plugins;
