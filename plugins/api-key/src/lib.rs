@@ -216,11 +216,6 @@ pub fn unauthorized(error: &str, message: &str) -> FullResponse {
     resp
 }
 
-enum Source {
-    Header,
-    Query,
-}
-
 impl Plugin for ApiKey {
     fn on_request(req: &Request) -> Decision {
         let settings = match parse(&context::config()) {
@@ -241,15 +236,13 @@ impl Plugin for ApiKey {
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty());
         let found = match from_header {
-            Some(k) => Some((k, Source::Header)),
+            Some(k) => Some(k),
             None => match (&settings.query, req.query()) {
-                (Some(name), Some(q)) => query_param(&q, name)
-                    .filter(|v| !v.is_empty())
-                    .map(|k| (k, Source::Query)),
+                (Some(name), Some(q)) => query_param(&q, name).filter(|v| !v.is_empty()),
                 _ => None,
             },
         };
-        let Some((presented, source)) = found else {
+        let Some(presented) = found else {
             return Decision::Respond(unauthorized("missing_api_key", "no API key in the request"));
         };
         let Some(entry) = settings.lookup(&presented) else {
@@ -269,19 +262,18 @@ impl Plugin for ApiKey {
             }
         }
         if settings.strip {
-            match source {
-                Source::Header => req.remove_header(&settings.header),
-                Source::Query => {
-                    if let (Some(name), Some(q)) = (&settings.query, req.query()) {
-                        let rest = query_without(&q, name);
-                        let target = if rest.is_empty() {
-                            req.path()
-                        } else {
-                            format!("{}?{rest}", req.path())
-                        };
-                        if let Err(e) = req.set_path_with_query(&target) {
-                            log::warn(&format!("api-key: cannot strip the key: {e}"));
-                        }
+            // Strip the key wherever it is: a copy left in the query would reach the upstream.
+            req.remove_header(&settings.header);
+            if let (Some(name), Some(q)) = (&settings.query, req.query()) {
+                let rest = query_without(&q, name);
+                if rest != q {
+                    let target = if rest.is_empty() {
+                        req.path()
+                    } else {
+                        format!("{}?{rest}", req.path())
+                    };
+                    if let Err(e) = req.set_path_with_query(&target) {
+                        log::warn(&format!("api-key: cannot strip the key: {e}"));
                     }
                 }
             }

@@ -67,7 +67,12 @@ plugins = [{}]
     assert_eq!(seen["query"], "a=1&b=x%2By");
     assert_eq!(seen["headers"]["x-consumer"], "web");
     assert!(seen["headers"].get("x-plan").is_none(), "spoofed metadata removed");
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // A key in the header wins; a second copy in the query is stripped too.
+    let got = support::get(&url(&gw, "/items?api_key=leaked&z=1"), &[("x-api-key", "web-key-2")]).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["query"], "z=1");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
 
     // Missing and unknown keys.
     for (path, headers, error) in [
@@ -81,5 +86,5 @@ plugins = [{}]
         assert_eq!(got.json()["error"], error, "{path} {headers:?}");
         assert_eq!(header(&got, "www-authenticate").as_deref(), Some("ApiKey realm=\"gatehouse\""));
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 2, "rejected requests never reached the origin");
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "rejected requests never reached the origin");
 }
