@@ -1,1 +1,125 @@
-fn main() {}
+//! The `gatehouse` binary: parse the CLI, load config, run the gateway until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gatehouse::config::{self, Config};
+
+/// gatehouse: a programmable API gateway with WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the gateway. Without --config it runs the embedded default: the public listener
+    /// on 127.0.0.1:8080 proxies /echo/... to a bundled echo origin on 127.0.0.1:9902, and the
+    /// admin API listens on 127.0.0.1:9901.
+    Run {
+        /// Path to a TOML configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit: 0 if valid, 1 with every problem listed if not.
+    Check {
+        /// Path to a TOML configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gatehouse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::load_file(path)?;
+    println!(
+        "{}: ok ({} services, {} routes)",
+        path.display(),
+        config.services.len(),
+        config.routes.len()
+    );
+    Ok(())
+}
+
+fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let embedded = path.is_none();
+    let config: Config = match &path {
+        Some(p) => config::load_file(p)?,
+        None => config::load_str(config::EMBEDDED_DEFAULT, "<embedded default>")?,
+    };
+    gatehouse::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let (stop_demo, demo_stopped) = tokio::sync::watch::channel(false);
+        if embedded {
+            let addr = "127.0.0.1:9902";
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot start the bundled echo origin on {addr}"))?;
+            tokio::spawn(gatehouse::demo::serve_echo(listener, demo_stopped));
+            tracing::info!(
+                "bundled echo origin on {addr}; try: curl -i http://127.0.0.1:8080/echo/hello"
+            );
+        }
+        let gateway = gatehouse::gateway::start(config).await?;
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; draining in-flight requests");
+        let report = gateway.shutdown().await;
+        let _ = stop_demo.send(true); // the echo task may already be gone; nothing to do then
+        if report.cut_connections > 0 {
+            tracing::warn!(
+                cut = report.cut_connections,
+                "drain timeout cut connections"
+            );
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,3 +1,11 @@
-//! The integration tests, compiled into one binary.
+//! gatehouse integration tests: one binary, real sockets on 127.0.0.1, real origins.
 
+mod support;
+
+mod admin;
+mod cli;
+mod config_errors;
 mod plugins;
+mod proxy;
+mod shutdown;
+mod streaming;

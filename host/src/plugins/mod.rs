@@ -8,6 +8,7 @@
 //! ```
 
 pub mod chain;
+pub mod gateway;
 pub mod manager;
 pub mod reload;
 pub mod runtime;
@@ -23,10 +24,8 @@ pub use runtime::error::{InvokeError, LoadError, Phase, PluginFailure};
 use std::fmt;
 use std::sync::Arc;
 
-/// The body type plugins see; the same as the proxy's body.
-pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
-/// The error type of [`Body`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type plugins see: the proxy's body.
+pub use crate::proxy::body::{Body, BoxError};
 
 /// A plugin's name: its file name in the plugins directory without `.wasm`
 /// (ASCII letters, digits, `-` and `_`).

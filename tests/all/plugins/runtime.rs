@@ -46,7 +46,9 @@ impl ServiceCaller for FakeServices {
 }
 
 pub fn body_of(s: impl Into<Bytes>) -> Body {
-    Full::new(s.into()).map_err(|never| match never {}).boxed()
+    Full::new(s.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Limits small enough for many engines in one test process. The deadline is generous

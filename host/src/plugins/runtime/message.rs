@@ -131,7 +131,7 @@ fn prepend(chunks: Vec<Bytes>, rest: Body) -> Body {
             .map(|c| Ok::<_, BoxError>(http_body::Frame::data(c))),
     );
     let stream = head.chain(http_body_util::BodyStream::new(rest));
-    BodyExt::boxed(http_body_util::StreamBody::new(stream))
+    BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream))
 }
 
 /// Read a whole body, failing with `Ok(None)` past `cap` bytes.
@@ -152,7 +152,9 @@ pub async fn collect_capped(mut body: Body, cap: usize) -> Result<Option<Bytes>,
 
 /// A body from bytes.
 pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Headers the host manages itself; plugins may not set them.

@@ -1,0 +1,123 @@
+//! The admin listener: liveness, readiness, metrics and the active config (loopback by default).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::error::json_error;
+use crate::proxy::body::{self, Body};
+use crate::state::Snapshot;
+use crate::telemetry::Metrics;
+
+/// Shared by the admin API and the gateway lifecycle.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Serves the admin API.
+#[derive(Clone)]
+pub struct Admin {
+    pub state: Arc<ArcSwap<Snapshot>>,
+    pub ready: Arc<Readiness>,
+    pub metrics: Arc<Metrics>,
+    /// Loaded plugins, for `/admin/plugins`; `None` when no route uses plugins.
+    pub plugins: Option<Arc<crate::plugins::gateway::GatewayPlugins>>,
+}
+
+impl Admin {
+    pub async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let snapshot = self.state.load_full();
+        let request_id = crate::proxy::headers::request_id(req.headers());
+        let path = req.uri().path();
+        if path.starts_with("/admin/") && !authorized(&req, snapshot.config.admin.token.as_deref())
+        {
+            return Ok(json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this admin endpoint needs `Authorization: Bearer <admin.token>`",
+                &request_id,
+            ));
+        }
+        let response = match (req.method(), path) {
+            (&Method::GET, "/healthz") => {
+                json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+            }
+            (&Method::GET, "/readyz") if self.ready.get() => {
+                json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+            }
+            (&Method::GET, "/readyz") => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "not ready" }),
+            ),
+            (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
+            (&Method::GET, "/admin/plugins") => json(
+                StatusCode::OK,
+                &crate::plugins::gateway::GatewayPlugins::admin_status(self.plugins.as_deref()),
+            ),
+            (&Method::GET, "/metrics") => {
+                let mut response = Response::new(body::full(self.metrics.encode()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins") => {
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!("{} is not allowed on {path}; use GET", req.method()),
+                    &request_id,
+                )
+            }
+            _ => json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no admin endpoint at {path}"),
+                &request_id,
+            ),
+        };
+        Ok(response)
+    }
+}
+
+/// Without a configured token the admin API is open (it is on loopback: validation refuses a
+/// non-loopback admin address without a token).
+fn authorized<B>(req: &Request<B>, token: Option<&str>) -> bool {
+    let Some(token) = token else { return true };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    let text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

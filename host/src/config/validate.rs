@@ -1,0 +1,544 @@
+//! Validation: raw serde types → [`Config`]. Reports every problem at once, each with the line,
+//! the key path, the bad value and what would be accepted.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use toml::Spanned;
+
+use super::load::line_col;
+use super::model::{RawConfig, RawMatch, RawRoute, RawService};
+use super::{
+    AdminConfig, Config, ConfigError, HostMatch, Limits, Listen, LogConfig, LogFormat, MatchConfig,
+    PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
+    ShutdownConfig, ValueMatch,
+};
+use crate::routing::RouteTable;
+
+const DEFAULT_PUBLIC: &str = "0.0.0.0:8080";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// Collects problems while walking the raw config.
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, span: std::ops::Range<usize>, field: impl Into<String>, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            field: field.into(),
+            message,
+        });
+    }
+
+    fn addr(&mut self, value: &Option<Spanned<String>>, field: &str, default: &str) -> SocketAddr {
+        let fallback = || {
+            default
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+        };
+        let Some(v) = value else { return fallback() };
+        match v.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                self.problem(
+                    v.span(),
+                    field,
+                    format!(
+                        "{:?} is not an address; expected IP:PORT such as \"127.0.0.1:8080\"",
+                        v.get_ref()
+                    ),
+                );
+                fallback()
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = value else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(v.span(), field, "must be greater than zero".to_owned());
+                default
+            }
+            Err(e) => {
+                self.problem(
+                    v.span(),
+                    field,
+                    format!(
+                        "{:?} is not a duration ({e}); expected e.g. \"250ms\", \"5s\", \"1m\"",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn positive(&mut self, value: &Option<Spanned<i64>>, field: &str, default: usize) -> usize {
+        let Some(v) = value else { return default };
+        match usize::try_from(*v.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                self.problem(
+                    v.span(),
+                    field,
+                    format!("{} must be a positive integer", v.get_ref()),
+                );
+                default
+            }
+        }
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        text,
+        problems: Vec::new(),
+    };
+
+    let listen = Listen {
+        public: v.addr(&raw.listen.public, "listen.public", DEFAULT_PUBLIC),
+        admin: v.addr(&raw.listen.admin, "listen.admin", DEFAULT_ADMIN),
+    };
+
+    let format = match raw
+        .log
+        .format
+        .as_ref()
+        .map(|f| (f.get_ref().as_str(), f.span()))
+    {
+        None | Some(("text", _)) => LogFormat::Text,
+        Some(("json", _)) => LogFormat::Json,
+        Some((other, span)) => {
+            v.problem(
+                span,
+                "log.format",
+                format!("{other:?} is not a log format; expected \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let level = match &raw.log.level {
+        None => "info".to_owned(),
+        Some(l) => {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(l.get_ref()) {
+                v.problem(
+                    l.span(),
+                    "log.level",
+                    format!("{:?} is not a log filter: {e}", l.get_ref()),
+                );
+            }
+            l.get_ref().clone()
+        }
+    };
+
+    let limits = Limits {
+        max_header_count: v.positive(&raw.limits.max_header_count, "limits.max_header_count", 100),
+        max_header_bytes: v.positive(
+            &raw.limits.max_header_bytes,
+            "limits.max_header_bytes",
+            16 * 1024,
+        ),
+        max_uri_length: v.positive(
+            &raw.limits.max_uri_length,
+            "limits.max_uri_length",
+            8 * 1024,
+        ),
+        default_timeout: v.duration(
+            &raw.limits.default_timeout,
+            "limits.default_timeout",
+            DEFAULT_TIMEOUT,
+        ),
+    };
+
+    let token = raw.admin.token.as_ref().and_then(|t| {
+        if t.get_ref().trim().is_empty() {
+            v.problem(t.span(), "admin.token", "must not be empty".to_owned());
+            None
+        } else {
+            Some(t.get_ref().clone())
+        }
+    });
+    if !listen.admin.ip().is_loopback() && token.is_none() {
+        let span = raw.listen.admin.as_ref().map_or(0..0, |a| a.span());
+        v.problem(
+            span,
+            "listen.admin",
+            format!(
+                "{} is not a loopback address, so admin.token must be set: the admin API must not be open to the network",
+                listen.admin
+            ),
+        );
+    }
+    let admin = AdminConfig {
+        token_set: token.is_some(),
+        token,
+    };
+
+    let shutdown = ShutdownConfig {
+        drain_timeout: v.duration(
+            &raw.shutdown.drain_timeout,
+            "shutdown.drain_timeout",
+            DEFAULT_DRAIN,
+        ),
+    };
+
+    let services = validate_services(&mut v, &raw.services);
+    let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
+    let routes = validate_routes(&mut v, &raw.routes, &known, limits.default_timeout);
+    let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
+
+    // Route conflicts (two templates the radix tree cannot tell apart) are found by building the
+    // real table: validation and the running router can never disagree.
+    if v.problems.is_empty() {
+        if let Err(e) = RouteTable::new(&routes) {
+            let raw_route = &raw.routes[e.route_index];
+            let span = raw_route
+                .matcher
+                .path
+                .as_ref()
+                .or(raw_route.matcher.prefix.as_ref())
+                .map_or(raw_route.name.span(), |p| p.span());
+            v.problem(span, format!("routes[{}].match", e.route_index), e.message);
+        }
+    }
+
+    if !v.problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_owned(),
+            problems: v.problems,
+        });
+    }
+    Ok(Config {
+        source: file.to_owned(),
+        listen,
+        log: LogConfig { format, level },
+        limits,
+        admin,
+        shutdown,
+        services,
+        routes,
+        plugins,
+    })
+}
+
+fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceConfig> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, s) in raw.iter().enumerate() {
+        let name = s.name.get_ref();
+        check_name(v, &s.name, &format!("services[{i}].name"));
+        if !seen.insert(name.clone()) {
+            v.problem(
+                s.name.span(),
+                format!("services[{i}].name"),
+                format!("duplicate service name {name:?}"),
+            );
+        }
+        if s.endpoints.is_empty() {
+            v.problem(
+                s.name.span(),
+                format!("services[{i}].endpoints"),
+                format!("service {name:?} has no endpoints"),
+            );
+        }
+        let endpoints = s
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(j, e)| match e.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    v.problem(
+                        e.span(),
+                        format!("services[{i}].endpoints[{j}]"),
+                        format!(
+                            "{:?} is not an endpoint; expected IP:PORT such as \"127.0.0.1:8081\"",
+                            e.get_ref()
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect();
+        let protocol = match s
+            .protocol
+            .as_ref()
+            .map(|p| (p.get_ref().as_str(), p.span()))
+        {
+            None | Some(("http1", _)) => Protocol::Http1,
+            Some(("h2c", _)) => Protocol::H2c,
+            Some((other, span)) => {
+                v.problem(
+                    span,
+                    format!("services[{i}].protocol"),
+                    format!("{other:?} is not a protocol; expected \"http1\" or \"h2c\""),
+                );
+                Protocol::Http1
+            }
+        };
+        out.push(ServiceConfig {
+            name: ServiceName(name.clone()),
+            endpoints,
+            protocol,
+            connect_timeout: v.duration(
+                &s.connect_timeout,
+                &format!("services[{i}].connect_timeout"),
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+        });
+    }
+    out
+}
+
+fn validate_routes(
+    v: &mut Validator<'_>,
+    raw: &[RawRoute],
+    known: &BTreeSet<&str>,
+    default_timeout: Duration,
+) -> Vec<RouteConfig> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let name = r.name.get_ref();
+        check_name(v, &r.name, &format!("{at}.name"));
+        if !seen.insert(name.clone()) {
+            v.problem(
+                r.name.span(),
+                format!("{at}.name"),
+                format!("duplicate route name {name:?}"),
+            );
+        }
+        let service = r.service.get_ref();
+        if !known.contains(service.as_str()) {
+            let list = known.iter().copied().collect::<Vec<_>>().join(", ");
+            v.problem(
+                r.service.span(),
+                format!("{at}.service"),
+                format!("no service named {service:?} (known: {list})"),
+            );
+        }
+        let matcher = validate_match(v, &r.matcher, &at);
+        if r.strip_prefix && !matches!(matcher.path, PathMatch::Prefix(_)) {
+            v.problem(
+                r.name.span(),
+                format!("{at}.strip_prefix"),
+                "strip_prefix = true needs match.prefix to be set".to_owned(),
+            );
+        }
+        if r.strip_prefix && r.rewrite.is_some() {
+            v.problem(
+                r.name.span(),
+                format!("{at}.rewrite"),
+                "rewrite and strip_prefix cannot be set together".to_owned(),
+            );
+        }
+        if let Some(rw) = &r.rewrite {
+            check_rewrite(v, rw, &matcher.path, &format!("{at}.rewrite"));
+        }
+        out.push(RouteConfig {
+            name: RouteName(name.clone()),
+            service: ServiceName(service.clone()),
+            matcher,
+            strip_prefix: r.strip_prefix,
+            rewrite: r.rewrite.as_ref().map(|s| s.get_ref().clone()),
+            timeout: v.duration(&r.timeout, &format!("{at}.timeout"), default_timeout),
+            plugins: super::plugins::validate_route(r, &at, known, v.text, &mut v.problems),
+            on_error: super::plugins::on_error(r, &at, v.text, &mut v.problems),
+        });
+    }
+    out
+}
+
+fn check_name(v: &mut Validator<'_>, name: &Spanned<String>, field: &str) {
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        v.problem(
+            name.span(),
+            field,
+            format!("{n:?} is not a name; use letters, digits, '-', '_' or '.'"),
+        );
+    }
+}
+
+fn validate_match(v: &mut Validator<'_>, m: &RawMatch, at: &str) -> MatchConfig {
+    let host = m.host.as_ref().and_then(|h| {
+        let host = h.get_ref().to_ascii_lowercase();
+        let (is_wild, bare) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host.as_str()),
+        };
+        let valid = !bare.is_empty()
+            && bare
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !valid {
+            v.problem(
+                h.span(),
+                format!("{at}.match.host"),
+                format!(
+                    "{:?} is not a host; expected \"api.example.com\" or \"*.example.com\"",
+                    h.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(if is_wild {
+            HostMatch::Wildcard(format!(".{bare}"))
+        } else {
+            HostMatch::Exact(host)
+        })
+    });
+
+    let path = match (&m.path, &m.prefix) {
+        (Some(p), Some(_)) => {
+            v.problem(
+                p.span(),
+                format!("{at}.match"),
+                "set either path or prefix, not both".to_owned(),
+            );
+            PathMatch::Path(p.get_ref().clone())
+        }
+        (Some(p), None) => {
+            check_path(v, p, &format!("{at}.match.path"));
+            PathMatch::Path(p.get_ref().clone())
+        }
+        (None, Some(p)) => {
+            check_path(v, p, &format!("{at}.match.prefix"));
+            if p.get_ref().contains('{') {
+                v.problem(
+                    p.span(),
+                    format!("{at}.match.prefix"),
+                    "a prefix cannot hold {params}; use match.path for templates".to_owned(),
+                );
+            }
+            // `/api/` and `/api` mean the same prefix.
+            let trimmed = p.get_ref().trim_end_matches('/');
+            PathMatch::Prefix(if trimmed.is_empty() {
+                "/".to_owned()
+            } else {
+                trimmed.to_owned()
+            })
+        }
+        (None, None) => PathMatch::Prefix("/".to_owned()),
+    };
+
+    let methods = m
+        .methods
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| {
+            match Method::from_bytes(s.get_ref().to_ascii_uppercase().as_bytes()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    v.problem(
+                        s.span(),
+                        format!("{at}.match.methods[{j}]"),
+                        format!("{:?} is not an HTTP method", s.get_ref()),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+
+    let headers = m
+        .headers
+        .iter()
+        .filter_map(
+            |(name, value)| match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) => Some((h, value_match(value))),
+                Err(_) => {
+                    v.problem(
+                        value.span(),
+                        format!("{at}.match.headers.{name}"),
+                        format!("{name:?} is not a header name"),
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    let query = m
+        .query
+        .iter()
+        .map(|(k, val)| (k.clone(), value_match(val)))
+        .collect();
+
+    MatchConfig {
+        host,
+        path,
+        methods,
+        headers,
+        query,
+    }
+}
+
+fn value_match(v: &Spanned<String>) -> ValueMatch {
+    match v.get_ref().as_str() {
+        "*" => ValueMatch::Present,
+        exact => ValueMatch::Exact(exact.to_owned()),
+    }
+}
+
+fn check_path(v: &mut Validator<'_>, p: &Spanned<String>, field: &str) {
+    let path = p.get_ref();
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        v.problem(
+            p.span(),
+            field,
+            format!(
+                "{path:?} is not a path; it must start with '/' and hold no '?', '#' or spaces"
+            ),
+        );
+    }
+}
+
+/// Every `{param}` in a rewrite must be captured by the route's path template.
+fn check_rewrite(v: &mut Validator<'_>, rw: &Spanned<String>, path: &PathMatch, field: &str) {
+    check_path(v, rw, field);
+    let captured: Vec<&str> = match path {
+        PathMatch::Path(p) => template_params(p).collect(),
+        PathMatch::Prefix(_) => Vec::new(),
+    };
+    for param in template_params(rw.get_ref()) {
+        if !captured.contains(&param) {
+            v.problem(
+                rw.span(),
+                field,
+                format!(
+                    "{{{param}}} is not captured by match.path (captured: {})",
+                    captured.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// The names of `{param}` and `{*param}` segments in a template.
+pub(crate) fn template_params(template: &str) -> impl Iterator<Item = &str> {
+    template.split('{').skip(1).filter_map(|s| {
+        s.split_once('}')
+            .map(|(name, _)| name.trim_start_matches('*'))
+    })
+}

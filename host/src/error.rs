@@ -1,0 +1,91 @@
+//! Gateway errors, and the one place they become HTTP responses (a status and a JSON body).
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::plugins::PluginFailure;
+use crate::proxy::body::{self, Body};
+use crate::upstream::UpstreamError;
+
+/// Why the gateway answered a request itself instead of relaying the upstream's response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("request URI is {len} bytes; the limit is {max}")]
+    UriTooLong { len: usize, max: usize },
+    #[error("request headers exceed the limit ({what})")]
+    HeadersTooLarge { what: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginFailure),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Plugin(failure) => failure.status(),
+        }
+    }
+
+    /// A stable, machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
+            ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
+            ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => "no_healthy_upstream",
+            ProxyError::Upstream(_) => "upstream_failed",
+            ProxyError::Plugin(_) => "plugin_failed",
+        }
+    }
+
+    /// The response the client sees.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<Body> {
+        let mut response = json_error(self.status(), self.code(), &self.to_string(), request_id);
+        if let ProxyError::Plugin(failure) = self {
+            // Plugin failures also say which plugin, in which phase, and what kind of failure.
+            let mut body = failure.to_json();
+            body["request_id"] = request_id.to_str().unwrap_or("").into();
+            *response.body_mut() = body::full(body.to_string());
+        }
+        response
+    }
+}
+
+/// A small JSON error body: `{"error": code, "message": …, "request_id": …}`.
+pub fn json_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": code,
+        "message": message,
+        "request_id": request_id.to_str().unwrap_or(""),
+    });
+    let mut response = Response::new(body::full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        crate::proxy::headers::REQUEST_ID.clone(),
+        request_id.clone(),
+    );
+    response
+}

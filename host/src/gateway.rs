@@ -1,0 +1,136 @@
+//! The gateway's lifecycle: bind the listeners, serve, and drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, Readiness};
+use crate::config::Config;
+use crate::proxy::pipeline::Pipeline;
+use crate::proxy::server;
+use crate::routing::RouteError;
+use crate::state::Snapshot;
+use crate::telemetry::Metrics;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({listener} listener): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("routes: {0}")]
+    Routes(#[from] RouteError),
+    #[error("plugins: {0}")]
+    Plugins(#[from] crate::plugins::PluginsError),
+}
+
+/// A started gateway. Dropping it does not stop it; call [`RunningGateway::shutdown`].
+pub struct RunningGateway {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<ArcSwap<Snapshot>>,
+    ready: Arc<Readiness>,
+    stop: watch::Sender<bool>,
+    public: JoinHandle<usize>,
+    admin: JoinHandle<usize>,
+}
+
+/// What a shutdown left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the drain timeout ran out (0 = clean drain).
+    pub cut_connections: usize,
+}
+
+/// Binds the public and admin listeners and starts serving.
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    let bind = |listener: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                listener,
+                addr,
+                source,
+            })
+    };
+    let public_listener = bind("public", config.listen.public).await?;
+    let admin_listener = bind("admin", config.listen.admin).await?;
+    let public_addr = local_addr(&public_listener, config.listen.public);
+    let admin_addr = local_addr(&admin_listener, config.listen.admin);
+    let limits = config.limits.clone();
+    let drain = config.shutdown.drain_timeout;
+
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config)?));
+    let ready = Arc::new(Readiness::default());
+    let (stop, stopped) = watch::channel(false);
+
+    let plugins = crate::plugins::gateway::GatewayPlugins::start(&state).await?;
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = Pipeline::new(state.clone(), metrics.clone()).with_plugins(plugins.clone());
+    let public = tokio::spawn({
+        let (limits, stopped) = (limits.clone(), stopped.clone());
+        async move {
+            let handler = move |req, peer| pipeline.clone().handle(req, peer);
+            server::serve(public_listener, &limits, handler, stopped, drain, "public").await
+        }
+    });
+    let admin_api = Admin {
+        state: state.clone(),
+        ready: ready.clone(),
+        metrics,
+        plugins,
+    };
+    let admin = tokio::spawn(async move {
+        let handler = move |req, _peer| admin_api.clone().handle(req);
+        server::serve(
+            admin_listener,
+            &limits,
+            handler,
+            stopped,
+            Duration::from_secs(1),
+            "admin",
+        )
+        .await
+    });
+
+    ready.set(true);
+    tracing::info!(%public_addr, %admin_addr, "gatehouse started");
+    Ok(RunningGateway {
+        public_addr,
+        admin_addr,
+        state,
+        ready,
+        stop,
+        public,
+        admin,
+    })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets in-flight requests finish (up to `shutdown.drain_timeout`), and
+    /// returns once both listeners are closed.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.ready.set(false);
+        // Err only if every receiver is gone, i.e. both servers already stopped.
+        let _ = self.stop.send(true);
+        let cut_public = self.public.await.unwrap_or(0);
+        let cut_admin = self.admin.await.unwrap_or(0);
+        tracing::info!("gatehouse stopped");
+        ShutdownReport {
+            cut_connections: cut_public + cut_admin,
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The public listener and the request path through the gateway.
+
+pub mod body;
+pub mod headers;
+pub mod pipeline;
+pub mod server;

@@ -1,0 +1,221 @@
+//! The request path, in the one direction a request flows:
+//! limits → route → upstream request → `Upstreams::call` → response → access log.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use super::body::{self, Body};
+use super::headers;
+use crate::error::ProxyError;
+use crate::plugins::gateway::GatewayPlugins;
+use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
+use crate::routing::Matched;
+use crate::state::Snapshot;
+use crate::telemetry::{AccessLog, Metrics};
+
+/// Handles requests on the public listener against the current snapshot.
+#[derive(Clone)]
+pub struct Pipeline {
+    state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    plugins: Option<Arc<GatewayPlugins>>,
+}
+
+impl Pipeline {
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        Pipeline {
+            state,
+            metrics,
+            plugins: None,
+        }
+    }
+
+    /// Run routes' plugin chains (request phase before the upstream, response or failure
+    /// phase after it).
+    pub fn with_plugins(mut self, plugins: Option<Arc<GatewayPlugins>>) -> Self {
+        self.plugins = plugins;
+        self
+    }
+
+    /// Never fails: every error becomes a response here, and is logged once.
+    pub async fn handle(
+        self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        // One snapshot for the whole request: a reload mid-request does not change its route.
+        let snapshot = self.state.load_full();
+        let request_id = headers::request_id(req.headers());
+        let mut log = AccessLog::begin(&req, client, &request_id);
+
+        let plugins = self.plugins.as_deref();
+        let response = match proxy(&snapshot, plugins, req, client, &request_id, &mut log).await {
+            Ok(response) => response,
+            Err(error) => {
+                let route = log.route.as_deref().unwrap_or("-");
+                // Client mistakes are routine; gateway and upstream failures need attention.
+                if error.status().is_server_error() {
+                    tracing::warn!(?request_id, route, %error, "request failed");
+                } else {
+                    tracing::debug!(?request_id, route, %error, "request rejected");
+                }
+                error.to_response(&request_id)
+            }
+        };
+        log.finish(response.status(), started.elapsed(), &self.metrics);
+        Ok(response)
+    }
+}
+
+async fn proxy(
+    snapshot: &Snapshot,
+    plugins: Option<&GatewayPlugins>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+    log: &mut AccessLog,
+) -> Result<Response<Body>, ProxyError> {
+    check_limits(snapshot, &req)?;
+    let (mut parts, incoming) = req.into_parts();
+    let Matched { route, params } =
+        snapshot
+            .routes
+            .find(&parts)
+            .ok_or_else(|| ProxyError::NoRoute {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+            })?;
+    log.route = Some(route.config.name.0.clone());
+
+    let authority = parts.uri.authority().map(|a| a.to_string());
+    // X-Forwarded-Host carries the host as the client sent it, port included.
+    let original_host = match parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(h) => Some(h.to_owned()),
+        None => authority.clone(),
+    };
+    let upstream_path = route.upstream_path_and_query(parts.uri.path(), parts.uri.query(), &params);
+    parts.uri = upstream_path.parse().map_err(|_| ProxyError::NoRoute {
+        method: parts.method.to_string(),
+        path: upstream_path.clone(),
+    })?;
+    // The upstream may speak HTTP/1.1 even when the client spoke HTTP/2.
+    parts.version = http::Version::HTTP_11;
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, client.ip(), original_host.as_deref());
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 clients send `:authority` instead of Host.
+        if let Some(Ok(v)) = authority.as_deref().map(HeaderValue::from_str) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    parts
+        .headers
+        .insert(headers::REQUEST_ID.clone(), request_id.clone());
+
+    let upstream_req = Request::from_parts(parts, body::streaming(incoming));
+    // Plugins: the request phase sees the request as it will go upstream and may answer it.
+    let mut chain = plugins
+        .and_then(|p| p.chain(&route.config.name.0))
+        .map(|chain| {
+            chain.start(RequestMeta {
+                client_addr: client.to_string(),
+                request_id: request_id.to_str().unwrap_or_default().to_owned(),
+            })
+        });
+    let upstream_req = match &mut chain {
+        None => upstream_req,
+        Some(run) => match run.on_request(upstream_req).await? {
+            RequestOutcome::Continue(req) => req,
+            RequestOutcome::Respond(mut response) => {
+                response
+                    .headers_mut()
+                    .insert(headers::REQUEST_ID.clone(), request_id.clone());
+                return Ok(response);
+            }
+        },
+    };
+    let upstream = match snapshot
+        .upstreams
+        .call(&route.config.service.0, upstream_req, route.config.timeout)
+        .await
+    {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            // The failure phase may turn the upstream error into a fallback response.
+            if let Some(run) = &mut chain {
+                let failure = UpstreamFailure {
+                    kind: failure_kind(&error).to_owned(),
+                    message: error.to_string(),
+                };
+                if let Some(mut response) = run.on_failure(failure).await? {
+                    response
+                        .headers_mut()
+                        .insert(headers::REQUEST_ID.clone(), request_id.clone());
+                    return Ok(response);
+                }
+            }
+            return Err(error.into());
+        }
+    };
+    log.upstream = Some(upstream.endpoint);
+
+    let mut response = upstream.response;
+    headers::remove_hop_by_hop(response.headers_mut());
+    if let Some(run) = &mut chain {
+        response = run.on_response(response).await?;
+    }
+    response
+        .headers_mut()
+        .insert(headers::REQUEST_ID.clone(), request_id.clone());
+    Ok(response)
+}
+
+/// The `kind` plugins see in `upstream-failure`.
+fn failure_kind(error: &crate::upstream::UpstreamError) -> &'static str {
+    use crate::upstream::UpstreamError as E;
+    match error {
+        E::Timeout { .. } => "timeout",
+        E::Connect { .. } => "connect",
+        E::NoEndpoints { .. } | E::UnknownService(_) => "unavailable",
+        E::Request { .. } => "protocol",
+        E::BadUri { .. } => "other",
+    }
+}
+
+fn check_limits(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let limits = &snapshot.config.limits;
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits.max_uri_length {
+        return Err(ProxyError::UriTooLong {
+            len: uri_len,
+            max: limits.max_uri_length,
+        });
+    }
+    let count = req.headers().len();
+    if count > limits.max_header_count {
+        return Err(ProxyError::HeadersTooLarge {
+            what: format!("{count} headers, at most {}", limits.max_header_count),
+        });
+    }
+    let bytes = headers::header_bytes(req.headers());
+    if bytes > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            what: format!(
+                "{bytes} bytes of headers, at most {}",
+                limits.max_header_bytes
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! One compiled route: its predicates (method, headers, query) and its path rewrite.
+
+use http::request::Parts;
+
+use crate::config::{PathMatch, RouteConfig, ValueMatch};
+
+/// Index of a route in the table, stable for the life of one config snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteId(pub usize);
+
+/// A route ready for matching.
+#[derive(Debug)]
+pub struct Route {
+    pub id: RouteId,
+    pub config: RouteConfig,
+}
+
+impl Route {
+    /// How specific the non-path predicates are; more specific routes are tried first.
+    pub(super) fn specificity(&self) -> usize {
+        let m = &self.config.matcher;
+        usize::from(!m.methods.is_empty()) + m.headers.len() + m.query.len()
+    }
+
+    /// Method, header and query predicates (host and path are matched by the table).
+    pub(super) fn predicates_match(&self, req: &Parts) -> bool {
+        let m = &self.config.matcher;
+        if !m.methods.is_empty() && !m.methods.contains(&req.method) {
+            return false;
+        }
+        let headers_ok = m.headers.iter().all(|(name, want)| {
+            let mut values = req.headers.get_all(name).iter();
+            match want {
+                ValueMatch::Present => values.next().is_some(),
+                ValueMatch::Exact(v) => values.any(|have| have.as_bytes() == v.as_bytes()),
+            }
+        });
+        if !headers_ok {
+            return false;
+        }
+        if m.query.is_empty() {
+            return true;
+        }
+        let query = req.uri.query().unwrap_or("");
+        m.query.iter().all(|(key, want)| {
+            form_urlencoded::parse(query.as_bytes()).any(|(k, v)| {
+                k == key.as_str()
+                    && match want {
+                        ValueMatch::Present => true,
+                        ValueMatch::Exact(w) => v == w.as_str(),
+                    }
+            })
+        })
+    }
+
+    /// The path (and query) to send upstream, after `strip_prefix` or `rewrite`.
+    pub fn upstream_path_and_query(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        params: &[(String, String)],
+    ) -> String {
+        let mut out = if let Some(template) = &self.config.rewrite {
+            fill_template(template, params)
+        } else if let (true, PathMatch::Prefix(prefix)) =
+            (self.config.strip_prefix, &self.config.matcher.path)
+        {
+            let rest = if prefix == "/" {
+                path
+            } else {
+                path.get(prefix.len()..).unwrap_or("")
+            };
+            if rest.starts_with('/') {
+                rest.to_owned()
+            } else {
+                format!("/{rest}")
+            }
+        } else {
+            path.to_owned()
+        };
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+}
+
+fn fill_template(template: &str, params: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let name = rest[open + 1..open + close].trim_start_matches('*');
+        if let Some((_, value)) = params.iter().find(|(k, _)| k == name) {
+            out.push_str(value);
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,44 @@
+//! The pooled HTTP client used to reach a service's endpoints (HTTP/1.1 or h2c).
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, Error};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Protocol;
+use crate::proxy::body::Body;
+
+/// Keep-alive pool for one service. Cloning shares the pool.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    inner: Client<HttpConnector, Body>,
+}
+
+impl UpstreamClient {
+    pub fn new(protocol: Protocol, connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            // The gateway forwards the client's Host; never overwrite it with the endpoint.
+            .set_host(false);
+        if protocol == Protocol::H2c {
+            builder.http2_only(true);
+        }
+        UpstreamClient {
+            inner: builder.build(connector),
+        }
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        self.inner.request(req).await
+    }
+}

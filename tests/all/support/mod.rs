@@ -1,0 +1,106 @@
+//! Test support: real origin servers on 127.0.0.1:0, an in-process gateway, HTTP clients.
+
+pub mod origin;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse::config;
+use gatehouse::gateway::{self, RunningGateway};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+/// Starts a gateway from TOML text. `[listen]` is filled in with ephemeral loopback ports
+/// unless the text has its own.
+pub async fn gateway(toml: &str) -> RunningGateway {
+    let text = if toml.contains("[listen]") {
+        toml.to_owned()
+    } else {
+        format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{toml}")
+    };
+    let config = config::load_str(&text, "test.toml").expect("test config is valid");
+    gateway::start(config).await.expect("gateway starts")
+}
+
+/// An HTTP/1.1 client with a keep-alive pool.
+pub fn http1() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2c() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A buffered response, for assertions.
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub async fn collect(response: Response<hyper::body::Incoming>) -> Got {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("response body").to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Sends a GET with extra headers over HTTP/1.1.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
+    send(&http1(), "GET", url, headers, Bytes::new()).await
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Got {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let req = builder.body(Full::new(body)).expect("request");
+    collect(
+        client
+            .request(req)
+            .await
+            .expect("request reaches the gateway"),
+    )
+    .await
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub async fn eventually(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {deadline:?} waiting for: {what}");
+}
