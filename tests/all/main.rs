@@ -7,5 +7,6 @@ mod cli;
 mod config_errors;
 mod plugins;
 mod proxy;
+mod shipped_plugins;
 mod shutdown;
 mod streaming;

@@ -10,7 +10,9 @@ use crate::support;
 
 fn services(list: &[(&str, std::net::SocketAddr)]) -> String {
     list.iter()
-        .map(|(name, addr)| format!("[[services]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n\n"))
+        .map(|(name, addr)| {
+            format!("[[services]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n\n")
+        })
         .collect()
 }
 
@@ -48,18 +50,36 @@ async fn parts_are_called_concurrently_and_merged_under_their_names() {
     let (product, _) = kit::counting_echo().await;
     let slow = Duration::from_millis(300);
     let recs = json_origin(json!([7, 8, 9]), slow, Switch::default(), 503).await;
-    let reviews = json_origin(json!({ "items": [{ "stars": 5 }] }), slow, Switch::default(), 503).await;
-    let price = json_origin(json!({ "amount": 19.99, "currency": "EUR" }), slow, Switch::default(), 503).await;
+    let reviews = json_origin(
+        json!({ "items": [{ "stars": 5 }] }),
+        slow,
+        Switch::default(),
+        503,
+    )
+    .await;
+    let price = json_origin(
+        json!({ "amount": 19.99, "currency": "EUR" }),
+        slow,
+        Switch::default(),
+        503,
+    )
+    .await;
     let dir = PluginsDir::new();
     let toml = services(&[
         ("product-info", product.addr),
         ("recommendations", recs.addr),
         ("reviews", reviews.addr),
         ("price", price.addr),
-    ]) + &route(&plugin("aggregate", parts_config(), &ALL, Some("productdetails")));
+    ]) + &route(&plugin(
+        "aggregate",
+        parts_config(),
+        &ALL,
+        Some("productdetails"),
+    ));
     let gw = kit::gateway(&dir, &toml).await;
 
-    let call = || support::get(&url(&gw, "/productdetails?productid=42"), &[("x-user-id", "u-1")]);
+    let u42 = url(&gw, "/productdetails?productid=42");
+    let call = || support::get(&u42, &[("x-user-id", "u-1")]);
     let warm = call().await; // first request pays for connection set-up
     assert_eq!(warm.status, 200, "{}", warm.text());
 
@@ -67,23 +87,42 @@ async fn parts_are_called_concurrently_and_merged_under_their_names() {
     let got = call().await;
     let took = started.elapsed();
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(header(&got, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&got, "content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(header(&got, "x-gatehouse-degraded"), None);
     let doc = got.json();
-    assert_eq!(doc["product"]["path"], "/products/42", "template filled from the query");
-    assert_eq!(doc["product"]["headers"]["x-user-id"], "u-1", "header forwarded to parts");
+    assert_eq!(
+        doc["product"]["path"], "/products/42",
+        "template filled from the query"
+    );
+    assert_eq!(
+        doc["product"]["headers"]["x-user-id"], "u-1",
+        "header forwarded to parts"
+    );
     assert_eq!(doc["recommendations"], json!([7, 8, 9]));
     assert_eq!(doc["reviews"]["items"][0]["stars"], 5);
     assert_eq!(doc["price"]["amount"], 19.99);
     assert!(doc.get("_degraded").is_none(), "{doc}");
     // Three parts take 300 ms each: one after another would be 900 ms.
-    assert!(took < Duration::from_millis(700), "parts ran one after another? {took:?}");
+    assert!(
+        took < Duration::from_millis(700),
+        "parts ran one after another? {took:?}"
+    );
     assert!(took >= slow, "{took:?}");
 
     // A value that would change the part's path is encoded, not interpreted.
-    let got = support::get(&url(&gw, "/productdetails?productid=..%2F..%2Fadmin%3Fx"), &[]).await;
+    let got = support::get(
+        &url(&gw, "/productdetails?productid=..%2F..%2Fadmin%3Fx"),
+        &[],
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(got.json()["product"]["path"], "/products/..%2F..%2Fadmin%3Fx");
+    assert_eq!(
+        got.json()["product"]["path"],
+        "/products/..%2F..%2Fadmin%3Fx"
+    );
 
     // A missing template value is the client's mistake.
     let got = support::get(&url(&gw, "/productdetails"), &[]).await;
@@ -94,8 +133,15 @@ async fn parts_are_called_concurrently_and_merged_under_their_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_parts_degrade_to_cache_or_default_and_a_failed_required_part_is_502() {
     let quick = Duration::from_millis(1);
-    let (product_down, recs_down, price_down) = (Switch::default(), Switch::default(), Switch::default());
-    let product = json_origin(json!({ "id": 42, "name": "Kettle" }), quick, product_down.clone(), 503).await;
+    let (product_down, recs_down, price_down) =
+        (Switch::default(), Switch::default(), Switch::default());
+    let product = json_origin(
+        json!({ "id": 42, "name": "Kettle" }),
+        quick,
+        product_down.clone(),
+        503,
+    )
+    .await;
     let recs = json_origin(json!([1, 2]), quick, recs_down.clone(), 503).await;
     let reviews_gone = crate::support::origin::closed_port().await;
     let price = json_origin(json!({ "amount": 20 }), quick, price_down.clone(), 503).await;
@@ -105,9 +151,15 @@ async fn failed_parts_degrade_to_cache_or_default_and_a_failed_required_part_is_
         ("recommendations", recs.addr),
         ("reviews", reviews_gone),
         ("price", price.addr),
-    ]) + &route(&plugin("aggregate", parts_config(), &ALL, Some("productdetails")));
+    ]) + &route(&plugin(
+        "aggregate",
+        parts_config(),
+        &ALL,
+        Some("productdetails"),
+    ));
     let gw = kit::gateway(&dir, &toml).await;
-    let call = || support::get(&url(&gw, "/productdetails?productid=42"), &[]);
+    let u42 = url(&gw, "/productdetails?productid=42");
+    let call = || support::get(&u42, &[]);
 
     // Reviews is down from the start: its default, marked.
     let got = call().await;
@@ -115,8 +167,14 @@ async fn failed_parts_degrade_to_cache_or_default_and_a_failed_required_part_is_
     let doc = got.json();
     assert_eq!(doc["reviews"], json!({ "items": [] }));
     assert_eq!(doc["_degraded"]["reviews"]["source"], "default");
-    assert_eq!(doc["price"]["amount"], 20, "the price is live (and now cached)");
-    assert_eq!(header(&got, "x-gatehouse-degraded").as_deref(), Some("reviews=default"));
+    assert_eq!(
+        doc["price"]["amount"], 20,
+        "the price is live (and now cached)"
+    );
+    assert_eq!(
+        header(&got, "x-gatehouse-degraded").as_deref(),
+        Some("reviews=default")
+    );
 
     // Recommendations and price go down: an empty list, and the last cached price, marked.
     recs_down.set(true);
@@ -145,7 +203,10 @@ async fn failed_parts_degrade_to_cache_or_default_and_a_failed_required_part_is_
     product_down.set(true);
     let got = call().await;
     assert_eq!(got.status, 502, "{}", got.text());
-    assert_eq!(header(&got, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&got, "content-type").as_deref(),
+        Some("application/json")
+    );
     let body = got.json();
     assert_eq!(body["error"], "aggregate_part_failed");
     assert_eq!(body["part"], "product");
@@ -168,6 +229,11 @@ async fn a_part_calling_an_ungranted_service_fails_without_reaching_it() {
     assert_eq!(got.status, 502, "{}", got.text());
     let body = got.json();
     assert_eq!(body["part"], "product");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("not granted")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not granted")),
+        "{body}"
+    );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

@@ -49,7 +49,11 @@ plugins = [{}]
     // From the header, with spoofed metadata headers that must not survive.
     let got = support::get(
         &url(&gw, "/items"),
-        &[("x-api-key", "mobile-key-1"), ("x-consumer", "admin"), ("x-plan", "platinum")],
+        &[
+            ("x-api-key", "mobile-key-1"),
+            ("x-consumer", "admin"),
+            ("x-plan", "platinum"),
+        ],
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
@@ -61,15 +65,26 @@ plugins = [{}]
 
     // From the query; the other parameters are kept as sent. A key without metadata gets no
     // metadata headers, even spoofed ones.
-    let got = support::get(&url(&gw, "/items?a=1&api_key=web-key-2&b=x%2By"), &[("x-plan", "gold")]).await;
+    let got = support::get(
+        &url(&gw, "/items?a=1&api_key=web-key-2&b=x%2By"),
+        &[("x-plan", "gold")],
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let seen = got.json();
     assert_eq!(seen["query"], "a=1&b=x%2By");
     assert_eq!(seen["headers"]["x-consumer"], "web");
-    assert!(seen["headers"].get("x-plan").is_none(), "spoofed metadata removed");
+    assert!(
+        seen["headers"].get("x-plan").is_none(),
+        "spoofed metadata removed"
+    );
 
     // A key in the header wins; a second copy in the query is stripped too.
-    let got = support::get(&url(&gw, "/items?api_key=leaked&z=1"), &[("x-api-key", "web-key-2")]).await;
+    let got = support::get(
+        &url(&gw, "/items?api_key=leaked&z=1"),
+        &[("x-api-key", "web-key-2")],
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["query"], "z=1");
     assert_eq!(hits.load(Ordering::SeqCst), 3);
@@ -84,7 +99,14 @@ plugins = [{}]
         let got = support::get(&url(&gw, path), &headers).await;
         assert_eq!(got.status, 401, "{path} {headers:?}");
         assert_eq!(got.json()["error"], error, "{path} {headers:?}");
-        assert_eq!(header(&got, "www-authenticate").as_deref(), Some("ApiKey realm=\"gatehouse\""));
+        assert_eq!(
+            header(&got, "www-authenticate").as_deref(),
+            Some("ApiKey realm=\"gatehouse\"")
+        );
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 3, "rejected requests never reached the origin");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "rejected requests never reached the origin"
+    );
 }

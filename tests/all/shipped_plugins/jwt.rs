@@ -116,12 +116,37 @@ plugins = [{entry}]
 async fn valid_tokens_of_each_algorithm_pass_with_claims_forwarded() {
     let (origin, hits) = kit::counting_echo().await;
     let dir = PluginsDir::new();
-    let gw = kit::gateway(&dir, &route(&plugin("jwt-auth", config(), &[], None), origin.addr)).await;
+    let gw = kit::gateway(
+        &dir,
+        &route(&plugin("jwt-auth", config(), &[], None), origin.addr),
+    )
+    .await;
 
     let tokens = [
-        ("HS256", sign(json!({"alg":"HS256","typ":"JWT","kid":"hs-1"}), good_claims(), Key::Hs(SECRET.as_bytes()))),
-        ("RS256", sign(json!({"alg":"RS256","typ":"JWT"}), good_claims(), Key::Rs(RSA_PRIVATE))),
-        ("ES256", sign(json!({"alg":"ES256","kid":"ec-1"}), good_claims(), Key::Es(EC_PRIVATE))),
+        (
+            "HS256",
+            sign(
+                json!({"alg":"HS256","typ":"JWT","kid":"hs-1"}),
+                good_claims(),
+                Key::Hs(SECRET.as_bytes()),
+            ),
+        ),
+        (
+            "RS256",
+            sign(
+                json!({"alg":"RS256","typ":"JWT"}),
+                good_claims(),
+                Key::Rs(RSA_PRIVATE),
+            ),
+        ),
+        (
+            "ES256",
+            sign(
+                json!({"alg":"ES256","kid":"ec-1"}),
+                good_claims(),
+                Key::Es(EC_PRIVATE),
+            ),
+        ),
     ];
     for (alg, token) in tokens {
         let auth = format!("Bearer {token}");
@@ -133,9 +158,16 @@ async fn valid_tokens_of_each_algorithm_pass_with_claims_forwarded() {
         .await;
         assert_eq!(got.status, 200, "{alg}: {}", got.text());
         let seen = got.json();
-        assert_eq!(seen["headers"]["x-user-id"], "alice", "{alg}: claim forwarded, spoof replaced");
+        assert_eq!(
+            seen["headers"]["x-user-id"], "alice",
+            "{alg}: claim forwarded, spoof replaced"
+        );
         assert_eq!(seen["headers"]["x-user-roles"], "admin,dev", "{alg}");
-        assert_eq!(seen["headers"]["authorization"], auth.as_str(), "{alg}: token kept by default");
+        assert_eq!(
+            seen["headers"]["authorization"],
+            auth.as_str(),
+            "{alg}: token kept by default"
+        );
         assert_eq!(seen["path"], "/orders");
     }
     assert_eq!(hits.load(Ordering::SeqCst), 3);
@@ -145,7 +177,11 @@ async fn valid_tokens_of_each_algorithm_pass_with_claims_forwarded() {
 async fn bad_tokens_are_rejected_with_401_and_never_reach_the_origin() {
     let (origin, hits) = kit::counting_echo().await;
     let dir = PluginsDir::new();
-    let gw = kit::gateway(&dir, &route(&plugin("jwt-auth", config(), &[], None), origin.addr)).await;
+    let gw = kit::gateway(
+        &dir,
+        &route(&plugin("jwt-auth", config(), &[], None), origin.addr),
+    )
+    .await;
 
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = good_claims();
@@ -155,13 +191,33 @@ async fn bad_tokens_are_rejected_with_401_and_never_reach_the_origin() {
     let hs = |claims: Value| sign(json!({"alg":"HS256"}), claims, Key::Hs(SECRET.as_bytes()));
     let t = now();
     let cases: Vec<(&str, String, &str)> = vec![
-        ("expired", hs(with(&|c| c["exp"] = json!(t - 60))), "token expired"),
-        ("not yet valid", hs(with(&|c| c["nbf"] = json!(t + 3600))), "token not yet valid"),
-        ("wrong issuer", hs(with(&|c| c["iss"] = json!("evil"))), "issuer not accepted"),
-        ("wrong audience", hs(with(&|c| c["aud"] = json!("tv"))), "audience not accepted"),
+        (
+            "expired",
+            hs(with(&|c| c["exp"] = json!(t - 60))),
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            hs(with(&|c| c["nbf"] = json!(t + 3600))),
+            "token not yet valid",
+        ),
+        (
+            "wrong issuer",
+            hs(with(&|c| c["iss"] = json!("evil"))),
+            "issuer not accepted",
+        ),
+        (
+            "wrong audience",
+            hs(with(&|c| c["aud"] = json!("tv"))),
+            "audience not accepted",
+        ),
         (
             "HS256 wrongly signed",
-            sign(json!({"alg":"HS256"}), good_claims(), Key::Hs(b"some-other-secret-also-32-bytes-long")),
+            sign(
+                json!({"alg":"HS256"}),
+                good_claims(),
+                Key::Hs(b"some-other-secret-also-32-bytes-long"),
+            ),
             "signature verification failed",
         ),
         (
@@ -184,19 +240,35 @@ async fn bad_tokens_are_rejected_with_401_and_never_reach_the_origin() {
             },
             "signature verification failed",
         ),
-        ("alg none", sign(json!({"alg":"none"}), good_claims(), Key::Unsigned), "unsupported algorithm none"),
+        (
+            "alg none",
+            sign(json!({"alg":"none"}), good_claims(), Key::Unsigned),
+            "unsupported algorithm none",
+        ),
         (
             "alg none with a signature",
-            sign(json!({"alg":"none"}), good_claims(), Key::Hs(SECRET.as_bytes())),
+            sign(
+                json!({"alg":"none"}),
+                good_claims(),
+                Key::Hs(SECRET.as_bytes()),
+            ),
             "unsupported algorithm none",
         ),
         (
             // Algorithm confusion: HS256 "signed" with the RSA public key as the secret.
             "HS256 with the RSA public key as secret",
-            sign(json!({"alg":"HS256"}), good_claims(), Key::Hs(RSA_PUBLIC.as_bytes())),
+            sign(
+                json!({"alg":"HS256"}),
+                good_claims(),
+                Key::Hs(RSA_PUBLIC.as_bytes()),
+            ),
             "signature verification failed",
         ),
-        ("garbage", "not-a-jwt".to_string(), "malformed token: expected three dot-separated parts"),
+        (
+            "garbage",
+            "not-a-jwt".to_string(),
+            "malformed token: expected three dot-separated parts",
+        ),
     ];
     for (case, token, description) in &cases {
         let auth = format!("Bearer {token}");
@@ -207,7 +279,11 @@ async fn bad_tokens_are_rejected_with_401_and_never_reach_the_origin() {
             Some(format!("Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"{description}\"").as_str()),
             "{case}"
         );
-        assert_eq!(header(&got, "content-type").as_deref(), Some("application/json"), "{case}");
+        assert_eq!(
+            header(&got, "content-type").as_deref(),
+            Some("application/json"),
+            "{case}"
+        );
         let body = got.json();
         assert_eq!(body["error"], "invalid_token", "{case}");
         assert_eq!(body["error_description"], *description, "{case}");
@@ -217,10 +293,17 @@ async fn bad_tokens_are_rejected_with_401_and_never_reach_the_origin() {
     for headers in [vec![], vec![("authorization", "Basic YWxpY2U6c2VjcmV0")]] {
         let got = support::get(&url(&gw, "/orders"), &headers).await;
         assert_eq!(got.status, 401);
-        assert_eq!(header(&got, "www-authenticate").as_deref(), Some("Bearer realm=\"gatehouse\""));
+        assert_eq!(
+            header(&got, "www-authenticate").as_deref(),
+            Some("Bearer realm=\"gatehouse\"")
+        );
         assert_eq!(got.json()["error"], "unauthorized");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "no rejected request reached the origin");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no rejected request reached the origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,10 +313,18 @@ async fn token_from_the_query_is_stripped_before_forwarding() {
     let mut cfg = config();
     cfg["query"] = json!("access_token");
     cfg["strip_token"] = json!(true);
-    let gw = kit::gateway(&dir, &route(&plugin("jwt-auth", cfg, &[], None), origin.addr)).await;
+    let gw = kit::gateway(
+        &dir,
+        &route(&plugin("jwt-auth", cfg, &[], None), origin.addr),
+    )
+    .await;
 
     let token = sign(json!({"alg":"RS256"}), good_claims(), Key::Rs(RSA_PRIVATE));
-    let got = support::get(&url(&gw, &format!("/search?q=a%20b&access_token={token}&page=2")), &[]).await;
+    let got = support::get(
+        &url(&gw, &format!("/search?q=a%20b&access_token={token}&page=2")),
+        &[],
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let seen = got.json();
     assert_eq!(seen["query"], "q=a%20b&page=2");
@@ -242,7 +333,10 @@ async fn token_from_the_query_is_stripped_before_forwarding() {
     let auth = format!("Bearer {token}");
     let got = support::get(&url(&gw, "/search"), &[("authorization", &auth)]).await;
     assert_eq!(got.status, 200);
-    assert!(got.json()["headers"].get("authorization").is_none(), "header token stripped");
+    assert!(
+        got.json()["headers"].get("authorization").is_none(),
+        "header token stripped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,13 +344,19 @@ async fn unusable_config_fails_closed_with_500_naming_the_key() {
     let (origin, hits) = kit::counting_echo().await;
     let dir = PluginsDir::new();
     let cfg = json!({ "keys": [{ "secret": "too-short" }] });
-    let gw = kit::gateway(&dir, &route(&plugin("jwt-auth", cfg, &[], None), origin.addr)).await;
+    let gw = kit::gateway(
+        &dir,
+        &route(&plugin("jwt-auth", cfg, &[], None), origin.addr),
+    )
+    .await;
     let got = support::get(&url(&gw, "/orders"), &[]).await;
     assert_eq!(got.status, 500);
     let body = got.json();
     assert_eq!(body["error"], "plugin_misconfigured");
     assert!(
-        body["message"].as_str().is_some_and(|m| m.contains("keys[0]: HMAC secret is 9 bytes")),
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("keys[0]: HMAC secret is 9 bytes")),
         "{body}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);

@@ -96,10 +96,18 @@ pub fn toml_inline(value: &serde_json::Value) -> String {
 }
 
 /// One entry of a route's `plugins = [...]`.
-pub fn plugin(name: &str, config: serde_json::Value, calls: &[&str], cache: Option<&str>) -> String {
+pub fn plugin(
+    name: &str,
+    config: serde_json::Value,
+    calls: &[&str],
+    cache: Option<&str>,
+) -> String {
     let mut entry = format!("{{ name = \"{name}\", config = {}", toml_inline(&config));
     if !calls.is_empty() {
-        entry.push_str(&format!(", calls = {}", toml_inline(&serde_json::json!(calls))));
+        entry.push_str(&format!(
+            ", calls = {}",
+            toml_inline(&serde_json::json!(calls))
+        ));
     }
     if let Some(ns) = cache {
         entry.push_str(&format!(", cache = \"{ns}\""));
@@ -110,9 +118,13 @@ pub fn plugin(name: &str, config: serde_json::Value, calls: &[&str], cache: Opti
 
 /// A gateway over `dir` with the rest of the config in `toml`.
 pub async fn gateway(dir: &PluginsDir, toml: &str) -> RunningGateway {
+    // Compiled artifacts are cached across tests and runs (keyed by content hash), so each
+    // plugin compiles once.
+    let cache = workspace().join("target/guests/artifact-cache");
     let text = format!(
-        "[plugins]\ndir = {}\nwatch = false\nartifact_cache = false\n\n{toml}",
-        toml_inline(&serde_json::json!(dir.0.display().to_string()))
+        "[plugins]\ndir = {}\ncache_dir = {}\nwatch = false\n\n{toml}",
+        toml_inline(&serde_json::json!(dir.0.display().to_string())),
+        toml_inline(&serde_json::json!(cache.display().to_string())),
     );
     support::gateway(&text).await
 }
