@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::Criterion;
+use gatehouse::plugins::runtime::cache::PluginCache;
+use gatehouse::plugins::runtime::capabilities::{Grants, PluginEnv};
+use gatehouse::plugins::runtime::host_impl::PluginCtx;
 use gatehouse::plugins::{
     NoServices, OnError, PluginLimits, PluginManager, PluginName, PluginRef, PluginSettings,
     RequestMeta, RequestOutcome,
@@ -113,6 +116,49 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         });
     }
     group.finish();
+
+    // Where the time goes: the per-request store state alone, and a fresh instance alone.
+    let mut parts = c.benchmark_group("plugin-parts");
+    parts
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    let env = Arc::new(PluginEnv {
+        name: PluginName::new("noop").expect("name"),
+        route: "r".into(),
+        config: "{}".into(),
+        grants: Grants::default(),
+        services: Arc::new(NoServices),
+        cache: Arc::new(PluginCache::new(1)),
+    });
+    let meta = Arc::new(RequestMeta::default());
+    let limits = manager.engine().limits().clone();
+    parts.bench_function("store-state", |b| {
+        b.iter(|| {
+            PluginCtx::new(
+                env.clone(),
+                meta.clone(),
+                limits.memory,
+                limits.deadline,
+                limits.body_cap,
+            )
+        })
+    });
+    let noop = manager
+        .registry()
+        .get(&PluginName::new("noop").expect("name"))
+        .expect("noop loaded");
+    parts.bench_function("instantiate-noop", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                noop.pre
+                    .instantiate(manager.engine(), env.clone(), meta.clone())
+                    .await
+                    .map(drop)
+                    .expect("instantiates")
+            })
+        })
+    });
+    parts.finish();
 }
 
 /// A tiny origin answering 200 with 64 bytes.
@@ -297,6 +343,8 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     chain_overhead(&mut c, &rt);
     c.final_summary();
-    startup(&rt);
-    gateway_overhead(&rt);
+    if std::env::var_os("BENCH_CHAIN_ONLY").is_none() {
+        startup(&rt);
+        gateway_overhead(&rt);
+    }
 }

@@ -8,5 +8,6 @@ mod config_errors;
 mod discovery;
 mod plugins;
 mod proxy;
+mod shipped_plugins;
 mod shutdown;
 mod streaming;
