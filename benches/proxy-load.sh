@@ -15,7 +15,7 @@ DURATION=${1:-10s}
 CONNS=${2:-50}
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-get install -y nginx wrk" >&2; exit 1; }
 cargo build --release -p gatehouse --quiet
-BIN=target/release/gatehouse
+BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; nginx -s stop -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 ORIGIN=127.0.0.1:18081; GATEHOUSE=127.0.0.1:18080; NGINX=127.0.0.1:18082; ADMIN=127.0.0.1:18901

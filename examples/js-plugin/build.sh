@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x node_modules/.bin/jco ]; then
-  npm ci --no-audit --no-fund
+  # `npm ci` rejects this lock file (npm 11 wants every platform's optional binding listed);
+  # `npm install` honours the pinned versions and the lock where it can.
+  npm install --no-audit --no-fund
 fi
 ./node_modules/.bin/jco componentize plugin.js \
   --wit ../../wit \

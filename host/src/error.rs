@@ -32,6 +32,9 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyError::Upstream(e @ UpstreamError::Call(_)) => {
+                e.call_status().unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Plugin(failure) => failure.status(),
         }
@@ -46,6 +49,13 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => "no_healthy_upstream",
+            ProxyError::Upstream(e @ UpstreamError::Call(_)) => match e.failure_kind() {
+                "circuit-open" => "circuit_open",
+                "overloaded" => "upstream_overloaded",
+                "timeout" => "upstream_timeout",
+                "request-body" => "bad_request_body",
+                _ => "upstream_failed",
+            },
             ProxyError::Upstream(_) => "upstream_failed",
             ProxyError::Plugin(_) => "plugin_failed",
         }
@@ -54,6 +64,13 @@ impl ProxyError {
     /// The response the client sees.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<Body> {
         let mut response = json_error(self.status(), self.code(), &self.to_string(), request_id);
+        if let ProxyError::Upstream(e) = self {
+            // Marks gateway-made upstream failures (`circuit-open`, `no-endpoints`, ...) so a
+            // plugin's failure hook, or a client, can tell them from an upstream's own answer.
+            response
+                .headers_mut()
+                .insert(FAILURE_HEADER, HeaderValue::from_static(e.failure_kind()));
+        }
         if let ProxyError::Plugin(failure) = self {
             // Plugin failures also say which plugin, in which phase, and what kind of failure.
             let mut body = failure.to_json();
@@ -63,6 +80,10 @@ impl ProxyError {
         response
     }
 }
+
+/// Names the kind of an upstream failure the gateway answered for (see
+/// [`UpstreamError::failure_kind`]).
+pub const FAILURE_HEADER: http::HeaderName = http::HeaderName::from_static("x-gatehouse-failure");
 
 /// A small JSON error body: `{"error": code, "message": …, "request_id": …}`.
 pub fn json_error(

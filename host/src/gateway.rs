@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
+use crate::discovery::registry::Registry;
 use crate::proxy::pipeline::Pipeline;
 use crate::proxy::server;
 use crate::routing::RouteError;
@@ -37,6 +38,8 @@ pub enum StartError {
 pub struct RunningGateway {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The built-in service registry (its REST API is on the admin listener).
+    pub registry: Arc<Registry>,
     pub state: Arc<ArcSwap<Snapshot>>,
     ready: Arc<Readiness>,
     stop: watch::Sender<bool>,
@@ -69,7 +72,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let limits = config.limits.clone();
     let drain = config.shutdown.drain_timeout;
 
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config)?));
+    // The registry outlives config snapshots: instances stay registered across reloads.
+    let registry = Registry::new(config.registry.clone());
+    registry.spawn_evictions();
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, &registry)?));
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);
 
@@ -87,6 +93,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         state: state.clone(),
         ready: ready.clone(),
         metrics,
+        registry: registry.clone(),
         plugins,
     };
     let admin = tokio::spawn(async move {
@@ -107,6 +114,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     Ok(RunningGateway {
         public_addr,
         admin_addr,
+        registry,
         state,
         ready,
         stop,

@@ -12,12 +12,16 @@
 //! The active state is an immutable [`state::Snapshot`] behind an `ArcSwap`.
 
 pub mod admin;
+pub mod balancing;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod gateway;
+pub mod health;
 pub mod plugins;
 pub mod proxy;
+pub mod resilience;
 pub mod routing;
 pub mod state;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::discovery::registry::Registry;
 use crate::routing::{RouteError, RouteTable};
 use crate::upstream::Upstreams;
 
@@ -16,9 +17,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(config: Config) -> Result<Self, RouteError> {
+    /// `registry` is the process's built-in registry (it outlives snapshots).
+    pub fn build(config: Config, registry: &Arc<Registry>) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
-        let upstreams = Upstreams::new(&config);
+        let upstreams = Upstreams::new(&config, registry);
         Ok(Snapshot {
             config: Arc::new(config),
             routes,

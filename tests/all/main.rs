@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod cli;
 mod config_errors;
+mod discovery;
 mod plugins;
 mod proxy;
 mod shutdown;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::error::json_error;
@@ -32,6 +33,8 @@ pub struct Admin {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub ready: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
+    /// Served under `/registry/` (docs/discovery.md).
+    pub registry: Arc<crate::discovery::registry::Registry>,
     /// Loaded plugins, for `/admin/plugins`; `None` when no route uses plugins.
     pub plugins: Option<Arc<crate::plugins::gateway::GatewayPlugins>>,
 }
@@ -41,6 +44,21 @@ impl Admin {
         let snapshot = self.state.load_full();
         let request_id = crate::proxy::headers::request_id(req.headers());
         let path = req.uri().path();
+        if path == "/registry" || path.starts_with("/registry/") {
+            // The registry checks its own token on write calls. Reads are open on loopback;
+            // once the admin API has a token (it must when exposed), reads need it too.
+            let is_read = matches!(*req.method(), Method::GET | Method::HEAD);
+            if is_read && !authorized(&req, snapshot.config.admin.token.as_deref()) {
+                return Ok(json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "reading the registry needs `Authorization: Bearer <admin.token>`",
+                    &request_id,
+                ));
+            }
+            let response = crate::discovery::registry::handle(&self.registry, req).await;
+            return Ok(response.map(|b| b.map_err(|never| match never {}).boxed_unsync()));
+        }
         if path.starts_with("/admin/") && !authorized(&req, snapshot.config.admin.token.as_deref())
         {
             return Ok(json_error(

@@ -6,6 +6,7 @@
 mod load;
 pub mod model;
 pub mod plugins;
+mod policy;
 mod validate;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use http::{HeaderName, Method};
 use serde::{Serialize, Serializer};
 
 pub use load::{load_file, load_str, EMBEDDED_DEFAULT};
+pub use policy::{DiscoveryConfig, ServicePolicy};
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +31,9 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub services: Vec<ServiceConfig>,
     pub routes: Vec<RouteConfig>,
+    /// `[registry]`. Not serialized: it holds the registry token.
+    #[serde(skip)]
+    pub registry: crate::discovery::registry::RegistryConfig,
     pub plugins: plugins::PluginsConfig,
 }
 
@@ -121,6 +126,9 @@ pub struct ServiceConfig {
     pub protocol: Protocol,
     #[serde(serialize_with = "as_humantime")]
     pub connect_timeout: Duration,
+    /// Discovery, balancing, health and resilience (docs/discovery.md).
+    #[serde(flatten)]
+    pub policy: ServicePolicy,
 }
 
 #[derive(Debug, Clone, Serialize)]

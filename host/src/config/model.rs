@@ -30,6 +30,9 @@ pub struct RawConfig {
     /// Named upstream services.
     #[serde(default)]
     pub services: Vec<RawService>,
+    /// The built-in service registry (see docs/discovery.md).
+    #[serde(default)]
+    pub registry: RawRegistry,
     /// Routes, in file order (the order breaks ties).
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -95,6 +98,112 @@ pub struct RawService {
     pub protocol: Option<Spanned<String>>,
     /// TCP connect timeout. Default `2s`.
     pub connect_timeout: Option<Spanned<String>>,
+    // --- discovery, balancing, health, resilience (docs/discovery.md) ---
+    /// `static` (default: `endpoints`), `registry` or `dns`.
+    pub discovery: Option<Spanned<String>>,
+    /// The name to resolve when `discovery = "dns"`.
+    pub dns_name: Option<Spanned<String>>,
+    /// The port of DNS endpoints. Required with `discovery = "dns"`.
+    pub dns_port: Option<Spanned<i64>>,
+    /// How often the DNS name is re-resolved. Default `30s`.
+    pub dns_interval: Option<Spanned<String>>,
+    /// `round-robin` (default), `weighted`, `random`, `least-request` or `hash`.
+    pub balance: Option<Spanned<String>>,
+    /// With `balance = "hash"`: `header:NAME`, `cookie:NAME` or `client-address`.
+    pub hash_key: Option<Spanned<String>>,
+    /// Time for one try to get a response head. Default: the whole call's timeout.
+    pub try_timeout: Option<Spanned<String>>,
+    /// Cap on a whole call, retries included (the route's timeout also applies). Default none.
+    pub timeout: Option<Spanned<String>>,
+    /// Active HTTP health checks. Default: none.
+    pub health: Option<RawHealth>,
+    /// Passive outlier detection. Default: off.
+    pub outlier: Option<RawOutlier>,
+    /// Retries. Default: off.
+    pub retry: Option<RawRetry>,
+    /// Circuit breaker. Default: off.
+    pub breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    /// Bearer token for write calls. Default: none (writes refused).
+    pub token: Option<Spanned<String>>,
+    /// Lease length. Default `90s`.
+    pub lease: Option<Spanned<String>>,
+    /// Heartbeat interval advertised to clients. Default `30s`.
+    pub heartbeat: Option<Spanned<String>>,
+    /// How often lapsed leases are swept. Default `30s`.
+    pub eviction_interval: Option<Spanned<String>>,
+    /// Self-preservation share, 0 < x <= 1 (1 disables). Default 0.5.
+    pub self_preservation: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path to GET; 2xx passes. Required.
+    pub path: Spanned<String>,
+    /// Default `10s`.
+    pub interval: Option<Spanned<String>>,
+    /// Default `2s`.
+    pub timeout: Option<Spanned<String>>,
+    /// Default 2.
+    pub healthy_threshold: Option<Spanned<i64>>,
+    /// Default 3.
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// Default 5.
+    pub consecutive_failures: Option<Spanned<i64>>,
+    /// Default `30s`.
+    pub base_ejection: Option<Spanned<String>>,
+    /// Default `300s`.
+    pub max_ejection: Option<Spanned<String>>,
+    /// Default 0.5.
+    pub max_ejected_share: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Default 2.
+    pub max_retries: Option<Spanned<i64>>,
+    /// Default: GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Default all of `connect-failure`, `reset`, `timeout`, `5xx`.
+    pub on: Option<Vec<Spanned<String>>>,
+    /// Default `25ms`.
+    pub backoff: Option<Spanned<String>>,
+    /// Default 0.2.
+    pub budget_ratio: Option<Spanned<f64>>,
+    /// Default 10.
+    pub budget_min_per_sec: Option<Spanned<i64>>,
+    /// Default `10s`.
+    pub budget_window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Default 1024.
+    pub max_concurrent: Option<Spanned<i64>>,
+    /// Default 1024.
+    pub max_pending: Option<Spanned<i64>>,
+    /// Default 0.5.
+    pub failure_rate: Option<Spanned<f64>>,
+    /// Default 20.
+    pub min_requests: Option<Spanned<i64>>,
+    /// Default `10s`.
+    pub window: Option<Spanned<String>>,
+    /// Default `5s`.
+    pub open_for: Option<Spanned<String>>,
+    /// Default 3.
+    pub half_open_probes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,13 +24,18 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 /// Collects problems while walking the raw config.
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     text: &'a str,
     problems: Vec<Problem>,
 }
 
 impl Validator<'_> {
-    fn problem(&mut self, span: std::ops::Range<usize>, field: impl Into<String>, message: String) {
+    pub(super) fn problem(
+        &mut self,
+        span: std::ops::Range<usize>,
+        field: impl Into<String>,
+        message: String,
+    ) {
         let (line, column) = line_col(self.text, span.start);
         self.problems.push(Problem {
             line,
@@ -63,7 +68,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         value: &Option<Spanned<String>>,
         field: &str,
@@ -200,6 +205,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     };
 
     let services = validate_services(&mut v, &raw.services);
+    let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
     let routes = validate_routes(&mut v, &raw.routes, &known, limits.default_timeout);
     let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
@@ -234,6 +240,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         shutdown,
         services,
         routes,
+        registry,
         plugins,
     })
 }
@@ -251,7 +258,8 @@ fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceCo
                 format!("duplicate service name {name:?}"),
             );
         }
-        if s.endpoints.is_empty() {
+        let policy = super::policy::service_policy(v, s, i);
+        if s.endpoints.is_empty() && policy.discovery == super::DiscoveryConfig::Static {
             v.problem(
                 s.name.span(),
                 format!("services[{i}].endpoints"),
@@ -302,6 +310,7 @@ fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceCo
                 &format!("services[{i}].connect_timeout"),
                 DEFAULT_CONNECT_TIMEOUT,
             ),
+            policy,
         });
     }
     out

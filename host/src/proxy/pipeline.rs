@@ -122,6 +122,10 @@ async fn proxy(
     parts
         .headers
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
+    // For `hash_key = "client-address"` on the upstream path.
+    parts
+        .extensions
+        .insert(crate::balancing::ClientAddr(client.ip()));
 
     let upstream_req = Request::from_parts(parts, body::streaming(incoming));
     // Plugins: the request phase sees the request as it will go upstream and may answer it.
@@ -190,6 +194,14 @@ fn failure_kind(error: &crate::upstream::UpstreamError) -> &'static str {
         E::NoEndpoints { .. } | E::UnknownService(_) => "unavailable",
         E::Request { .. } => "protocol",
         E::BadUri { .. } => "other",
+        E::Call(call) => match call.kind() {
+            "timeout" => "timeout",
+            "connect" => "connect",
+            "circuit-open" => "circuit-open",
+            "overloaded" | "no-endpoints" => "unavailable",
+            "reset" => "protocol",
+            _ => "other",
+        },
     }
 }
 

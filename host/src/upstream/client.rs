@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, Error};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Protocol;
@@ -38,7 +36,8 @@ impl UpstreamClient {
         }
     }
 
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        self.inner.request(req).await
+    /// The underlying pooled client (cheap to clone; clones share the pool).
+    pub fn hyper_client(&self) -> Client<HttpConnector, Body> {
+        self.inner.clone()
     }
 }

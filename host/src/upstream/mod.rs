@@ -1,21 +1,26 @@
 //! Upstreams: the named services and the one way to send a request to one of them.
 //!
 //! [`Upstreams::call`] is the single entry point for reaching a service: the proxy uses it for
-//! routed traffic, and plugins' service calls go through it too, so both share endpoint
-//! selection, pooling and timeouts.
+//! routed traffic, and plugins' service calls go through it too, so both share discovery,
+//! health filtering, balancing, pooling, timeouts, retries and the circuit breaker
+//! ([`crate::resilience::UpstreamService`]).
 
 mod client;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode};
 
-use crate::config::{Config, ServiceConfig, ServiceName};
+use crate::config::{Config, DiscoveryConfig, ServiceConfig, ServiceName};
+use crate::discovery::registry::Registry;
+use crate::discovery::{DnsSource, RegistrySource, Source, StaticSource};
 use crate::proxy::body::{self, Body};
+use crate::resilience::{
+    BreakerError, CallError, ServiceSpec, Timeouts, TotalTimeout, TryTimeout, UpstreamService,
+};
 use client::UpstreamClient;
 
 /// Why a request did not get a response from its service.
@@ -50,6 +55,77 @@ pub enum UpstreamError {
         service: ServiceName,
         message: String,
     },
+    /// Failures of the resilient path with no variant above: a total timeout, the circuit
+    /// breaker refusing, an unreadable request body.
+    #[error(transparent)]
+    Call(CallError),
+}
+
+impl UpstreamError {
+    /// The status for failures the variants above do not already decide (see `error.rs`).
+    pub fn call_status(&self) -> Option<StatusCode> {
+        match self {
+            UpstreamError::Call(e) => Some(e.status()),
+            _ => None,
+        }
+    }
+
+    /// A stable marker of the failure, sent as `x-gatehouse-failure`: `circuit-open`,
+    /// `overloaded`, `no-endpoints`, `connect`, `reset`, `timeout`, ... A plugin's failure
+    /// hook reads it to decide on a fallback.
+    pub fn failure_kind(&self) -> &'static str {
+        match self {
+            UpstreamError::UnknownService(_) => "unknown-service",
+            UpstreamError::NoEndpoints { .. } => "no-endpoints",
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Request { .. } => "reset",
+            UpstreamError::BadUri { .. } => "request-uri",
+            UpstreamError::Call(e) => e.kind(),
+        }
+    }
+
+    fn from_call(service: &ServiceName, e: CallError) -> Self {
+        match e {
+            CallError::NoEndpoints { .. } => UpstreamError::NoEndpoints {
+                service: service.clone(),
+            },
+            CallError::Connect {
+                endpoint, source, ..
+            } => UpstreamError::Connect {
+                service: service.clone(),
+                endpoint,
+                source,
+            },
+            CallError::Reset {
+                endpoint, source, ..
+            } => UpstreamError::Request {
+                service: service.clone(),
+                endpoint,
+                source,
+            },
+            CallError::TryTimeout {
+                endpoint, after, ..
+            } => UpstreamError::Timeout {
+                service: service.clone(),
+                endpoint,
+                timeout: after,
+            },
+            CallError::Uri { source, .. } => UpstreamError::BadUri {
+                service: service.clone(),
+                message: source.to_string(),
+            },
+            other => UpstreamError::Call(other),
+        }
+    }
+
+    /// Whether the circuit breaker refused the call (fast 503).
+    pub fn is_breaker(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Call(CallError::Breaker(BreakerError::Open { .. }))
+        )
+    }
 }
 
 /// A response from a service, with the endpoint that gave it.
@@ -59,47 +135,66 @@ pub struct UpstreamResponse {
     pub response: Response<Body>,
 }
 
-/// One named service: its endpoints and a pooled client.
+/// One named service: discovery, health, balancing and resilience around a pooled client.
 #[derive(Debug)]
 pub struct Service {
     pub config: ServiceConfig,
-    next: AtomicUsize,
-    client: UpstreamClient,
+    pub upstream: UpstreamService,
 }
 
 impl Service {
-    fn new(config: ServiceConfig) -> Self {
+    fn new(config: ServiceConfig, registry: &Arc<Registry>) -> Self {
         let client = UpstreamClient::new(config.protocol, config.connect_timeout);
-        Service {
-            config,
-            next: AtomicUsize::new(0),
-            client,
-        }
-    }
-
-    /// Round robin over the static endpoints.
-    fn pick(&self) -> Option<SocketAddr> {
-        let endpoints = &self.config.endpoints;
-        if endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        Some(endpoints[i])
+        let policy = &config.policy;
+        let source = match &policy.discovery {
+            DiscoveryConfig::Static => Source::Static(StaticSource(config.endpoints.clone())),
+            DiscoveryConfig::Registry => Source::Registry(RegistrySource {
+                registry: Arc::clone(registry),
+                service: config.name.0.clone(),
+            }),
+            DiscoveryConfig::Dns {
+                name,
+                port,
+                interval,
+            } => Source::Dns(DnsSource {
+                name: name.clone(),
+                port: *port,
+                interval: *interval,
+            }),
+        };
+        let spec = ServiceSpec {
+            name: Arc::from(config.name.0.as_str()),
+            source,
+            algorithm: policy.balance,
+            hash_key: policy.hash_key.clone(),
+            health: policy.health.clone(),
+            outlier: policy.outlier.clone(),
+            retry: policy.retry.clone(),
+            breaker: policy.breaker.clone(),
+            timeouts: Timeouts {
+                per_try: policy.try_timeout.map(TryTimeout),
+                total: policy.timeout.map(TotalTimeout),
+            },
+        };
+        let upstream = UpstreamService::start(spec, client.hyper_client());
+        Service { config, upstream }
     }
 }
 
-/// All services of one config snapshot.
+/// All services of one config snapshot. Dropping it stops their discovery and health tasks.
 #[derive(Debug, Default)]
 pub struct Upstreams {
     services: HashMap<ServiceName, Arc<Service>>,
 }
 
 impl Upstreams {
-    pub fn new(config: &Config) -> Self {
+    /// Starts every service of `config`; `registry` backs `discovery = "registry"`. Must run
+    /// inside a tokio runtime.
+    pub fn new(config: &Config, registry: &Arc<Registry>) -> Self {
         let services = config
             .services
             .iter()
-            .map(|s| (s.name.clone(), Arc::new(Service::new(s.clone()))))
+            .map(|s| (s.name.clone(), Arc::new(Service::new(s.clone(), registry))))
             .collect();
         Upstreams { services }
     }
@@ -109,53 +204,27 @@ impl Upstreams {
         self.services.get(&ServiceName(name.to_owned()))
     }
 
-    /// Sends `req` to an endpoint of `service` and waits up to `timeout` for the response head.
+    /// Sends `req` to a healthy endpoint of `service` chosen by its balancer, with its
+    /// retries and breaker, and waits up to `timeout` (all tries) for the response head.
     ///
-    /// `req`'s URI needs only a path and query; scheme and authority are set here. The body
-    /// streams: the response is returned as soon as its head arrives.
+    /// `req`'s URI needs only a path and query; scheme and authority are set per try. The body
+    /// streams (bodies up to 64 KiB with a known length are buffered when the service retries,
+    /// so a retry can resend them): the response is returned as soon as its head arrives.
     pub async fn call(
         &self,
         service: &str,
-        mut req: Request<Body>,
+        req: Request<Body>,
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let svc = self
             .service(service)
             .ok_or_else(|| UpstreamError::UnknownService(service.to_owned()))?;
-        let name = &svc.config.name;
-        let endpoint = svc.pick().ok_or_else(|| UpstreamError::NoEndpoints {
-            service: name.clone(),
-        })?;
-        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.to_string())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| UpstreamError::BadUri {
-                service: name.clone(),
-                message: e.to_string(),
-            })?;
-        match tokio::time::timeout(timeout, svc.client.send(req)).await {
-            Err(_) => Err(UpstreamError::Timeout {
-                service: name.clone(),
-                endpoint,
-                timeout,
-            }),
-            Ok(Err(source)) if source.is_connect() => Err(UpstreamError::Connect {
-                service: name.clone(),
-                endpoint,
-                source,
-            }),
-            Ok(Err(source)) => Err(UpstreamError::Request {
-                service: name.clone(),
-                endpoint,
-                source,
-            }),
-            Ok(Ok(response)) => Ok(UpstreamResponse {
+        match svc.upstream.call(req, timeout).await {
+            Ok((endpoint, response)) => Ok(UpstreamResponse {
                 endpoint,
                 response: response.map(body::streaming),
             }),
+            Err(e) => Err(UpstreamError::from_call(&svc.config.name, e)),
         }
     }
 }

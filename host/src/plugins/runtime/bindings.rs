@@ -15,8 +15,9 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::gatehouse::plugin::{failure_hook, request_hook, response_hook};
-pub use gatehouse::plugin::{cache, context, services, types};
+pub use self::exports::gatehouse::plugin::{failure_hook, request_hook, response_hook};
+// `self::` because rustdoc also sees the `gatehouse` crate under that name.
+pub use self::gatehouse::plugin::{cache, context, services, types};
 
 /// The export names of the hook interfaces, as looked up on a component.
 pub const REQUEST_HOOK: &str = "gatehouse:plugin/request-hook@0.1.0";

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Proxy throughput with least-request vs round robin, in one run, over four nginx origins.
+#   equal:     four identical origins (what the balancer itself costs)
+#   one-slow:  the same, but origin 4 is throttled to SLOW_RPS req/s by nginx limit_req
+#              (excess requests are queued, i.e. answered late): round robin keeps sending it
+#              a quarter of the traffic; least-request steers around it.
+# gatehouse is pinned to CPU 1 with one worker thread; wrk and the origins share CPU 0.
+#
+# Usage: benches/balancing-load.sh [duration=10s] [connections=50] [slow_rps=1000]
+# Needs: apt-get install -y nginx wrk; builds gatehouse in release mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+CONNS=${2:-50}
+SLOW_RPS=${3:-1000}
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-get install -y nginx wrk" >&2; exit 1; }
+cargo build --release -p gatehouse --quiet
+BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+GATEHOUSE=127.0.0.1:18180; ADMIN=127.0.0.1:18190
+O1=127.0.0.1:18181; O2=127.0.0.1:18182; O3=127.0.0.1:18183; O4=127.0.0.1:18184; O5=127.0.0.1:18185
+BODY=$(printf 'x%.0s' $(seq 1 64))
+
+# O1–O4 equal; O5 is O4's throttled twin for the one-slow case.
+cat > "$WORK/origin.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity 01;
+pid $WORK/origin.pid;
+error_log $WORK/origin.error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  limit_req_zone \$server_port zone=slow:1m rate=${SLOW_RPS}r/s;
+  server { listen $O1; location / { return 200 '$BODY'; } }
+  server { listen $O2; location / { return 200 '$BODY'; } }
+  server { listen $O3; location / { return 200 '$BODY'; } }
+  server { listen $O4; location / { return 200 '$BODY'; } }
+  server { listen $O5; location / { limit_req zone=slow burst=100000; return 200 '$BODY'; } }
+}
+CONF
+service() { # $1 name, $2 balance, $3 endpoints
+  printf '[[services]]\nname = "%s"\nbalance = "%s"\nendpoints = [%s]\n' "$1" "$2" "$3"
+  printf '[[routes]]\nname = "%s"\nservice = "%s"\nmatch = { prefix = "/%s" }\n' "$1" "$1" "$1"
+}
+EQUAL="\"$O1\", \"$O2\", \"$O3\", \"$O4\""
+SLOW="\"$O1\", \"$O2\", \"$O3\", \"$O5\""
+{
+  printf '[listen]\npublic = "%s"\nadmin = "%s"\n[log]\nlevel = "warn"\n' "$GATEHOUSE" "$ADMIN"
+  service rr-equal round-robin "$EQUAL"
+  service lr-equal least-request "$EQUAL"
+  service rr-slow round-robin "$SLOW"
+  service lr-slow least-request "$SLOW"
+} > "$WORK/gatehouse.toml"
+
+nginx -c "$WORK/origin.conf" -p "$WORK"
+TOKIO_WORKER_THREADS=1 taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
+for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+
+run() { # $1 = path → "path rps p50_us p99_us"
+  taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://$GATEHOUSE/$1" >/dev/null  # warm-up
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://$GATEHOUSE/$1" > "$WORK/$1.wrk"
+  awk -v n="$1" '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; return (v+0)*1000000 }
+    /Requests\/sec/ { rps=$2 } / 50%/ { p50=us($2) } / 99%/ { p99=us($2) }
+    END { printf "%s %.0f %.0f %.0f\n", n, rps, p50, p99 }' "$WORK/$1.wrk"
+}
+{ run rr-equal; run lr-equal; run rr-slow; run lr-slow; } > "$WORK/results"
+awk '
+  { name[NR]=$1; rps[$1]=$2; p50[$1]=$3; p99[$1]=$4 }
+  END {
+    printf "%-10s %12s %10s %10s\n", "case", "req/s", "p50 µs", "p99 µs"
+    for (i = 1; i <= NR; i++) printf "%-10s %12d %10d %10d\n", name[i], rps[name[i]], p50[name[i]], p99[name[i]]
+    printf "\nleast-request/round-robin throughput, equal origins: %.2f\n", rps["lr-equal"]/rps["rr-equal"]
+    printf "least-request/round-robin throughput, one slow:      %.2f\n", rps["lr-slow"]/rps["rr-slow"]
+  }' "$WORK/results"

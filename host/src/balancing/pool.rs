@@ -1,0 +1,238 @@
+//! The backend pool of one service: discovery sets in, health-filtered balancer snapshots out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::{Algorithm, Backend, Balancer};
+use crate::discovery::EndpointSet;
+
+/// Holds a service's backends (one `Arc<Backend>` per endpoint id, so in-flight counts and
+/// health survive updates) and the current [`Balancer`], rebuilt whenever the endpoint set or
+/// any endpoint's health changes. Requests only `load()` the balancer: no lock, and a request
+/// keeps the backend it picked even if the set changes under it.
+#[derive(Debug)]
+pub struct BackendPool {
+    service: Arc<str>,
+    algorithm: Algorithm,
+    all: ArcSwap<Vec<Arc<Backend>>>,
+    balancer: ArcSwap<Balancer>,
+    // Serialises rebuilds so an older rebuild cannot overwrite a newer one.
+    rebuild_lock: Mutex<()>,
+    // Wakes the driver task to recompute when the next ejection ends.
+    health_changed: Notify,
+}
+
+impl BackendPool {
+    pub fn new(service: impl Into<Arc<str>>, algorithm: Algorithm) -> Arc<Self> {
+        Arc::new(Self {
+            service: service.into(),
+            algorithm,
+            all: ArcSwap::from_pointee(Vec::new()),
+            balancer: ArcSwap::from_pointee(Balancer::new(algorithm, Vec::new(), false)),
+            rebuild_lock: Mutex::new(()),
+            health_changed: Notify::new(),
+        })
+    }
+
+    pub fn service(&self) -> &Arc<str> {
+        &self.service
+    }
+
+    /// The current balancing snapshot (lock-free).
+    pub fn balancer(&self) -> Guard<Arc<Balancer>> {
+        self.balancer.load()
+    }
+
+    /// Every known backend, healthy or not.
+    pub fn all_backends(&self) -> Arc<Vec<Arc<Backend>>> {
+        self.all.load_full()
+    }
+
+    /// Replaces the endpoint set. Endpoints whose id, address and metadata are unchanged keep
+    /// their `Backend` (and so their load and health); others get a fresh one.
+    pub fn set_endpoints(&self, set: &EndpointSet) {
+        {
+            let _serial = self.lock();
+            let old = self.all.load();
+            let by_id: HashMap<&str, &Arc<Backend>> =
+                old.iter().map(|b| (&*b.endpoint.id, b)).collect();
+            let next: Vec<Arc<Backend>> = set
+                .iter()
+                .map(|e| match by_id.get(&*e.id) {
+                    Some(b) if b.endpoint == *e => Arc::clone(b),
+                    _ => Arc::new(Backend::new(e.clone())),
+                })
+                .collect();
+            self.all.store(Arc::new(next));
+        }
+        self.rebuild();
+    }
+
+    /// Rebuilds the balancer from the healthy backends. With none healthy it enters panic
+    /// mode: all backends take traffic (a failing service beats a certain 503), and the
+    /// snapshot says so.
+    pub fn rebuild(&self) {
+        let _serial = self.lock();
+        let now = Instant::now();
+        let all = self.all.load();
+        let healthy: Vec<Arc<Backend>> = all
+            .iter()
+            .filter(|b| b.health.is_healthy(now))
+            .cloned()
+            .collect();
+        let panic = healthy.is_empty() && !all.is_empty();
+        let chosen = if panic {
+            tracing::warn!(
+                service = %self.service,
+                endpoints = all.len(),
+                "no healthy endpoint: panic mode, spreading traffic over all endpoints"
+            );
+            all.to_vec()
+        } else {
+            healthy
+        };
+        self.balancer
+            .store(Arc::new(Balancer::new(self.algorithm, chosen, panic)));
+        self.health_changed.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: poisoning carries no broken state.
+        self.rebuild_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The earliest end of an ejection still in the future.
+    fn next_ejection_end(&self, now: Instant) -> Option<Instant> {
+        self.all
+            .load()
+            .iter()
+            .filter_map(|b| b.health.ejected_until())
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// Drives the pool: applies every published endpoint set, and rebuilds when an ejection
+    /// ends so the endpoint returns. Runs until aborted.
+    pub async fn drive(self: Arc<Self>, mut endpoints: watch::Receiver<EndpointSet>) {
+        let first = endpoints.borrow_and_update().clone();
+        self.set_endpoints(&first);
+        let mut discovery_open = true;
+        loop {
+            let wake = self.next_ejection_end(Instant::now());
+            tokio::select! {
+                changed = endpoints.changed(), if discovery_open => {
+                    match changed {
+                        Ok(()) => {
+                            let set = endpoints.borrow_and_update().clone();
+                            self.set_endpoints(&set);
+                        }
+                        // A static source drops its sender once published: keep the set.
+                        Err(_) => discovery_open = false,
+                    }
+                }
+                _ = self.health_changed.notified() => {}
+                _ = sleep_until_opt(wake) => self.rebuild(),
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancing::PickContext;
+    use crate::discovery::Endpoint;
+    use crate::health::{Outcome, OutlierDetector, OutlierPolicy};
+    use std::time::Duration;
+
+    fn set(ports: &[u16]) -> EndpointSet {
+        ports
+            .iter()
+            .map(|p| Endpoint::from_addr(([127, 0, 0, 1], *p).into()))
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_endpoints_keep_their_state() {
+        let pool = BackendPool::new("svc", Algorithm::RoundRobin);
+        pool.set_endpoints(&set(&[1, 2]));
+        let before = pool.all_backends();
+        let held = pool
+            .balancer()
+            .pick(&PickContext::default(), &[])
+            .expect("two backends");
+        pool.set_endpoints(&set(&[2, 1, 3]));
+        let after = pool.all_backends();
+        assert_eq!(after.len(), 3);
+        assert!(after.iter().any(|b| Arc::ptr_eq(b, held.backend())));
+        assert!(Arc::ptr_eq(&before[1], &after[0]));
+        assert_eq!(
+            held.backend().in_flight(),
+            1,
+            "in-flight count survives the update"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejected_backend_leaves_and_returns_after_back_off() {
+        let pool = BackendPool::new("svc", Algorithm::RoundRobin);
+        let (tx, rx) = watch::channel(set(&[1, 2]));
+        let driver = tokio::spawn(Arc::clone(&pool).drive(rx));
+        tokio::task::yield_now().await;
+        assert_eq!(pool.balancer().backends().len(), 2);
+
+        let detector = OutlierDetector::new(OutlierPolicy {
+            consecutive_failures: 1,
+            base_ejection: Duration::from_secs(30),
+            ..OutlierPolicy::default()
+        });
+        let all = pool.all_backends();
+        detector
+            .record(&all[0], &all, Outcome::Failure, Instant::now())
+            .expect("ejects");
+        pool.rebuild();
+        assert_eq!(pool.balancer().backends().len(), 1);
+        assert!(Arc::ptr_eq(&pool.balancer().backends()[0], &all[1]));
+
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert_eq!(pool.balancer().backends().len(), 1, "still ejected at 29 s");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(pool.balancer().backends().len(), 2, "back after 30 s");
+
+        // Discovery changes reach the balancer without anything else happening.
+        tx.send(set(&[1, 2, 3])).expect("driver listens");
+        tokio::task::yield_now().await;
+        assert_eq!(pool.balancer().backends().len(), 3);
+        driver.abort();
+    }
+
+    #[test]
+    fn all_unhealthy_means_panic_mode_over_all_backends() {
+        let pool = BackendPool::new("svc", Algorithm::RoundRobin);
+        pool.set_endpoints(&set(&[1, 2]));
+        for b in pool.all_backends().iter() {
+            b.health.set_active_ok(false);
+        }
+        pool.rebuild();
+        let bal = pool.balancer();
+        assert!(bal.is_panic());
+        assert_eq!(bal.backends().len(), 2);
+        pool.all_backends()[0].health.set_active_ok(true);
+        pool.rebuild();
+        assert!(!pool.balancer().is_panic());
+        assert_eq!(pool.balancer().backends().len(), 1);
+    }
+}

@@ -1,0 +1,342 @@
+//! The built-in service registry (Eureka-style): instances register, renew a lease by
+//! heartbeat and deregister; lapsed leases are evicted, except under self-preservation.
+
+mod api;
+mod client;
+
+pub use api::handle;
+pub use client::{ClientError, Registration, RegistryClient};
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Endpoint, EndpointMeta, EndpointSet};
+
+/// `[registry]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// Bearer token required by write calls. `None`: writes are refused (403).
+    pub token: Option<String>,
+    /// A lease lapses this long after the last renewal. Default 90 s (Eureka).
+    pub lease: Duration,
+    /// The renewal interval clients are told to use. Default 30 s (Eureka).
+    pub heartbeat: Duration,
+    /// How often lapsed leases are swept; also the self-preservation window. Default 30 s.
+    pub eviction_interval: Duration,
+    /// Self-preservation: when more than this share of a service's instances would lapse in
+    /// one sweep (and more than one instance), none are evicted and a warning is logged.
+    /// 1.0 disables it. Default 0.5.
+    pub self_preservation_share: f64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            lease: Duration::from_secs(90),
+            heartbeat: Duration::from_secs(30),
+            eviction_interval: Duration::from_secs(30),
+            self_preservation_share: 0.5,
+        }
+    }
+}
+
+/// Errors of registry operations; the API maps each to a 4xx.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("unknown service \"{service}\"")]
+    UnknownService { service: String },
+    #[error("service \"{service}\" has no instance \"{id}\"")]
+    UnknownInstance { service: String, id: String },
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// What an instance registers with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSpec {
+    pub id: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub meta: EndpointMeta,
+}
+
+/// An instance as the registry lists it.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub spec: InstanceSpec,
+    pub last_renewal: Instant,
+}
+
+/// A service's entry: its instances and the channel its backend pools follow.
+#[derive(Debug)]
+struct ServiceEntry {
+    instances: BTreeMap<String, Instance>,
+    tx: watch::Sender<EndpointSet>,
+    preserving: bool,
+}
+
+impl ServiceEntry {
+    fn new() -> Self {
+        Self {
+            instances: BTreeMap::new(),
+            tx: watch::channel(EndpointSet::from(Vec::new())).0,
+            preserving: false,
+        }
+    }
+
+    fn publish(&self) {
+        let set: EndpointSet = self
+            .instances
+            .values()
+            .map(|i| Endpoint {
+                id: Arc::from(i.spec.id.as_str()),
+                addr: SocketAddr::new(i.spec.address, i.spec.port),
+                meta: i.spec.meta.clone(),
+            })
+            .collect();
+        // send_replace: publish even when nobody watches yet, so a later watcher sees it.
+        self.tx.send_replace(set);
+    }
+}
+
+/// A summary row of `GET /registry/services`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub instances: usize,
+    pub self_preservation: bool,
+}
+
+/// What one eviction sweep did (for logs and tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// (service, instance id) evicted.
+    pub evicted: Vec<(String, String)>,
+    /// Services whose lapsed instances were kept by self-preservation.
+    pub preserved: Vec<String>,
+}
+
+/// The in-memory registry. Writes take a short lock; the request path never does: it reads
+/// the endpoint snapshots published on each service's watch channel.
+#[derive(Debug)]
+pub struct Registry {
+    config: RegistryConfig,
+    services: Mutex<BTreeMap<String, ServiceEntry>>,
+}
+
+/// Service names: 1–64 of `a-z A-Z 0-9 - _ .`; instance ids: 1–128, no `/` or whitespace.
+fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), RegistryError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if value.is_empty() || value.len() > max || !value.chars().all(ok_char) {
+        return Err(RegistryError::Invalid {
+            field,
+            value: value.chars().take(80).collect(),
+            reason: "expected 1 to 64/128 characters of letters, digits, '-', '_', '.', ':'",
+        });
+    }
+    Ok(())
+}
+
+impl Registry {
+    pub fn new(config: RegistryConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            services: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ServiceEntry>> {
+        // Every critical section leaves the map consistent before it can panic (allocations
+        // aside), so a poisoned lock still guards valid data.
+        self.services
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Registers or re-registers (same id: replaced, lease renewed). Returns whether the
+    /// instance is new.
+    pub fn register(&self, service: &str, spec: InstanceSpec) -> Result<bool, RegistryError> {
+        check_name("service", service, 64)?;
+        check_name("id", &spec.id, 128)?;
+        if spec.port == 0 {
+            return Err(RegistryError::Invalid {
+                field: "port",
+                value: "0".into(),
+                reason: "expected 1 to 65535",
+            });
+        }
+        let mut services = self.lock();
+        let entry = services
+            .entry(service.to_owned())
+            .or_insert_with(ServiceEntry::new);
+        let id = spec.id.clone();
+        let created = entry
+            .instances
+            .insert(
+                id.clone(),
+                Instance {
+                    spec,
+                    last_renewal: Instant::now(),
+                },
+            )
+            .is_none();
+        entry.publish();
+        tracing::info!(%service, %id, created, "registry: instance registered");
+        Ok(created)
+    }
+
+    /// Renews an instance's lease.
+    pub fn renew(&self, service: &str, id: &str) -> Result<(), RegistryError> {
+        let mut services = self.lock();
+        let entry = services
+            .get_mut(service)
+            .ok_or_else(|| RegistryError::UnknownService {
+                service: service.to_owned(),
+            })?;
+        let instance =
+            entry
+                .instances
+                .get_mut(id)
+                .ok_or_else(|| RegistryError::UnknownInstance {
+                    service: service.to_owned(),
+                    id: id.to_owned(),
+                })?;
+        instance.last_renewal = Instant::now();
+        Ok(())
+    }
+
+    /// Removes an instance at once.
+    pub fn deregister(&self, service: &str, id: &str) -> Result<(), RegistryError> {
+        let mut services = self.lock();
+        let entry = services
+            .get_mut(service)
+            .ok_or_else(|| RegistryError::UnknownService {
+                service: service.to_owned(),
+            })?;
+        if entry.instances.remove(id).is_none() {
+            return Err(RegistryError::UnknownInstance {
+                service: service.to_owned(),
+                id: id.to_owned(),
+            });
+        }
+        entry.publish();
+        tracing::info!(%service, %id, "registry: instance deregistered");
+        Ok(())
+    }
+
+    /// All services (including configured ones with no instance yet).
+    pub fn services(&self) -> Vec<ServiceSummary> {
+        self.lock()
+            .iter()
+            .map(|(name, e)| ServiceSummary {
+                name: name.clone(),
+                instances: e.instances.len(),
+                self_preservation: e.preserving,
+            })
+            .collect()
+    }
+
+    /// The instances of one service.
+    pub fn instances(&self, service: &str) -> Result<Vec<Instance>, RegistryError> {
+        self.lock()
+            .get(service)
+            .map(|e| e.instances.values().cloned().collect())
+            .ok_or_else(|| RegistryError::UnknownService {
+                service: service.to_owned(),
+            })
+    }
+
+    /// Follows a service's endpoint set; creates the (empty) service if unknown, so a service
+    /// configured with `discovery = "registry"` exists before its first instance registers.
+    pub fn watch(&self, service: &str) -> watch::Receiver<EndpointSet> {
+        self.lock()
+            .entry(service.to_owned())
+            .or_insert_with(ServiceEntry::new)
+            .tx
+            .subscribe()
+    }
+
+    /// Evicts instances whose lease lapsed by `now`, service by service, unless more than the
+    /// self-preservation share of a service would lapse within one window (lapsed now, or
+    /// lapsing before the next sweep): then none is evicted and a warning is logged.
+    pub fn sweep(&self, now: Instant) -> Sweep {
+        let mut sweep = Sweep::default();
+        let lease = self.config.lease;
+        // Leases that lapse before the next sweep count as lapsing in this window, so
+        // instances that went silent together are judged together even if they registered
+        // a few milliseconds apart.
+        let soon = lease.saturating_sub(self.config.eviction_interval);
+        let share = self.config.self_preservation_share;
+        for (name, entry) in self.lock().iter_mut() {
+            let age = |i: &Instance| now.saturating_duration_since(i.last_renewal);
+            let lapsed: Vec<String> = entry
+                .instances
+                .iter()
+                .filter(|(_, i)| age(i) >= lease)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let lapsing = entry.instances.values().filter(|i| age(i) >= soon).count();
+            let total = entry.instances.len();
+            let mass = !lapsed.is_empty() && lapsing > 1 && lapsing as f64 > share * total as f64;
+            if mass {
+                if !entry.preserving {
+                    tracing::warn!(
+                        service = %name,
+                        lapsing,
+                        total,
+                        "registry self-preservation: keeping lapsed instances (mass expiry looks like a network blip)"
+                    );
+                }
+                entry.preserving = true;
+                sweep.preserved.push(name.clone());
+                continue;
+            }
+            entry.preserving = false;
+            if lapsed.is_empty() {
+                continue;
+            }
+            for id in lapsed {
+                entry.instances.remove(&id);
+                tracing::warn!(service = %name, %id, "registry: lease lapsed, instance evicted");
+                sweep.evicted.push((name.clone(), id));
+            }
+            entry.publish();
+        }
+        sweep
+    }
+
+    /// Sweeps every `eviction_interval` in a background task, which ends by itself once the
+    /// registry is dropped (it holds only a weak reference).
+    pub fn spawn_evictions(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let registry = Arc::downgrade(self);
+        let every = self.config.eviction_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                registry.sweep(Instant::now());
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

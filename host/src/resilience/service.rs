@@ -1,0 +1,392 @@
+//! The resilient call path of one named service: breaker → pick (discovery, health,
+//! balancer) → pooled client with timeouts → outlier marks → budgeted retries elsewhere.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
+use crate::balancing::pool::BackendPool;
+use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
+use crate::discovery::{Discover, Source};
+use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
+use crate::proxy::body::{self, Body};
+
+/// Request bodies on this path (the host's `proxy::body::Body`).
+pub type CallBody = Body;
+pub use crate::proxy::body::BoxError;
+
+/// Request bodies up to this size are buffered so that a retry can resend them; larger or
+/// unsized (chunked) bodies are sent once and never retried.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// Everything that defines how one service is reached (validated from `[[services]]`).
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: Arc<str>,
+    pub source: Source,
+    pub algorithm: Algorithm,
+    /// Required when `algorithm` is `Hash`.
+    pub hash_key: Option<HashKey>,
+    pub health: Option<ActiveCheck>,
+    pub outlier: Option<OutlierPolicy>,
+    pub retry: RetryPolicy,
+    pub breaker: Option<BreakerPolicy>,
+    pub timeouts: Timeouts,
+}
+
+/// Why a call to a service failed. Each variant names the service, and the endpoint when
+/// one was involved. [`CallError::status`] and [`CallError::kind`] are what the host's error
+/// mapping uses; `kind` marks fast failures (`circuit-open`, `overloaded`, `no-endpoints`)
+/// so a plugin's failure hook can answer with a fallback.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("service \"{service}\": no endpoints available")]
+    NoEndpoints { service: Arc<str> },
+    #[error(transparent)]
+    Breaker(#[from] BreakerError),
+    #[error("service \"{service}\", endpoint {endpoint}: connect failed: {source}")]
+    Connect {
+        service: Arc<str>,
+        endpoint: SocketAddr,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("service \"{service}\", endpoint {endpoint}: connection failed: {source}")]
+    Reset {
+        service: Arc<str>,
+        endpoint: SocketAddr,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error(
+        "service \"{service}\", endpoint {endpoint}: no response within {after:?} (try timeout)"
+    )]
+    TryTimeout {
+        service: Arc<str>,
+        endpoint: SocketAddr,
+        after: Duration,
+    },
+    #[error("service \"{service}\": no response within {after:?} (total timeout)")]
+    TotalTimeout { service: Arc<str>, after: Duration },
+    #[error("service \"{service}\": reading the request body failed: {source}")]
+    RequestBody {
+        service: Arc<str>,
+        #[source]
+        source: BoxError,
+    },
+    #[error("service \"{service}\": bad request URI: {source}")]
+    Uri {
+        service: Arc<str>,
+        #[source]
+        source: http::Error,
+    },
+}
+
+impl CallError {
+    /// The status the client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CallError::NoEndpoints { .. } | CallError::Breaker(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            CallError::Connect { .. } | CallError::Reset { .. } => StatusCode::BAD_GATEWAY,
+            CallError::TryTimeout { .. } | CallError::TotalTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            CallError::RequestBody { .. } | CallError::Uri { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short stable marker for the failure (sent as `x-gatehouse-failure`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::NoEndpoints { .. } => "no-endpoints",
+            CallError::Breaker(BreakerError::Open { .. }) => "circuit-open",
+            CallError::Breaker(BreakerError::Overloaded { .. }) => "overloaded",
+            CallError::Connect { .. } => "connect",
+            CallError::Reset { .. } => "reset",
+            CallError::TryTimeout { .. } | CallError::TotalTimeout { .. } => "timeout",
+            CallError::RequestBody { .. } => "request-body",
+            CallError::Uri { .. } => "request-uri",
+        }
+    }
+}
+
+/// One named service, ready to call. Owns its background tasks (discovery driver, active
+/// checker) and stops them when dropped.
+pub struct UpstreamService {
+    name: Arc<str>,
+    pool: Arc<BackendPool>,
+    hash_key: Option<HashKey>,
+    outlier: Option<OutlierDetector>,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    breaker: Option<Breaker>,
+    timeouts: Timeouts,
+    client: Client<HttpConnector, CallBody>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl std::fmt::Debug for UpstreamService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamService")
+            .field("name", &self.name)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for UpstreamService {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl UpstreamService {
+    /// Starts discovery (and active checks) for `spec`; requests go out through `client`
+    /// (the host's pooled client, which applies the connect timeout). Must run inside a tokio
+    /// runtime.
+    pub fn start(spec: ServiceSpec, client: Client<HttpConnector, CallBody>) -> Self {
+        let pool = BackendPool::new(Arc::clone(&spec.name), spec.algorithm);
+        let endpoints = spec.source.clone().start();
+        // Apply the first set now, so the service can serve as soon as it is built.
+        let first = endpoints.borrow().clone();
+        pool.set_endpoints(&first);
+        let mut tasks = vec![tokio::spawn(Arc::clone(&pool).drive(endpoints)).abort_handle()];
+        if let Some(check) = spec.health.clone() {
+            let checker = ActiveChecker::new(check, Arc::clone(&pool));
+            tasks.push(tokio::spawn(checker.run()).abort_handle());
+        }
+        Self {
+            budget: RetryBudget::new(spec.retry.budget),
+            breaker: spec
+                .breaker
+                .map(|p| Breaker::new(Arc::clone(&spec.name), p)),
+            outlier: spec.outlier.map(OutlierDetector::new),
+            name: spec.name,
+            pool,
+            hash_key: spec.hash_key,
+            retry: spec.retry,
+            timeouts: spec.timeouts,
+            client,
+            tasks,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The backend pool (for admin views and tests).
+    pub fn pool(&self) -> &Arc<BackendPool> {
+        &self.pool
+    }
+
+    pub fn breaker(&self) -> Option<&Breaker> {
+        self.breaker.as_ref()
+    }
+
+    /// Sends `req` (its path and query are kept; scheme and authority become the chosen
+    /// endpoint's) within `deadline` (capped by the service's `timeout`), and returns the
+    /// endpoint that answered with its response. A 5xx that is not retried is returned as
+    /// the response; transport failures and refusals are errors. A [`ClientAddr`] extension
+    /// on `req` feeds `hash_key = "client-address"`.
+    pub async fn call(
+        &self,
+        req: Request<CallBody>,
+        deadline: Duration,
+    ) -> Result<(SocketAddr, Response<Incoming>), CallError> {
+        let (total, per_try) = self.timeouts.for_call(deadline);
+        let total = total.0;
+        match tokio::time::timeout(total, self.call_inner(req, per_try.0)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::TotalTimeout {
+                service: Arc::clone(&self.name),
+                after: total,
+            }),
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        req: Request<CallBody>,
+        per_try: Duration,
+    ) -> Result<(SocketAddr, Response<Incoming>), CallError> {
+        let permit = match &self.breaker {
+            Some(b) => Some(b.acquire().await?),
+            None => None,
+        };
+        let record = |permit: Option<super::BreakerPermit<'_>>, ok: bool| {
+            if let Some(p) = permit {
+                p.record(ok);
+            }
+        };
+        if self.retry.max_retries > 0 {
+            self.budget.deposit();
+        }
+        let (parts, body) = req.into_parts();
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        let hash = self
+            .hash_key
+            .as_ref()
+            .and_then(|k| k.hash_of(&parts.headers, client));
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let method = parts.method.clone();
+
+        // Keep a copy of small bodies so a retry can resend them.
+        let (replay, mut once) = if self.retry.max_retries > 0 && replayable(&body) {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|source| CallError::RequestBody {
+                    service: Arc::clone(&self.name),
+                    source,
+                })?
+                .to_bytes();
+            (Some(bytes), None)
+        } else {
+            (None, Some(body))
+        };
+
+        // The request head: moved into the only try when there is no replay copy (no retry
+        // possible), otherwise copied per try.
+        let mut head = Some(parts);
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut attempt: u32 = 0;
+        loop {
+            let picked = self
+                .pool
+                .balancer()
+                .pick(&PickContext { hash, attempt }, &tried)
+                .ok_or_else(|| CallError::NoEndpoints {
+                    service: Arc::clone(&self.name),
+                })?;
+            let backend = Arc::clone(picked.backend());
+            let endpoint = backend.endpoint.addr;
+            let body = match (&replay, once.take()) {
+                (Some(bytes), _) => body::full(bytes.clone()),
+                (None, Some(body)) => body,
+                // Unreachable: without a replay copy there is no second try.
+                (None, None) => body::empty(),
+            };
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(backend.authority.clone());
+            uri.path_and_query = Some(path.clone());
+            let uri = Uri::from_parts(uri).map_err(|e| CallError::Uri {
+                service: Arc::clone(&self.name),
+                source: e.into(),
+            })?;
+            let mut try_head = match (&replay, head.as_ref()) {
+                (Some(_), Some(h)) => copy_head(h),
+                _ => head.take().ok_or_else(|| CallError::NoEndpoints {
+                    // Unreachable: without a replay copy there is no second try.
+                    service: Arc::clone(&self.name),
+                })?,
+            };
+            try_head.uri = uri;
+            let req = Request::from_parts(try_head, body);
+
+            let outcome = tokio::time::timeout(per_try, self.client.request(req)).await;
+            drop(picked);
+            let (failure, result) = match outcome {
+                Ok(Ok(resp)) if !resp.status().is_server_error() => {
+                    self.mark(&backend, Outcome::Success);
+                    record(permit, true);
+                    return Ok((endpoint, resp));
+                }
+                Ok(Ok(resp)) => (TryFailure::Status(resp.status()), Ok((endpoint, resp))),
+                Ok(Err(e)) if e.is_connect() => (
+                    TryFailure::Connect,
+                    Err(CallError::Connect {
+                        service: Arc::clone(&self.name),
+                        endpoint,
+                        source: e,
+                    }),
+                ),
+                Ok(Err(e)) => (
+                    TryFailure::Reset,
+                    Err(CallError::Reset {
+                        service: Arc::clone(&self.name),
+                        endpoint,
+                        source: e,
+                    }),
+                ),
+                Err(_) => (
+                    TryFailure::Timeout,
+                    Err(CallError::TryTimeout {
+                        service: Arc::clone(&self.name),
+                        endpoint,
+                        after: per_try,
+                    }),
+                ),
+            };
+            self.mark(&backend, Outcome::Failure);
+            let may_retry = replay.is_some()
+                && attempt < self.retry.max_retries
+                && self.retry.allows(&method, failure)
+                && self.budget.try_withdraw();
+            if !may_retry {
+                record(permit, false);
+                return result;
+            }
+            tracing::debug!(service = %self.name, %endpoint, ?failure, attempt, "retrying on another endpoint");
+            tried.push(backend);
+            attempt += 1;
+            tokio::time::sleep(self.retry.backoff_for(attempt)).await;
+        }
+    }
+
+    fn mark(&self, backend: &Backend, outcome: Outcome) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        // Successes never look at the other backends; skip loading them.
+        let all = match outcome {
+            Outcome::Success => None,
+            Outcome::Failure => Some(self.pool.all_backends()),
+        };
+        let all = all.as_deref().map_or(&[][..], |v| &v[..]);
+        if detector
+            .record(backend, all, outcome, Instant::now())
+            .is_some()
+        {
+            self.pool.rebuild();
+        }
+    }
+}
+
+/// A copy of a request head for one more try.
+fn copy_head(h: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = h.method.clone();
+    *req.version_mut() = h.version;
+    *req.headers_mut() = h.headers.clone();
+    *req.extensions_mut() = h.extensions.clone();
+    req.into_parts().0
+}
+
+/// Small bodies with a known length (including none) can be buffered for replay.
+fn replayable(body: &CallBody) -> bool {
+    body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= MAX_REPLAY_BODY)
+}
