@@ -1,4 +1,4 @@
-//! Write [gatehouse](https://github.com/gatehouse) gateway plugins in Rust.
+//! Write gatehouse gateway plugins in Rust.
 //!
 //! A complete plugin that rejects requests without an API key and tags the rest:
 //!

@@ -1,6 +1,9 @@
 //! Sets headers from its config on the request and on the response.
 //!
 //! Config: `{ request = { name = "value" }, response = { name = "value" } }`.
+// A plugin only makes sense as a wasm component; on the host target the crate is empty so
+// workspace-wide native builds (`cargo test --workspace`) do not try to link wasm imports.
+#![cfg(target_family = "wasm")]
 
 use gatehouse_sdk::prelude::*;
 

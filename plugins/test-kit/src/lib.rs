@@ -1,5 +1,8 @@
 //! A plugin for the gateway's own tests: its config's `mode` picks a behaviour, friendly or
 //! hostile (loop forever, allocate without bound, trap, answer with a huge body...).
+// A plugin only makes sense as a wasm component; on the host target the crate is empty so
+// workspace-wide native builds (`cargo test --workspace`) do not try to link wasm imports.
+#![cfg(target_family = "wasm")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
