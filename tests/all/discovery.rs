@@ -442,6 +442,11 @@ async fn hash_balancing_is_sticky_and_remaps_only_the_leavers_keys() {
             .await
             .expect("register");
     }
+    // Registry changes reach the balancer asynchronously (within milliseconds).
+    eventually("four endpoints in the balancer", DEADLINE, async || {
+        balancer_size(&gw, "api") == 4
+    })
+    .await;
     let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     let owners = async || {
         let mut out = Vec::new();
