@@ -2,6 +2,7 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::plugins::PluginFailure;
 use crate::proxy::body::{self, Body};
 use crate::upstream::UpstreamError;
 
@@ -16,6 +17,9 @@ pub enum ProxyError {
     HeadersTooLarge { what: String },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginFailure),
 }
 
 impl ProxyError {
@@ -32,6 +36,7 @@ impl ProxyError {
                 e.call_status().unwrap_or(StatusCode::BAD_GATEWAY)
             }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Plugin(failure) => failure.status(),
         }
     }
 
@@ -52,6 +57,7 @@ impl ProxyError {
                 _ => "upstream_failed",
             },
             ProxyError::Upstream(_) => "upstream_failed",
+            ProxyError::Plugin(_) => "plugin_failed",
         }
     }
 
@@ -64,6 +70,12 @@ impl ProxyError {
             response
                 .headers_mut()
                 .insert(FAILURE_HEADER, HeaderValue::from_static(e.failure_kind()));
+        }
+        if let ProxyError::Plugin(failure) = self {
+            // Plugin failures also say which plugin, in which phase, and what kind of failure.
+            let mut body = failure.to_json();
+            body["request_id"] = request_id.to_str().unwrap_or("").into();
+            *response.body_mut() = body::full(body.to_string());
         }
         response
     }

@@ -30,6 +30,8 @@ pub enum StartError {
     },
     #[error("routes: {0}")]
     Routes(#[from] RouteError),
+    #[error("plugins: {0}")]
+    Plugins(#[from] crate::plugins::PluginsError),
 }
 
 /// A started gateway. Dropping it does not stop it; call [`RunningGateway::shutdown`].
@@ -77,8 +79,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);
 
+    let plugins = crate::plugins::gateway::GatewayPlugins::start(&state).await?;
     let metrics = Arc::new(Metrics::default());
-    let pipeline = Pipeline::new(state.clone(), metrics.clone());
+    let pipeline = Pipeline::new(state.clone(), metrics.clone()).with_plugins(plugins.clone());
     let public = tokio::spawn({
         let (limits, stopped) = (limits.clone(), stopped.clone());
         async move {
@@ -91,6 +94,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         ready: ready.clone(),
         metrics,
         registry: registry.clone(),
+        plugins,
     };
     let admin = tokio::spawn(async move {
         let handler = move |req, _peer| admin_api.clone().handle(req);

@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod plugins;
 pub mod proxy;
 pub mod resilience;
 pub mod routing;

@@ -77,5 +77,13 @@ async fn token_guards_admin_endpoints_and_is_never_shown() {
         "the token never appears in the dump"
     );
     assert_eq!(ok.json()["admin"]["token_set"], true);
+    let registry = format!("{base}/registry/services");
+    assert_eq!(
+        get(&registry, &[]).await.status,
+        401,
+        "registry reads need the token too"
+    );
+    let listed = get(&registry, &[("authorization", "Bearer s3cret")]).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
     gw.shutdown().await;
 }

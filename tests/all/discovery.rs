@@ -442,10 +442,12 @@ async fn hash_balancing_is_sticky_and_remaps_only_the_leavers_keys() {
             .await
             .expect("register");
     }
-    // Registry changes reach the balancer asynchronously (within milliseconds).
-    eventually("four endpoints in the balancer", DEADLINE, async || {
-        balancer_size(&gw, "api") == 4
-    })
+    // Registrations reach the balancer asynchronously: measure only once all four are in.
+    eventually(
+        "all four instances reach the balancer",
+        DEADLINE,
+        async || balancer_size(&gw, "api") == 4,
+    )
     .await;
     let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     let owners = async || {
@@ -714,7 +716,7 @@ async fn the_registry_api_checks_tokens_and_input() {
     let got = send(&http1(), "POST", &base, &[("authorization", &auth)], body).await;
     assert_eq!(got.status, 400);
     assert!(
-        got.json()["error"]
+        got.json()["message"]
             .as_str()
             .unwrap_or("")
             .contains("port 99999"),
@@ -730,7 +732,7 @@ async fn the_registry_api_checks_tokens_and_input() {
     )
     .await;
     assert_eq!(
-        (got.status, got.json()["code"].as_str()),
+        (got.status, got.json()["error"].as_str()),
         (404, Some("unknown_instance"))
     );
     let config = get(&format!("http://{}/admin/config", gw.admin_addr), &[])

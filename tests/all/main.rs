@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config_errors;
 mod discovery;
+mod plugins;
 mod proxy;
 mod shutdown;
 mod streaming;

@@ -35,6 +35,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Served under `/registry/` (docs/discovery.md).
     pub registry: Arc<crate::discovery::registry::Registry>,
+    /// Loaded plugins, for `/admin/plugins`; `None` when no route uses plugins.
+    pub plugins: Option<Arc<crate::plugins::gateway::GatewayPlugins>>,
 }
 
 impl Admin {
@@ -43,7 +45,17 @@ impl Admin {
         let request_id = crate::proxy::headers::request_id(req.headers());
         let path = req.uri().path();
         if path == "/registry" || path.starts_with("/registry/") {
-            // The registry checks its own token on write calls; reads are open like /healthz.
+            // The registry checks its own token on write calls. Reads are open on loopback;
+            // once the admin API has a token (it must when exposed), reads need it too.
+            let is_read = matches!(*req.method(), Method::GET | Method::HEAD);
+            if is_read && !authorized(&req, snapshot.config.admin.token.as_deref()) {
+                return Ok(json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "reading the registry needs `Authorization: Bearer <admin.token>`",
+                    &request_id,
+                ));
+            }
             let response = crate::discovery::registry::handle(&self.registry, req).await;
             return Ok(response.map(|b| b.map_err(|never| match never {}).boxed_unsync()));
         }
@@ -68,6 +80,10 @@ impl Admin {
                 &serde_json::json!({ "status": "not ready" }),
             ),
             (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
+            (&Method::GET, "/admin/plugins") => json(
+                StatusCode::OK,
+                &crate::plugins::gateway::GatewayPlugins::admin_status(self.plugins.as_deref()),
+            ),
             (&Method::GET, "/metrics") => {
                 let mut response = Response::new(body::full(self.metrics.encode()));
                 response.headers_mut().insert(
@@ -78,12 +94,14 @@ impl Admin {
                 );
                 response
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config") => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                &format!("{} is not allowed on {path}; use GET", req.method()),
-                &request_id,
-            ),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins") => {
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &format!("{} is not allowed on {path}; use GET", req.method()),
+                    &request_id,
+                )
+            }
             _ => json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -5,6 +5,7 @@
 
 mod load;
 pub mod model;
+pub mod plugins;
 mod policy;
 mod validate;
 
@@ -33,6 +34,7 @@ pub struct Config {
     /// `[registry]`. Not serialized: it holds the registry token.
     #[serde(skip)]
     pub registry: crate::discovery::registry::RegistryConfig,
+    pub plugins: plugins::PluginsConfig,
 }
 
 impl Config {
@@ -139,6 +141,10 @@ pub struct RouteConfig {
     pub rewrite: Option<String>,
     #[serde(serialize_with = "as_humantime")]
     pub timeout: Duration,
+    /// The plugin chain, in order.
+    pub plugins: Vec<plugins::RoutePlugin>,
+    /// What a plugin failure does to the request.
+    pub on_error: plugins::OnErrorConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

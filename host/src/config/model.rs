@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// Routes, in file order (the order breaks ties).
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// WebAssembly plugins: where they live and the limits they run under.
+    #[serde(default)]
+    pub plugins: super::plugins::RawPlugins,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +223,12 @@ pub struct RawRoute {
     pub rewrite: Option<Spanned<String>>,
     /// Time allowed for the upstream to answer with its response head. Default `limits.default_timeout`.
     pub timeout: Option<Spanned<String>>,
+    /// The plugin chain, run in order. Default: none.
+    #[serde(default)]
+    pub plugins: Vec<super::plugins::RawRoutePlugin>,
+    /// What a plugin failure does: `fail-closed` (default: the request fails) or `fail-open`
+    /// (the failing plugin is skipped).
+    pub on_error: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

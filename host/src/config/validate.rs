@@ -208,6 +208,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
     let routes = validate_routes(&mut v, &raw.routes, &known, limits.default_timeout);
+    let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
 
     // Route conflicts (two templates the radix tree cannot tell apart) are found by building the
     // real table: validation and the running router can never disagree.
@@ -240,6 +241,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         services,
         routes,
         registry,
+        plugins,
     })
 }
 
@@ -367,6 +369,8 @@ fn validate_routes(
             strip_prefix: r.strip_prefix,
             rewrite: r.rewrite.as_ref().map(|s| s.get_ref().clone()),
             timeout: v.duration(&r.timeout, &format!("{at}.timeout"), default_timeout),
+            plugins: super::plugins::validate_route(r, &at, known, v.text, &mut v.problems),
+            on_error: super::plugins::on_error(r, &at, v.text, &mut v.problems),
         });
     }
     out

@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 use super::body::{self, Body};
 use super::headers;
 use crate::error::ProxyError;
+use crate::plugins::gateway::GatewayPlugins;
+use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::routing::Matched;
 use crate::state::Snapshot;
 use crate::telemetry::{AccessLog, Metrics};
@@ -22,11 +24,23 @@ use crate::telemetry::{AccessLog, Metrics};
 pub struct Pipeline {
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    plugins: Option<Arc<GatewayPlugins>>,
 }
 
 impl Pipeline {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Pipeline { state, metrics }
+        Pipeline {
+            state,
+            metrics,
+            plugins: None,
+        }
+    }
+
+    /// Run routes' plugin chains (request phase before the upstream, response or failure
+    /// phase after it).
+    pub fn with_plugins(mut self, plugins: Option<Arc<GatewayPlugins>>) -> Self {
+        self.plugins = plugins;
+        self
     }
 
     /// Never fails: every error becomes a response here, and is logged once.
@@ -41,7 +55,8 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
 
-        let response = match proxy(&snapshot, req, client, &request_id, &mut log).await {
+        let plugins = self.plugins.as_deref();
+        let response = match proxy(&snapshot, plugins, req, client, &request_id, &mut log).await {
             Ok(response) => response,
             Err(error) => {
                 let route = log.route.as_deref().unwrap_or("-");
@@ -61,6 +76,7 @@ impl Pipeline {
 
 async fn proxy(
     snapshot: &Snapshot,
+    plugins: Option<&GatewayPlugins>,
     req: Request<Incoming>,
     client: SocketAddr,
     request_id: &HeaderValue,
@@ -112,18 +128,81 @@ async fn proxy(
         .insert(crate::balancing::ClientAddr(client.ip()));
 
     let upstream_req = Request::from_parts(parts, body::streaming(incoming));
-    let upstream = snapshot
+    // Plugins: the request phase sees the request as it will go upstream and may answer it.
+    let mut chain = plugins
+        .and_then(|p| p.chain(&route.config.name.0))
+        .map(|chain| {
+            chain.start(RequestMeta {
+                client_addr: client.to_string(),
+                request_id: request_id.to_str().unwrap_or_default().to_owned(),
+            })
+        });
+    let upstream_req = match &mut chain {
+        None => upstream_req,
+        Some(run) => match run.on_request(upstream_req).await? {
+            RequestOutcome::Continue(req) => req,
+            RequestOutcome::Respond(mut response) => {
+                response
+                    .headers_mut()
+                    .insert(headers::REQUEST_ID.clone(), request_id.clone());
+                return Ok(response);
+            }
+        },
+    };
+    let upstream = match snapshot
         .upstreams
         .call(&route.config.service.0, upstream_req, route.config.timeout)
-        .await?;
+        .await
+    {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            // The failure phase may turn the upstream error into a fallback response.
+            if let Some(run) = &mut chain {
+                let failure = UpstreamFailure {
+                    kind: failure_kind(&error).to_owned(),
+                    message: error.to_string(),
+                };
+                if let Some(mut response) = run.on_failure(failure).await? {
+                    response
+                        .headers_mut()
+                        .insert(headers::REQUEST_ID.clone(), request_id.clone());
+                    return Ok(response);
+                }
+            }
+            return Err(error.into());
+        }
+    };
     log.upstream = Some(upstream.endpoint);
 
     let mut response = upstream.response;
     headers::remove_hop_by_hop(response.headers_mut());
+    if let Some(run) = &mut chain {
+        response = run.on_response(response).await?;
+    }
     response
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
     Ok(response)
+}
+
+/// The `kind` plugins see in `upstream-failure`.
+fn failure_kind(error: &crate::upstream::UpstreamError) -> &'static str {
+    use crate::upstream::UpstreamError as E;
+    match error {
+        E::Timeout { .. } => "timeout",
+        E::Connect { .. } => "connect",
+        E::NoEndpoints { .. } | E::UnknownService(_) => "unavailable",
+        E::Request { .. } => "protocol",
+        E::BadUri { .. } => "other",
+        E::Call(call) => match call.kind() {
+            "timeout" => "timeout",
+            "connect" => "connect",
+            "circuit-open" => "circuit-open",
+            "overloaded" | "no-endpoints" => "unavailable",
+            "reset" => "protocol",
+            _ => "other",
+        },
+    }
 }
 
 fn check_limits(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<(), ProxyError> {

@@ -59,7 +59,7 @@ struct InstanceView<'a> {
 }
 
 /// Answers one `/registry/...` request. Never panics on any input; every failure is a JSON
-/// `{"error": ..., "code": ...}` with a 4xx status.
+/// `{"error": code, "message": ...}` with a 4xx status, the gateway's one error shape.
 pub async fn handle<B>(registry: &Registry, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
@@ -69,7 +69,7 @@ where
         Ok(resp) => resp,
         Err((status, code, message)) => json(
             status,
-            &serde_json::json!({ "error": message, "code": code }),
+            &serde_json::json!({ "error": code, "message": message }),
         ),
     }
 }
@@ -358,7 +358,7 @@ mod tests {
         );
         let (s, v) = call(&r, "PUT", renew, Some("s3cret"), "").await;
         assert_eq!(
-            (s, v["code"].as_str()),
+            (s, v["error"].as_str()),
             (StatusCode::NOT_FOUND, Some("unknown_instance"))
         );
     }
@@ -369,7 +369,7 @@ mod tests {
         let p = "/registry/services/orders/instances";
         let (s, v) = call(&r, "POST", p, None, REG).await;
         assert_eq!(
-            (s, v["code"].as_str()),
+            (s, v["error"].as_str()),
             (StatusCode::UNAUTHORIZED, Some("missing_token"))
         );
         let (s, _) = call(&r, "POST", p, Some("wrong"), REG).await;
@@ -414,7 +414,7 @@ mod tests {
         ] {
             let (s, v) = call(&r, "POST", p, Some("s3cret"), body).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
-            let msg = v["error"].as_str().unwrap_or_default();
+            let msg = v["message"].as_str().unwrap_or_default();
             assert!(msg.contains(needle), "{body}: {msg}");
         }
         let (s, v) = call(
@@ -426,7 +426,7 @@ mod tests {
         )
         .await;
         assert_eq!(
-            (s, v["code"].as_str()),
+            (s, v["error"].as_str()),
             (StatusCode::NOT_FOUND, Some("unknown_service"))
         );
         let (s, _) = call(&r, "PATCH", "/registry/services", None, "").await;

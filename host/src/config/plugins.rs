@@ -1,0 +1,274 @@
+//! Plugin configuration: the `[plugins]` table, and each route's `plugins = [...]` chain and
+//! `on_error`. Raw serde types, validated types, and their validation.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::load::line_col;
+use super::model::RawRoute;
+use super::Problem;
+
+/// `[plugins]`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugins {
+    /// Directory of `.wasm` plugins, watched for changes. Default `plugins`.
+    pub dir: Option<String>,
+    /// Directory of compiled-artifact cache files. Default `<dir>/.cache`.
+    pub cache_dir: Option<String>,
+    /// Keep compiled artifacts on disk so restarts skip compilation. Default true.
+    pub artifact_cache: Option<bool>,
+    /// Hot-reload plugins when files in `dir` change. Default true.
+    pub watch: Option<bool>,
+    /// How long one plugin hook may run (wall time in wasm, waiting on the host excluded).
+    /// Default `100ms`.
+    pub deadline: Option<Spanned<String>>,
+    /// Linear memory one plugin instance may use, in MiB. Default 64.
+    pub memory_limit_mib: Option<Spanned<i64>>,
+    /// Largest body handed to or accepted from a plugin, in KiB. Default 1024.
+    pub body_limit_kib: Option<Spanned<i64>>,
+    /// Plugin instances alive at once (one per plugin per in-flight request). Default 1000.
+    pub max_instances: Option<Spanned<i64>>,
+}
+
+/// One entry of a route's `plugins = [...]`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutePlugin {
+    /// The plugin: its file name in the plugins directory without `.wasm`.
+    pub name: Spanned<String>,
+    /// The plugin's own config table, handed to it as JSON text. Default `{}`.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Services the plugin may call. Default: none.
+    #[serde(default)]
+    pub calls: Vec<Spanned<String>>,
+    /// The plugin's cache namespace. Default: no cache access.
+    pub cache: Option<Spanned<String>>,
+}
+
+/// The validated `[plugins]` table.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginsConfig {
+    pub dir: PathBuf,
+    /// `None`: no artifact cache.
+    pub cache_dir: Option<PathBuf>,
+    pub watch: bool,
+    #[serde(serialize_with = "super::as_humantime")]
+    pub deadline: Duration,
+    pub memory_limit_mib: usize,
+    pub body_limit_kib: usize,
+    pub max_instances: u32,
+}
+
+/// A validated chain entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutePlugin {
+    pub name: String,
+    /// The plugin's config as JSON.
+    pub config: serde_json::Value,
+    pub calls: Vec<String>,
+    pub cache: Option<String>,
+}
+
+/// What a plugin failure does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnErrorConfig {
+    /// The request fails with the plugin's error.
+    #[default]
+    FailClosed,
+    /// The failing plugin is skipped.
+    FailOpen,
+}
+
+fn problem(
+    text: &str,
+    problems: &mut Vec<Problem>,
+    span: std::ops::Range<usize>,
+    field: String,
+    message: String,
+) {
+    let (line, column) = line_col(text, span.start);
+    problems.push(Problem {
+        line,
+        column,
+        field,
+        message,
+    });
+}
+
+fn bounded(
+    value: &Option<Spanned<i64>>,
+    field: &str,
+    default: usize,
+    max: usize,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> usize {
+    let Some(v) = value else { return default };
+    match usize::try_from(*v.get_ref()) {
+        Ok(n) if n > 0 && n <= max => n,
+        _ => {
+            problem(
+                text,
+                problems,
+                v.span(),
+                field.to_owned(),
+                format!("{} must be an integer from 1 to {max}", v.get_ref()),
+            );
+            default
+        }
+    }
+}
+
+/// Validate `[plugins]`.
+pub(super) fn validate(raw: &RawPlugins, text: &str, problems: &mut Vec<Problem>) -> PluginsConfig {
+    let dir = PathBuf::from(raw.dir.as_deref().unwrap_or("plugins"));
+    let cache_dir = match (raw.artifact_cache.unwrap_or(true), &raw.cache_dir) {
+        (false, _) => None,
+        (true, Some(d)) => Some(PathBuf::from(d)),
+        (true, None) => Some(dir.join(".cache")),
+    };
+    let deadline = match &raw.deadline {
+        None => Duration::from_millis(100),
+        Some(d) => match humantime::parse_duration(d.get_ref()) {
+            Ok(v) if !v.is_zero() && v <= Duration::from_secs(60) => v,
+            _ => {
+                problem(
+                    text,
+                    problems,
+                    d.span(),
+                    "plugins.deadline".to_owned(),
+                    format!(
+                        "{:?} is not a duration from 1ms to 60s, e.g. \"100ms\"",
+                        d.get_ref()
+                    ),
+                );
+                Duration::from_millis(100)
+            }
+        },
+    };
+    PluginsConfig {
+        dir,
+        cache_dir,
+        watch: raw.watch.unwrap_or(true),
+        deadline,
+        memory_limit_mib: bounded(
+            &raw.memory_limit_mib,
+            "plugins.memory_limit_mib",
+            64,
+            4096,
+            text,
+            problems,
+        ),
+        body_limit_kib: bounded(
+            &raw.body_limit_kib,
+            "plugins.body_limit_kib",
+            1024,
+            1 << 20,
+            text,
+            problems,
+        ),
+        max_instances: bounded(
+            &raw.max_instances,
+            "plugins.max_instances",
+            1000,
+            100_000,
+            text,
+            problems,
+        ) as u32,
+    }
+}
+
+fn is_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Validate one route's `plugins = [...]`.
+pub(super) fn validate_route(
+    r: &RawRoute,
+    at: &str,
+    services: &BTreeSet<&str>,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<RoutePlugin> {
+    let mut out = Vec::with_capacity(r.plugins.len());
+    for (j, p) in r.plugins.iter().enumerate() {
+        let here = format!("{at}.plugins[{j}]");
+        let name = p.name.get_ref();
+        if !is_name(name) {
+            problem(text, problems, p.name.span(), format!("{here}.name"),
+                format!("{name:?} is not a plugin name; use the file name without .wasm (ASCII letters, digits, '-', '_')"));
+        }
+        for c in &p.calls {
+            if !services.contains(c.get_ref().as_str()) {
+                let list = services.iter().copied().collect::<Vec<_>>().join(", ");
+                problem(
+                    text,
+                    problems,
+                    c.span(),
+                    format!("{here}.calls"),
+                    format!("no service named {:?} (known: {list})", c.get_ref()),
+                );
+            }
+        }
+        if let Some(ns) = &p.cache {
+            if !is_name(ns.get_ref()) {
+                problem(
+                    text,
+                    problems,
+                    ns.span(),
+                    format!("{here}.cache"),
+                    format!(
+                        "{:?} is not a cache namespace; use ASCII letters, digits, '-', '_'",
+                        ns.get_ref()
+                    ),
+                );
+            }
+        }
+        out.push(RoutePlugin {
+            name: name.clone(),
+            config: serde_json::to_value(&p.config).unwrap_or_else(|_| serde_json::json!({})),
+            calls: p.calls.iter().map(|c| c.get_ref().clone()).collect(),
+            cache: p.cache.as_ref().map(|c| c.get_ref().clone()),
+        });
+    }
+    out
+}
+
+/// Validate one route's `on_error`.
+pub(super) fn on_error(
+    r: &RawRoute,
+    at: &str,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> OnErrorConfig {
+    match r
+        .on_error
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
+        None | Some(("fail-closed", _)) => OnErrorConfig::FailClosed,
+        Some(("fail-open", _)) => OnErrorConfig::FailOpen,
+        Some((other, span)) => {
+            problem(
+                text,
+                problems,
+                span,
+                format!("{at}.on_error"),
+                format!(
+                    "{other:?} is not an error policy; expected \"fail-closed\" or \"fail-open\""
+                ),
+            );
+            OnErrorConfig::FailClosed
+        }
+    }
+}

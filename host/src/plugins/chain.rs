@@ -1,0 +1,252 @@
+//! A route's plugin chain: which plugin runs at which phase, in what order, and what a
+//! plugin failure does to the request (fail-closed or fail-open).
+
+use std::sync::Arc;
+
+use super::reload::registry::{PluginRegistry, PluginSet};
+use super::runtime::bindings::types::{Decision, UpstreamFailure};
+use super::runtime::capabilities::{PluginEnv, RequestMeta};
+use super::runtime::engine::PluginEngine;
+use super::runtime::error::{InvokeError, Phase, PluginFailure};
+use super::runtime::instance::PluginInstance;
+use super::runtime::message::{from_full_response, PluginRequest, PluginResponse};
+use super::Body;
+
+/// What a plugin failure does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The request fails with the plugin's error (500/503 + JSON). The default.
+    #[default]
+    FailClosed,
+    /// The failing plugin is skipped (logged) and the request goes on as the plugin left it.
+    FailOpen,
+}
+
+/// The result of the request phase.
+pub enum RequestOutcome {
+    /// Send this (possibly changed) request upstream.
+    Continue(http::Request<Body>),
+    /// A plugin answered; send this to the client. The upstream and the response phase are
+    /// skipped.
+    Respond(http::Response<Body>),
+}
+
+/// The plugins of one route, in order, with their config and grants.
+pub struct PluginChain {
+    entries: Vec<Arc<PluginEnv>>,
+    on_error: OnError,
+    engine: Arc<PluginEngine>,
+    registry: Arc<PluginRegistry>,
+}
+
+impl PluginChain {
+    /// A chain running `entries` in order.
+    pub fn new(
+        entries: Vec<Arc<PluginEnv>>,
+        on_error: OnError,
+        engine: Arc<PluginEngine>,
+        registry: Arc<PluginRegistry>,
+    ) -> Self {
+        PluginChain {
+            entries,
+            on_error,
+            engine,
+            registry,
+        }
+    }
+
+    /// Whether the chain has no plugins (the request path can skip it entirely).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Start running the chain for one request. The set of active plugin versions is fixed
+    /// now: a reload during the request does not affect it.
+    pub fn start(self: &Arc<Self>, meta: RequestMeta) -> ChainRun {
+        ChainRun {
+            chain: self.clone(),
+            set: self.registry.snapshot(),
+            meta: Arc::new(meta),
+            instances: self.entries.iter().map(|_| None).collect(),
+            failed: vec![false; self.entries.len()],
+        }
+    }
+}
+
+/// One request's pass through a chain. It holds each plugin's instance from the request
+/// phase to the response or failure phase.
+pub struct ChainRun {
+    chain: Arc<PluginChain>,
+    set: Arc<PluginSet>,
+    meta: Arc<RequestMeta>,
+    instances: Vec<Option<PluginInstance>>,
+    failed: Vec<bool>,
+}
+
+impl ChainRun {
+    fn body_cap(&self) -> usize {
+        self.chain.engine.limits().body_cap
+    }
+
+    /// Handle a failure of plugin `i`: log it, then either swallow it (fail-open) or
+    /// return it (fail-closed).
+    fn fail(&mut self, i: usize, phase: Phase, error: InvokeError) -> Result<(), PluginFailure> {
+        self.failed[i] = true;
+        self.instances[i] = None;
+        let env = &self.chain.entries[i];
+        let failure = PluginFailure {
+            plugin: env.name.clone(),
+            phase,
+            error,
+        };
+        let fail_open = self.chain.on_error == OnError::FailOpen;
+        tracing::error!(plugin = %env.name, route = %env.route, phase = %phase,
+            kind = failure.error.kind(), request_id = %self.meta.request_id, fail_open,
+            "{failure}");
+        if fail_open {
+            Ok(())
+        } else {
+            Err(failure)
+        }
+    }
+
+    /// The host could not get the message back from plugin `i`'s store (only a resource
+    /// table overflow does that). There is nothing to forward, so even fail-open fails.
+    fn lost(&mut self, i: usize, phase: Phase, error: Option<InvokeError>) -> PluginFailure {
+        let error = error.unwrap_or_else(|| InvokeError::Instantiate("message lost".into()));
+        match self.fail(i, phase, error) {
+            Err(failure) => failure,
+            Ok(()) => PluginFailure {
+                plugin: self.chain.entries[i].name.clone(),
+                phase,
+                error: InvokeError::Instantiate("message lost in a fail-open plugin".into()),
+            },
+        }
+    }
+
+    /// The instance of plugin `i` for this request, created on first use. `Ok(None)` when
+    /// the plugin lacks the hook for `phase` or already failed in this request.
+    async fn instance(&mut self, i: usize, phase: Phase) -> Result<Option<usize>, InvokeError> {
+        if self.failed[i] {
+            return Ok(None);
+        }
+        if self.instances[i].is_some() {
+            return Ok(Some(i));
+        }
+        let env = self.chain.entries[i].clone();
+        let Some(loaded) = self.set.get(&env.name) else {
+            return Err(InvokeError::NotLoaded);
+        };
+        let wanted = match phase {
+            Phase::Request => loaded.hooks.request,
+            Phase::Response => loaded.hooks.response,
+            Phase::Failure => loaded.hooks.failure,
+        };
+        if !wanted {
+            return Ok(None);
+        }
+        let inst = loaded
+            .pre
+            .instantiate(&self.chain.engine, env, self.meta.clone())
+            .await?;
+        self.instances[i] = Some(inst);
+        Ok(Some(i))
+    }
+
+    /// The request phase: each plugin in order may change the request or answer it.
+    pub async fn on_request(
+        &mut self,
+        req: http::Request<Body>,
+    ) -> Result<RequestOutcome, PluginFailure> {
+        let cap = self.body_cap();
+        let mut req = PluginRequest::new(req, cap);
+        for i in 0..self.chain.entries.len() {
+            let slot = match self.instance(i, Phase::Request).await {
+                Ok(Some(slot)) => slot,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail(i, Phase::Request, e)?;
+                    continue;
+                }
+            };
+            let Some(inst) = self.instances[slot].as_mut() else {
+                continue;
+            };
+            let (back, result) = inst.on_request(req).await;
+            let Some(back) = back else {
+                return Err(self.lost(i, Phase::Request, result.err()));
+            };
+            req = back;
+            match result {
+                Ok(Decision::Continue) => {}
+                Ok(Decision::Respond(full)) => match from_full_response(full, cap) {
+                    Ok(resp) => return Ok(RequestOutcome::Respond(resp)),
+                    Err(e) => self.fail(i, Phase::Request, e)?,
+                },
+                Err(e) => self.fail(i, Phase::Request, e)?,
+            }
+        }
+        Ok(RequestOutcome::Continue(req.into_request()))
+    }
+
+    /// The response phase: each plugin, last to first, may change the upstream response.
+    pub async fn on_response(
+        &mut self,
+        resp: http::Response<Body>,
+    ) -> Result<http::Response<Body>, PluginFailure> {
+        let mut resp = PluginResponse::new(resp, self.body_cap());
+        for i in (0..self.chain.entries.len()).rev() {
+            let slot = match self.instance(i, Phase::Response).await {
+                Ok(Some(slot)) => slot,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail(i, Phase::Response, e)?;
+                    continue;
+                }
+            };
+            let Some(inst) = self.instances[slot].as_mut() else {
+                continue;
+            };
+            let (back, result) = inst.on_response(resp).await;
+            let Some(back) = back else {
+                return Err(self.lost(i, Phase::Response, result.err()));
+            };
+            resp = back;
+            if let Err(e) = result {
+                self.fail(i, Phase::Response, e)?;
+            }
+        }
+        Ok(resp.into_response())
+    }
+
+    /// The failure phase: each plugin, last to first, may turn the upstream failure into a
+    /// fallback response. `Ok(None)`: no plugin did; the host answers with its error.
+    pub async fn on_failure(
+        &mut self,
+        failure: UpstreamFailure,
+    ) -> Result<Option<http::Response<Body>>, PluginFailure> {
+        let cap = self.body_cap();
+        for i in (0..self.chain.entries.len()).rev() {
+            let slot = match self.instance(i, Phase::Failure).await {
+                Ok(Some(slot)) => slot,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail(i, Phase::Failure, e)?;
+                    continue;
+                }
+            };
+            let Some(inst) = self.instances[slot].as_mut() else {
+                continue;
+            };
+            match inst.on_failure(failure.clone()).await {
+                Ok(None) => {}
+                Ok(Some(full)) => match from_full_response(full, cap) {
+                    Ok(resp) => return Ok(Some(resp)),
+                    Err(e) => self.fail(i, Phase::Failure, e)?,
+                },
+                Err(e) => self.fail(i, Phase::Failure, e)?,
+            }
+        }
+        Ok(None)
+    }
+}

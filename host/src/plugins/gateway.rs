@@ -1,0 +1,147 @@
+//! How the gateway holds its plugins: the manager started from config, one chain per route,
+//! and the service caller that sends plugin calls through `Upstreams::call`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
+
+use super::chain::{OnError, PluginChain};
+use super::manager::{PluginManager, PluginRef, PluginSettings, PluginsError};
+use super::runtime::capabilities::{ServiceCallError, ServiceCaller};
+use super::runtime::engine::PluginLimits;
+use super::{Body, PluginName};
+use crate::config::plugins::OnErrorConfig;
+use crate::config::Config;
+use crate::state::Snapshot;
+use crate::upstream::UpstreamError;
+
+/// Plugin service calls go through the gateway's upstreams, like proxied requests.
+pub struct UpstreamCaller {
+    state: Arc<ArcSwap<Snapshot>>,
+}
+
+impl ServiceCaller for UpstreamCaller {
+    fn call(
+        &self,
+        service: &str,
+        req: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServiceCallError>> {
+        let snapshot = self.state.load_full();
+        let service = service.to_owned();
+        Box::pin(async move {
+            let timeout = snapshot.config.limits.default_timeout;
+            match snapshot.upstreams.call(&service, req, timeout).await {
+                Ok(r) => Ok(r.response),
+                Err(UpstreamError::UnknownService(s)) => Err(ServiceCallError::UnknownService(s)),
+                Err(UpstreamError::Timeout { .. }) => Err(ServiceCallError::Timeout),
+                Err(e) => Err(ServiceCallError::Failed(e.to_string())),
+            }
+        })
+    }
+}
+
+/// The gateway's plugins: the manager and the chain of every route that has one.
+pub struct GatewayPlugins {
+    manager: PluginManager,
+    chains: ArcSwap<HashMap<String, Arc<PluginChain>>>,
+}
+
+/// Turn the `[plugins]` config into runtime settings.
+pub fn settings(config: &Config) -> PluginSettings {
+    let p = &config.plugins;
+    PluginSettings {
+        dir: p.dir.clone(),
+        cache_dir: p.cache_dir.clone(),
+        watch: p.watch,
+        debounce: Duration::from_millis(200),
+        limits: PluginLimits {
+            deadline: p.deadline,
+            memory: p.memory_limit_mib << 20,
+            body_cap: p.body_limit_kib << 10,
+            max_instances: p.max_instances,
+            ..PluginLimits::default()
+        },
+    }
+}
+
+impl GatewayPlugins {
+    /// Start the plugin subsystem if any route has plugins; `None` otherwise (no engine, no
+    /// watcher: a gateway without plugins pays nothing for them).
+    pub async fn start(state: &Arc<ArcSwap<Snapshot>>) -> Result<Option<Arc<Self>>, PluginsError> {
+        let config = state.load_full().config.clone();
+        if config.routes.iter().all(|r| r.plugins.is_empty()) {
+            return Ok(None);
+        }
+        let caller = Arc::new(UpstreamCaller {
+            state: state.clone(),
+        });
+        let manager = PluginManager::start(settings(&config), caller).await?;
+        let plugins = GatewayPlugins {
+            chains: ArcSwap::from_pointee(HashMap::new()),
+            manager,
+        };
+        plugins.rebuild(&config);
+        Ok(Some(Arc::new(plugins)))
+    }
+
+    /// Build every route's chain from `config` (call again after a config reload).
+    pub fn rebuild(&self, config: &Config) {
+        let chains = config
+            .routes
+            .iter()
+            .filter(|r| !r.plugins.is_empty())
+            .map(|r| {
+                let refs: Vec<PluginRef> = r
+                    .plugins
+                    .iter()
+                    .filter_map(|p| {
+                        // Validation already checked every name.
+                        let name = PluginName::new(&p.name).ok()?;
+                        Some(PluginRef {
+                            name,
+                            config_json: p.config.to_string(),
+                            calls: p.calls.clone(),
+                            cache: p.cache.clone(),
+                        })
+                    })
+                    .collect();
+                let on_error = match r.on_error {
+                    OnErrorConfig::FailClosed => OnError::FailClosed,
+                    OnErrorConfig::FailOpen => OnError::FailOpen,
+                };
+                let chain = self.manager.chain(&r.name.0, &refs, on_error);
+                (r.name.0.clone(), chain)
+            })
+            .collect();
+        self.chains.store(Arc::new(chains));
+    }
+
+    /// The chain of `route`, if it has plugins.
+    pub fn chain(&self, route: &str) -> Option<Arc<PluginChain>> {
+        self.chains.load().get(route).cloned()
+    }
+
+    /// The plugin manager.
+    pub fn manager(&self) -> &PluginManager {
+        &self.manager
+    }
+
+    /// `GET /admin/plugins`: settings and every plugin's status.
+    pub fn admin_status(plugins: Option<&Self>) -> serde_json::Value {
+        match plugins {
+            None => serde_json::json!({ "enabled": false, "plugins": [] }),
+            Some(p) => {
+                let s = p.manager.settings();
+                serde_json::json!({
+                    "enabled": true,
+                    "dir": s.dir.display().to_string(),
+                    "watch": s.watch,
+                    "plugins": p.manager.status(),
+                })
+            }
+        }
+    }
+}

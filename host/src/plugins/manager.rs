@@ -1,0 +1,172 @@
+//! The plugin subsystem as the gateway holds it: engine, loader, registry, watcher, shared
+//! cache, and the factory for per-route chains.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::chain::{OnError, PluginChain};
+use super::reload::loader::Loader;
+use super::reload::registry::{PluginRegistry, PluginStatus};
+use super::reload::watcher::{self, PluginWatcher, WatchError};
+use super::runtime::cache::PluginCache;
+use super::runtime::capabilities::{Grants, PluginEnv, ServiceCaller};
+use super::runtime::engine::{EngineError, PluginEngine, PluginLimits};
+use super::PluginName;
+
+/// How the plugin subsystem is set up (from the `[plugins]` config table).
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// The directory plugins are loaded from. Default `plugins`.
+    pub dir: PathBuf,
+    /// Where compiled artifacts are cached; `None` disables the cache.
+    /// Default `<dir>/.cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Whether to watch `dir` and hot-reload. Default true.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading. Default 200 ms.
+    pub debounce: Duration,
+    /// Per-invocation limits.
+    pub limits: PluginLimits,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            dir: PathBuf::from("plugins"),
+            cache_dir: Some(PathBuf::from("plugins/.cache")),
+            watch: true,
+            debounce: Duration::from_millis(200),
+            limits: PluginLimits::default(),
+        }
+    }
+}
+
+/// One plugin in a route's chain, as configured.
+#[derive(Debug, Clone)]
+pub struct PluginRef {
+    /// The plugin to run.
+    pub name: PluginName,
+    /// Its config table, as JSON text.
+    pub config_json: String,
+    /// Services it may call.
+    pub calls: Vec<String>,
+    /// Its cache namespace, if any.
+    pub cache: Option<String>,
+}
+
+/// Why the plugin subsystem could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    /// See [`EngineError`].
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// See [`WatchError`].
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+}
+
+/// The running plugin subsystem.
+pub struct PluginManager {
+    engine: Arc<PluginEngine>,
+    loader: Arc<Loader>,
+    registry: Arc<PluginRegistry>,
+    cache: Arc<PluginCache>,
+    services: Arc<dyn ServiceCaller>,
+    settings: PluginSettings,
+    _watcher: Option<PluginWatcher>,
+}
+
+impl PluginManager {
+    /// Build the engine, load every plugin in the directory, and start watching it.
+    /// Plugins that fail to load are reported (log, [`PluginManager::status`]) but do not
+    /// stop the gateway.
+    pub async fn start(
+        settings: PluginSettings,
+        services: Arc<dyn ServiceCaller>,
+    ) -> Result<Self, PluginsError> {
+        let engine = Arc::new(PluginEngine::new(settings.limits.clone())?);
+        let loader = Arc::new(Loader::new(engine.clone(), settings.cache_dir.clone()));
+        let registry = Arc::new(PluginRegistry::new());
+        // Watch before the first scan so a file written during the scan is not missed.
+        let watcher = if settings.watch {
+            tokio::fs::create_dir_all(&settings.dir)
+                .await
+                .map_err(|source| WatchError::Dir {
+                    dir: settings.dir.display().to_string(),
+                    source,
+                })?;
+            Some(watcher::watch(
+                loader.clone(),
+                registry.clone(),
+                &settings.dir,
+                settings.debounce,
+            )?)
+        } else {
+            None
+        };
+        watcher::load_dir(&loader, &registry, &settings.dir).await?;
+        Ok(PluginManager {
+            cache: Arc::new(PluginCache::new(settings.limits.cache_entries)),
+            engine,
+            loader,
+            registry,
+            services,
+            settings,
+            _watcher: watcher,
+        })
+    }
+
+    /// The chain for a route.
+    pub fn chain(&self, route: &str, plugins: &[PluginRef], on_error: OnError) -> Arc<PluginChain> {
+        let route: Arc<str> = route.into();
+        let entries = plugins
+            .iter()
+            .map(|p| {
+                Arc::new(PluginEnv {
+                    name: p.name.clone(),
+                    route: route.clone(),
+                    config: p.config_json.as_str().into(),
+                    grants: Grants {
+                        services: p.calls.iter().cloned().collect::<HashSet<_>>(),
+                        cache_namespace: p.cache.clone(),
+                    },
+                    services: self.services.clone(),
+                    cache: self.cache.clone(),
+                })
+            })
+            .collect();
+        Arc::new(PluginChain::new(
+            entries,
+            on_error,
+            self.engine.clone(),
+            self.registry.clone(),
+        ))
+    }
+
+    /// Re-scan the plugins directory now (e.g. from an admin "reload" call).
+    pub async fn rescan(&self) -> Result<(), WatchError> {
+        watcher::load_dir(&self.loader, &self.registry, &self.settings.dir).await
+    }
+
+    /// The registry of active plugins.
+    pub fn registry(&self) -> &Arc<PluginRegistry> {
+        &self.registry
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<PluginEngine> {
+        &self.engine
+    }
+
+    /// Every plugin's status, for `GET /admin/plugins`.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        self.registry.status()
+    }
+
+    /// The settings the subsystem runs with.
+    pub fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+}

@@ -1,0 +1,5 @@
+//! Hot reload: the loader (compile + check), the registry (atomic swap) and the watcher.
+
+pub mod loader;
+pub mod registry;
+pub mod watcher;

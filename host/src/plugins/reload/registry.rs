@@ -1,0 +1,156 @@
+//! The set of active plugins, swapped atomically on reload, and the status of every plugin
+//! file for `GET /admin/plugins`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use super::loader::LoadedPlugin;
+use crate::plugins::runtime::error::LoadError;
+use crate::plugins::PluginName;
+
+/// The active plugins at one moment. Requests take one snapshot when they start and keep
+/// it, so in-flight requests finish on the version they started with.
+pub type PluginSet = HashMap<PluginName, Arc<LoadedPlugin>>;
+
+/// What the admin API reports for one plugin.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    /// The plugin's name.
+    pub name: String,
+    /// `loaded` (serving), `failed` (the newest file was rejected; `hash` still serving, if
+    /// any), or `removed` (file deleted).
+    pub status: &'static str,
+    /// SHA-256 of the version serving, if any.
+    pub hash: Option<String>,
+    /// When the serving version was loaded (RFC 3339).
+    pub loaded_at: Option<String>,
+    /// Hooks of the serving version.
+    pub hooks: Vec<&'static str>,
+    /// Whether the serving version came from the compiled-artifact cache.
+    pub from_cache: Option<bool>,
+    /// Milliseconds it took to load the serving version.
+    pub load_ms: Option<f64>,
+    /// Why the newest file was rejected, if it was.
+    pub last_error: Option<String>,
+    /// SHA-256 of the rejected file, if any.
+    pub failed_hash: Option<String>,
+}
+
+/// Active plugins behind an `ArcSwap`, and their statuses.
+pub struct PluginRegistry {
+    active: ArcSwap<PluginSet>,
+    status: Mutex<BTreeMap<PluginName, PluginStatus>>,
+}
+
+impl Default for PluginRegistry {
+    fn default() -> Self {
+        PluginRegistry {
+            active: ArcSwap::from_pointee(HashMap::new()),
+            status: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl PluginRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The active set right now.
+    pub fn snapshot(&self) -> Arc<PluginSet> {
+        self.active.load_full()
+    }
+
+    /// The active version of `name`.
+    pub fn get(&self, name: &PluginName) -> Option<Arc<LoadedPlugin>> {
+        self.active.load().get(name).cloned()
+    }
+
+    fn statuses(&self) -> std::sync::MutexGuard<'_, BTreeMap<PluginName, PluginStatus>> {
+        // Each update replaces one whole entry, so a poisoned lock holds consistent data.
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make `plugin` the active version of its name.
+    pub fn install(&self, plugin: LoadedPlugin) {
+        let plugin = Arc::new(plugin);
+        let mut hooks = Vec::new();
+        if plugin.hooks.request {
+            hooks.push("request");
+        }
+        if plugin.hooks.response {
+            hooks.push("response");
+        }
+        if plugin.hooks.failure {
+            hooks.push("failure");
+        }
+        self.statuses().insert(
+            plugin.name.clone(),
+            PluginStatus {
+                name: plugin.name.to_string(),
+                status: "loaded",
+                hash: Some(plugin.hash.clone()),
+                loaded_at: Some(rfc3339(plugin.loaded_at)),
+                hooks,
+                from_cache: Some(plugin.from_cache),
+                load_ms: Some(plugin.load_time.as_secs_f64() * 1000.0),
+                last_error: None,
+                failed_hash: None,
+            },
+        );
+        self.active.rcu(|set| {
+            let mut set = PluginSet::clone(set);
+            set.insert(plugin.name.clone(), plugin.clone());
+            set
+        });
+    }
+
+    /// Record that the newest file for `name` was rejected; the serving version (if any)
+    /// stays active.
+    pub fn reject(&self, name: &PluginName, hash: Option<String>, error: &LoadError) {
+        let mut statuses = self.statuses();
+        let entry = statuses
+            .entry(name.clone())
+            .or_insert_with(|| PluginStatus {
+                name: name.to_string(),
+                status: "failed",
+                hash: None,
+                loaded_at: None,
+                hooks: Vec::new(),
+                from_cache: None,
+                load_ms: None,
+                last_error: None,
+                failed_hash: None,
+            });
+        entry.status = "failed";
+        entry.last_error = Some(error.to_string());
+        entry.failed_hash = hash;
+    }
+
+    /// Deactivate `name` (its file was removed).
+    pub fn remove(&self, name: &PluginName) {
+        self.active.rcu(|set| {
+            let mut set = PluginSet::clone(set);
+            set.remove(name);
+            set
+        });
+        if let Some(s) = self.statuses().get_mut(name) {
+            s.status = "removed";
+            s.hash = None;
+            s.hooks.clear();
+        }
+    }
+
+    /// Every plugin's status, by name.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        self.statuses().values().cloned().collect()
+    }
+}

@@ -1,0 +1,202 @@
+//! Watching the plugins directory: debounced file events become loads, swaps and removals.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use super::loader::Loader;
+use super::registry::PluginRegistry;
+use crate::plugins::runtime::engine::hex;
+use crate::plugins::runtime::error::LoadError;
+use crate::plugins::PluginName;
+
+/// Why the plugins directory cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The directory cannot be created or listed.
+    #[error("plugins directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The OS file watcher failed.
+    #[error("cannot watch plugins directory {dir}: {source}")]
+    Notify {
+        /// The directory.
+        dir: String,
+        /// The watcher error.
+        source: notify::Error,
+    },
+}
+
+/// The plugin name for `path`, if it is a plugin file: `<name>.wasm` with a valid name.
+/// Editor backups and temp files (`.x.wasm.swp`, `x.wasm~`, `x.wasm.tmp`, `.#x.wasm`) are not.
+pub fn plugin_name(path: &Path) -> Option<PluginName> {
+    let file = path.file_name()?.to_str()?;
+    let stem = file.strip_suffix(".wasm")?;
+    PluginName::new(stem).ok()
+}
+
+/// Load (or reload) the plugin file at `path`, or deactivate it if the file is gone.
+/// A file whose content is unchanged is not recompiled.
+pub async fn sync_path(loader: &Loader, registry: &PluginRegistry, path: &Path) {
+    let Some(name) = plugin_name(path) else {
+        return;
+    };
+    let bytes = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if registry.get(&name).is_some() {
+                registry.remove(&name);
+                tracing::info!(plugin = %name, "plugin file removed; plugin unloaded");
+            }
+            return;
+        }
+        Err(source) => {
+            let error = LoadError::Read {
+                path: path.display().to_string(),
+                source,
+            };
+            tracing::error!(plugin = %name, error = %error, "cannot read plugin file; keeping the previous version");
+            registry.reject(&name, None, &error);
+            return;
+        }
+    };
+    let hash = hex(&sha2::Sha256::digest(&bytes));
+    if registry.get(&name).is_some_and(|p| p.hash == hash) {
+        return;
+    }
+    match loader.load_bytes(name.clone(), bytes).await {
+        Ok(plugin) => {
+            tracing::info!(plugin = %name, hash = %plugin.hash, from_cache = plugin.from_cache,
+                load_ms = plugin.load_time.as_millis() as u64, "plugin loaded");
+            registry.install(plugin);
+        }
+        Err(error) => {
+            let serving = registry.get(&name).map(|p| p.hash.clone());
+            tracing::error!(plugin = %name, hash = %hash, error = %error,
+                serving = serving.as_deref().unwrap_or("none"),
+                "plugin rejected; the previous version keeps serving");
+            registry.reject(&name, Some(hash), &error);
+        }
+    }
+}
+
+/// Load every plugin file in `dir` (creating the directory if missing).
+pub async fn load_dir(
+    loader: &Loader,
+    registry: &PluginRegistry,
+    dir: &Path,
+) -> Result<(), WatchError> {
+    let err = |source| WatchError::Dir {
+        dir: dir.display().to_string(),
+        source,
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(err)?;
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(err)?;
+    let mut paths = BTreeSet::new();
+    while let Some(entry) = entries.next_entry().await.map_err(err)? {
+        paths.insert(entry.path());
+    }
+    for path in paths {
+        sync_path(loader, registry, &path).await;
+    }
+    Ok(())
+}
+
+/// A running watcher; dropping it stops watching.
+pub struct PluginWatcher {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PluginWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watch `dir`: after `debounce` without further events, reload each changed plugin file.
+pub fn watch(
+    loader: Arc<Loader>,
+    registry: Arc<PluginRegistry>,
+    dir: &Path,
+    debounce: Duration,
+) -> Result<PluginWatcher, WatchError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event) => {
+                // The receiver is gone only when the watcher is being dropped.
+                let _ = tx.send(event.paths);
+            }
+            Err(e) => tracing::warn!(error = %e, "plugins directory watch error"),
+        }
+    })
+    .map_err(|source| WatchError::Notify {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|source| WatchError::Notify {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    let task = tokio::spawn(async move {
+        let mut pending = BTreeSet::new();
+        while let Some(paths) = rx.recv().await {
+            pending.extend(paths.into_iter().filter(|p| plugin_name(p).is_some()));
+            // Debounce: wait until the directory has been quiet for `debounce`.
+            loop {
+                match tokio::time::timeout(debounce, rx.recv()).await {
+                    Ok(Some(paths)) => {
+                        pending.extend(paths.into_iter().filter(|p| plugin_name(p).is_some()))
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            for path in std::mem::take(&mut pending) {
+                sync_path(&loader, &registry, &path).await;
+            }
+        }
+    });
+    Ok(PluginWatcher {
+        _watcher: watcher,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plugin_files_have_names() {
+        assert_eq!(
+            plugin_name(Path::new("/p/auth-jwt.wasm")).map(|n| n.to_string()),
+            Some("auth-jwt".to_string())
+        );
+        for temp in [
+            ".auth.wasm.swp",
+            "auth.wasm~",
+            "auth.wasm.tmp",
+            ".#auth.wasm",
+            "4913",
+            "a b.wasm",
+        ] {
+            assert!(
+                plugin_name(Path::new(temp)).is_none(),
+                "{temp} is not a plugin"
+            );
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The per-request store state (`PluginCtx`) and the host functions plugins import.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{cache, context, services, types};
+use super::capabilities::{PluginEnv, RequestMeta, ServiceCallError};
+use super::message::{collect_capped, full, headers, PluginRequest, PluginResponse};
+
+type Result<T> = wasmtime::Result<T>;
+
+/// How much of a plugin's stderr is kept for the log when it fails.
+const STDERR_CAPTURE: usize = 4096;
+
+/// Memory accounting for one instance; remembers whether the limit was hit so an
+/// out-of-memory trap can be told apart from any other trap.
+pub struct MemoryLimiter {
+    limit: usize,
+    pub(crate) hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The time budget of one invocation: wall time spent in wasm, not counting time the plugin
+/// spent waiting on the host (service calls, body reads). Epoch interruption cannot see
+/// per-thread CPU time, so this is the practical stand-in for a CPU deadline.
+pub struct CpuClock {
+    started: Instant,
+    host_wait: Duration,
+    pub(crate) budget: Duration,
+    pub(crate) hit: bool,
+}
+
+impl CpuClock {
+    /// Start counting a new invocation.
+    pub fn restart(&mut self) {
+        self.started = Instant::now();
+        self.host_wait = Duration::ZERO;
+    }
+
+    /// Whether the invocation has used up its budget.
+    pub fn exhausted(&mut self) -> bool {
+        let used = self.started.elapsed().saturating_sub(self.host_wait);
+        if used > self.budget {
+            self.hit = true;
+        }
+        self.hit
+    }
+}
+
+/// The state of one plugin instance for one request: its resources, limits and grants.
+pub struct PluginCtx {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) memory: MemoryLimiter,
+    pub(crate) clock: CpuClock,
+    pub(crate) env: Arc<PluginEnv>,
+    meta: Arc<RequestMeta>,
+    body_cap: usize,
+}
+
+impl PluginCtx {
+    /// Fresh state for one instance.
+    pub fn new(
+        env: Arc<PluginEnv>,
+        meta: Arc<RequestMeta>,
+        memory_limit: usize,
+        cpu_budget: Duration,
+        body_cap: usize,
+    ) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        // No environment, arguments, preopened directories or network: a plugin reaches
+        // the outside only through the gatehouse imports.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
+        PluginCtx {
+            table: ResourceTable::new(),
+            wasi,
+            stderr,
+            memory: MemoryLimiter {
+                limit: memory_limit,
+                hit: false,
+            },
+            clock: CpuClock {
+                started: Instant::now(),
+                host_wait: Duration::ZERO,
+                budget: cpu_budget,
+                hit: false,
+            },
+            env,
+            meta,
+            body_cap,
+        }
+    }
+
+    /// The memory limit of this instance, in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.memory.limit
+    }
+
+    /// What the plugin wrote to stderr (e.g. a panic message), lossily decoded.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string()
+    }
+
+    fn request(&mut self, r: &Resource<PluginRequest>) -> Result<&mut PluginRequest> {
+        Ok(self.table.get_mut(r)?)
+    }
+
+    fn response(&mut self, r: &Resource<PluginResponse>) -> Result<&mut PluginResponse> {
+        Ok(self.table.get_mut(r)?)
+    }
+
+    /// Time spent awaiting the host is not the plugin's CPU time.
+    async fn waiting<F: std::future::Future>(&mut self, fut: F) -> F::Output {
+        let t = Instant::now();
+        let out = fut.await;
+        self.clock.host_wait += t.elapsed();
+        out
+    }
+}
+
+impl WasiView for PluginCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+// --- impl types ---
+
+impl types::Host for PluginCtx {}
+
+impl types::HostRequest for PluginCtx {
+    async fn method(&mut self, r: Resource<PluginRequest>) -> Result<String> {
+        Ok(self.request(&r)?.parts.method.as_str().to_string())
+    }
+    async fn set_method(
+        &mut self,
+        r: Resource<PluginRequest>,
+        method: String,
+    ) -> Result<std::result::Result<(), String>> {
+        match http::Method::from_bytes(method.as_bytes()) {
+            Ok(m) => {
+                self.request(&r)?.parts.method = m;
+                Ok(Ok(()))
+            }
+            Err(_) => Ok(Err(format!("invalid method `{}`", method.escape_debug()))),
+        }
+    }
+    async fn path(&mut self, r: Resource<PluginRequest>) -> Result<String> {
+        Ok(self.request(&r)?.parts.uri.path().to_string())
+    }
+    async fn query(&mut self, r: Resource<PluginRequest>) -> Result<Option<String>> {
+        Ok(self.request(&r)?.parts.uri.query().map(str::to_string))
+    }
+    async fn set_path_with_query(
+        &mut self,
+        r: Resource<PluginRequest>,
+        pq: String,
+    ) -> Result<std::result::Result<(), String>> {
+        Ok(self.request(&r)?.set_path_with_query(&pq))
+    }
+    async fn header(
+        &mut self,
+        r: Resource<PluginRequest>,
+        name: String,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(headers::get(&self.request(&r)?.parts.headers, &name))
+    }
+    async fn header_all(
+        &mut self,
+        r: Resource<PluginRequest>,
+        name: String,
+    ) -> Result<Vec<Vec<u8>>> {
+        Ok(headers::get_all(&self.request(&r)?.parts.headers, &name))
+    }
+    async fn header_names(&mut self, r: Resource<PluginRequest>) -> Result<Vec<String>> {
+        Ok(headers::names(&self.request(&r)?.parts.headers))
+    }
+    async fn set_header(
+        &mut self,
+        r: Resource<PluginRequest>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Result<std::result::Result<(), types::HeaderError>> {
+        Ok(headers::set(
+            &mut self.request(&r)?.parts.headers,
+            &name,
+            &value,
+        ))
+    }
+    async fn append_header(
+        &mut self,
+        r: Resource<PluginRequest>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Result<std::result::Result<(), types::HeaderError>> {
+        Ok(headers::append(
+            &mut self.request(&r)?.parts.headers,
+            &name,
+            &value,
+        ))
+    }
+    async fn remove_header(&mut self, r: Resource<PluginRequest>, name: String) -> Result<()> {
+        headers::remove(&mut self.request(&r)?.parts.headers, &name);
+        Ok(())
+    }
+    async fn body(
+        &mut self,
+        r: Resource<PluginRequest>,
+    ) -> Result<std::result::Result<Vec<u8>, types::BodyError>> {
+        let t = Instant::now();
+        let out = self.request(&r)?.body().await.map(|b| b.to_vec());
+        self.clock.host_wait += t.elapsed();
+        Ok(out)
+    }
+    async fn set_body(&mut self, r: Resource<PluginRequest>, body: Vec<u8>) -> Result<()> {
+        self.request(&r)?.set_body(Bytes::from(body));
+        Ok(())
+    }
+    async fn drop(&mut self, _r: Resource<PluginRequest>) -> Result<()> {
+        // The plugin dropped its handle. The host still owns the request and takes it back
+        // out of the table itself after the hook returns.
+        Ok(())
+    }
+}
+
+impl types::HostResponse for PluginCtx {
+    async fn status(&mut self, r: Resource<PluginResponse>) -> Result<u16> {
+        Ok(self.response(&r)?.parts.status.as_u16())
+    }
+    async fn set_status(
+        &mut self,
+        r: Resource<PluginResponse>,
+        status: u16,
+    ) -> Result<std::result::Result<(), String>> {
+        match http::StatusCode::from_u16(status) {
+            Ok(s) => {
+                self.response(&r)?.parts.status = s;
+                Ok(Ok(()))
+            }
+            Err(_) => Ok(Err(format!("invalid status {status}"))),
+        }
+    }
+    async fn header(
+        &mut self,
+        r: Resource<PluginResponse>,
+        name: String,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(headers::get(&self.response(&r)?.parts.headers, &name))
+    }
+    async fn header_all(
+        &mut self,
+        r: Resource<PluginResponse>,
+        name: String,
+    ) -> Result<Vec<Vec<u8>>> {
+        Ok(headers::get_all(&self.response(&r)?.parts.headers, &name))
+    }
+    async fn header_names(&mut self, r: Resource<PluginResponse>) -> Result<Vec<String>> {
+        Ok(headers::names(&self.response(&r)?.parts.headers))
+    }
+    async fn set_header(
+        &mut self,
+        r: Resource<PluginResponse>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Result<std::result::Result<(), types::HeaderError>> {
+        Ok(headers::set(
+            &mut self.response(&r)?.parts.headers,
+            &name,
+            &value,
+        ))
+    }
+    async fn append_header(
+        &mut self,
+        r: Resource<PluginResponse>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Result<std::result::Result<(), types::HeaderError>> {
+        Ok(headers::append(
+            &mut self.response(&r)?.parts.headers,
+            &name,
+            &value,
+        ))
+    }
+    async fn remove_header(&mut self, r: Resource<PluginResponse>, name: String) -> Result<()> {
+        headers::remove(&mut self.response(&r)?.parts.headers, &name);
+        Ok(())
+    }
+    async fn body(
+        &mut self,
+        r: Resource<PluginResponse>,
+    ) -> Result<std::result::Result<Vec<u8>, types::BodyError>> {
+        let t = Instant::now();
+        let out = self.response(&r)?.body().await.map(|b| b.to_vec());
+        self.clock.host_wait += t.elapsed();
+        Ok(out)
+    }
+    async fn set_body(&mut self, r: Resource<PluginResponse>, body: Vec<u8>) -> Result<()> {
+        self.response(&r)?.set_body(Bytes::from(body));
+        Ok(())
+    }
+    async fn drop(&mut self, _r: Resource<PluginResponse>) -> Result<()> {
+        // See `HostRequest::drop`: the host owns responses.
+        Ok(())
+    }
+}
+
+// --- impl services ---
+
+fn build_service_request(
+    req: services::ServiceRequest,
+) -> std::result::Result<http::Request<crate::plugins::Body>, services::CallError> {
+    let invalid = |what: String| services::CallError::InvalidRequest(what);
+    let method = http::Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| invalid(format!("method `{}`", req.method.escape_debug())))?;
+    if !req.path_with_query.starts_with('/') {
+        return Err(invalid(format!(
+            "path `{}` must start with `/`",
+            req.path_with_query.escape_debug()
+        )));
+    }
+    let uri: http::Uri = req.path_with_query.parse().map_err(|e| {
+        invalid(format!(
+            "path `{}`: {e}",
+            req.path_with_query.escape_debug()
+        ))
+    })?;
+    let mut out = http::Request::new(full(Bytes::from(req.body)));
+    *out.method_mut() = method;
+    *out.uri_mut() = uri;
+    for (name, value) in &req.headers {
+        headers::append(out.headers_mut(), name, value)
+            .map_err(|e| invalid(format!("header `{}`: {e:?}", name.escape_debug())))?;
+    }
+    Ok(out)
+}
+
+async fn call_one(
+    env: Arc<PluginEnv>,
+    body_cap: usize,
+    service: String,
+    req: services::ServiceRequest,
+) -> std::result::Result<services::ServiceResponse, services::CallError> {
+    if !env.grants.services.contains(&service) {
+        tracing::warn!(plugin = %env.name, route = %env.route, service = %service,
+            "plugin called a service it has no grant for; refused");
+        return Err(services::CallError::NotAllowed(service));
+    }
+    let req = build_service_request(req)?;
+    let resp = env
+        .services
+        .call(&service, req)
+        .await
+        .map_err(|e| match e {
+            ServiceCallError::UnknownService(s) => services::CallError::UnknownService(s),
+            ServiceCallError::Timeout => services::CallError::Timeout,
+            ServiceCallError::Failed(m) => services::CallError::Failed(m),
+        })?;
+    let (parts, body) = resp.into_parts();
+    let body = match collect_capped(body, body_cap).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(services::CallError::TooLarge),
+        Err(e) => {
+            return Err(services::CallError::Failed(format!(
+                "reading the response body: {e}"
+            )))
+        }
+    };
+    Ok(services::ServiceResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    })
+}
+
+impl services::Host for PluginCtx {
+    async fn call(
+        &mut self,
+        service: String,
+        request: services::ServiceRequest,
+    ) -> Result<std::result::Result<services::ServiceResponse, services::CallError>> {
+        let env = self.env.clone();
+        let cap = self.body_cap;
+        Ok(self.waiting(call_one(env, cap, service, request)).await)
+    }
+
+    async fn call_batch(
+        &mut self,
+        calls: Vec<(String, services::ServiceRequest)>,
+    ) -> Result<Vec<std::result::Result<services::ServiceResponse, services::CallError>>> {
+        let env = self.env.clone();
+        let cap = self.body_cap;
+        let all = calls
+            .into_iter()
+            .map(|(service, req)| call_one(env.clone(), cap, service, req));
+        Ok(self.waiting(futures::future::join_all(all)).await)
+    }
+}
+
+// --- impl cache ---
+
+impl PluginCtx {
+    fn namespace(&self) -> std::result::Result<&str, cache::CacheError> {
+        self.env
+            .grants
+            .cache_namespace
+            .as_deref()
+            .ok_or(cache::CacheError::NotAllowed)
+    }
+}
+
+impl cache::Host for PluginCtx {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> Result<std::result::Result<Option<Vec<u8>>, cache::CacheError>> {
+        Ok(self
+            .namespace()
+            .map(|ns| self.env.cache.get(ns, &key).map(|b| b.to_vec())))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<std::result::Result<(), cache::CacheError>> {
+        let ns = match self.namespace() {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self
+            .env
+            .cache
+            .set(ns, &key, Bytes::from(value), Duration::from_millis(ttl_ms))
+            .map_err(|_| cache::CacheError::TooLarge))
+    }
+
+    async fn delete(
+        &mut self,
+        key: String,
+    ) -> Result<std::result::Result<bool, cache::CacheError>> {
+        Ok(self.namespace().map(|ns| self.env.cache.delete(ns, &key)))
+    }
+}
+
+// --- impl context ---
+
+impl context::Host for PluginCtx {
+    async fn config(&mut self) -> Result<String> {
+        Ok(self.env.config.to_string())
+    }
+    async fn route_name(&mut self) -> Result<String> {
+        Ok(self.env.route.to_string())
+    }
+    async fn client_addr(&mut self) -> Result<String> {
+        Ok(self.meta.client_addr.clone())
+    }
+    async fn request_id(&mut self) -> Result<String> {
+        Ok(self.meta.request_id.clone())
+    }
+    async fn log(&mut self, level: context::Level, message: String) -> Result<()> {
+        let plugin = self.env.name.as_str();
+        let route = &*self.env.route;
+        let request_id = self.meta.request_id.as_str();
+        // Plugins are untrusted: cap what one log line may carry.
+        let message = match message.char_indices().nth(2048) {
+            Some((i, _)) => &message[..i],
+            None => &message,
+        };
+        match level {
+            context::Level::Trace => {
+                tracing::trace!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+            }
+            context::Level::Debug => {
+                tracing::debug!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+            }
+            context::Level::Info => {
+                tracing::info!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+            }
+            context::Level::Warn => {
+                tracing::warn!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+            }
+            context::Level::Error => {
+                tracing::error!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+            }
+        }
+        Ok(())
+    }
+}

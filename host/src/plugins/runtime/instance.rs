@@ -1,0 +1,266 @@
+//! Pre-instantiated plugins (`PluginPre`) and the fresh per-request instances made from
+//! them (`PluginInstance`), with limits applied and failures classified.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, InstancePre, Resource};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{
+    failure_hook, request_hook, response_hook, types, FAILURE_HOOK, REQUEST_HOOK, RESPONSE_HOOK,
+};
+use super::capabilities::{PluginEnv, RequestMeta};
+use super::engine::PluginEngine;
+use super::error::{InvokeError, LoadError};
+use super::host_impl::PluginCtx;
+use super::message::{PluginRequest, PluginResponse};
+
+/// Which hooks a component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookSet {
+    /// Exports `request-hook`.
+    pub request: bool,
+    /// Exports `response-hook`.
+    pub response: bool,
+    /// Exports `failure-hook`.
+    pub failure: bool,
+}
+
+/// A compiled, linked plugin, ready to be instantiated cheaply for each request.
+pub struct PluginPre {
+    pre: InstancePre<PluginCtx>,
+    request: Option<request_hook::GuestIndices>,
+    response: Option<response_hook::GuestIndices>,
+    failure: Option<failure_hook::GuestIndices>,
+}
+
+fn shape(hook: &'static str) -> impl Fn(wasmtime::Error) -> LoadError {
+    move |e| LoadError::HookShape {
+        hook,
+        reason: format!("{e:#}"),
+    }
+}
+
+impl PluginPre {
+    /// Link `component` against the host imports and find its hooks. Fails if it imports
+    /// anything the host does not provide or exports no hook.
+    pub fn new(engine: &PluginEngine, component: &Component) -> Result<Self, LoadError> {
+        let pre = engine
+            .linker()
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let has = |name: &str| component.get_export_index(None, name).is_some();
+        let request = has(REQUEST_HOOK)
+            .then(|| request_hook::GuestIndices::new(&pre).map_err(shape("request-hook")))
+            .transpose()?;
+        let response = has(RESPONSE_HOOK)
+            .then(|| response_hook::GuestIndices::new(&pre).map_err(shape("response-hook")))
+            .transpose()?;
+        let failure = has(FAILURE_HOOK)
+            .then(|| failure_hook::GuestIndices::new(&pre).map_err(shape("failure-hook")))
+            .transpose()?;
+        if request.is_none() && response.is_none() && failure.is_none() {
+            return Err(LoadError::NoHooks);
+        }
+        Ok(PluginPre {
+            pre,
+            request,
+            response,
+            failure,
+        })
+    }
+
+    /// The hooks this plugin exports.
+    pub fn hooks(&self) -> HookSet {
+        HookSet {
+            request: self.request.is_some(),
+            response: self.response.is_some(),
+            failure: self.failure.is_some(),
+        }
+    }
+
+    /// A fresh instance for one request, under the engine's limits.
+    pub async fn instantiate(
+        &self,
+        engine: &PluginEngine,
+        env: Arc<PluginEnv>,
+        meta: Arc<RequestMeta>,
+    ) -> Result<PluginInstance, InvokeError> {
+        let limits = engine.limits();
+        let ctx = PluginCtx::new(env, meta, limits.memory, limits.deadline, limits.body_cap);
+        let mut store = Store::new(engine.engine(), ctx);
+        store.limiter(|c| &mut c.memory);
+        store.epoch_deadline_callback(|mut cx| {
+            // Past the budget: trap. Otherwise check again on the next tick.
+            if cx.data_mut().clock.exhausted() {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        store.data_mut().clock.restart();
+        let instance = match self.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => {
+                let trapped = e.downcast_ref::<Trap>().is_some();
+                let err = classify(store.data(), e);
+                // A trap in a start function is the plugin's; anything else is resources.
+                return Err(match err {
+                    InvokeError::Trap(m) if !trapped => InvokeError::Instantiate(m),
+                    other => other,
+                });
+            }
+        };
+        let load = |hook: &str| {
+            let hook = hook.to_string();
+            move |e: wasmtime::Error| {
+                InvokeError::Instantiate(format!("hook `{hook}` has the wrong shape: {e:#}"))
+            }
+        };
+        let request = match &self.request {
+            Some(i) => Some(
+                i.load(&mut store, &instance)
+                    .map_err(load("request-hook"))?,
+            ),
+            None => None,
+        };
+        let response = match &self.response {
+            Some(i) => Some(
+                i.load(&mut store, &instance)
+                    .map_err(load("response-hook"))?,
+            ),
+            None => None,
+        };
+        let failure = match &self.failure {
+            Some(i) => Some(
+                i.load(&mut store, &instance)
+                    .map_err(load("failure-hook"))?,
+            ),
+            None => None,
+        };
+        Ok(PluginInstance {
+            store,
+            request,
+            response,
+            failure,
+        })
+    }
+}
+
+/// One plugin instance serving one request: request phase, then response or failure phase.
+pub struct PluginInstance {
+    store: Store<PluginCtx>,
+    request: Option<request_hook::Guest>,
+    response: Option<response_hook::Guest>,
+    failure: Option<failure_hook::Guest>,
+}
+
+/// Turn a wasmtime error into the failure the client and the log see.
+fn classify(ctx: &PluginCtx, err: wasmtime::Error) -> InvokeError {
+    let trap = err.downcast_ref::<Trap>().copied();
+    if ctx.clock.hit || trap == Some(Trap::Interrupt) {
+        return InvokeError::Deadline(ctx.clock.budget.as_millis() as u64);
+    }
+    if ctx.memory.hit {
+        return InvokeError::OutOfMemory(ctx.memory_limit() as u64);
+    }
+    if err.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return InvokeError::Instantiate(format!("{err}"));
+    }
+    let mut message = match trap {
+        Some(t) => t.to_string(),
+        None => format!("{err:#}"),
+    };
+    let stderr = ctx.stderr_text();
+    if !stderr.is_empty() {
+        message.push_str("; stderr: ");
+        message.push_str(&stderr);
+    }
+    if let Some((i, _)) = message.char_indices().nth(1000) {
+        message.truncate(i);
+    }
+    InvokeError::Trap(message)
+}
+
+impl PluginInstance {
+    /// The hooks this instance has.
+    pub fn hooks(&self) -> HookSet {
+        HookSet {
+            request: self.request.is_some(),
+            response: self.response.is_some(),
+            failure: self.failure.is_some(),
+        }
+    }
+
+    fn begin(&mut self) {
+        self.store.data_mut().clock.restart();
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Run `on-request`. The request comes back (changed in place) whatever happened,
+    /// except if the host could not store it at all (`None`).
+    pub async fn on_request(
+        &mut self,
+        req: PluginRequest,
+    ) -> (Option<PluginRequest>, Result<types::Decision, InvokeError>) {
+        let Some(hook) = self.request.clone() else {
+            return (Some(req), Ok(types::Decision::Continue));
+        };
+        let rep = match self.store.data_mut().table.push(req) {
+            Ok(r) => r.rep(),
+            Err(e) => return (None, Err(InvokeError::Instantiate(e.to_string()))),
+        };
+        self.begin();
+        let out = hook
+            .call_on_request(&mut self.store, Resource::new_own(rep))
+            .await;
+        let req = self
+            .store
+            .data_mut()
+            .table
+            .delete(Resource::<PluginRequest>::new_own(rep))
+            .ok();
+        (req, out.map_err(|e| classify(self.store.data(), e)))
+    }
+
+    /// Run `on-response`. The response comes back (changed in place) whatever happened,
+    /// except if the host could not store it at all (`None`).
+    pub async fn on_response(
+        &mut self,
+        resp: PluginResponse,
+    ) -> (Option<PluginResponse>, Result<(), InvokeError>) {
+        let Some(hook) = self.response.clone() else {
+            return (Some(resp), Ok(()));
+        };
+        let rep = match self.store.data_mut().table.push(resp) {
+            Ok(r) => r.rep(),
+            Err(e) => return (None, Err(InvokeError::Instantiate(e.to_string()))),
+        };
+        self.begin();
+        let out = hook
+            .call_on_response(&mut self.store, Resource::new_own(rep))
+            .await;
+        let resp = self
+            .store
+            .data_mut()
+            .table
+            .delete(Resource::<PluginResponse>::new_own(rep))
+            .ok();
+        (resp, out.map_err(|e| classify(self.store.data(), e)))
+    }
+
+    /// Run `on-failure`: a fallback response, or `None` to pass the error on.
+    pub async fn on_failure(
+        &mut self,
+        failure: types::UpstreamFailure,
+    ) -> Result<Option<types::FullResponse>, InvokeError> {
+        let Some(hook) = self.failure.clone() else {
+            return Ok(None);
+        };
+        self.begin();
+        hook.call_on_failure(&mut self.store, &failure)
+            .await
+            .map_err(|e| classify(self.store.data(), e))
+    }
+}

@@ -1,0 +1,10 @@
+//! The wasm side of plugins: engine, bindings, host functions, instances, errors.
+
+pub mod bindings;
+pub mod cache;
+pub mod capabilities;
+pub mod engine;
+pub mod error;
+pub mod host_impl;
+pub mod instance;
+pub mod message;

@@ -1,0 +1,175 @@
+//! A plugin for the gateway's own tests: its config's `mode` picks a behaviour, friendly or
+//! hostile (loop forever, allocate without bound, trap, answer with a huge body...).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use gatehouse_sdk::prelude::*;
+use gatehouse_sdk::services::{CallError, ServiceRequest};
+
+/// Counts invocations in this instance; a fresh instance per request means it is always 1.
+static SEEN: AtomicU32 = AtomicU32::new(0);
+
+/// The test plugin.
+pub struct TestKit;
+
+fn cfg() -> serde_json::Value {
+    config_json().unwrap_or_default()
+}
+
+fn mode() -> String {
+    cfg()["mode"].as_str().unwrap_or("tag").to_string()
+}
+
+fn call_error(e: &CallError) -> serde_json::Value {
+    json!({ "error": format!("{e:?}") })
+}
+
+impl Plugin for TestKit {
+    fn on_request(req: &Request) -> Decision {
+        let seen = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
+        match mode().as_str() {
+            "tag" => {
+                let _ = req.set_header_str("x-version", "kit");
+                let _ = req.set_header_str("x-seen", &seen.to_string());
+                Decision::Continue
+            }
+            "deny" => Decision::Respond(json_response(403, &json!({ "error": "denied" }))),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("test-kit asked to trap"),
+            "huge-response" => {
+                let size = cfg()["size"].as_u64().unwrap_or(4 << 20) as usize;
+                Decision::Respond(FullResponse {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: vec![b'x'; size],
+                })
+            }
+            "bad-response-header" => Decision::Respond(FullResponse {
+                status: 200,
+                headers: vec![("x-bad".to_string(), b"line\r\nbreak".to_vec())],
+                body: Vec::new(),
+            }),
+            "bad-set-header" => {
+                let value = req.set_header("x-bad", b"line\nbreak");
+                let name = req.set_header("bad name", b"ok");
+                let hop = req.set_header("connection", b"close");
+                Decision::Respond(json_response(
+                    200,
+                    &json!({ "value": format!("{value:?}"), "name": format!("{name:?}"),
+                             "hop": format!("{hop:?}") }),
+                ))
+            }
+            "meta" => Decision::Respond(json_response(
+                200,
+                &json!({
+                    "route": context::route_name(),
+                    "client": context::client_addr(),
+                    "request_id": context::request_id(),
+                    "config": cfg(),
+                    "method": req.method(),
+                    "path": req.path(),
+                    "query": req.query(),
+                    "seen": seen,
+                }),
+            )),
+            "body" => match req.body() {
+                Ok(body) => {
+                    req.set_body(&[b"plugin:".as_slice(), &body].concat());
+                    Decision::Continue
+                }
+                Err(e) => {
+                    Decision::Respond(json_response(413, &json!({ "error": format!("{e:?}") })))
+                }
+            },
+            "call" => {
+                let names: Vec<String> = cfg()["services"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let calls: Vec<(String, ServiceRequest)> = names
+                    .iter()
+                    .map(|n| (n.clone(), services::get(&format!("/part/{n}"))))
+                    .collect();
+                let results = services::call_batch(&calls);
+                let parts: Vec<serde_json::Value> = results
+                    .iter()
+                    .map(|r| match r {
+                        Ok(resp) => json!({
+                            "status": resp.status,
+                            "body": String::from_utf8_lossy(&resp.body),
+                        }),
+                        Err(e) => call_error(e),
+                    })
+                    .collect();
+                Decision::Respond(json_response(200, &json!({ "parts": parts })))
+            }
+            "cache" => {
+                let hits = match cache::get("hits") {
+                    Ok(Some(v)) => String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0),
+                    Ok(None) => 0,
+                    Err(e) => {
+                        return Decision::Respond(json_response(
+                            500,
+                            &json!({ "error": format!("{e:?}") }),
+                        ))
+                    }
+                } + 1;
+                let ttl = cfg()["ttl_ms"].as_u64().unwrap_or(60_000);
+                let _ = cache::set("hits", hits.to_string().as_bytes(), ttl);
+                Decision::Respond(json_response(200, &json!({ "hits": hits })))
+            }
+            "log" => {
+                log::info("hello from test-kit");
+                Decision::Continue
+            }
+            other => Decision::Respond(json_response(
+                500,
+                &json!({ "error": format!("unknown mode {other}") }),
+            )),
+        }
+    }
+
+    fn on_response(resp: &Response) {
+        match mode().as_str() {
+            "response-edit" => {
+                let _ = resp.set_status(299);
+                let _ = resp.set_header_str("x-edited", "yes");
+                let body = resp.body().unwrap_or_default();
+                resp.set_body(&[body.as_slice(), b"+edited"].concat());
+            }
+            "response-trap" => panic!("test-kit traps in on_response"),
+            _ => {
+                let _ = resp.set_header_str("x-kit-response", "seen");
+            }
+        }
+    }
+
+    fn on_failure(failure: UpstreamFailure) -> Option<FullResponse> {
+        if cfg()["fallback"].as_bool().unwrap_or(false) {
+            Some(json_response(
+                200,
+                &json!({ "fallback": true, "kind": failure.kind, "message": failure.message }),
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+export_plugin!(TestKit);

@@ -1,0 +1,165 @@
+//! Write [gatehouse](https://github.com/gatehouse) gateway plugins in Rust.
+//!
+//! A complete plugin that rejects requests without an API key and tags the rest:
+//!
+//! ```no_run
+//! use gatehouse_sdk::prelude::*;
+//!
+//! struct RequireKey;
+//!
+//! impl Plugin for RequireKey {
+//!     fn on_request(req: &Request) -> Decision {
+//!         let cfg = config_json().unwrap_or_default();
+//!         let header = cfg["header"].as_str().unwrap_or("x-api-key");
+//!         match req.header_str(header) {
+//!             Some(key) if !key.is_empty() => {
+//!                 let _ = req.set_header_str("x-authenticated", "true");
+//!                 Decision::Continue
+//!             }
+//!             _ => Decision::Respond(json_response(401, &json!({ "error": "missing API key" }))),
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(RequireKey);
+//! ```
+//!
+//! Build it as a WebAssembly component and drop it into the gateway's plugins directory:
+//!
+//! ```text
+//! cargo build --release --target wasm32-wasip2
+//! cp target/wasm32-wasip2/release/require_key.wasm /path/to/gatehouse/plugins/require-key.wasm
+//! ```
+//!
+//! The crate must be a `cdylib` (`[lib] crate-type = ["cdylib"]`). The plugin's name in the
+//! gateway config is the file name without `.wasm`.
+//!
+//! Every hook of [`Plugin`] has a default, so implement only the ones you need:
+//! [`Plugin::on_request`] (continue, or answer now), [`Plugin::on_response`] (edit the upstream
+//! response), [`Plugin::on_failure`] (return a fallback when the upstream failed).
+//! Host services are plain blocking calls: [`services::call`] and [`services::call_batch`]
+//! (run concurrently by the host), [`cache`], [`log`], [`config_json`] and the request
+//! metadata in [`context`].
+#![deny(missing_docs)]
+
+extern crate self as gatehouse_sdk;
+
+/// The raw bindings generated from the `gatehouse:plugin` WIT package.
+///
+/// Most plugins need only the re-exports at the crate root and in [`prelude`].
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_world_plugin",
+        default_bindings_module: "::gatehouse_sdk::bindings",
+        runtime_path: "::gatehouse_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+mod helpers;
+
+pub use bindings::gatehouse::plugin::context;
+pub use bindings::gatehouse::plugin::types::{
+    BodyError, Decision, FullResponse, HeaderError, Request, Response, UpstreamFailure,
+};
+pub use helpers::{
+    config, config_json, json_response, log, text_response, ConfigError, HeadersExt,
+};
+
+/// Calling named services through the gateway (discovery, balancing, timeouts).
+///
+/// A plugin may call only the services granted to it in the route config (`calls = [...]`).
+pub mod services {
+    pub use crate::bindings::gatehouse::plugin::services::{
+        call, call_batch, CallError, ServiceRequest, ServiceResponse,
+    };
+
+    /// A `GET` request for `path_with_query` with no headers and no body.
+    pub fn get(path_with_query: &str) -> ServiceRequest {
+        ServiceRequest {
+            method: "GET".to_string(),
+            path_with_query: path_with_query.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
+/// The gateway's shared cache, scoped to the namespace granted in the route config
+/// (`cache = "ns"`).
+pub mod cache {
+    pub use crate::bindings::gatehouse::plugin::cache::{delete, get, set, CacheError};
+}
+
+/// Everything a typical plugin needs, for `use gatehouse_sdk::prelude::*`.
+pub mod prelude {
+    pub use crate::{
+        cache, config, config_json, context, export_plugin, json_response, log, services,
+        text_response, Decision, FullResponse, HeadersExt, Plugin, Request, Response,
+        UpstreamFailure,
+    };
+    pub use serde_json::json;
+}
+
+/// The hooks a plugin implements. Each has a default that does nothing.
+///
+/// Register the implementing type with [`export_plugin!`]. The gateway creates a fresh
+/// instance of the plugin for every request, so statics never leak between requests; within
+/// one request the same instance runs `on_request` and then `on_response` or `on_failure`.
+pub trait Plugin {
+    /// The request phase, before the upstream call. Edit `req` in place and return
+    /// [`Decision::Continue`], or answer the client now with [`Decision::Respond`] (the rest
+    /// of the chain and the upstream call are skipped). Default: continue unchanged.
+    fn on_request(req: &Request) -> Decision {
+        let _ = req;
+        Decision::Continue
+    }
+
+    /// The response phase, after the upstream answered. Edit `resp` in place.
+    /// Default: leave it unchanged.
+    fn on_response(resp: &Response) {
+        let _ = resp;
+    }
+
+    /// The failure phase, when the upstream call failed. Return a fallback response, or
+    /// `None` to pass the error on. Default: `None`.
+    fn on_failure(failure: UpstreamFailure) -> Option<FullResponse> {
+        let _ = failure;
+        None
+    }
+}
+
+/// Export a type implementing [`Plugin`] as the component's hooks.
+///
+/// Use it once per plugin crate, at the crate root: `export_plugin!(MyPlugin);`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ident) => {
+        const _: () = {
+            impl $crate::bindings::exports::gatehouse::plugin::request_hook::Guest for $ty {
+                fn on_request(req: $crate::Request) -> $crate::Decision {
+                    <$ty as $crate::Plugin>::on_request(&req)
+                }
+            }
+            impl $crate::bindings::exports::gatehouse::plugin::response_hook::Guest for $ty {
+                fn on_response(resp: $crate::Response) {
+                    <$ty as $crate::Plugin>::on_response(&resp)
+                }
+            }
+            impl $crate::bindings::exports::gatehouse::plugin::failure_hook::Guest for $ty {
+                fn on_failure(failure: $crate::UpstreamFailure) -> Option<$crate::FullResponse> {
+                    <$ty as $crate::Plugin>::on_failure(failure)
+                }
+            }
+    $crate::bindings::__export_world_plugin!($ty with_types_in $crate::bindings);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+}

@@ -1,0 +1,8 @@
+//! Plugin tests: real components (Rust guests built for wasm32-wasip2, WAT for the hostile
+//! and malformed ones), driven through the runtime directly and through the gateway.
+
+mod gateway;
+mod guests;
+mod js;
+mod load;
+mod runtime;

@@ -1,0 +1,75 @@
+//! A plugin written in JavaScript (componentize-js, `request-filter` world) against the
+//! same WIT. Built by `examples/js-plugin/build.sh`, which `.ci/run` runs first.
+
+use gatehouse::plugins::{OnError, RequestMeta, RequestOutcome};
+use serde_json::json;
+
+use super::guests;
+use super::runtime::{get, kit, plugin};
+
+/// The built JS component, or `None` (with a loud message) if build.sh has not run.
+pub fn js_plugin() -> Option<Vec<u8>> {
+    let path = guests::workspace().join("examples/js-plugin/js-auth.wasm");
+    match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(_) => {
+            eprintln!(
+                "\n!!!!! SKIPPING the JavaScript plugin test: {} is missing.\n\
+                 !!!!! Build it with examples/js-plugin/build.sh (needs node + npm).\n",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn javascript_plugin_authenticates_requests() {
+    let Some(bytes) = js_plugin() else {
+        return;
+    };
+    let kit = kit(&[("js-auth", bytes)]).await;
+    let status = kit
+        .manager
+        .status()
+        .into_iter()
+        .find(|s| s.name == "js-auth")
+        .expect("status");
+    assert_eq!(status.status, "loaded", "{status:?}");
+    assert_eq!(
+        status.hooks,
+        vec!["request"],
+        "request-filter exports only request-hook"
+    );
+
+    let chain = kit.chain(
+        &[plugin("js-auth", json!({ "keys": ["alpha", "beta"] }))],
+        OnError::FailClosed,
+    );
+    match chain
+        .start(RequestMeta::default())
+        .on_request(get("/x"))
+        .await
+    {
+        Ok(RequestOutcome::Respond(resp)) => {
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(body["error"], "invalid API key");
+        }
+        Ok(RequestOutcome::Continue(_)) => panic!("a request without a key must be refused"),
+        Err(e) => panic!("js plugin failed: {e}"),
+    }
+    let mut req = get("/x");
+    req.headers_mut()
+        .insert("x-api-key", http::HeaderValue::from_static("beta"));
+    match chain.start(RequestMeta::default()).on_request(req).await {
+        Ok(RequestOutcome::Continue(req)) => assert_eq!(req.headers()["x-js-auth"], "1"),
+        Ok(RequestOutcome::Respond(r)) => panic!("a valid key must pass, got {}", r.status()),
+        Err(e) => panic!("js plugin failed: {e}"),
+    }
+}
