@@ -22,7 +22,9 @@ GATEHOUSE=127.0.0.1:18180; ADMIN=127.0.0.1:18190
 O1=127.0.0.1:18181; O2=127.0.0.1:18182; O3=127.0.0.1:18183; O4=127.0.0.1:18184; O5=127.0.0.1:18185
 BODY=$(printf 'x%.0s' $(seq 1 64))
 
-# O1–O4 equal; O5 is O4's throttled twin for the one-slow case.
+# O1–O4 equal; O5 is O4's throttled twin for the one-slow case. They serve a file rather than
+# `return 200`: `return` ends the request in the rewrite phase, before limit_req would run.
+mkdir -p "$WORK/www" && printf '%s' "$BODY" > "$WORK/www/body"
 cat > "$WORK/origin.conf" <<CONF
 worker_processes 1;
 worker_cpu_affinity 01;
@@ -33,11 +35,13 @@ http {
   access_log off;
   keepalive_requests 1000000;
   limit_req_zone \$server_port zone=slow:1m rate=${SLOW_RPS}r/s;
-  server { listen $O1; location / { return 200 '$BODY'; } }
-  server { listen $O2; location / { return 200 '$BODY'; } }
-  server { listen $O3; location / { return 200 '$BODY'; } }
-  server { listen $O4; location / { return 200 '$BODY'; } }
-  server { listen $O5; location / { limit_req zone=slow burst=100000; return 200 '$BODY'; } }
+  default_type text/plain;
+  root $WORK/www;
+  server { listen $O1; location / { try_files /body =404; } }
+  server { listen $O2; location / { try_files /body =404; } }
+  server { listen $O3; location / { try_files /body =404; } }
+  server { listen $O4; location / { try_files /body =404; } }
+  server { listen $O5; location / { limit_req zone=slow burst=100000; try_files /body =404; } }
 }
 CONF
 service() { # $1 name, $2 balance, $3 endpoints
