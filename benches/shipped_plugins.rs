@@ -12,7 +12,6 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,57 +35,16 @@ const EC_PRIVATE: &str = include_str!("../plugins/jwt-auth/testdata/ec-private.p
 const EC_PUBLIC: &str = include_str!("../plugins/jwt-auth/testdata/ec-public.pem");
 const SECRET: &str = "bench-secret-that-is-at-least-32-bytes";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
-}
+#[allow(dead_code)]
+#[path = "../tests/all/plugins/guests.rs"]
+mod guests;
 
-/// Build noop + the shipped guests (as the tests do); the output dir.
-fn build_guests() -> PathBuf {
-    let target = workspace().join("target/guests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace())
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .args([
-            "-p",
-            "noop-plugin",
-            "-p",
-            "jwt-auth-plugin",
-            "-p",
-            "aggregate-plugin",
-        ])
-        .args(["--config", "profile.release.debug=false"])
-        .args(["--config", "profile.release.strip=true"])
-        .arg("--target-dir")
-        .arg(&target)
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "building guests failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target.join("wasm32-wasip2/release")
-}
-
-fn plugins_dir(built: &Path) -> PathBuf {
+fn plugins_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-shipped-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("plugins dir");
-    for (name, file) in [
-        ("noop", "noop_plugin"),
-        ("jwt-auth", "jwt_auth_plugin"),
-        ("aggregate", "aggregate_plugin"),
-    ] {
-        std::fs::copy(
-            built.join(format!("{file}.wasm")),
-            dir.join(format!("{name}.wasm")),
-        )
-        .expect("copy guest");
+    for name in ["noop", "jwt-auth", "aggregate"] {
+        std::fs::copy(guests::path(name), dir.join(format!("{name}.wasm"))).expect("copy guest");
     }
     dir
 }
@@ -196,7 +154,7 @@ async fn request_phase(
 async fn jwt_costs(dir: &Path) {
     let settings = PluginSettings {
         dir: dir.to_path_buf(),
-        cache_dir: Some(workspace().join("target/guests/artifact-cache")),
+        cache_dir: Some(guests::workspace().join("target/guests/artifact-cache")),
         watch: false,
         ..PluginSettings::default()
     };
@@ -296,7 +254,7 @@ async fn aggregation_latency(dir: &Path) {
          [[routes]]\nname = \"agg\"\nservice = \"part5\"\nmatch = {{ path = \"/agg\" }}\n\
          plugins = [{{ name = \"aggregate\", calls = [{}], config = {config} }}]\n",
         dir.display().to_string(),
-        workspace().join("target/guests/artifact-cache").display().to_string(),
+        guests::workspace().join("target/guests/artifact-cache").display().to_string(),
         calls.join(", ")
     );
     let cfg = gatehouse::config::load_str(&text, "bench.toml").expect("valid config");
@@ -337,8 +295,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let built = build_guests();
-    let dir = plugins_dir(&built);
+    let dir = plugins_dir();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

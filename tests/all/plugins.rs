@@ -2,7 +2,7 @@
 //! and malformed ones), driven through the runtime directly and through the gateway.
 
 mod gateway;
-mod guests;
+pub mod guests;
 mod js;
 mod load;
 mod runtime;

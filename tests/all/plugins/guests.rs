@@ -13,23 +13,31 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Build every guest crate under plugins/ for wasm32-wasip2 (once), return the output dir.
+/// Every guest crate under plugins/: the runtime's test guests and the shipped plugins.
+const GUESTS: [&str; 7] = [
+    "noop",
+    "header-rewrite",
+    "test-kit",
+    "jwt-auth",
+    "api-key",
+    "aggregate",
+    "fallback",
+];
+
+/// Build every guest crate for wasm32-wasip2 (once per process, in one cargo call, shared by
+/// the plugin-runtime tests, the shipped-plugin tests and the benches); the output dir.
 fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let target = workspace().join("target/guests");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(workspace())
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args([
-                "-p",
-                "noop-plugin",
-                "-p",
-                "header-rewrite-plugin",
-                "-p",
-                "test-kit-plugin",
-            ])
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace())
+            .args(["build", "--release", "--target", "wasm32-wasip2"]);
+        for name in GUESTS {
+            cmd.args(["-p", &format!("{name}-plugin")]);
+        }
+        let out = cmd
             .args(["--config", "profile.release.debug=false"])
             .args(["--config", "profile.release.strip=true"])
             .arg("--target-dir")
@@ -46,7 +54,7 @@ fn built() -> &'static Path {
     })
 }
 
-/// The path of a built guest: `noop`, `header-rewrite` or `test-kit`.
+/// The path of a built guest, by crate name without `-plugin` (see `GUESTS`).
 pub fn path(name: &str) -> PathBuf {
     built().join(format!("{}_plugin.wasm", name.replace('-', "_")))
 }

@@ -1,62 +1,20 @@
-//! What the shipped-plugin tests share: building the guest crates once, a plugins
+//! What the shipped-plugin tests share: the built guests (from `plugins::guests`), a plugins
 //! directory holding them, TOML for a plugin entry, and origins that count or switch.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse::gateway::RunningGateway;
 use gatehouse::proxy::body;
 use http::Response;
 
+use crate::plugins::guests;
 use crate::support::{self, origin};
 
-/// The shipped plugins: (name in the gateway, crate name).
-const SHIPPED: [(&str, &str); 4] = [
-    ("jwt-auth", "jwt-auth-plugin"),
-    ("api-key", "api-key-plugin"),
-    ("aggregate", "aggregate-plugin"),
-    ("fallback", "fallback-plugin"),
-];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
-}
-
-/// Build the shipped guest crates for wasm32-wasip2 once per test run; the output dir.
-fn built() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = workspace().join("target/guests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace())
-            .args(["build", "--release", "--target", "wasm32-wasip2"]);
-        for (_, krate) in SHIPPED {
-            cmd.args(["-p", krate]);
-        }
-        // The same flags as the plugin-runtime tests, so both share one build.
-        let out = cmd
-            .args(["--config", "profile.release.debug=false"])
-            .args(["--config", "profile.release.strip=true"])
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building the shipped plugins failed (is `rustup target add wasm32-wasip2` done?):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("wasm32-wasip2/release")
-    })
-}
+/// The shipped plugins, by their name in the gateway (= crate name without `-plugin`).
+const SHIPPED: [&str; 4] = ["jwt-auth", "api-key", "aggregate", "fallback"];
 
 /// A plugins directory holding every shipped plugin under its gateway name; removed on drop.
 pub struct PluginsDir(pub PathBuf);
@@ -72,8 +30,8 @@ impl PluginsDir {
         // A leftover from an earlier run with the same pid is stale; start clean.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("plugins dir");
-        for (name, krate) in SHIPPED {
-            let file = built().join(format!("{}.wasm", krate.replace('-', "_")));
+        for name in SHIPPED {
+            let file = guests::path(name);
             std::fs::copy(&file, dir.join(format!("{name}.wasm")))
                 .unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
         }
@@ -120,7 +78,7 @@ pub fn plugin(
 pub async fn gateway(dir: &PluginsDir, toml: &str) -> RunningGateway {
     // Compiled artifacts are cached across tests and runs (keyed by content hash), so each
     // plugin compiles once.
-    let cache = workspace().join("target/guests/artifact-cache");
+    let cache = guests::workspace().join("target/guests/artifact-cache");
     let text = format!(
         "[plugins]\ndir = {}\ncache_dir = {}\nwatch = false\n\n{toml}",
         toml_inline(&serde_json::json!(dir.0.display().to_string())),
