@@ -138,3 +138,93 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .expect("wait");
     assert!(status.success(), "exit status {status}");
 }
+
+/// Starts the binary on `config_tail` (appended to listeners, one service and one route),
+/// sends one request with a known id, stops it with SIGTERM and returns what it logged.
+async fn run_one_request(name: &str, log: &str) -> String {
+    let backend = origin::start(|_req| async { origin::text(200, "ok") }).await;
+    let public = origin::closed_port().await;
+    let admin = origin::closed_port().await;
+    let config = write_temp(
+        name,
+        &format!(
+            "[listen]\npublic = \"{public}\"\nadmin = \"{admin}\"\n{log}\n[[services]]\nname = \"s\"\nendpoints = [\"{}\"]\n[[routes]]\nname = \"r\"\nservice = \"s\"\n",
+            backend.addr
+        ),
+    );
+    let child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn gatehouse");
+    support::eventually(
+        "the gateway is ready",
+        Duration::from_secs(20),
+        async || {
+            support::http1()
+                .get(format!("http://{admin}/readyz").parse().expect("uri"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let got = get(
+        &format!("http://{public}/items/7?x=1"),
+        &[("x-request-id", "trace-me-1")],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("gatehouse exits")
+        .expect("output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn access_log_writes_one_json_line_per_request() {
+    let logs = run_one_request(
+        "log-json.toml",
+        "[log]\nlevel = \"info\"\nformat = \"json\"",
+    )
+    .await;
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "gatehouse::access")
+        .collect();
+    assert_eq!(lines.len(), 1, "one access line expected in:\n{logs}");
+    let line = &lines[0];
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/items/7");
+    assert_eq!(line["route"], "r");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["request_id"], "trace-me-1");
+    assert!(line["upstream"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("127.0.0.1:")));
+    assert!(line["duration_us"].is_u64());
+}
+
+#[tokio::test]
+async fn access_log_is_silent_above_info() {
+    let logs = run_one_request("log-warn.toml", "[log]\nlevel = \"warn\"").await;
+    assert!(
+        !logs.contains("gatehouse::access") && !logs.contains("trace-me-1"),
+        "no access line at level warn:\n{logs}"
+    );
+}

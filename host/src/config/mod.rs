@@ -92,6 +92,14 @@ pub struct ShutdownConfig {
 #[serde(transparent)]
 pub struct ServiceName(pub String);
 
+/// Lets maps keyed by service name be probed with a `&str` (no allocation per request); the
+/// derived `Hash` of the newtype equals `str`'s, as `Borrow` requires.
+impl std::borrow::Borrow<str> for ServiceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A route's unique name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]

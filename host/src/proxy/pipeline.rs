@@ -59,7 +59,7 @@ impl Pipeline {
         let response = match proxy(&snapshot, plugins, req, client, &request_id, &mut log).await {
             Ok(response) => response,
             Err(error) => {
-                let route = log.route.as_deref().unwrap_or("-");
+                let route = log.route_name();
                 // Client mistakes are routine; gateway and upstream failures need attention.
                 if error.status().is_server_error() {
                     tracing::warn!(?request_id, route, %error, "request failed");
@@ -92,32 +92,27 @@ async fn proxy(
                 method: parts.method.to_string(),
                 path: parts.uri.path().to_owned(),
             })?;
-    log.route = Some(route.config.name.0.clone());
+    log.route = Some(Arc::clone(&route.name));
 
-    let authority = parts.uri.authority().map(|a| a.to_string());
-    // X-Forwarded-Host carries the host as the client sent it, port included.
-    let original_host = match parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        Some(h) => Some(h.to_owned()),
-        None => authority.clone(),
+    // The host as the client sent it, port included: the Host header, or HTTP/2's `:authority`.
+    let original_host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-    let upstream_path = route.upstream_path_and_query(parts.uri.path(), parts.uri.query(), &params);
-    parts.uri = upstream_path.parse().map_err(|_| ProxyError::NoRoute {
+    parts.uri = upstream_uri(&route, &parts.uri, &params).ok_or_else(|| ProxyError::NoRoute {
         method: parts.method.to_string(),
-        path: upstream_path.clone(),
+        path: parts.uri.path().to_owned(),
     })?;
     // The upstream may speak HTTP/1.1 even when the client spoke HTTP/2.
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, client.ip(), original_host.as_deref());
-    if !parts.headers.contains_key(header::HOST) {
-        // HTTP/2 clients send `:authority` instead of Host.
-        if let Some(Ok(v)) = authority.as_deref().map(HeaderValue::from_str) {
-            parts.headers.insert(header::HOST, v);
-        }
+    headers::set_forwarded(&mut parts.headers, client.ip(), original_host.as_ref());
+    if let Some(host) = original_host {
+        // HTTP/2 clients send `:authority` instead of Host; the upstream gets a Host either way.
+        parts.headers.entry(header::HOST).or_insert(host);
     }
     parts
         .headers
@@ -183,6 +178,29 @@ async fn proxy(
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
     Ok(response)
+}
+
+/// The origin-form URI sent upstream (path and query only; the endpoint is chosen later).
+/// None when a rewrite produced something that is not a valid path.
+fn upstream_uri(
+    route: &crate::routing::Route,
+    uri: &http::Uri,
+    params: &[(String, String)],
+) -> Option<http::Uri> {
+    if route.keeps_path() {
+        // Pass-through: reuse the parsed path and query (a cheap shared-bytes clone).
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        return http::Uri::from_parts(parts).ok();
+    }
+    route
+        .upstream_path_and_query(uri.path(), uri.query(), params)
+        .parse()
+        .ok()
 }
 
 /// The `kind` plugins see in `upstream-failure`.

@@ -210,6 +210,11 @@ impl UpstreamService {
     ) -> Result<(SocketAddr, Response<Incoming>), CallError> {
         let (total, per_try) = self.timeouts.for_call(deadline);
         let total = total.0;
+        if self.retry.max_retries == 0 && self.breaker.is_none() && per_try.0 >= total {
+            // No retries and no breaker queue to wait in: the one try's timeout already bounds
+            // the whole call, so skip the second timer (the default configuration's hot path).
+            return self.call_inner(req, per_try.0).await;
+        }
         match tokio::time::timeout(total, self.call_inner(req, per_try.0)).await {
             Ok(result) => result,
             Err(_) => Err(CallError::TotalTimeout {

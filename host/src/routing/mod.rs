@@ -15,6 +15,7 @@
 
 mod route;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -66,6 +67,7 @@ impl RouteTable {
             .map(|(i, c)| {
                 Arc::new(Route {
                     id: RouteId(i),
+                    name: Arc::new(c.name.0.clone()),
                     config: c.clone(),
                 })
             })
@@ -144,8 +146,12 @@ impl RouteTable {
 
     /// The most specific route for this request, if any.
     pub fn find(&self, req: &Parts) -> Option<Matched> {
-        let host = request_host(req);
         let path = req.uri.path();
+        if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
+            // The common single-host gateway: no need to look at the host at all.
+            return self.find_in(&self.any_host, req, path);
+        }
+        let host = request_host(req);
         if let Some(table) = host.as_deref().and_then(|h| self.exact_hosts.get(h)) {
             if let Some(m) = self.find_in(table, req, path) {
                 return Some(m);
@@ -211,7 +217,7 @@ impl RouteTable {
 
 /// The request's host, lowercased and without port: from the URI (HTTP/2 `:authority`,
 /// absolute-form HTTP/1) or the `Host` header.
-pub fn request_host(req: &Parts) -> Option<String> {
+pub fn request_host(req: &Parts) -> Option<Cow<'_, str>> {
     let raw = match req.uri.host() {
         Some(h) => h,
         None => req.headers.get(http::header::HOST)?.to_str().ok()?,
@@ -222,7 +228,13 @@ pub fn request_host(req: &Parts) -> Option<String> {
     } else {
         raw.split(':').next().unwrap_or(raw)
     };
-    Some(without_port.trim_end_matches('.').to_ascii_lowercase())
+    let host = without_port.trim_end_matches('.');
+    // Clients almost always send lowercase hosts: only copy when there is something to fold.
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! One compiled route: its predicates (method, headers, query) and its path rewrite.
 
+use std::sync::Arc;
+
 use http::request::Parts;
 
 use crate::config::{PathMatch, RouteConfig, ValueMatch};
@@ -12,6 +14,8 @@ pub struct RouteId(pub usize);
 #[derive(Debug)]
 pub struct Route {
     pub id: RouteId,
+    /// The route's name, shared (not copied) with the access log and metrics labels.
+    pub name: Arc<String>,
     pub config: RouteConfig,
 }
 
@@ -51,6 +55,13 @@ impl Route {
                     }
             })
         })
+    }
+
+    /// Whether the upstream gets the client's path and query unchanged.
+    pub fn keeps_path(&self) -> bool {
+        self.config.rewrite.is_none()
+            && !(self.config.strip_prefix
+                && matches!(self.config.matcher.path, PathMatch::Prefix(_)))
     }
 
     /// The path (and query) to send upstream, after `strip_prefix` or `rewrite`.

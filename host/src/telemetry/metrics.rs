@@ -1,20 +1,25 @@
 //! Prometheus metrics for the request path, served on the admin listener at `/metrics`.
 
+use std::sync::{Arc, LazyLock};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// The route label of requests that matched no route.
+static NO_ROUTE: LazyLock<Arc<String>> = LazyLock::new(|| Arc::new("-".to_owned()));
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: Arc<String>,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Arc<String>,
 }
 
 /// One gateway's metrics (each gateway in a process has its own registry).
@@ -52,17 +57,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records one answered request. `route` is `-` when nothing matched.
-    pub fn record(&self, route: &str, status: u16, seconds: f64) {
+    /// Records one answered request; `route` is None when nothing matched (label `-`).
+    pub fn record(&self, route: Option<&Arc<String>>, status: u16, seconds: f64) {
+        // Labels share the route's name: no copy per request.
+        let route = route.unwrap_or(&NO_ROUTE);
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+                route: Arc::clone(route),
                 status,
             })
             .inc();
         self.duration
             .get_or_create(&RouteLabels {
-                route: route.to_owned(),
+                route: Arc::clone(route),
             })
             .observe(seconds);
     }

@@ -5,9 +5,10 @@ mod metrics;
 pub use metrics::Metrics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -30,42 +31,59 @@ pub fn init(log: &LogConfig) -> bool {
 /// Collects what the access-log line needs while the request flows.
 #[derive(Debug)]
 pub struct AccessLog {
-    method: String,
-    path: String,
-    client: SocketAddr,
-    request_id: String,
+    /// None when the access log is off: then nothing is copied out of the request.
+    request: Option<RequestLine>,
     /// Set once routing picked a route.
-    pub route: Option<String>,
+    pub route: Option<Arc<String>>,
     /// Set once an upstream endpoint answered.
     pub upstream: Option<SocketAddr>,
 }
 
+#[derive(Debug)]
+struct RequestLine {
+    method: Method,
+    uri: Uri,
+    client: SocketAddr,
+    request_id: HeaderValue,
+}
+
 impl AccessLog {
     pub fn begin<B>(req: &Request<B>, client: SocketAddr, request_id: &HeaderValue) -> Self {
+        let enabled = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO);
         AccessLog {
-            method: req.method().to_string(),
-            path: req.uri().path().to_owned(),
-            client,
-            request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+            // Cheap clones (shared bytes), and only when the line will be written.
+            request: enabled.then(|| RequestLine {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                client,
+                request_id: request_id.clone(),
+            }),
             route: None,
             upstream: None,
         }
     }
 
+    /// The matched route's name, or `-`.
+    pub fn route_name(&self) -> &str {
+        self.route.as_deref().map_or("-", String::as_str)
+    }
+
     /// Writes the line and records the metrics. `elapsed` runs until the response head is ready.
     pub fn finish(self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
-        let route = self.route.as_deref().unwrap_or("-");
-        metrics.record(route, status.as_u16(), elapsed.as_secs_f64());
+        metrics.record(self.route.as_ref(), status.as_u16(), elapsed.as_secs_f64());
+        let Some(line) = &self.request else {
+            return;
+        };
         tracing::info!(
             target: "gatehouse::access",
-            method = %self.method,
-            path = %self.path,
-            route,
+            method = %line.method,
+            path = line.uri.path(),
+            route = self.route_name(),
             upstream = %self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
             status = status.as_u16(),
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            request_id = %self.request_id,
-            client = %self.client,
+            request_id = %String::from_utf8_lossy(line.request_id.as_bytes()),
+            client = %line.client,
         );
     }
 }

@@ -201,7 +201,7 @@ impl Upstreams {
 
     /// The service with this name.
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
-        self.services.get(&ServiceName(name.to_owned()))
+        self.services.get(name)
     }
 
     /// Sends `req` to a healthy endpoint of `service` chosen by its balancer, with its
