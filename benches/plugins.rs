@@ -37,6 +37,7 @@ fn plugin(name: &str, config: serde_json::Value) -> PluginRef {
         config_json: config.to_string(),
         calls: Vec::new(),
         cache: None,
+        reuse_instances: false,
     }
 }
 
@@ -88,6 +89,35 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             ),
         ),
     ];
+    // The same plugins with instances kept between requests (`reuse_instances = true`).
+    let reused = |name: &str, config: serde_json::Value| PluginRef {
+        reuse_instances: true,
+        ..plugin(name, config)
+    };
+    let chains: Vec<_> = chains
+        .into_iter()
+        .chain([
+            (
+                "noop (reuse)",
+                manager.chain(
+                    "r",
+                    &[reused("noop", serde_json::json!({}))],
+                    OnError::FailClosed,
+                ),
+            ),
+            (
+                "header-rewrite (reuse)",
+                manager.chain(
+                    "r",
+                    &[reused(
+                        "rewrite",
+                        serde_json::json!({ "request": { "x-a": "1" }, "response": { "x-b": "2" } }),
+                    )],
+                    OnError::FailClosed,
+                ),
+            ),
+        ])
+        .collect();
     let mut group = c.benchmark_group("plugin-chain");
     group
         .measurement_time(Duration::from_secs(4))
@@ -129,6 +159,7 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         grants: Grants::default(),
         services: Arc::new(NoServices),
         cache: Arc::new(PluginCache::new(1)),
+        idle: None,
     });
     let meta = Arc::new(RequestMeta::default());
     let limits = manager.engine().limits().clone();

@@ -49,6 +49,10 @@ pub struct RawRoutePlugin {
     pub calls: Vec<Spanned<String>>,
     /// The plugin's cache namespace. Default: no cache access.
     pub cache: Option<Spanned<String>>,
+    /// Reuse instances across requests on this route instead of a fresh one per request:
+    /// faster, but state a plugin keeps in memory survives into later requests. Default false.
+    #[serde(default)]
+    pub reuse_instances: bool,
 }
 
 /// The validated `[plugins]` table.
@@ -73,6 +77,7 @@ pub struct RoutePlugin {
     pub config: serde_json::Value,
     pub calls: Vec<String>,
     pub cache: Option<String>,
+    pub reuse_instances: bool,
 }
 
 /// What a plugin failure does to a request.
@@ -239,6 +244,7 @@ pub(super) fn validate_route(
             config: serde_json::to_value(&p.config).unwrap_or_else(|_| serde_json::json!({})),
             calls: p.calls.iter().map(|c| c.get_ref().clone()).collect(),
             cache: p.cache.as_ref().map(|c| c.get_ref().clone()),
+            reuse_instances: p.reuse_instances,
         });
     }
     out

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::reload::loader::LoadedPlugin;
 use super::reload::registry::{PluginRegistry, PluginSet};
 use super::runtime::bindings::types::{Decision, UpstreamFailure};
 use super::runtime::capabilities::{PluginEnv, RequestMeta};
@@ -79,8 +80,23 @@ pub struct ChainRun {
     chain: Arc<PluginChain>,
     set: Arc<PluginSet>,
     meta: Arc<RequestMeta>,
-    instances: Vec<Option<PluginInstance>>,
+    /// Each plugin's instance for this request, with the version it was made from.
+    instances: Vec<Option<(Arc<LoadedPlugin>, PluginInstance)>>,
     failed: Vec<bool>,
+}
+
+impl Drop for ChainRun {
+    /// Instances of routes that opted into reuse go back for later requests; an instance
+    /// that failed was already dropped (`fail`), so a broken one never serves again.
+    fn drop(&mut self) {
+        for (env, slot) in self.chain.entries.iter().zip(&mut self.instances) {
+            if let (Some(idle), Some((version, instance))) = (&env.idle, slot.take()) {
+                if instance.reusable() {
+                    idle.give_back(version, instance);
+                }
+            }
+        }
+    }
 }
 
 impl ChainRun {
@@ -134,7 +150,7 @@ impl ChainRun {
             return Ok(Some(i));
         }
         let env = self.chain.entries[i].clone();
-        let Some(loaded) = self.set.get(&env.name) else {
+        let Some(loaded) = self.set.get(&env.name).cloned() else {
             return Err(InvokeError::NotLoaded);
         };
         let wanted = match phase {
@@ -145,11 +161,20 @@ impl ChainRun {
         if !wanted {
             return Ok(None);
         }
-        let inst = loaded
-            .pre
-            .instantiate(&self.chain.engine, env, self.meta.clone())
-            .await?;
-        self.instances[i] = Some(inst);
+        let kept = env.idle.as_ref().and_then(|idle| idle.take(&loaded));
+        let inst = match kept {
+            Some(mut inst) => {
+                inst.recycle(self.meta.clone());
+                inst
+            }
+            None => {
+                loaded
+                    .pre
+                    .instantiate(&self.chain.engine, env, self.meta.clone())
+                    .await?
+            }
+        };
+        self.instances[i] = Some((loaded, inst));
         Ok(Some(i))
     }
 
@@ -169,7 +194,7 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some(inst) = self.instances[slot].as_mut() else {
+            let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_request(req).await;
@@ -204,7 +229,7 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some(inst) = self.instances[slot].as_mut() else {
+            let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_response(resp).await;
@@ -235,7 +260,7 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some(inst) = self.instances[slot].as_mut() else {
+            let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             match inst.on_failure(failure.clone()).await {

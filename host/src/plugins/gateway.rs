@@ -105,6 +105,7 @@ impl GatewayPlugins {
                             config_json: p.config.to_string(),
                             calls: p.calls.clone(),
                             cache: p.cache.clone(),
+                            reuse_instances: p.reuse_instances,
                         })
                     })
                     .collect();

@@ -11,7 +11,7 @@ use super::reload::loader::Loader;
 use super::reload::registry::{PluginRegistry, PluginStatus};
 use super::reload::watcher::{self, PluginWatcher, WatchError};
 use super::runtime::cache::PluginCache;
-use super::runtime::capabilities::{Grants, PluginEnv, ServiceCaller};
+use super::runtime::capabilities::{Grants, IdleInstances, PluginEnv, ServiceCaller};
 use super::runtime::engine::{EngineError, PluginEngine, PluginLimits};
 use super::PluginName;
 
@@ -54,6 +54,8 @@ pub struct PluginRef {
     pub calls: Vec<String>,
     /// Its cache namespace, if any.
     pub cache: Option<String>,
+    /// Keep instances between requests (see [`IdleInstances`]) instead of a fresh one each.
+    pub reuse_instances: bool,
 }
 
 /// Why the plugin subsystem could not start.
@@ -134,6 +136,7 @@ impl PluginManager {
                     },
                     services: self.services.clone(),
                     cache: self.cache.clone(),
+                    idle: p.reuse_instances.then(IdleInstances::default),
                 })
             })
             .collect();

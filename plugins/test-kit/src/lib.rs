@@ -32,6 +32,9 @@ impl Plugin for TestKit {
         let seen = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
         match mode().as_str() {
             "tag" => {
+                if req.header("x-trap").is_some() {
+                    panic!("test-kit asked to trap by the x-trap header");
+                }
                 let _ = req.set_header_str("x-version", "kit");
                 let _ = req.set_header_str("x-seen", &seen.to_string());
                 Decision::Continue

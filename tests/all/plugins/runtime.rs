@@ -108,6 +108,7 @@ pub fn plugin(name: &str, config: Value) -> PluginRef {
         config_json: config.to_string(),
         calls: Vec::new(),
         cache: None,
+        reuse_instances: false,
     }
 }
 
@@ -218,6 +219,55 @@ async fn every_request_gets_a_fresh_instance() {
             RequestOutcome::Respond(_) => panic!("tag mode continues"),
         }
     }
+}
+
+/// The `x-seen` counter the test-kit plugin (tag mode) sets: how many requests its
+/// instance has served.
+async fn seen_count(chain: &Arc<PluginChain>, req: http::Request<Body>) -> Result<String, String> {
+    match chain.start(meta()).on_request(req).await {
+        Ok(RequestOutcome::Continue(req)) => {
+            Ok(req.headers()["x-seen"].to_str().expect("ascii").to_owned())
+        }
+        Ok(RequestOutcome::Respond(_)) => panic!("tag mode continues"),
+        Err(failure) => Err(failure.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn reuse_instances_keeps_an_instance_until_it_fails() {
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let chain = kit.chain(
+        &[PluginRef {
+            reuse_instances: true,
+            ..plugin("kit", json!({ "mode": "tag" }))
+        }],
+        OnError::FailClosed,
+    );
+    // Opted in: the same instance serves one request after another, state and all.
+    for n in 1..=3 {
+        assert_eq!(seen_count(&chain, get("/")).await, Ok(n.to_string()));
+    }
+    let mut trapping = get("/");
+    trapping
+        .headers_mut()
+        .insert("x-trap", http::HeaderValue::from_static("1"));
+    let failure = seen_count(&chain, trapping)
+        .await
+        .expect_err("the plugin traps");
+    assert!(failure.contains("trap"), "{failure}");
+    // The instance that trapped is gone; the next request starts a fresh one.
+    assert_eq!(seen_count(&chain, get("/")).await, Ok("1".into()));
+    assert_eq!(seen_count(&chain, get("/")).await, Ok("2".into()));
+
+    // Another route entry for the same plugin keeps its own instances.
+    let other = kit.chain(
+        &[PluginRef {
+            reuse_instances: true,
+            ..plugin("kit", json!({ "mode": "tag" }))
+        }],
+        OnError::FailClosed,
+    );
+    assert_eq!(seen_count(&other, get("/")).await, Ok("1".into()));
 }
 
 #[tokio::test]

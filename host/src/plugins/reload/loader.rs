@@ -116,6 +116,7 @@ impl Loader {
             grants: Grants::default(),
             services: Arc::new(NoServices),
             cache: Arc::new(PluginCache::new(1)),
+            idle: None,
         });
         pre.instantiate(&self.engine, env, Arc::new(RequestMeta::default()))
             .await

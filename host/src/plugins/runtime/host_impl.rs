@@ -122,6 +122,14 @@ impl PluginCtx {
         }
     }
 
+    /// Serve another request with this state (a reused instance): its metadata changes; the
+    /// limit flags are clear, since an instance that hit a limit is never reused.
+    pub(crate) fn recycle(&mut self, meta: Arc<RequestMeta>) {
+        self.meta = meta;
+        self.clock.hit = false;
+        self.memory.hit = false;
+    }
+
     /// The memory limit of this instance, in bytes.
     pub fn memory_limit(&self) -> usize {
         self.memory.limit

@@ -141,6 +141,7 @@ impl PluginPre {
         };
         Ok(PluginInstance {
             store,
+            in_call: false,
             request,
             response,
             failure,
@@ -151,6 +152,9 @@ impl PluginPre {
 /// One plugin instance serving one request: request phase, then response or failure phase.
 pub struct PluginInstance {
     store: Store<PluginCtx>,
+    /// Set while a hook runs: if the request is dropped mid-call (client gone), the store is
+    /// left inside the guest and must not serve again.
+    in_call: bool,
     request: Option<request_hook::Guest>,
     response: Option<response_hook::Guest>,
     failure: Option<failure_hook::Guest>,
@@ -193,9 +197,21 @@ impl PluginInstance {
         }
     }
 
+    /// Prepare a kept instance for another request (see `IdleInstances`): new request
+    /// metadata; the limits' per-invocation state resets in each hook call.
+    pub fn recycle(&mut self, meta: Arc<RequestMeta>) {
+        self.store.data_mut().recycle(meta);
+    }
+
+    /// Whether this instance may serve another request: no hook was cut off mid-call.
+    pub fn reusable(&self) -> bool {
+        !self.in_call
+    }
+
     fn begin(&mut self) {
         self.store.data_mut().clock.restart();
         self.store.set_epoch_deadline(1);
+        self.in_call = true;
     }
 
     /// Run `on-request`. The request comes back (changed in place) whatever happened,
@@ -215,6 +231,7 @@ impl PluginInstance {
         let out = hook
             .call_on_request(&mut self.store, Resource::new_own(rep))
             .await;
+        self.in_call = false;
         let req = self
             .store
             .data_mut()
@@ -241,6 +258,7 @@ impl PluginInstance {
         let out = hook
             .call_on_response(&mut self.store, Resource::new_own(rep))
             .await;
+        self.in_call = false;
         let resp = self
             .store
             .data_mut()
@@ -259,8 +277,8 @@ impl PluginInstance {
             return Ok(None);
         };
         self.begin();
-        hook.call_on_failure(&mut self.store, &failure)
-            .await
-            .map_err(|e| classify(self.store.data(), e))
+        let out = hook.call_on_failure(&mut self.store, &failure).await;
+        self.in_call = false;
+        out.map_err(|e| classify(self.store.data(), e))
     }
 }
