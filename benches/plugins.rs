@@ -37,6 +37,7 @@ fn plugin(name: &str, config: serde_json::Value) -> PluginRef {
         config_json: config.to_string(),
         calls: Vec::new(),
         cache: None,
+        files: Default::default(),
     }
 }
 

@@ -123,6 +123,7 @@ async fn request_phase(
             config_json: config.to_string(),
             calls: Vec::new(),
             cache: None,
+            files: Default::default(),
         }],
         OnError::FailClosed,
     );

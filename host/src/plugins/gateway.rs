@@ -105,6 +105,12 @@ impl GatewayPlugins {
                             config_json: p.config.to_string(),
                             calls: p.calls.clone(),
                             cache: p.cache.clone(),
+                            files: Arc::new(
+                                p.files
+                                    .iter()
+                                    .map(|(k, f)| (k.clone(), f.bytes.clone()))
+                                    .collect(),
+                            ),
                         })
                     })
                     .collect();

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE};
 
 /// The request id header, kept from the client when valid, generated otherwise.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -22,8 +22,11 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
 ];
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Removes hop-by-hop headers, including any the `Connection` header names, but keeps
+/// `te: trailers`: gRPC needs it end to end, and HTTP/2 allows exactly that value (RFC 9113
+/// §8.2.2), so dropping it would break gRPC passthrough to h2c upstreams.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let wants_trailers = accepts_trailers(headers);
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -38,6 +41,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove("proxy-authenticate");
+    if wants_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether a `TE` header lists `trailers` (other codings are per connection and dropped).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
@@ -91,6 +113,19 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn te_trailers_survives_other_codings_do_not() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("te"));
+        h.insert("te", HeaderValue::from_static("gzip, trailers"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip"));
+        remove_hop_by_hop(&mut h);
+        assert!(!h.contains_key("te"));
     }
 
     #[test]

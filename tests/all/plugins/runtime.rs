@@ -108,6 +108,7 @@ pub fn plugin(name: &str, config: Value) -> PluginRef {
         config_json: config.to_string(),
         calls: Vec::new(),
         cache: None,
+        files: Default::default(),
     }
 }
 
