@@ -1,9 +1,6 @@
 //! gRPC end to end: the grpc-transcode plugin (REST/JSON → unary gRPC over h2c → JSON) and
 //! plain gRPC passthrough (trailers included), in front of a real tonic server on 127.0.0.1.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use bytes::Bytes;
 use gatehouse::gateway::RunningGateway;
 use grpc_greeter::pb::greeter_client::GreeterClient;
@@ -16,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::info;
 
-use crate::plugins::guests;
+use crate::plugins::guests::{self, TempDir};
 use crate::shipped_plugins::kit::{toml_inline, url};
 use crate::support::{self, send};
 
@@ -59,45 +56,35 @@ async fn silent_port() -> std::net::SocketAddr {
 }
 
 /// A plugins directory with the grpc-transcode plugin and the greeter's descriptor set.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "gatehouse-grpc-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        // A leftover from an earlier run with the same pid is stale; start clean.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("plugins dir");
-        std::fs::copy(
-            guests::path("grpc-transcode"),
-            dir.join("grpc-transcode.wasm"),
-        )
-        .expect("copy the built grpc-transcode plugin");
-        std::fs::write(dir.join("greeter.pb"), grpc_greeter::DESCRIPTOR_SET)
-            .expect("write the descriptor set");
-        Dir(dir)
-    }
+fn plugins_dir() -> TempDir {
+    let dir = TempDir::new("grpc");
+    std::fs::copy(
+        guests::path("grpc-transcode"),
+        dir.join("grpc-transcode.wasm"),
+    )
+    .expect("copy the built grpc-transcode plugin");
+    std::fs::write(dir.join("greeter.pb"), grpc_greeter::DESCRIPTOR_SET)
+        .expect("write the descriptor set");
+    dir
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        // Best effort: a leftover temp dir is harmless.
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Asserts a JSON error answer: the status, the `error` code, and a `message` with `needle`.
+fn assert_error(got: &support::Got, status: u16, error: &str, needle: &str) {
+    assert_eq!(got.status, status, "{}", got.text());
+    let doc = got.json();
+    assert_eq!(doc["error"], error, "{doc}");
+    let message = doc["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
 
 /// A gateway with `/hello` transcoded to `helloworld.Greeter/SayHello` on `backend`, a route
 /// with a method the descriptor set lacks, and gRPC passthrough for `/helloworld.Greeter/*`.
-async fn gateway(dir: &Dir, backend: std::net::SocketAddr) -> RunningGateway {
+async fn gateway(dir: &TempDir, backend: std::net::SocketAddr) -> RunningGateway {
     gateway_with(dir, backend, "").await
 }
 
 /// [`gateway`] with extra top-level TOML (e.g. `[limits]`).
-async fn gateway_with(dir: &Dir, backend: std::net::SocketAddr, extra: &str) -> RunningGateway {
+async fn gateway_with(dir: &TempDir, backend: std::net::SocketAddr, extra: &str) -> RunningGateway {
     let cache = guests::workspace().join("target/guests/artifact-cache");
     let pb = dir.0.join("greeter.pb");
     let entry = |method: &str| {
@@ -160,7 +147,7 @@ async fn post(gw: &RunningGateway, path: &str, body: &'static str) -> support::G
 #[tokio::test]
 async fn grpc_transcode_json_to_grpc_and_back() {
     let backend = greeter().await;
-    let dir = Dir::new();
+    let dir = plugins_dir();
     let gw = gateway(&dir, backend.addr).await;
 
     info!("JSON body → SayHello → JSON reply (int64 as a string, per proto3 JSON)");
@@ -182,7 +169,7 @@ async fn grpc_transcode_json_to_grpc_and_back() {
 #[tokio::test]
 async fn grpc_transcode_maps_grpc_status_to_http() {
     let backend = greeter().await;
-    let dir = Dir::new();
+    let dir = plugins_dir();
     let gw = gateway(&dir, backend.addr).await;
 
     let cases = [
@@ -225,62 +212,35 @@ async fn grpc_transcode_maps_grpc_status_to_http() {
 #[tokio::test]
 async fn grpc_transcode_refuses_bad_json_and_names_config_mistakes() {
     let backend = greeter().await;
-    let dir = Dir::new();
+    let dir = plugins_dir();
     let gw = gateway(&dir, backend.addr).await;
 
     info!("malformed JSON: 400 with the parser's reason");
     let got = post(&gw, "/hello", r#"{"name": "#).await;
-    assert_eq!(got.status, 400, "{}", got.text());
-    let doc = got.json();
-    assert_eq!(doc["error"], "bad_request");
-    assert!(
-        doc["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("not valid JSON")),
-        "{doc}"
-    );
+    assert_error(&got, 400, "bad_request", "not valid JSON");
 
     info!("JSON that does not fit the input message: 400 naming the message");
     let got = post(&gw, "/hello", r#"{"times":"many"}"#).await;
-    assert_eq!(got.status, 400, "{}", got.text());
-    assert!(got.json()["message"]
-        .as_str()
-        .is_some_and(|m| m.contains("helloworld.HelloRequest")));
+    assert_error(&got, 400, "bad_request", "helloworld.HelloRequest");
 
     info!("a method the descriptor set lacks: 500 naming it");
     let got = post(&gw, "/wave", r#"{"name":"ada"}"#).await;
-    assert_eq!(got.status, 500, "{}", got.text());
-    let doc = got.json();
-    assert_eq!(doc["error"], "plugin_misconfigured");
-    assert!(
-        doc["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("has no method \"Wave\"")),
-        "{doc}"
-    );
+    assert_error(&got, 500, "plugin_misconfigured", "has no method \"Wave\"");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn grpc_transcode_backend_down_is_a_json_502() {
-    let dir = Dir::new();
+    let dir = plugins_dir();
     let gw = gateway(&dir, closed_port().await).await;
     let got = post(&gw, "/hello", r#"{"name":"ada"}"#).await;
-    assert_eq!(got.status, 502, "{}", got.text());
-    let doc = got.json();
-    assert_eq!(doc["error"], "upstream_failed", "{doc}");
-    assert!(
-        doc["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("greeter")),
-        "{doc}"
-    );
+    assert_error(&got, 502, "upstream_failed", "greeter");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn grpc_transcode_backend_silent_is_a_json_504() {
-    let dir = Dir::new();
+    let dir = plugins_dir();
     let gw = gateway_with(
         &dir,
         silent_port().await,
@@ -288,15 +248,14 @@ async fn grpc_transcode_backend_silent_is_a_json_504() {
     )
     .await;
     let got = post(&gw, "/hello", r#"{"name":"ada"}"#).await;
-    assert_eq!(got.status, 504, "{}", got.text());
-    assert_eq!(got.json()["error"], "upstream_timeout");
+    assert_error(&got, 504, "upstream_timeout", "in time");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn grpc_passthrough_keeps_trailers() {
     let backend = greeter().await;
-    let dir = Dir::new();
+    let dir = plugins_dir();
     let gw = gateway(&dir, backend.addr).await;
 
     info!("a tonic client through the gateway: OK, and an error status");
