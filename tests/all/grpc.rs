@@ -77,8 +77,9 @@ fn assert_error(got: &support::Got, status: u16, error: &str, needle: &str) {
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
 
-/// A gateway with `/hello` transcoded to `helloworld.Greeter/SayHello` on `backend`, a route
-/// with a method the descriptor set lacks, and gRPC passthrough for `/helloworld.Greeter/*`.
+/// A gateway with `/hello` transcoded to `helloworld.Greeter/SayHello` on `backend`, routes
+/// with a method the descriptor set lacks (`/wave`) and with no file granted (`/no-file`),
+/// and gRPC passthrough for `/helloworld.Greeter/*`.
 async fn gateway(dir: &TempDir, backend: std::net::SocketAddr) -> RunningGateway {
     gateway_with(dir, backend, "").await
 }
@@ -120,6 +121,12 @@ match = {{ path = "/wave" }}
 plugins = [{wave}]
 
 [[routes]]
+name = "no-file"
+service = "greeter"
+match = {{ path = "/no-file" }}
+plugins = [{{ name = "grpc-transcode", config = {no_file}, calls = ["greeter"] }}]
+
+[[routes]]
 name = "grpc"
 service = "greeter"
 match = {{ prefix = "/helloworld.Greeter" }}
@@ -128,6 +135,8 @@ match = {{ prefix = "/helloworld.Greeter" }}
         cache = toml_inline(&json!(cache.display().to_string())),
         hello = entry("helloworld.Greeter/SayHello"),
         wave = entry("helloworld.Greeter/Wave"),
+        no_file =
+            toml_inline(&json!({ "service": "greeter", "method": "helloworld.Greeter/SayHello" })),
     ))
     .await
 }
@@ -226,6 +235,15 @@ async fn grpc_transcode_refuses_bad_json_and_names_config_mistakes() {
     info!("a method the descriptor set lacks: 500 naming it");
     let got = post(&gw, "/wave", r#"{"name":"ada"}"#).await;
     assert_error(&got, 500, "plugin_misconfigured", "has no method \"Wave\"");
+
+    info!("no descriptor file granted: context.file gives none, 500 saying how to grant it");
+    let got = post(&gw, "/no-file", r#"{"name":"ada"}"#).await;
+    assert_error(
+        &got,
+        500,
+        "plugin_misconfigured",
+        "no file granted as \"descriptors\"",
+    );
     gw.shutdown().await;
 }
 
