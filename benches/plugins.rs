@@ -38,6 +38,7 @@ fn plugin(name: &str, config: serde_json::Value) -> PluginRef {
         calls: Vec::new(),
         cache: None,
         reuse_instances: false,
+        files: Default::default(),
     }
 }
 

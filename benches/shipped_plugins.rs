@@ -124,6 +124,7 @@ async fn request_phase(
             calls: Vec::new(),
             cache: None,
             reuse_instances: false,
+            files: Default::default(),
         }],
         OnError::FailClosed,
     );

@@ -38,8 +38,9 @@
 //! [`Plugin::on_request`] (continue, or answer now), [`Plugin::on_response`] (edit the upstream
 //! response), [`Plugin::on_failure`] (return a fallback when the upstream failed).
 //! Host services are plain blocking calls: [`services::call`] and [`services::call_batch`]
-//! (run concurrently by the host), [`cache`], [`log`], [`config_json`] and the request
-//! metadata in [`context`].
+//! (run concurrently by the host; responses carry headers, body and trailers), [`cache`],
+//! [`log`], [`config_json`], granted data files in [`files`] and the request metadata in
+//! [`context`].
 #![deny(missing_docs)]
 
 extern crate self as gatehouse_sdk;
@@ -77,6 +78,15 @@ pub mod services {
         call, call_batch, CallError, ServiceRequest, ServiceResponse,
     };
 
+    /// The first value of header `name` (case-insensitive) in a header list such as
+    /// [`ServiceResponse::headers`] or [`ServiceResponse::trailers`].
+    pub fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// A `GET` request for `path_with_query` with no headers and no body.
     pub fn get(path_with_query: &str) -> ServiceRequest {
         ServiceRequest {
@@ -85,6 +95,18 @@ pub mod services {
             headers: Vec::new(),
             body: Vec::new(),
         }
+    }
+}
+
+/// Read-only data files granted to the plugin in the route config (`files = { name = "path" }`).
+///
+/// Plugins have no filesystem; the host reads granted files when the config loads and hands
+/// them over on request (e.g. a protobuf descriptor set).
+pub mod files {
+    /// The contents of the file granted under `name`, or `None` if no file is granted under
+    /// that name. Each call copies the file into the plugin's memory; call it once.
+    pub fn get(name: &str) -> Option<Vec<u8>> {
+        crate::bindings::gatehouse::plugin::context::file(name)
     }
 }
 
@@ -97,7 +119,7 @@ pub mod cache {
 /// Everything a typical plugin needs, for `use gatehouse_sdk::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        cache, config, config_json, context, export_plugin, json_response, log, services,
+        cache, config, config_json, context, export_plugin, files, json_response, log, services,
         text_response, Decision, FullResponse, HeadersExt, Plugin, Request, Response,
         UpstreamFailure,
     };

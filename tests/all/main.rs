@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config_errors;
 mod discovery;
+mod grpc;
 mod plugins;
 mod proxy;
 mod shipped_plugins;

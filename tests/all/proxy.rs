@@ -203,8 +203,17 @@ service = "h1"
         ":authority becomes Host"
     );
 
-    let got = get(&format!("http://{}/h2/x", gw.public_addr), &[]).await;
+    let got = get(
+        &format!("http://{}/h2/x", gw.public_addr),
+        &[("te", "trailers")],
+    )
+    .await;
     assert_eq!(got.json()["version"], "HTTP/2.0", "h1 client, h2c upstream");
+    assert_eq!(
+        got.json()["headers"]["te"],
+        "trailers",
+        "te: trailers reaches an h2c upstream (gRPC needs it)"
+    );
     gw.shutdown().await;
 }
 

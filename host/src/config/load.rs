@@ -18,7 +18,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     load_str(&text, &file)
 }
 
-/// Parses and validates configuration text; `file` names it in errors.
+/// Parses and validates configuration text; `file` names it in errors, and relative paths in
+/// it (plugin `files`) resolve against `file`'s directory (the working directory for a bare
+/// name such as `<embedded default>`).
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let raw = parse(text, file)?;
     validate::validate(raw, text, file)

@@ -1,10 +1,11 @@
 //! Plugin configuration: the `[plugins]` table, and each route's `plugins = [...]` chain and
 //! `on_error`. Raw serde types, validated types, and their validation.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -53,6 +54,24 @@ pub struct RawRoutePlugin {
     /// faster, but state a plugin keeps in memory survives into later requests. Default false.
     #[serde(default)]
     pub reuse_instances: bool,
+    /// Read-only data files the plugin may read, by grant name: `{ descriptors = "x.pb" }`.
+    /// Paths are relative to the config file's directory. Default: none.
+    #[serde(default)]
+    pub files: BTreeMap<String, Spanned<String>>,
+}
+
+/// The largest data file a plugin may be granted. Files are held in memory for the life of
+/// the config and copied into the plugin on each read, so they are meant to be small.
+pub const PLUGIN_FILE_MAX_BYTES: u64 = 4 << 20;
+
+/// A data file granted to a plugin, read when the config was loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its contents (not shown in `/admin/config`).
+    #[serde(skip)]
+    pub bytes: Bytes,
 }
 
 /// The validated `[plugins]` table.
@@ -78,6 +97,8 @@ pub struct RoutePlugin {
     pub calls: Vec<String>,
     pub cache: Option<String>,
     pub reuse_instances: bool,
+    /// Granted data files by name.
+    pub files: BTreeMap<String, PluginFile>,
 }
 
 /// What a plugin failure does to a request.
@@ -197,11 +218,32 @@ fn is_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Validate one route's `plugins = [...]`.
+/// Read one granted data file (`base` is the config file's directory).
+fn read_file(base: &Path, written: &str) -> Result<PluginFile, String> {
+    let path = base.join(written);
+    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {written:?}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{written:?} is not a file"));
+    }
+    if meta.len() > PLUGIN_FILE_MAX_BYTES {
+        return Err(format!(
+            "{written:?} is {} bytes; granted files may be at most {PLUGIN_FILE_MAX_BYTES}",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {written:?}: {e}"))?;
+    Ok(PluginFile {
+        path,
+        bytes: Bytes::from(bytes),
+    })
+}
+
+/// Validate one route's `plugins = [...]`; `base` is the directory `files` paths are relative to.
 pub(super) fn validate_route(
     r: &RawRoute,
     at: &str,
     services: &BTreeSet<&str>,
+    base: &Path,
     text: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<RoutePlugin> {
@@ -239,12 +281,35 @@ pub(super) fn validate_route(
                 );
             }
         }
+        let mut files = BTreeMap::new();
+        for (grant, path) in &p.files {
+            let field = format!("{here}.files.{grant}");
+            if !is_name(grant) {
+                problem(
+                    text,
+                    problems,
+                    path.span(),
+                    field,
+                    format!(
+                        "{grant:?} is not a file grant name; use ASCII letters, digits, '-', '_'"
+                    ),
+                );
+                continue;
+            }
+            match read_file(base, path.get_ref()) {
+                Ok(file) => {
+                    files.insert(grant.clone(), file);
+                }
+                Err(message) => problem(text, problems, path.span(), field, message),
+            }
+        }
         out.push(RoutePlugin {
             name: name.clone(),
             config: serde_json::to_value(&p.config).unwrap_or_else(|_| serde_json::json!({})),
             calls: p.calls.iter().map(|c| c.get_ref().clone()).collect(),
             cache: p.cache.as_ref().map(|c| c.get_ref().clone()),
             reuse_instances: p.reuse_instances,
+            files,
         });
     }
     out
@@ -276,5 +341,26 @@ pub(super) fn on_error(
             );
             OnErrorConfig::FailClosed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn granted_files_are_read_relative_to_the_config_and_capped() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("small.pb"), b"abc").expect("write small file");
+        let big = vec![0u8; PLUGIN_FILE_MAX_BYTES as usize + 1];
+        std::fs::write(dir.join("big.pb"), big).expect("write big file");
+        let file = read_file(&dir, "small.pb").expect("small file is granted");
+        assert_eq!(&file.bytes[..], b"abc");
+        let err = read_file(&dir, "big.pb").expect_err("big file is refused");
+        assert!(err.contains("at most 4194304"), "{err}");
+        let err = read_file(&dir, ".").expect_err("a directory is refused");
+        assert!(err.contains("not a file"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir); // best effort: it is a temp dir
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
@@ -26,6 +27,8 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// Collects problems while walking the raw config.
 pub(super) struct Validator<'a> {
     text: &'a str,
+    /// The config file's directory: relative paths in it (plugin `files`) resolve here.
+    base: &'a Path,
     problems: Vec<Problem>,
 }
 
@@ -114,6 +117,7 @@ impl Validator<'_> {
 pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigError> {
     let mut v = Validator {
         text,
+        base: Path::new(file).parent().unwrap_or(Path::new("")),
         problems: Vec::new(),
     };
 
@@ -369,7 +373,7 @@ fn validate_routes(
             strip_prefix: r.strip_prefix,
             rewrite: r.rewrite.as_ref().map(|s| s.get_ref().clone()),
             timeout: v.duration(&r.timeout, &format!("{at}.timeout"), default_timeout),
-            plugins: super::plugins::validate_route(r, &at, known, v.text, &mut v.problems),
+            plugins: super::plugins::validate_route(r, &at, known, v.base, v.text, &mut v.problems),
             on_error: super::plugins::on_error(r, &at, v.text, &mut v.problems),
         });
     }

@@ -106,6 +106,12 @@ impl GatewayPlugins {
                             calls: p.calls.clone(),
                             cache: p.cache.clone(),
                             reuse_instances: p.reuse_instances,
+                            files: Arc::new(
+                                p.files
+                                    .iter()
+                                    .map(|(k, f)| (k.clone(), f.bytes.clone()))
+                                    .collect(),
+                            ),
                         })
                     })
                     .collect();

@@ -1,10 +1,12 @@
 //! The plugin subsystem as the gateway holds it: engine, loader, registry, watcher, shared
 //! cache, and the factory for per-route chains.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::chain::{OnError, PluginChain};
 use super::reload::loader::Loader;
@@ -56,6 +58,8 @@ pub struct PluginRef {
     pub cache: Option<String>,
     /// Keep instances between requests (see [`IdleInstances`]) instead of a fresh one each.
     pub reuse_instances: bool,
+    /// Its granted data files, by grant name.
+    pub files: Arc<HashMap<String, Bytes>>,
 }
 
 /// Why the plugin subsystem could not start.
@@ -133,6 +137,7 @@ impl PluginManager {
                     grants: Grants {
                         services: p.calls.iter().cloned().collect::<HashSet<_>>(),
                         cache_namespace: p.cache.clone(),
+                        files: p.files.clone(),
                     },
                     services: self.services.clone(),
                     cache: self.cache.clone(),

@@ -27,7 +27,12 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     PROXY_AUTHENTICATE,
 ];
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Where `TE` sits in [`HOP_BY_HOP`].
+const TE_INDEX: usize = 3;
+
+/// Removes hop-by-hop headers, including any the `Connection` header names, but keeps
+/// `te: trailers`: gRPC needs it end to end, and HTTP/2 allows exactly that value (RFC 9113
+/// §8.2.2), so dropping it would break gRPC passthrough to h2c upstreams.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Runs twice per request, so it avoids allocating: one pass over the names (standard
     // names compare as enums) marks which hop-by-hop headers are present, and only those are
@@ -41,6 +46,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
+    let wants_trailers = present & (1 << TE_INDEX) != 0 && accepts_trailers(headers);
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -58,6 +64,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
+    if wants_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// Whether a `Connection` token names a header that is removed anyway.
@@ -65,6 +74,22 @@ fn is_hop_by_hop_token(token: &str) -> bool {
     HOP_BY_HOP
         .iter()
         .any(|h| h.as_str().eq_ignore_ascii_case(token))
+}
+
+/// Whether a `TE` header lists `trailers` (other codings are per connection and dropped).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
@@ -154,6 +179,24 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn te_trailers_survives_other_codings_do_not() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("te"));
+        h.insert("te", HeaderValue::from_static("gzip, trailers"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip"));
+        remove_hop_by_hop(&mut h);
+        assert!(!h.contains_key("te"));
+    }
+
+    #[test]
+    fn te_index_points_at_te() {
+        assert_eq!(HOP_BY_HOP[TE_INDEX], TE);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub fn workspace() -> PathBuf {
 }
 
 /// Every guest crate under plugins/: the runtime's test guests and the shipped plugins.
-const GUESTS: [&str; 7] = [
+const GUESTS: [&str; 8] = [
     "noop",
     "header-rewrite",
     "test-kit",
@@ -22,6 +22,7 @@ const GUESTS: [&str; 7] = [
     "api-key",
     "aggregate",
     "fallback",
+    "grpc-transcode",
 ];
 
 /// Build every guest crate for wasm32-wasip2 (once per process, in one cargo call, shared by

@@ -109,6 +109,7 @@ pub fn plugin(name: &str, config: Value) -> PluginRef {
         calls: Vec::new(),
         cache: None,
         reuse_instances: false,
+        files: Default::default(),
     }
 }
 

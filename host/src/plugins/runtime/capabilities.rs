@@ -1,9 +1,10 @@
 //! What a plugin may reach: the services it may call, its cache namespace, its config, and
 //! the host handles behind them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::cache::PluginCache;
@@ -57,6 +58,9 @@ pub struct Grants {
     pub services: HashSet<String>,
     /// The plugin's cache namespace (`cache = "ns"`); `None` means no cache access.
     pub cache_namespace: Option<String>,
+    /// Read-only data files by grant name (`files = { name = "path" }`), read at config load.
+    /// Shared by every instance of the plugin on this route; empty means none.
+    pub files: Arc<HashMap<String, Bytes>>,
 }
 
 /// Everything fixed for one plugin on one route: shared by all its per-request instances.

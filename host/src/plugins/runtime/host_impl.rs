@@ -400,8 +400,8 @@ async fn call_one(
             ServiceCallError::Failed(m) => services::CallError::Failed(m),
         })?;
     let (parts, body) = resp.into_parts();
-    let body = match collect_capped(body, body_cap).await {
-        Ok(Some(b)) => b,
+    let collected = match collect_capped(body, body_cap).await {
+        Ok(Some(c)) => c,
         Ok(None) => return Err(services::CallError::TooLarge),
         Err(e) => {
             return Err(services::CallError::Failed(format!(
@@ -411,13 +411,16 @@ async fn call_one(
     };
     Ok(services::ServiceResponse {
         status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect(),
-        body: body.to_vec(),
+        headers: header_list(&parts.headers),
+        body: collected.body.to_vec(),
+        trailers: header_list(&collected.trailers),
     })
+}
+
+fn header_list(map: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+    map.iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 impl services::Host for PluginCtx {
@@ -505,6 +508,9 @@ impl context::Host for PluginCtx {
     }
     async fn request_id(&mut self) -> Result<String> {
         Ok(self.meta.request_id.clone())
+    }
+    async fn file(&mut self, name: String) -> Result<Option<Vec<u8>>> {
+        Ok(self.env.grants.files.get(&name).map(|b| b.to_vec()))
     }
     async fn log(&mut self, level: context::Level, message: String) -> Result<()> {
         let plugin = self.env.name.as_str();

@@ -134,20 +134,37 @@ fn prepend(chunks: Vec<Bytes>, rest: Body) -> Body {
     BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream))
 }
 
-/// Read a whole body, failing with `Ok(None)` past `cap` bytes.
-pub async fn collect_capped(mut body: Body, cap: usize) -> Result<Option<Bytes>, BoxError> {
+/// A whole body read by [`collect_capped`], with its trailers (empty if none were sent).
+pub struct Collected {
+    pub body: Bytes,
+    pub trailers: HeaderMap,
+}
+
+/// Read a whole body and its trailers, failing with `Ok(None)` past `cap` bytes.
+pub async fn collect_capped(mut body: Body, cap: usize) -> Result<Option<Collected>, BoxError> {
     let mut chunks = Vec::new();
     let mut total = 0usize;
+    let mut trailers = HeaderMap::new();
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            total += data.len();
-            if total > cap {
-                return Ok(None);
+        match frame?.into_data() {
+            Ok(data) => {
+                total += data.len();
+                if total > cap {
+                    return Ok(None);
+                }
+                chunks.push(data);
             }
-            chunks.push(data);
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.extend(t);
+                }
+            }
         }
     }
-    Ok(Some(concat(chunks, total)))
+    Ok(Some(Collected {
+        body: concat(chunks, total),
+        trailers,
+    }))
 }
 
 /// A body from bytes.
@@ -157,7 +174,7 @@ pub fn full(bytes: Bytes) -> Body {
         .boxed_unsync()
 }
 
-/// Headers the host manages itself; plugins may not set them.
+/// Headers the host manages itself; plugins may not set them (but see [`header_pair`]).
 fn is_forbidden(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -174,7 +191,10 @@ fn is_forbidden(name: &HeaderName) -> bool {
 
 fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), HeaderError> {
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::InvalidName)?;
-    if is_forbidden(&name) {
+    // `te: trailers` is the one hop-by-hop value that is end to end: gRPC requires it, and the
+    // proxy keeps it too (`proxy::headers::remove_hop_by_hop`).
+    let te_trailers = name == http::header::TE && value.eq_ignore_ascii_case(b"trailers");
+    if is_forbidden(&name) && !te_trailers {
         return Err(HeaderError::Forbidden);
     }
     let value = HeaderValue::from_bytes(value).map_err(|_| HeaderError::InvalidValue)?;
@@ -394,6 +414,11 @@ mod tests {
             headers::set(&mut map, "Connection", b"close"),
             Err(HeaderError::Forbidden)
         );
+        assert_eq!(
+            headers::set(&mut map, "te", b"gzip"),
+            Err(HeaderError::Forbidden)
+        );
+        assert_eq!(headers::set(&mut map, "TE", b"trailers"), Ok(()));
         assert_eq!(headers::set(&mut map, "X-A", b"1"), Ok(()));
         assert_eq!(headers::get(&map, "x-a"), Some(b"1".to_vec()));
     }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by valgrind's callgrind: a figure that
+# stays put when other work shares the machine (wall-clock throughput does not).
+#   wrk (10 connections) → gatehouse (one worker, under callgrind) → nginx origin (64-byte body)
+# Counts only the measured window (after a warm-up) and divides by the requests the gateway's
+# own metrics say it answered in that window. Pass a second binary to compare two builds.
+#
+# Usage: benches/proxy-instructions.sh [gatehouse-binary [other-binary]]
+# Needs: apt-get install -y nginx wrk valgrind; builds gatehouse in release mode by default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in wrk nginx valgrind callgrind_control; do
+  command -v "$tool" >/dev/null || { echo "needs: apt-get install -y nginx wrk valgrind" >&2; exit 1; }
+done
+if [ $# -eq 0 ]; then
+  cargo build --release -p gatehouse --quiet
+  set -- "${CARGO_TARGET_DIR:-target}/release/gatehouse"
+fi
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+ORIGIN=127.0.0.1:18181; PUBLIC=127.0.0.1:18180; ADMIN=127.0.0.1:18191
+BODY=$(printf 'x%.0s' $(seq 1 64))
+cat > "$WORK/origin.conf" <<CONF
+worker_processes 1;
+pid $WORK/origin.pid;
+error_log $WORK/origin.error.log;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen $ORIGIN; location / { return 200 '$BODY'; } } }
+CONF
+cat > "$WORK/gatehouse.toml" <<CONF
+[listen]
+public = "$PUBLIC"
+admin = "$ADMIN"
+[log]
+level = "warn"
+[[services]]
+name = "origin"
+endpoints = ["$ORIGIN"]
+[[routes]]
+name = "all"
+service = "origin"
+CONF
+nginx -c "$WORK/origin.conf" -p "$WORK"
+
+answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }
+
+measure() { # $1 = binary → "instructions-per-request requests"
+  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$WORK/cg.%p" "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.5; done
+  callgrind_control -i on "$pid" >/dev/null
+  wrk -t1 -c10 -d3s "http://$PUBLIC/" >/dev/null      # warm-up: pools, caches
+  callgrind_control -z "$pid" >/dev/null
+  local before; before=$(answered)
+  wrk -t1 -c10 -d10s "http://$PUBLIC/" >/dev/null
+  local after; after=$(answered)
+  callgrind_control -d "$pid" >/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local total
+  total=$(callgrind_annotate "$WORK"/cg."$pid".1 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  rm -f "$WORK"/cg.*
+  echo "$((total / (after - before))) $((after - before))"
+}
+
+for bin in "$@"; do
+  read -r per_request requests < <(measure "$bin")
+  printf '%-50s %8d instructions/request (%d requests)\n' "$bin" "$per_request" "$requests"
+done
