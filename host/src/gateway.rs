@@ -12,8 +12,10 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::discovery::registry::Registry;
+use crate::plugins::gateway::GatewayPlugins;
 use crate::proxy::pipeline::Pipeline;
 use crate::proxy::server;
+use crate::reload::Reloader;
 use crate::routing::RouteError;
 use crate::state::Snapshot;
 use crate::telemetry::Metrics;
@@ -41,6 +43,8 @@ pub struct RunningGateway {
     /// The built-in service registry (its REST API is on the admin listener).
     pub registry: Arc<Registry>,
     pub state: Arc<ArcSwap<Snapshot>>,
+    /// Applies a new config (SIGHUP, `POST /admin/reload`, or directly).
+    pub reloader: Arc<Reloader>,
     ready: Arc<Readiness>,
     stop: watch::Sender<bool>,
     public: JoinHandle<usize>,
@@ -75,13 +79,27 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     // The registry outlives config snapshots: instances stay registered across reloads.
     let registry = Registry::new(config.registry.clone());
     registry.spawn_evictions();
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, &registry)?));
+    // Plugins' service calls read the state, so it exists (serving nothing) before the plugin
+    // runtime starts; the first real snapshot then carries the routes' chains.
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::starting(Arc::new(
+        config.clone(),
+    ))?));
+    let plugins = GatewayPlugins::start(&config, &state).await?;
+    state.store(Arc::new(Snapshot::build(
+        config,
+        &registry,
+        plugins.as_deref(),
+    )?));
+    let reloader = Arc::new(Reloader::new(
+        state.clone(),
+        registry.clone(),
+        plugins.clone(),
+    ));
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);
 
-    let plugins = crate::plugins::gateway::GatewayPlugins::start(&state).await?;
     let metrics = Arc::new(Metrics::default());
-    let pipeline = Pipeline::new(state.clone(), metrics.clone()).with_plugins(plugins.clone());
+    let pipeline = Pipeline::new(state.clone(), metrics.clone());
     let public = tokio::spawn({
         let (limits, stopped) = (limits.clone(), stopped.clone());
         async move {
@@ -95,6 +113,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         metrics,
         registry: registry.clone(),
         plugins,
+        reloader: reloader.clone(),
     };
     let admin = tokio::spawn(async move {
         let handler = move |req, _peer| admin_api.clone().handle(req);
@@ -116,6 +135,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         admin_addr,
         registry,
         state,
+        reloader,
         ready,
         stop,
         public,

@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod health;
 pub mod plugins;
 pub mod proxy;
+pub mod reload;
 pub mod resilience;
 pub mod routing;
 pub mod state;

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gatehouse::config::{self, Config};
+use gatehouse::reload::Reloader;
 
 /// gatehouse: a programmable API gateway with WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -19,7 +21,9 @@ struct Cli {
 enum Command {
     /// Start the gateway. Without --config it runs the embedded default: the public listener
     /// on 127.0.0.1:8080 proxies /echo/... to a bundled echo origin on 127.0.0.1:9902, and the
-    /// admin API listens on 127.0.0.1:9901.
+    /// admin API listens on 127.0.0.1:9901. SIGHUP (or POST /admin/reload) re-reads the
+    /// config file and swaps it in whole, or keeps the running config and logs why not;
+    /// SIGINT/SIGTERM drain in-flight requests and exit.
     Run {
         /// Path to a TOML configuration file.
         #[arg(short, long, value_name = "FILE")]
@@ -63,7 +67,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let embedded = path.is_none();
     let config: Config = match &path {
         Some(p) => config::load_file(p)?,
-        None => config::load_str(config::EMBEDDED_DEFAULT, "<embedded default>")?,
+        None => config::load_str(config::EMBEDDED_DEFAULT, config::EMBEDDED_SOURCE)?,
     };
     gatehouse::telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,8 +86,11 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
                 "bundled echo origin on {addr}; try: curl -i http://127.0.0.1:8080/echo/hello"
             );
         }
+        let start_reloads = reload_on_sighup()?;
         let gateway = gatehouse::gateway::start(config).await?;
+        let reloads = start_reloads(gateway.reloader.clone());
         shutdown_signal().await;
+        reloads.abort();
         tracing::info!("shutdown signal received; draining in-flight requests");
         let report = gateway.shutdown().await;
         let _ = stop_demo.send(true); // the echo task may already be gone; nothing to do then
@@ -95,6 +102,30 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// SIGHUP re-reads the config file and applies it (or logs why not, keeping the running one).
+/// The handler is installed before the gateway starts, so an early SIGHUP never hits the
+/// default action (terminate); one that arrives before the gateway is up is applied after.
+#[cfg(unix)]
+fn reload_on_sighup() -> anyhow::Result<impl FnOnce(Arc<Reloader>) -> tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    Ok(move |reloader: Arc<Reloader>| {
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                if let Err(error) = reloader.reload_file().await {
+                    tracing::error!(%error, "config reload refused; the running config stays");
+                }
+            }
+        })
+    })
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup() -> anyhow::Result<impl FnOnce(Arc<Reloader>) -> tokio::task::JoinHandle<()>> {
+    Ok(|_reloader: Arc<Reloader>| tokio::spawn(async {}))
 }
 
 async fn shutdown_signal() {

@@ -1,30 +1,66 @@
-//! The active state: an immutable snapshot of config, routes and services behind an `ArcSwap`.
-//! Readers never lock; a reload builds a new snapshot and swaps it in whole.
+//! The active state: an immutable snapshot of config, routes, services and plugin chains
+//! behind an `ArcSwap`. Readers never lock; a reload builds a new snapshot and swaps it in
+//! whole, so a request sees one config from start to end and never a mix of two.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::discovery::registry::Registry;
+use crate::plugins::gateway::GatewayPlugins;
+use crate::plugins::PluginChain;
 use crate::routing::{RouteError, RouteTable};
 use crate::upstream::Upstreams;
 
 /// Everything a request needs, consistent with one config.
-#[derive(Debug)]
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub upstreams: Upstreams,
+    /// The plugin chain of every route that has plugins, by route name.
+    pub chains: HashMap<String, Arc<PluginChain>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("config", &self.config.source)
+            .field("routes", &self.routes.len())
+            .field("upstreams", &self.upstreams)
+            .field("chains", &self.chains.len())
+            .finish()
+    }
 }
 
 impl Snapshot {
-    /// `registry` is the process's built-in registry (it outlives snapshots).
-    pub fn build(config: Config, registry: &Arc<Registry>) -> Result<Self, RouteError> {
+    /// `registry` is the process's built-in registry (it outlives snapshots); `plugins` builds
+    /// the routes' chains (`None` when the gateway runs without plugins). Must run inside a
+    /// tokio runtime: it starts the services' discovery and health tasks, which stop when
+    /// the snapshot is dropped.
+    pub fn build(
+        config: Config,
+        registry: &Arc<Registry>,
+        plugins: Option<&GatewayPlugins>,
+    ) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
         let upstreams = Upstreams::new(&config, registry);
+        let chains = plugins.map(|p| p.chains(&config)).unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             upstreams,
+            chains,
+        })
+    }
+
+    /// A snapshot with no routes or services, serving nothing: what the state holds while
+    /// the gateway starts, before the first real snapshot.
+    pub fn starting(config: Arc<Config>) -> Result<Self, RouteError> {
+        Ok(Snapshot {
+            config,
+            routes: RouteTable::new(&[])?,
+            upstreams: Upstreams::default(),
+            chains: HashMap::new(),
         })
     }
 }

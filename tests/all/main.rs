@@ -9,6 +9,7 @@ mod discovery;
 mod grpc;
 mod plugins;
 mod proxy;
+mod reload;
 mod shipped_plugins;
 mod shutdown;
 mod streaming;

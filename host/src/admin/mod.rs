@@ -37,6 +37,8 @@ pub struct Admin {
     pub registry: Arc<crate::discovery::registry::Registry>,
     /// Loaded plugins, for `/admin/plugins`; `None` when no route uses plugins.
     pub plugins: Option<Arc<crate::plugins::gateway::GatewayPlugins>>,
+    /// `POST /admin/reload`.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 impl Admin {
@@ -83,6 +85,27 @@ impl Admin {
             (&Method::GET, "/admin/plugins") => json(
                 StatusCode::OK,
                 &crate::plugins::gateway::GatewayPlugins::admin_status(self.plugins.as_deref()),
+            ),
+            (&Method::POST, "/admin/reload") => match self.reloader.reload_file().await {
+                Ok(summary) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "status": "reloaded", "config": summary }),
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "config reload refused");
+                    let status = if error.is_bad_config() {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        StatusCode::CONFLICT
+                    };
+                    json_error(status, "reload_refused", &error.to_string(), &request_id)
+                }
+            },
+            (_, "/admin/reload") => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{} is not allowed on {path}; use POST", req.method()),
+                &request_id,
             ),
             (&Method::GET, "/metrics") => {
                 let mut response = Response::new(body::full(self.metrics.encode()));

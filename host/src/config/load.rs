@@ -8,6 +8,9 @@ use super::{validate, Config, ConfigError};
 /// The configuration `gatehouse run` uses when given no `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
+/// The `source` of a config loaded from [`EMBEDDED_DEFAULT`].
+pub const EMBEDDED_SOURCE: &str = "<embedded default>";
+
 /// Reads, parses and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
@@ -69,7 +72,7 @@ mod tests {
 
     #[test]
     fn embedded_default_is_valid() {
-        let config = load_str(EMBEDDED_DEFAULT, "<embedded default>").expect("default config");
+        let config = load_str(EMBEDDED_DEFAULT, EMBEDDED_SOURCE).expect("default config");
         assert!(!config.routes.is_empty());
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use serde::{Serialize, Serializer};
 
-pub use load::{load_file, load_str, EMBEDDED_DEFAULT};
+pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
 pub use policy::{DiscoveryConfig, ServicePolicy};
 
 /// The validated configuration.

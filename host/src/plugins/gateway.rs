@@ -43,10 +43,9 @@ impl ServiceCaller for UpstreamCaller {
     }
 }
 
-/// The gateway's plugins: the manager and the chain of every route that has one.
+/// The gateway's plugins: the manager, which builds each route's chain for a snapshot.
 pub struct GatewayPlugins {
     manager: PluginManager,
-    chains: ArcSwap<HashMap<String, Arc<PluginChain>>>,
 }
 
 /// Turn the `[plugins]` config into runtime settings.
@@ -68,28 +67,26 @@ pub fn settings(config: &Config) -> PluginSettings {
 }
 
 impl GatewayPlugins {
-    /// Start the plugin subsystem if any route has plugins; `None` otherwise (no engine, no
-    /// watcher: a gateway without plugins pays nothing for them).
-    pub async fn start(state: &Arc<ArcSwap<Snapshot>>) -> Result<Option<Arc<Self>>, PluginsError> {
-        let config = state.load_full().config.clone();
+    /// Start the plugin subsystem if any route of `config` has plugins; `None` otherwise (no
+    /// engine, no watcher: a gateway without plugins pays nothing for them). Plugins' service
+    /// calls go through whatever snapshot `state` holds at the time of the call.
+    pub async fn start(
+        config: &Config,
+        state: &Arc<ArcSwap<Snapshot>>,
+    ) -> Result<Option<Arc<Self>>, PluginsError> {
         if config.routes.iter().all(|r| r.plugins.is_empty()) {
             return Ok(None);
         }
         let caller = Arc::new(UpstreamCaller {
             state: state.clone(),
         });
-        let manager = PluginManager::start(settings(&config), caller).await?;
-        let plugins = GatewayPlugins {
-            chains: ArcSwap::from_pointee(HashMap::new()),
-            manager,
-        };
-        plugins.rebuild(&config);
-        Ok(Some(Arc::new(plugins)))
+        let manager = PluginManager::start(settings(config), caller).await?;
+        Ok(Some(Arc::new(GatewayPlugins { manager })))
     }
 
-    /// Build every route's chain from `config` (call again after a config reload).
-    pub fn rebuild(&self, config: &Config) {
-        let chains = config
+    /// Every route's chain for `config`, by route name (part of each config snapshot).
+    pub fn chains(&self, config: &Config) -> HashMap<String, Arc<PluginChain>> {
+        config
             .routes
             .iter()
             .filter(|r| !r.plugins.is_empty())
@@ -122,13 +119,7 @@ impl GatewayPlugins {
                 let chain = self.manager.chain(&r.name.0, &refs, on_error);
                 (r.name.0.clone(), chain)
             })
-            .collect();
-        self.chains.store(Arc::new(chains));
-    }
-
-    /// The chain of `route`, if it has plugins.
-    pub fn chain(&self, route: &str) -> Option<Arc<PluginChain>> {
-        self.chains.load().get(route).cloned()
+            .collect()
     }
 
     /// The plugin manager.

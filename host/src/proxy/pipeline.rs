@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use super::body::{self, Body};
 use super::headers;
 use crate::error::ProxyError;
-use crate::plugins::gateway::GatewayPlugins;
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::routing::Matched;
 use crate::state::Snapshot;
@@ -24,23 +23,11 @@ use crate::telemetry::{AccessLog, Metrics};
 pub struct Pipeline {
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
-    plugins: Option<Arc<GatewayPlugins>>,
 }
 
 impl Pipeline {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Pipeline {
-            state,
-            metrics,
-            plugins: None,
-        }
-    }
-
-    /// Run routes' plugin chains (request phase before the upstream, response or failure
-    /// phase after it).
-    pub fn with_plugins(mut self, plugins: Option<Arc<GatewayPlugins>>) -> Self {
-        self.plugins = plugins;
-        self
+        Pipeline { state, metrics }
     }
 
     /// Never fails: every error becomes a response here, and is logged once.
@@ -55,8 +42,7 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
 
-        let plugins = self.plugins.as_deref();
-        let response = match proxy(&snapshot, plugins, req, client, &request_id, &mut log).await {
+        let response = match proxy(&snapshot, req, client, &request_id, &mut log).await {
             Ok(response) => response,
             Err(error) => {
                 let route = log.route_name();
@@ -76,7 +62,6 @@ impl Pipeline {
 
 async fn proxy(
     snapshot: &Snapshot,
-    plugins: Option<&GatewayPlugins>,
     req: Request<Incoming>,
     client: SocketAddr,
     request_id: &HeaderValue,
@@ -124,14 +109,12 @@ async fn proxy(
 
     let upstream_req = Request::from_parts(parts, body::streaming(incoming));
     // Plugins: the request phase sees the request as it will go upstream and may answer it.
-    let mut chain = plugins
-        .and_then(|p| p.chain(&route.config.name.0))
-        .map(|chain| {
-            chain.start(RequestMeta {
-                client_addr: client.to_string(),
-                request_id: request_id.to_str().unwrap_or_default().to_owned(),
-            })
-        });
+    let mut chain = snapshot.chains.get(&route.config.name.0).map(|chain| {
+        chain.start(RequestMeta {
+            client_addr: client.to_string(),
+            request_id: request_id.to_str().unwrap_or_default().to_owned(),
+        })
+    });
     let upstream_req = match &mut chain {
         None => upstream_req,
         Some(run) => match run.on_request(upstream_req).await? {
