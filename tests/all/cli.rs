@@ -1,6 +1,6 @@
 //! The `gatehouse` binary: `check`, `--help`, and `run` with SIGTERM draining a request.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,36 +99,13 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
             slow.addr
         ),
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn gatehouse");
-    support::eventually(
-        "the gateway is ready",
-        Duration::from_secs(20),
-        async || {
-            support::http1()
-                .get(format!("http://{admin}/readyz").parse().expect("uri"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    let mut child = support::spawn_gatehouse(&config, admin, false).await;
 
     let in_flight = tokio::spawn(async move { get(&format!("http://{public}/x"), &[]).await });
     tokio::time::timeout(Duration::from_secs(5), arrived.notified())
         .await
         .expect("request reached the origin");
-    let pid = child.id().expect("pid").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    support::signal(&child, "-TERM");
 
     let got = in_flight.await.expect("client task");
     assert_eq!((got.status, got.text().as_str()), (200, "drained"));
@@ -152,38 +129,14 @@ async fn run_one_request(name: &str, log: &str) -> String {
             backend.addr
         ),
     );
-    let child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn gatehouse");
-    support::eventually(
-        "the gateway is ready",
-        Duration::from_secs(20),
-        async || {
-            support::http1()
-                .get(format!("http://{admin}/readyz").parse().expect("uri"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    let child = support::spawn_gatehouse(&config, admin, true).await;
     let got = get(
         &format!("http://{public}/items/7?x=1"),
         &[("x-request-id", "trace-me-1")],
     )
     .await;
     assert_eq!(got.status, 200);
-    let pid = child.id().expect("pid").to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    support::signal(&child, "-TERM");
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("gatehouse exits")

@@ -2,7 +2,6 @@
 //! services and plugin chains in whole, or refuse and keep the running config.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -140,14 +139,7 @@ async fn sighup_reloads_the_running_binary() {
     let dir = TempDir::new("reload-sighup");
     let path = dir.join("gatehouse.toml");
     std::fs::write(&path, text(&[("a", "/a", one.addr)])).expect("write config");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn gatehouse");
+    let child = support::spawn_gatehouse(&path, admin, false).await;
     let url = |p: &str| format!("http://{public}{p}");
     support::eventually(
         "the gateway serves /a",
@@ -162,12 +154,7 @@ async fn sighup_reloads_the_running_binary() {
     .await;
 
     std::fs::write(&path, text(&[("b", "/b", two.addr)])).expect("rewrite config");
-    let pid = child.id().expect("pid").to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    support::signal(&child, "-HUP");
     support::eventually(
         "/b serves after SIGHUP",
         Duration::from_secs(10),

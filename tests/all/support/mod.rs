@@ -104,3 +104,51 @@ pub async fn eventually(what: &str, deadline: Duration, mut check: impl AsyncFnM
     }
     panic!("timed out after {deadline:?} waiting for: {what}");
 }
+
+/// The built `gatehouse` binary, started with `run --config <config>` and waited for until
+/// its admin listener (`admin`) says ready. Output is captured (`wait_with_output`) when
+/// `capture` is set, discarded otherwise. The process is killed if the handle is dropped.
+pub async fn spawn_gatehouse(
+    config: &std::path::Path,
+    admin: std::net::SocketAddr,
+    capture: bool,
+) -> tokio::process::Child {
+    let output = || {
+        if capture {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        }
+    };
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(output())
+        .stderr(output())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn gatehouse");
+    eventually(
+        "the gateway is ready",
+        Duration::from_secs(20),
+        async || {
+            http1()
+                .get(format!("http://{admin}/readyz").parse().expect("uri"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    child
+}
+
+/// Sends `signal` (e.g. `-TERM`, `-HUP`) to a spawned process.
+pub fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("the process is running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill {signal} {pid}");
+}
