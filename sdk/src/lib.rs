@@ -66,7 +66,8 @@ pub use bindings::gatehouse::plugin::types::{
     BodyError, Decision, FullResponse, HeaderError, Request, Response, UpstreamFailure,
 };
 pub use helpers::{
-    config, config_json, json_response, log, text_response, ConfigError, HeadersExt,
+    config, config_json, is_header_name, json_response, log, misconfigured, query_param,
+    query_without, strip_query_param, text_response, unauthorized, ConfigError, HeadersExt,
 };
 
 /// Calling named services through the gateway (discovery, balancing, timeouts).
@@ -97,9 +98,9 @@ pub mod cache {
 /// Everything a typical plugin needs, for `use gatehouse_sdk::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        cache, config, config_json, context, export_plugin, json_response, log, services,
-        text_response, Decision, FullResponse, HeadersExt, Plugin, Request, Response,
-        UpstreamFailure,
+        cache, config, config_json, context, export_plugin, json_response, log, misconfigured,
+        services, text_response, unauthorized, Decision, FullResponse, HeadersExt, Plugin, Request,
+        Response, UpstreamFailure,
     };
     pub use serde_json::json;
 }
