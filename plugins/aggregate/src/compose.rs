@@ -35,6 +35,16 @@ pub struct PartResult<'a> {
 /// The header listing degraded parts, e.g. `price=cache, recommendations=default`.
 pub const DEGRADED_HEADER: &str = "x-gatehouse-degraded";
 
+/// Set the part's `cache_flag` key (if configured) to `cached` in its object. A body that is
+/// not an object is left as it is: adding a key would change its type, and `_degraded`
+/// still tells.
+fn flag_cached(part: &Part, mut value: Value, cached: bool) -> Value {
+    if let (Some(flag), Value::Object(map)) = (&part.cache_flag, &mut value) {
+        map.insert(flag.clone(), Value::Bool(cached));
+    }
+    value
+}
+
 /// Build the response: 200 with the composed document, or 502 when a required part failed
 /// without a cached body.
 pub fn compose(settings: &Settings, results: Vec<PartResult<'_>>) -> FullResponse {
@@ -62,7 +72,7 @@ pub fn compose(settings: &Settings, results: Vec<PartResult<'_>>) -> FullRespons
     let mut degraded = Map::new();
     for r in results {
         let value = match r.outcome {
-            Outcome::Live(v) => v,
+            Outcome::Live(v) => flag_cached(r.part, v, false),
             Outcome::Cached {
                 value,
                 age_secs,
@@ -72,7 +82,7 @@ pub fn compose(settings: &Settings, results: Vec<PartResult<'_>>) -> FullRespons
                     r.part.name.clone(),
                     json!({ "source": "cache", "age_secs": age_secs, "reason": why }),
                 );
-                value
+                flag_cached(r.part, value, true)
             }
             Outcome::Failed(why) => {
                 degraded.insert(

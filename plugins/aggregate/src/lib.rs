@@ -121,10 +121,7 @@ impl Plugin for Aggregate {
             Ok(s) => s,
             Err(e) => {
                 log::error(&format!("aggregate: {e}"));
-                return Decision::Respond(json_response(
-                    500,
-                    &json!({ "error": "plugin_misconfigured", "plugin": "aggregate", "message": e }),
-                ));
+                return Decision::Respond(misconfigured("aggregate", &e));
             }
         };
         let values = match request_values(req, &settings) {

@@ -198,3 +198,96 @@ fn compose_degraded_and_failed() {
         "optional parts are not listed"
     );
 }
+
+#[test]
+fn cache_flag_marks_the_part_object_live_or_cached() {
+    let s = settings(json!({
+        "parts": [
+            { "name": "price", "service": "price", "path": "/prices/{query.productid}",
+              "required": false, "cache_max_age_secs": 60, "cache_flag": "cached" },
+            { "name": "tags", "service": "tags", "path": "/tags",
+              "required": false, "cache_max_age_secs": 60, "cache_flag": "cached" },
+        ]
+    }));
+    assert_eq!(s.parts[0].cache_flag.as_deref(), Some("cached"));
+
+    let live = compose(
+        &s,
+        vec![
+            PartResult {
+                part: &s.parts[0],
+                // The service's own `cached` key is overwritten: the gateway knows better.
+                outcome: Outcome::Live(json!({ "amount": 9.5, "cached": true })),
+            },
+            PartResult {
+                part: &s.parts[1],
+                outcome: Outcome::Live(json!(["a"])),
+            },
+        ],
+    );
+    let doc: Value = serde_json::from_slice(&live.body).expect("json");
+    assert_eq!(doc["price"], json!({ "amount": 9.5, "cached": false }));
+    assert_eq!(
+        doc["tags"],
+        json!(["a"]),
+        "a non-object body is left as it is"
+    );
+
+    let stale = compose(
+        &s,
+        vec![
+            PartResult {
+                part: &s.parts[0],
+                outcome: Outcome::Cached {
+                    value: json!({ "amount": 9.5 }),
+                    age_secs: 12,
+                    why: "timed out".into(),
+                },
+            },
+            PartResult {
+                part: &s.parts[1],
+                outcome: Outcome::Cached {
+                    value: json!(["a"]),
+                    age_secs: 12,
+                    why: "timed out".into(),
+                },
+            },
+        ],
+    );
+    assert_eq!(stale.status, 200);
+    let doc: Value = serde_json::from_slice(&stale.body).expect("json");
+    assert_eq!(doc["price"], json!({ "amount": 9.5, "cached": true }));
+    assert_eq!(doc["tags"], json!(["a"]));
+    assert_eq!(doc["_degraded"]["price"]["source"], "cache");
+    assert_eq!(doc["_degraded"]["price"]["age_secs"], 12);
+
+    // A failed part with nothing cached gets its default untouched.
+    let failed = compose(
+        &s,
+        vec![PartResult {
+            part: &s.parts[0],
+            outcome: Outcome::Failed("timed out".into()),
+        }],
+    );
+    let doc: Value = serde_json::from_slice(&failed.body).expect("json");
+    assert_eq!(doc["price"], Value::Null);
+}
+
+#[test]
+fn cache_flag_needs_a_cache() {
+    let err =
+        |part: Value| config::parse(&json!({ "parts": [part] }).to_string()).expect_err("rejected");
+    let e = err(
+        json!({ "name": "p", "service": "s", "path": "/x", "required": false,
+                        "cache_flag": "cached" }),
+    );
+    assert!(
+        e.contains("parts[0]: `cache_flag` needs `cache_max_age_secs`"),
+        "{e}"
+    );
+    let e = err(
+        json!({ "name": "p", "service": "s", "path": "/x", "required": false,
+                        "cache_max_age_secs": 5, "cache_flag": "" }),
+    );
+    assert!(e.contains("parts[0].cache_flag: must not be empty"), "{e}");
+}
