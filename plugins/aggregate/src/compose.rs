@@ -22,6 +22,14 @@ pub enum Outcome {
     },
     /// The service failed and nothing was cached; why.
     Failed(String),
+    /// The service answered a status listed in `relay_statuses` (e.g. 404 for an unknown
+    /// product): the whole answers with it.
+    Relayed {
+        /// The service's status.
+        status: u16,
+        /// The service's body.
+        body: Vec<u8>,
+    },
 }
 
 /// A part and its outcome.
@@ -34,6 +42,23 @@ pub struct PartResult<'a> {
 
 /// The header listing degraded parts, e.g. `price=cache, recommendations=default`.
 pub const DEGRADED_HEADER: &str = "x-gatehouse-degraded";
+
+/// The relayed answer: the service's status and JSON body; a body that is not JSON becomes
+/// `{"error":"part_status","part":…,"status":…}` so the client still gets JSON.
+fn relayed(part: &str, status: u16, body: &[u8]) -> FullResponse {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => gatehouse_sdk::json_response(status, &value),
+        Err(_) => gatehouse_sdk::json_response(
+            status,
+            &json!({
+                "error": "part_status",
+                "part": part,
+                "status": status,
+                "message": format!("part {part} answered {status}"),
+            }),
+        ),
+    }
+}
 
 /// Set the part's `cache_flag` key (if configured) to `cached` in its object. A body that is
 /// not an object is left as it is: adding a key would change its type, and `_degraded`
@@ -48,6 +73,12 @@ fn flag_cached(part: &Part, mut value: Value, cached: bool) -> Value {
 /// Build the response: 200 with the composed document, or 502 when a required part failed
 /// without a cached body.
 pub fn compose(settings: &Settings, results: Vec<PartResult<'_>>) -> FullResponse {
+    // The client's own mistake (an unknown id) outranks any other failure.
+    for r in &results {
+        if let Outcome::Relayed { status, body } = &r.outcome {
+            return relayed(&r.part.name, *status, body);
+        }
+    }
     let failed_required: Vec<Value> = results
         .iter()
         .filter_map(|r| match &r.outcome {
@@ -84,6 +115,8 @@ pub fn compose(settings: &Settings, results: Vec<PartResult<'_>>) -> FullRespons
                 );
                 flag_cached(r.part, value, true)
             }
+            // Unreachable: relayed outcomes returned above.
+            Outcome::Relayed { .. } => continue,
             Outcome::Failed(why) => {
                 degraded.insert(
                     r.part.name.clone(),

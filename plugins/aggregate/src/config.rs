@@ -31,6 +31,10 @@ pub struct RawPart {
     /// when live. Needs `cache_max_age_secs`. Default: none.
     #[serde(default)]
     pub cache_flag: Option<String>,
+    /// 4xx statuses of a required part answered to the client as they are, with the
+    /// part's body, instead of a 502. Default: none.
+    #[serde(default)]
+    pub relay_statuses: Vec<u16>,
 }
 
 /// The config table as written.
@@ -70,6 +74,8 @@ pub struct Part {
     pub cache_max_age_ms: Option<u64>,
     /// Key marking the part's object as cached (`true`) or live (`false`), if on.
     pub cache_flag: Option<String>,
+    /// 4xx statuses relayed to the client (required parts only).
+    pub relay_statuses: Vec<u16>,
 }
 
 /// Validated settings.
@@ -163,6 +169,16 @@ pub fn validate(raw: RawConfig) -> Result<Settings, String> {
             }
             _ => {}
         }
+        if let Some(bad) = p.relay_statuses.iter().find(|s| !(400..500).contains(*s)) {
+            return Err(format!(
+                "{at}.relay_statuses: {bad} is not a 4xx status (a failing service is a 502)"
+            ));
+        }
+        if !required && !p.relay_statuses.is_empty() {
+            return Err(format!(
+                "{at}: `relay_statuses` needs `required = true` (an optional part falls back instead)"
+            ));
+        }
         parts.push(Part {
             name: p.name,
             service: p.service,
@@ -172,6 +188,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, String> {
             default: p.default.unwrap_or(serde_json::Value::Null),
             cache_max_age_ms: p.cache_max_age_secs.map(|s| s.saturating_mul(1000)),
             cache_flag: p.cache_flag,
+            relay_statuses: p.relay_statuses,
         });
     }
     let mut forward_headers = Vec::new();

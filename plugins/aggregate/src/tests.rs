@@ -291,3 +291,74 @@ fn cache_flag_needs_a_cache() {
     );
     assert!(e.contains("parts[0].cache_flag: must not be empty"), "{e}");
 }
+
+#[test]
+fn relayed_status_answers_the_whole() {
+    let s = settings(json!({
+        "parts": [
+            { "name": "product", "service": "product-info", "path": "/products/{query.productid}",
+              "relay_statuses": [404] },
+            { "name": "price", "service": "price", "path": "/prices/{query.productid}",
+              "required": false },
+        ]
+    }));
+    assert_eq!(s.parts[0].relay_statuses, vec![404]);
+    let resp = compose(
+        &s,
+        vec![
+            PartResult {
+                part: &s.parts[0],
+                outcome: Outcome::Relayed {
+                    status: 404,
+                    body: br#"{"error":"not_found","message":"no product 9"}"#.to_vec(),
+                },
+            },
+            PartResult {
+                part: &s.parts[1],
+                outcome: Outcome::Failed("service answered 404".into()),
+            },
+        ],
+    );
+    assert_eq!(resp.status, 404);
+    assert_eq!(
+        header(&resp, "content-type").as_deref(),
+        Some("application/json")
+    );
+    let doc: Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(
+        doc,
+        json!({ "error": "not_found", "message": "no product 9" })
+    );
+
+    // A body that is not JSON still gives the client JSON.
+    let resp = compose(
+        &s,
+        vec![PartResult {
+            part: &s.parts[0],
+            outcome: Outcome::Relayed {
+                status: 404,
+                body: b"not here".to_vec(),
+            },
+        }],
+    );
+    let doc: Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(doc["error"], "part_status");
+    assert_eq!(doc["part"], "product");
+    assert_eq!(doc["status"], 404);
+
+    let err =
+        |part: Value| config::parse(&json!({ "parts": [part] }).to_string()).expect_err("rejected");
+    let e = err(json!({ "name": "p", "service": "s", "path": "/x", "relay_statuses": [503] }));
+    assert!(
+        e.contains("parts[0].relay_statuses: 503 is not a 4xx status"),
+        "{e}"
+    );
+    let e = err(
+        json!({ "name": "p", "service": "s", "path": "/x", "required": false,
+                        "relay_statuses": [404] }),
+    );
+    assert!(
+        e.contains("`relay_statuses` needs `required = true`"),
+        "{e}"
+    );
+}
