@@ -7,6 +7,7 @@ mod cli;
 mod config_errors;
 mod discovery;
 mod plugins;
+mod productdetails;
 mod proxy;
 mod shipped_plugins;
 mod shutdown;

@@ -6,4 +6,4 @@ mod aggregate;
 mod api_key;
 mod fallback;
 mod jwt;
-mod kit;
+pub mod kit;
