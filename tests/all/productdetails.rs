@@ -116,6 +116,21 @@ async fn eventually_got(demo: &Demo, what: &str, ok: impl Fn(&Got) -> bool) -> G
     last.expect("polled at least once")
 }
 
+/// Polls until the answer is degraded; asserts it is a 200 degraded exactly as `expected`
+/// says (the `x-gatehouse-degraded` header); its document.
+async fn degraded(demo: &Demo, expected: &str) -> Value {
+    let got = eventually_got(demo, expected, |got| {
+        header(got, "x-gatehouse-degraded").is_some()
+    })
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        header(&got, "x-gatehouse-degraded").as_deref(),
+        Some(expected)
+    );
+    got.json()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn productdetails_composes_all_four_parts_for_a_valid_jwt() {
     let demo = Demo::start().await;
@@ -201,16 +216,7 @@ async fn productdetails_with_recommendations_down_has_an_empty_list() {
         .await
         .expect("recommendations deregisters");
 
-    let got = eventually_got(&demo, "recommendations degrade", |got| {
-        header(got, "x-gatehouse-degraded").is_some()
-    })
-    .await;
-    assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(
-        header(&got, "x-gatehouse-degraded").as_deref(),
-        Some("recommendations=default")
-    );
-    let doc = got.json();
+    let doc = degraded(&demo, "recommendations=default").await;
     assert_eq!(doc["recommendations"], json!({ "items": [] }));
     assert_eq!(doc["_degraded"]["recommendations"]["source"], "default");
     assert_eq!(doc["product"]["id"], 42, "the rest is still there");
@@ -227,16 +233,7 @@ async fn productdetails_with_price_down_serves_the_cached_price_marked_cached() 
     info!("price crashes: no deregistration, connections refused");
     demo.take(ServiceKind::Price).crash().await;
 
-    let got = eventually_got(&demo, "price degrades", |got| {
-        header(got, "x-gatehouse-degraded").is_some()
-    })
-    .await;
-    assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(
-        header(&got, "x-gatehouse-degraded").as_deref(),
-        Some("price=cache")
-    );
-    let doc = got.json();
+    let doc = degraded(&demo, "price=cache").await;
     assert_eq!(doc["price"]["cached"], true, "{doc}");
     assert_eq!(doc["price"]["amount"], live["price"]["amount"]);
     assert_eq!(
@@ -269,13 +266,5 @@ async fn productdetails_with_product_info_down_is_a_502_json_error() {
         got.status != 200
     })
     .await;
-    assert_eq!(got.status, 502, "{}", got.text());
-    assert_eq!(
-        header(&got, "content-type").as_deref(),
-        Some("application/json")
-    );
-    let body = got.json();
-    assert_eq!(body["error"], "aggregate_part_failed");
-    assert_eq!(body["part"], "product");
-    assert_eq!(body["failed"][0]["service"], "product-info");
+    kit::assert_part_failed(&got, "product", "product-info");
 }

@@ -104,6 +104,15 @@ fn config_validation() {
     assert!(err(twice).contains("used twice"));
 }
 
+/// The parts of `s` paired with `outcomes`, in order.
+fn results(s: &config::Settings, outcomes: Vec<Outcome>) -> Vec<PartResult<'_>> {
+    s.parts
+        .iter()
+        .zip(outcomes)
+        .map(|(part, outcome)| PartResult { part, outcome })
+        .collect()
+}
+
 fn header(resp: &gatehouse_sdk::FullResponse, name: &str) -> Option<String> {
     resp.headers
         .iter()
@@ -213,17 +222,14 @@ fn cache_flag_marks_the_part_object_live_or_cached() {
 
     let live = compose(
         &s,
-        vec![
-            PartResult {
-                part: &s.parts[0],
+        results(
+            &s,
+            vec![
                 // The service's own `cached` key is overwritten: the gateway knows better.
-                outcome: Outcome::Live(json!({ "amount": 9.5, "cached": true })),
-            },
-            PartResult {
-                part: &s.parts[1],
-                outcome: Outcome::Live(json!(["a"])),
-            },
-        ],
+                Outcome::Live(json!({ "amount": 9.5, "cached": true })),
+                Outcome::Live(json!(["a"])),
+            ],
+        ),
     );
     let doc: Value = serde_json::from_slice(&live.body).expect("json");
     assert_eq!(doc["price"], json!({ "amount": 9.5, "cached": false }));
@@ -235,24 +241,21 @@ fn cache_flag_marks_the_part_object_live_or_cached() {
 
     let stale = compose(
         &s,
-        vec![
-            PartResult {
-                part: &s.parts[0],
-                outcome: Outcome::Cached {
+        results(
+            &s,
+            vec![
+                Outcome::Cached {
                     value: json!({ "amount": 9.5 }),
                     age_secs: 12,
                     why: "timed out".into(),
                 },
-            },
-            PartResult {
-                part: &s.parts[1],
-                outcome: Outcome::Cached {
+                Outcome::Cached {
                     value: json!(["a"]),
                     age_secs: 12,
                     why: "timed out".into(),
                 },
-            },
-        ],
+            ],
+        ),
     );
     assert_eq!(stale.status, 200);
     let doc: Value = serde_json::from_slice(&stale.body).expect("json");
@@ -262,13 +265,7 @@ fn cache_flag_marks_the_part_object_live_or_cached() {
     assert_eq!(doc["_degraded"]["price"]["age_secs"], 12);
 
     // A failed part with nothing cached gets its default untouched.
-    let failed = compose(
-        &s,
-        vec![PartResult {
-            part: &s.parts[0],
-            outcome: Outcome::Failed("timed out".into()),
-        }],
-    );
+    let failed = compose(&s, results(&s, vec![Outcome::Failed("timed out".into())]));
     let doc: Value = serde_json::from_slice(&failed.body).expect("json");
     assert_eq!(doc["price"], Value::Null);
 }
@@ -305,19 +302,16 @@ fn relayed_status_answers_the_whole() {
     assert_eq!(s.parts[0].relay_statuses, vec![404]);
     let resp = compose(
         &s,
-        vec![
-            PartResult {
-                part: &s.parts[0],
-                outcome: Outcome::Relayed {
+        results(
+            &s,
+            vec![
+                Outcome::Relayed {
                     status: 404,
                     body: br#"{"error":"not_found","message":"no product 9"}"#.to_vec(),
                 },
-            },
-            PartResult {
-                part: &s.parts[1],
-                outcome: Outcome::Failed("service answered 404".into()),
-            },
-        ],
+                Outcome::Failed("service answered 404".into()),
+            ],
+        ),
     );
     assert_eq!(resp.status, 404);
     assert_eq!(
@@ -333,13 +327,13 @@ fn relayed_status_answers_the_whole() {
     // A body that is not JSON still gives the client JSON.
     let resp = compose(
         &s,
-        vec![PartResult {
-            part: &s.parts[0],
-            outcome: Outcome::Relayed {
+        results(
+            &s,
+            vec![Outcome::Relayed {
                 status: 404,
                 body: b"not here".to_vec(),
-            },
-        }],
+            }],
+        ),
     );
     let doc: Value = serde_json::from_slice(&resp.body).expect("json");
     assert_eq!(doc["error"], "part_status");
