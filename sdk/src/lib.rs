@@ -39,7 +39,9 @@
 //! response), [`Plugin::on_failure`] (return a fallback when the upstream failed).
 //! Host services are plain blocking calls: [`services::call`] and [`services::call_batch`]
 //! (run concurrently by the host), [`cache`], [`log`], [`config_json`] and the request
-//! metadata in [`context`].
+//! metadata in [`context`]. Authentication plugins share [`unauthorized`] (401 with a
+//! challenge), [`misconfigured`] (500 for an unusable config), [`query_param`] and
+//! [`strip_query_param`] (credentials in the URL) and [`is_header_name`].
 #![deny(missing_docs)]
 
 extern crate self as gatehouse_sdk;
