@@ -28,9 +28,13 @@ for addr in "$PUBLIC" "$ADMIN"; do
   fi
 done
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
-  say "adding the wasm32-wasip2 target"
-  rustup target add wasm32-wasip2
+if command -v rustup >/dev/null; then
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    say "adding the wasm32-wasip2 target"
+    rustup target add wasm32-wasip2
+  fi
+else
+  echo "note: no rustup; the wasm32-wasip2 target must already be installed" >&2
 fi
 
 say "building the plugins (jwt-auth, aggregate) for wasm32-wasip2"
@@ -47,19 +51,23 @@ DEMO="$TARGET/release/productdetails"
 "$GATEHOUSE" check --config "$HERE/gatehouse.toml"
 
 GATEWAY_PID=""
-declare -A PIDS=()
+PIDS=()   # PIDS[i] runs SERVICES[i] (no associative arrays: macOS ships bash 3.2)
+pid_of() {
+  local i
+  for i in "${!SERVICES[@]}"; do
+    if [ "${SERVICES[$i]}" = "$1" ]; then echo "${PIDS[$i]:-}"; fi
+  done
+}
 stop_all() {
   trap - INT TERM EXIT
   echo
   say "stopping"
   # Services first: on SIGTERM each deregisters from the gateway it is about to lose.
-  for name in "${SERVICES[@]}"; do
-    pid="${PIDS[$name]:-}"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
   done
-  for name in "${SERVICES[@]}"; do
-    pid="${PIDS[$name]:-}"
-    if [ -n "$pid" ]; then wait "$pid" 2>/dev/null || true; fi
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    wait "$pid" 2>/dev/null || true
   done
   if [ -n "$GATEWAY_PID" ] && kill -0 "$GATEWAY_PID" 2>/dev/null; then
     kill -TERM "$GATEWAY_PID" 2>/dev/null || true
@@ -96,7 +104,7 @@ wait_for "the gateway's /readyz" 30 curl -sf -o /dev/null "http://$ADMIN/readyz"
 
 for name in "${SERVICES[@]}"; do
   "$DEMO" serve --service "$name" --admin "$ADMIN" >"$LOGS/$name.log" 2>&1 &
-  PIDS[$name]=$!
+  PIDS+=("$!")
 done
 
 TOKEN="$("$DEMO" token --sub alice --ttl 12h)"
@@ -127,9 +135,9 @@ The demo is up. Try:
   curl -s -H "authorization: Bearer \$TOKEN" 'http://$PUBLIC/productdetails?productid=99'
 
   # partial failure: stop a service, curl again, and look at the answer
-  kill ${PIDS[recommendations]}   # recommendations: {"items": []}, listed in "_degraded"
-  kill ${PIDS[price]}   # price: the last cached price with "cached": true
-  kill ${PIDS[product-info]}   # product-info is required: 502 with a JSON error
+  kill $(pid_of recommendations)   # recommendations: {"items": []}, listed in "_degraded"
+  kill $(pid_of price)   # price: the last cached price with "cached": true
+  kill $(pid_of product-info)   # product-info is required: 502 with a JSON error
   curl -si -H "authorization: Bearer \$TOKEN" '$URL'
 
   # bring one back (it registers itself again)

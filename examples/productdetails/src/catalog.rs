@@ -135,7 +135,7 @@ fn product(id: &str) -> Option<&'static Product> {
 fn not_found(what: &str, id: &str) -> Answer {
     (
         404,
-        json!({ "error": "not_found", "message": format!("no {what} for product id {id:?}") }),
+        json!({ "error": "not_found", "message": format!("no {what} for product {id}") }),
     )
 }
 
