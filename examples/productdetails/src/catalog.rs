@@ -17,98 +17,22 @@ struct Product {
     price_cents: u32,
 }
 
+// One product a line reads best as a table.
+#[rustfmt::skip]
 const PRODUCTS: &[Product] = &[
-    Product {
-        id: 42,
-        name: "Aeropress Go Travel Coffee Press",
-        brand: "Aeropress",
-        category: "coffee",
-        price_cents: 3995,
-    },
-    Product {
-        id: 7,
-        name: "V60 Dripper, ceramic, size 02",
-        brand: "Hario",
-        category: "coffee",
-        price_cents: 2490,
-    },
-    Product {
-        id: 8,
-        name: "Buono Gooseneck Kettle 1.2 l",
-        brand: "Hario",
-        category: "coffee",
-        price_cents: 4490,
-    },
-    Product {
-        id: 9,
-        name: "Skerton Pro Hand Grinder",
-        brand: "Hario",
-        category: "coffee",
-        price_cents: 5990,
-    },
-    Product {
-        id: 11,
-        name: "Paper Filters 02, 100 pcs",
-        brand: "Hario",
-        category: "coffee",
-        price_cents: 549,
-    },
-    Product {
-        id: 12,
-        name: "Drip Scale with Timer",
-        brand: "Timemore",
-        category: "coffee",
-        price_cents: 4900,
-    },
-    Product {
-        id: 13,
-        name: "Chemex Six Cup Classic",
-        brand: "Chemex",
-        category: "coffee",
-        price_cents: 4795,
-    },
-    Product {
-        id: 14,
-        name: "Espresso Beans, Ethiopia Guji 1 kg",
-        brand: "Roastery 7",
-        category: "coffee",
-        price_cents: 3400,
-    },
-    Product {
-        id: 15,
-        name: "Insulated Travel Mug 350 ml",
-        brand: "Fellow",
-        category: "coffee",
-        price_cents: 3200,
-    },
-    Product {
-        id: 16,
-        name: "Milk Frother, handheld",
-        brand: "Bodum",
-        category: "kitchen",
-        price_cents: 1299,
-    },
-    Product {
-        id: 17,
-        name: "Cast Iron Skillet 26 cm",
-        brand: "Lodge",
-        category: "kitchen",
-        price_cents: 3999,
-    },
-    Product {
-        id: 18,
-        name: "Chef's Knife 20 cm",
-        brand: "Victorinox",
-        category: "kitchen",
-        price_cents: 5490,
-    },
-    Product {
-        id: 19,
-        name: "Bamboo Cutting Board",
-        brand: "Totally Bamboo",
-        category: "kitchen",
-        price_cents: 2195,
-    },
+    Product { id: 42, name: "Aeropress Go Travel Coffee Press", brand: "Aeropress", category: "coffee", price_cents: 3995 },
+    Product { id: 7, name: "V60 Dripper, ceramic, size 02", brand: "Hario", category: "coffee", price_cents: 2490 },
+    Product { id: 8, name: "Buono Gooseneck Kettle 1.2 l", brand: "Hario", category: "coffee", price_cents: 4490 },
+    Product { id: 9, name: "Skerton Pro Hand Grinder", brand: "Hario", category: "coffee", price_cents: 5990 },
+    Product { id: 11, name: "Paper Filters 02, 100 pcs", brand: "Hario", category: "coffee", price_cents: 549 },
+    Product { id: 12, name: "Drip Scale with Timer", brand: "Timemore", category: "coffee", price_cents: 4900 },
+    Product { id: 13, name: "Chemex Six Cup Classic", brand: "Chemex", category: "coffee", price_cents: 4795 },
+    Product { id: 14, name: "Espresso Beans, Ethiopia Guji 1 kg", brand: "Roastery 7", category: "coffee", price_cents: 3400 },
+    Product { id: 15, name: "Insulated Travel Mug 350 ml", brand: "Fellow", category: "coffee", price_cents: 3200 },
+    Product { id: 16, name: "Milk Frother, handheld", brand: "Bodum", category: "kitchen", price_cents: 1299 },
+    Product { id: 17, name: "Cast Iron Skillet 26 cm", brand: "Lodge", category: "kitchen", price_cents: 3999 },
+    Product { id: 18, name: "Chef's Knife 20 cm", brand: "Victorinox", category: "kitchen", price_cents: 5490 },
+    Product { id: 19, name: "Bamboo Cutting Board", brand: "Totally Bamboo", category: "kitchen", price_cents: 2195 },
 ];
 
 const REVIEWERS: &[&str] = &["Maya", "Jonas", "Priya", "Tomás", "Aiko", "Lena", "Omar"];
