@@ -40,7 +40,9 @@
 //! Host services are plain blocking calls: [`services::call`] and [`services::call_batch`]
 //! (run concurrently by the host; responses carry headers, body and trailers), [`cache`],
 //! [`log`], [`config_json`], granted data files in [`files`] and the request metadata in
-//! [`context`].
+//! [`context`]. Authentication plugins share [`unauthorized`] (401 with a challenge),
+//! [`misconfigured`] (500 for an unusable config), [`query_param`] and [`strip_query_param`]
+//! (credentials in the URL) and [`is_header_name`].
 #![deny(missing_docs)]
 
 extern crate self as gatehouse_sdk;
@@ -67,7 +69,8 @@ pub use bindings::gatehouse::plugin::types::{
     BodyError, Decision, FullResponse, HeaderError, Request, Response, UpstreamFailure,
 };
 pub use helpers::{
-    config, config_json, json_response, log, text_response, ConfigError, HeadersExt,
+    config, config_json, is_header_name, json_response, log, misconfigured, query_param,
+    query_without, strip_query_param, text_response, unauthorized, ConfigError, HeadersExt,
 };
 
 /// Calling named services through the gateway (discovery, balancing, timeouts).
@@ -119,9 +122,9 @@ pub mod cache {
 /// Everything a typical plugin needs, for `use gatehouse_sdk::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        cache, config, config_json, context, export_plugin, files, json_response, log, services,
-        text_response, Decision, FullResponse, HeadersExt, Plugin, Request, Response,
-        UpstreamFailure,
+        cache, config, config_json, context, export_plugin, files, json_response, log,
+        misconfigured, services, text_response, unauthorized, Decision, FullResponse, HeadersExt,
+        Plugin, Request, Response, UpstreamFailure,
     };
     pub use serde_json::json;
 }

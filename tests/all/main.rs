@@ -8,6 +8,7 @@ mod config_errors;
 mod discovery;
 mod grpc;
 mod plugins;
+mod productdetails;
 mod proxy;
 mod reload;
 mod shipped_plugins;

@@ -28,29 +28,29 @@ use client::UpstreamClient;
 pub enum UpstreamError {
     #[error("no service named {0:?}")]
     UnknownService(String),
-    #[error("service {service:?} has no endpoint to send to")]
+    #[error("service \"{service}\" has no endpoint to send to")]
     NoEndpoints { service: ServiceName },
-    #[error("service {service:?}: cannot connect to {endpoint}: {source}")]
+    #[error("service \"{service}\": cannot connect to {endpoint}: {source}")]
     Connect {
         service: ServiceName,
         endpoint: SocketAddr,
         #[source]
         source: hyper_util::client::legacy::Error,
     },
-    #[error("service {service:?}: {endpoint} did not answer within {}", humantime::format_duration(*timeout))]
+    #[error("service \"{service}\": {endpoint} did not answer within {}", humantime::format_duration(*timeout))]
     Timeout {
         service: ServiceName,
         endpoint: SocketAddr,
         timeout: Duration,
     },
-    #[error("service {service:?}: request to {endpoint} failed: {source}")]
+    #[error("service \"{service}\": request to {endpoint} failed: {source}")]
     Request {
         service: ServiceName,
         endpoint: SocketAddr,
         #[source]
         source: hyper_util::client::legacy::Error,
     },
-    #[error("service {service:?}: bad upstream uri: {message}")]
+    #[error("service \"{service}\": bad upstream uri: {message}")]
     BadUri {
         service: ServiceName,
         message: String,

@@ -1,5 +1,6 @@
 //! The config table: raw serde types, then [`Settings`] with parsed templates.
 
+use gatehouse_sdk::is_header_name;
 use serde::Deserialize;
 
 use crate::template::{PathPattern, Template, Var};
@@ -26,6 +27,14 @@ pub struct RawPart {
     /// Serve the last good body, if younger than this, when the part fails. Default: off.
     #[serde(default)]
     pub cache_max_age_secs: Option<u64>,
+    /// A key set in the part's object: `true` when it was served from the cache, `false`
+    /// when live. Needs `cache_max_age_secs`. Default: none.
+    #[serde(default)]
+    pub cache_flag: Option<String>,
+    /// 4xx statuses of a required part answered to the client as they are, with the
+    /// part's body, instead of a 502. Default: none.
+    #[serde(default)]
+    pub relay_statuses: Vec<u16>,
 }
 
 /// The config table as written.
@@ -63,6 +72,10 @@ pub struct Part {
     pub default: serde_json::Value,
     /// Cache window for the last good body, if on.
     pub cache_max_age_ms: Option<u64>,
+    /// Key marking the part's object as cached (`true`) or live (`false`), if on.
+    pub cache_flag: Option<String>,
+    /// 4xx statuses relayed to the client (required parts only).
+    pub relay_statuses: Vec<u16>,
 }
 
 /// Validated settings.
@@ -78,12 +91,6 @@ pub struct Settings {
     pub template_headers: Vec<String>,
     /// Key of the degraded-parts object; `None` to leave it out.
     pub degraded_key: Option<String>,
-}
-
-fn valid_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Parse and validate the config JSON. The message names the key path.
@@ -118,7 +125,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, String> {
         let at = format!("parts[{i}]");
         // Names also appear in the `x-gatehouse-degraded` header: keep them to header-safe
         // characters.
-        if !valid_token(&p.name) || p.name.contains(',') {
+        if !is_header_name(&p.name) || p.name.contains(',') {
             return Err(format!(
                 "{at}.name = {:?}: use letters, digits, `-`, `_` or `.`",
                 p.name
@@ -134,7 +141,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, String> {
             .method
             .unwrap_or_else(|| "GET".into())
             .to_ascii_uppercase();
-        if !valid_token(&method) {
+        if !is_header_name(&method) {
             return Err(format!("{at}.method = {method:?}: not an HTTP method"));
         }
         let path = Template::parse(&p.path, &names).map_err(|e| format!("{at}.path = {e}"))?;
@@ -151,6 +158,27 @@ pub fn validate(raw: RawConfig) -> Result<Settings, String> {
                 "{at}: `default` and `required = true` cannot be set together (set required = false)"
             ));
         }
+        match (&p.cache_flag, p.cache_max_age_secs) {
+            (Some(flag), _) if flag.is_empty() => {
+                return Err(format!("{at}.cache_flag: must not be empty"));
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "{at}: `cache_flag` needs `cache_max_age_secs` (the part has no cache to serve from)"
+                ));
+            }
+            _ => {}
+        }
+        if let Some(bad) = p.relay_statuses.iter().find(|s| !(400..500).contains(*s)) {
+            return Err(format!(
+                "{at}.relay_statuses: {bad} is not a 4xx status (a failing service is a 502)"
+            ));
+        }
+        if !required && !p.relay_statuses.is_empty() {
+            return Err(format!(
+                "{at}: `relay_statuses` needs `required = true` (an optional part falls back instead)"
+            ));
+        }
         parts.push(Part {
             name: p.name,
             service: p.service,
@@ -159,11 +187,13 @@ pub fn validate(raw: RawConfig) -> Result<Settings, String> {
             required,
             default: p.default.unwrap_or(serde_json::Value::Null),
             cache_max_age_ms: p.cache_max_age_secs.map(|s| s.saturating_mul(1000)),
+            cache_flag: p.cache_flag,
+            relay_statuses: p.relay_statuses,
         });
     }
     let mut forward_headers = Vec::new();
     for (i, h) in raw.forward_headers.into_iter().enumerate() {
-        if !valid_token(&h) {
+        if !is_header_name(&h) {
             return Err(format!("forward_headers[{i}] = {h:?}: not a header name"));
         }
         forward_headers.push(h.to_ascii_lowercase());

@@ -100,7 +100,29 @@ fn cache_load(key: &str, max_age_ms: u64) -> Option<(serde_json::Value, u64)> {
     serde_json::from_slice(body).ok().map(|v| (v, age / 1000))
 }
 
-fn judge(
+/// How a part's call ended, before caches and defaults are consulted.
+enum Judged {
+    /// 2xx with JSON: the value and the raw body (for the cache).
+    Good(serde_json::Value, Vec<u8>),
+    /// A status listed in the part's `relay_statuses`, with the service's body.
+    Relay(u16, Vec<u8>),
+    /// Anything else; why.
+    Bad(String),
+}
+
+fn judge(part: &config::Part, result: Result<ServiceResponse, CallError>) -> Judged {
+    match result {
+        Ok(resp) if part.relay_statuses.contains(&resp.status) => {
+            Judged::Relay(resp.status, resp.body)
+        }
+        other => match judge_body(other) {
+            Ok((value, raw)) => Judged::Good(value, raw),
+            Err(why) => Judged::Bad(why),
+        },
+    }
+}
+
+fn judge_body(
     result: Result<ServiceResponse, CallError>,
 ) -> Result<(serde_json::Value, Vec<u8>), String> {
     let resp = result.map_err(|e| describe(&e))?;
@@ -121,10 +143,7 @@ impl Plugin for Aggregate {
             Ok(s) => s,
             Err(e) => {
                 log::error(&format!("aggregate: {e}"));
-                return Decision::Respond(json_response(
-                    500,
-                    &json!({ "error": "plugin_misconfigured", "plugin": "aggregate", "message": e }),
-                ));
+                return Decision::Respond(misconfigured("aggregate", &e));
             }
         };
         let values = match request_values(req, &settings) {
@@ -169,14 +188,15 @@ impl Plugin for Aggregate {
             let result = results
                 .next()
                 .unwrap_or_else(|| Err(CallError::Failed("no result from the host".into())));
-            let outcome = match judge(result) {
-                Ok((value, raw)) => {
+            let outcome = match judge(part, result) {
+                Judged::Relay(status, body) => Outcome::Relayed { status, body },
+                Judged::Good(value, raw) => {
                     if let Some(max_age) = part.cache_max_age_ms {
                         cache_store(&cache_key(&part.name, &paths[i]), &raw, max_age);
                     }
                     Outcome::Live(value)
                 }
-                Err(why) => {
+                Judged::Bad(why) => {
                     log::warn(&format!(
                         "aggregate: part {} ({}) failed: {why}",
                         part.name, part.service

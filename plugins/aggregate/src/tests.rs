@@ -104,6 +104,15 @@ fn config_validation() {
     assert!(err(twice).contains("used twice"));
 }
 
+/// The parts of `s` paired with `outcomes`, in order.
+fn results(s: &config::Settings, outcomes: Vec<Outcome>) -> Vec<PartResult<'_>> {
+    s.parts
+        .iter()
+        .zip(outcomes)
+        .map(|(part, outcome)| PartResult { part, outcome })
+        .collect()
+}
+
 fn header(resp: &gatehouse_sdk::FullResponse, name: &str) -> Option<String> {
     resp.headers
         .iter()
@@ -196,5 +205,154 @@ fn compose_degraded_and_failed() {
         doc["failed"].as_array().map(Vec::len),
         Some(1),
         "optional parts are not listed"
+    );
+}
+
+#[test]
+fn cache_flag_marks_the_part_object_live_or_cached() {
+    let s = settings(json!({
+        "parts": [
+            { "name": "price", "service": "price", "path": "/prices/{query.productid}",
+              "required": false, "cache_max_age_secs": 60, "cache_flag": "cached" },
+            { "name": "tags", "service": "tags", "path": "/tags",
+              "required": false, "cache_max_age_secs": 60, "cache_flag": "cached" },
+        ]
+    }));
+    assert_eq!(s.parts[0].cache_flag.as_deref(), Some("cached"));
+
+    let live = compose(
+        &s,
+        results(
+            &s,
+            vec![
+                // The service's own `cached` key is overwritten: the gateway knows better.
+                Outcome::Live(json!({ "amount": 9.5, "cached": true })),
+                Outcome::Live(json!(["a"])),
+            ],
+        ),
+    );
+    let doc: Value = serde_json::from_slice(&live.body).expect("json");
+    assert_eq!(doc["price"], json!({ "amount": 9.5, "cached": false }));
+    assert_eq!(
+        doc["tags"],
+        json!(["a"]),
+        "a non-object body is left as it is"
+    );
+
+    let stale = compose(
+        &s,
+        results(
+            &s,
+            vec![
+                Outcome::Cached {
+                    value: json!({ "amount": 9.5 }),
+                    age_secs: 12,
+                    why: "timed out".into(),
+                },
+                Outcome::Cached {
+                    value: json!(["a"]),
+                    age_secs: 12,
+                    why: "timed out".into(),
+                },
+            ],
+        ),
+    );
+    assert_eq!(stale.status, 200);
+    let doc: Value = serde_json::from_slice(&stale.body).expect("json");
+    assert_eq!(doc["price"], json!({ "amount": 9.5, "cached": true }));
+    assert_eq!(doc["tags"], json!(["a"]));
+    assert_eq!(doc["_degraded"]["price"]["source"], "cache");
+    assert_eq!(doc["_degraded"]["price"]["age_secs"], 12);
+
+    // A failed part with nothing cached gets its default untouched.
+    let failed = compose(&s, results(&s, vec![Outcome::Failed("timed out".into())]));
+    let doc: Value = serde_json::from_slice(&failed.body).expect("json");
+    assert_eq!(doc["price"], Value::Null);
+}
+
+#[test]
+fn cache_flag_needs_a_cache() {
+    let err =
+        |part: Value| config::parse(&json!({ "parts": [part] }).to_string()).expect_err("rejected");
+    let e = err(
+        json!({ "name": "p", "service": "s", "path": "/x", "required": false,
+                        "cache_flag": "cached" }),
+    );
+    assert!(
+        e.contains("parts[0]: `cache_flag` needs `cache_max_age_secs`"),
+        "{e}"
+    );
+    let e = err(
+        json!({ "name": "p", "service": "s", "path": "/x", "required": false,
+                        "cache_max_age_secs": 5, "cache_flag": "" }),
+    );
+    assert!(e.contains("parts[0].cache_flag: must not be empty"), "{e}");
+}
+
+#[test]
+fn relayed_status_answers_the_whole() {
+    let s = settings(json!({
+        "parts": [
+            { "name": "product", "service": "product-info", "path": "/products/{query.productid}",
+              "relay_statuses": [404] },
+            { "name": "price", "service": "price", "path": "/prices/{query.productid}",
+              "required": false },
+        ]
+    }));
+    assert_eq!(s.parts[0].relay_statuses, vec![404]);
+    let resp = compose(
+        &s,
+        results(
+            &s,
+            vec![
+                Outcome::Relayed {
+                    status: 404,
+                    body: br#"{"error":"not_found","message":"no product 9"}"#.to_vec(),
+                },
+                Outcome::Failed("service answered 404".into()),
+            ],
+        ),
+    );
+    assert_eq!(resp.status, 404);
+    assert_eq!(
+        header(&resp, "content-type").as_deref(),
+        Some("application/json")
+    );
+    let doc: Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(
+        doc,
+        json!({ "error": "not_found", "message": "no product 9" })
+    );
+
+    // A body that is not JSON still gives the client JSON.
+    let resp = compose(
+        &s,
+        results(
+            &s,
+            vec![Outcome::Relayed {
+                status: 404,
+                body: b"not here".to_vec(),
+            }],
+        ),
+    );
+    let doc: Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(doc["error"], "part_status");
+    assert_eq!(doc["part"], "product");
+    assert_eq!(doc["status"], 404);
+
+    let err =
+        |part: Value| config::parse(&json!({ "parts": [part] }).to_string()).expect_err("rejected");
+    let e = err(json!({ "name": "p", "service": "s", "path": "/x", "relay_statuses": [503] }));
+    assert!(
+        e.contains("parts[0].relay_statuses: 503 is not a 4xx status"),
+        "{e}"
+    );
+    let e = err(
+        json!({ "name": "p", "service": "s", "path": "/x", "required": false,
+                        "relay_statuses": [404] }),
+    );
+    assert!(
+        e.contains("`relay_statuses` needs `required = true`"),
+        "{e}"
     );
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use gatehouse_sdk::prelude::*;
+use gatehouse_sdk::{is_header_name, query_param, strip_query_param};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -65,13 +66,6 @@ pub struct Settings {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
-fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 fn valid_header_value(value: &str) -> bool {
     value
         .bytes()
@@ -99,7 +93,7 @@ pub fn parse(json: &str) -> Result<Settings, ConfigError> {
         .header
         .unwrap_or_else(|| "x-api-key".into())
         .to_ascii_lowercase();
-    if !valid_header_name(&header) {
+    if !is_header_name(&header) {
         return Err(ConfigError(format!(
             "header = {header:?}: not a valid header name"
         )));
@@ -108,7 +102,7 @@ pub fn parse(json: &str) -> Result<Settings, ConfigError> {
         .consumer_header
         .unwrap_or_else(|| "x-consumer".into())
         .to_ascii_lowercase();
-    if !valid_header_name(&consumer_header) {
+    if !is_header_name(&consumer_header) {
         return Err(ConfigError(format!(
             "consumer_header = {consumer_header:?}: not a valid header name"
         )));
@@ -135,7 +129,7 @@ pub fn parse(json: &str) -> Result<Settings, ConfigError> {
         }
         let mut headers = BTreeMap::new();
         for (name, value) in std::mem::take(&mut k.headers) {
-            if !valid_header_name(&name) || !valid_header_value(&value) {
+            if !is_header_name(&name) || !valid_header_value(&value) {
                 return Err(ConfigError(format!(
                     "keys[{i}].headers.{name}: not a valid header name and value"
                 )));
@@ -183,37 +177,12 @@ impl Settings {
     }
 }
 
-/// The first value of query parameter `name`, decoded.
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// `query` without any `name=...` pair; the other pairs are kept byte for byte.
-pub fn query_without(query: &str, name: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            let decoded: String = form_urlencoded::parse(key.as_bytes())
-                .map(|(k, _)| k.into_owned())
-                .next()
-                .unwrap_or_default();
-            !pair.is_empty() && decoded != name
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// The 401 response.
-pub fn unauthorized(error: &str, message: &str) -> FullResponse {
-    let mut resp = json_response(401, &json!({ "error": error, "message": message }));
-    resp.headers.push((
-        "www-authenticate".to_string(),
-        b"ApiKey realm=\"gatehouse\"".to_vec(),
-    ));
-    resp
+/// The 401 response: `error` code and `message` in the body, the `ApiKey` challenge.
+pub fn reject(error: &str, message: &str) -> FullResponse {
+    unauthorized(
+        "ApiKey realm=\"gatehouse\"",
+        &json!({ "error": error, "message": message }),
+    )
 }
 
 impl Plugin for ApiKey {
@@ -222,10 +191,7 @@ impl Plugin for ApiKey {
             Ok(s) => s,
             Err(e) => {
                 log::error(&format!("api-key: {}", e.0));
-                return Decision::Respond(json_response(
-                    500,
-                    &json!({ "error": "plugin_misconfigured", "plugin": "api-key", "message": e.0 }),
-                ));
+                return Decision::Respond(misconfigured("api-key", &e.0));
             }
         };
         for name in settings.vouched_headers() {
@@ -243,10 +209,10 @@ impl Plugin for ApiKey {
             },
         };
         let Some(presented) = found else {
-            return Decision::Respond(unauthorized("missing_api_key", "no API key in the request"));
+            return Decision::Respond(reject("missing_api_key", "no API key in the request"));
         };
         let Some(entry) = settings.lookup(&presented) else {
-            return Decision::Respond(unauthorized("invalid_api_key", "API key not recognised"));
+            return Decision::Respond(reject("invalid_api_key", "API key not recognised"));
         };
         if let Some(consumer) = &entry.consumer {
             if req
@@ -264,17 +230,9 @@ impl Plugin for ApiKey {
         if settings.strip {
             // Strip the key wherever it is: a copy left in the query would reach the upstream.
             req.remove_header(&settings.header);
-            if let (Some(name), Some(q)) = (&settings.query, req.query()) {
-                let rest = query_without(&q, name);
-                if rest != q {
-                    let target = if rest.is_empty() {
-                        req.path()
-                    } else {
-                        format!("{}?{rest}", req.path())
-                    };
-                    if let Err(e) = req.set_path_with_query(&target) {
-                        log::warn(&format!("api-key: cannot strip the key: {e}"));
-                    }
+            if let Some(name) = &settings.query {
+                if let Err(e) = strip_query_param(req, name) {
+                    log::warn(&format!("api-key: cannot strip the key: {e}"));
                 }
             }
         }
@@ -350,15 +308,5 @@ mod tests {
         assert!(
             err(json!({ "keys": [{ "sha256": hash("a"), "typo": 1 }] })).contains("unknown field")
         );
-    }
-
-    #[test]
-    fn query_helpers() {
-        assert_eq!(
-            query_param("a=1&api_key=k%201", "api_key").as_deref(),
-            Some("k 1")
-        );
-        assert_eq!(query_without("a=1&api_key=x&b=%2F", "api_key"), "a=1&b=%2F");
-        assert_eq!(query_without("api_key=x", "api_key"), "");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_sdk::is_header_name;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
@@ -98,13 +99,6 @@ pub struct Settings {
 /// The default clock skew in seconds.
 pub const DEFAULT_SKEW_SECS: u64 = 60;
 
-fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// Parse and validate the config JSON text the host hands the plugin.
 pub fn parse(json: &str) -> Result<Settings, ConfigError> {
     let raw: RawConfig =
@@ -149,13 +143,13 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         .header
         .unwrap_or_else(|| "authorization".into())
         .to_ascii_lowercase();
-    if !valid_header_name(&header) {
+    if !is_header_name(&header) {
         return Err(ConfigError(format!(
             "header = {header:?}: not a valid header name"
         )));
     }
     for (claim, h) in &raw.forward_claims {
-        if !valid_header_name(h) {
+        if !is_header_name(h) {
             return Err(ConfigError(format!(
                 "forward_claims.{claim} = {h:?}: not a valid header name"
             )));

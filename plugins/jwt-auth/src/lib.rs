@@ -14,7 +14,9 @@ use gatehouse_sdk::prelude::*;
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::error::{ConfigError, TokenError};
+use gatehouse_sdk::{query_param, strip_query_param};
+
+use crate::error::TokenError;
 
 /// The plugin.
 pub struct JwtAuth;
@@ -46,29 +48,6 @@ pub fn token_from_header(value: &str, scheme: &str) -> Option<Result<String, Tok
         return Some(Err(TokenError::Malformed("empty token")));
     }
     Some(Ok(token.to_string()))
-}
-
-/// The first value of query parameter `name`, decoded.
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// `query` without any `name=...` pair; the other pairs are kept byte for byte.
-pub fn query_without(query: &str, name: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            let decoded: String = form_urlencoded::parse(key.as_bytes())
-                .map(|(k, _)| k.into_owned())
-                .next()
-                .unwrap_or_default();
-            !pair.is_empty() && decoded != name
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// A claim's value as header text: strings as they are, numbers and booleans as JSON,
@@ -113,18 +92,7 @@ pub fn unauthorized(realm: &str, error: &TokenError) -> FullResponse {
             json!({ "error": "invalid_token", "error_description": description }),
         ),
     };
-    let mut resp = json_response(401, &body);
-    resp.headers
-        .push(("www-authenticate".to_string(), challenge.into_bytes()));
-    resp
-}
-
-/// The 500 response for a config the plugin cannot use.
-pub fn misconfigured(error: &ConfigError) -> FullResponse {
-    json_response(
-        500,
-        &json!({ "error": "plugin_misconfigured", "plugin": "jwt-auth", "message": error.0 }),
-    )
+    gatehouse_sdk::unauthorized(&challenge, &body)
 }
 
 fn now_secs() -> u64 {
@@ -159,7 +127,7 @@ impl Plugin for JwtAuth {
             Ok(s) => s,
             Err(e) => {
                 log::error(&format!("jwt-auth: {e}"));
-                return Decision::Respond(misconfigured(&e));
+                return Decision::Respond(misconfigured("jwt-auth", &e.0));
             }
         };
         for why in &settings.skipped {
@@ -196,14 +164,8 @@ impl Plugin for JwtAuth {
             match source {
                 Source::Header => req.remove_header(&settings.header),
                 Source::Query => {
-                    if let (Some(name), Some(query)) = (&settings.query, req.query()) {
-                        let rest = query_without(&query, name);
-                        let target = if rest.is_empty() {
-                            req.path()
-                        } else {
-                            format!("{}?{rest}", req.path())
-                        };
-                        if let Err(e) = req.set_path_with_query(&target) {
+                    if let Some(name) = &settings.query {
+                        if let Err(e) = strip_query_param(req, name) {
                             log::warn(&format!("jwt-auth: cannot strip the token: {e}"));
                         }
                     }

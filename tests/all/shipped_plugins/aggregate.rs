@@ -202,15 +202,7 @@ async fn failed_parts_degrade_to_cache_or_default_and_a_failed_required_part_is_
     // Product info is required: its failure fails the whole, naming it.
     product_down.set(true);
     let got = call().await;
-    assert_eq!(got.status, 502, "{}", got.text());
-    assert_eq!(
-        header(&got, "content-type").as_deref(),
-        Some("application/json")
-    );
-    let body = got.json();
-    assert_eq!(body["error"], "aggregate_part_failed");
-    assert_eq!(body["part"], "product");
-    assert_eq!(body["failed"][0]["service"], "product-info");
+    let body = kit::assert_part_failed(&got, "product", "product-info");
     assert_eq!(body["failed"][0]["message"], "service answered 503");
 }
 

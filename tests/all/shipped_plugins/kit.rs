@@ -167,3 +167,18 @@ pub fn header(got: &support::Got, name: &str) -> Option<String> {
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
+
+/// Asserts `got` is the aggregate plugin's 502 JSON naming the failed required `part` and its
+/// `service`; the body, for more checks.
+pub fn assert_part_failed(got: &support::Got, part: &str, service: &str) -> serde_json::Value {
+    assert_eq!(got.status, 502, "{}", got.text());
+    assert_eq!(
+        header(got, "content-type").as_deref(),
+        Some("application/json")
+    );
+    let body = got.json();
+    assert_eq!(body["error"], "aggregate_part_failed", "{body}");
+    assert_eq!(body["part"], part, "{body}");
+    assert_eq!(body["failed"][0]["service"], service, "{body}");
+    body
+}
