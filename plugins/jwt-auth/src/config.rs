@@ -39,6 +39,10 @@ pub struct RawConfig {
     /// A JWK set, inline: a table `{ keys = [...] }` or its JSON text. Default: none.
     #[serde(default)]
     pub jwks: Option<serde_json::Value>,
+    /// A JWK set from a data file the route grants the plugin, by grant name
+    /// (`files = { jwks = "keys/jwks.json" }`, then `jwks_file = "jwks"`). Default: none.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
     /// Accepted issuers (`iss`). Default: not checked.
     #[serde(default)]
     pub issuer: Option<OneOrMany>,
@@ -76,7 +80,7 @@ pub struct RawConfig {
 
 /// The validated settings.
 pub struct Settings {
-    /// Keys, in config order (`keys` first, then `jwks`).
+    /// Keys, in config order (`keys`, then `jwks`, then `jwks_file`).
     pub keys: Vec<Key>,
     /// Claim checks.
     pub policy: Policy,
@@ -99,21 +103,38 @@ pub struct Settings {
 /// The default clock skew in seconds.
 pub const DEFAULT_SKEW_SECS: u64 = 60;
 
-/// Parse and validate the config JSON text the host hands the plugin.
-pub fn parse(json: &str) -> Result<Settings, ConfigError> {
+/// Parse and validate the config JSON text the host hands the plugin; `file` reads a granted
+/// data file by name (the host's `context.file` in the plugin).
+pub fn parse(json: &str, file: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Settings, ConfigError> {
     let raw: RawConfig =
         serde_json::from_str(json).map_err(|e| ConfigError(format!("jwt-auth config: {e}")))?;
-    validate(raw)
+    validate(raw, file)
 }
 
 /// Validate a raw config. Reports the first problem found.
-pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+pub fn validate(
+    raw: RawConfig,
+    file: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Settings, ConfigError> {
     let mut keys = Vec::new();
     for (i, k) in raw.keys.iter().enumerate() {
         keys.push(keys::from_config(i, k)?);
     }
+    let from_file = match &raw.jwks_file {
+        None => None,
+        Some(name) => {
+            let bytes = file(name).ok_or_else(|| {
+                ConfigError(format!(
+                    "jwks_file: no file granted as {name:?}; add `files = {{ {name} = \"path/to/jwks.json\" }}` to this plugin's entry"
+                ))
+            })?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ConfigError(format!("jwks_file {name:?}: not JSON: {e}")))?;
+            Some(value)
+        }
+    };
     let mut skipped = Vec::new();
-    if let Some(jwks) = &raw.jwks {
+    for jwks in raw.jwks.iter().chain(&from_file) {
         let set = keys::parse_jwks(jwks)?;
         for (i, jwk) in set.keys().iter().enumerate() {
             match keys::from_jwk(i, jwk)? {
@@ -124,7 +145,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     }
     if keys.is_empty() {
         return Err(ConfigError(
-            "jwt-auth config: no usable key; set `keys = [...]` or `jwks = { keys = [...] }`"
+            "jwt-auth config: no usable key; set `keys = [...]`, `jwks = { keys = [...] }` or `jwks_file`"
                 .into(),
         ));
     }

@@ -123,7 +123,7 @@ fn find_token(req: &Request, s: &Settings) -> Result<(String, Source), TokenErro
 
 impl Plugin for JwtAuth {
     fn on_request(req: &Request) -> Decision {
-        let settings = match config::parse(&context::config()) {
+        let settings = match config::parse(&context::config(), files::get) {
             Ok(s) => s,
             Err(e) => {
                 log::error(&format!("jwt-auth: {e}"));

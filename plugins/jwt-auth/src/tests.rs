@@ -62,7 +62,7 @@ fn claims() -> Value {
 }
 
 fn settings(cfg: Value) -> config::Settings {
-    match config::parse(&cfg.to_string()) {
+    match config::parse(&cfg.to_string(), |_| None) {
         Ok(s) => s,
         Err(e) => panic!("config should be valid: {e}"),
     }
@@ -317,7 +317,7 @@ fn malformed_tokens() {
 
 #[test]
 fn config_errors_name_the_key() {
-    let err = |cfg: Value| match config::parse(&cfg.to_string()) {
+    let err = |cfg: Value| match config::parse(&cfg.to_string(), |_| None) {
         Ok(_) => panic!("should be rejected: {cfg}"),
         Err(e) => e.0,
     };
@@ -395,4 +395,40 @@ fn unauthorized_challenges() {
         www.ends_with("error_description=\"unsupported algorithm a'b'c\""),
         "{www}"
     );
+}
+
+#[test]
+fn jwks_from_a_granted_file() {
+    use rsa::pkcs8::DecodePublicKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    let public = rsa::RsaPublicKey::from_public_key_pem(RSA_PUBLIC).expect("pem");
+    let jwks = json!({ "keys": [
+        { "kty": "RSA", "kid": "f1", "alg": "RS256", "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be()) },
+    ]})
+    .to_string();
+    let granted = |name: &str| (name == "keys").then(|| jwks.clone().into_bytes());
+    let cfg = config::parse(&json!({ "jwks_file": "keys" }).to_string(), granted)
+        .unwrap_or_else(|e| panic!("{}", e.0));
+    assert_eq!(cfg.keys.len(), 1);
+    let good = sign(
+        json!({"alg":"RS256","kid":"f1"}),
+        claims(),
+        Signer::Rs(RSA_PRIVATE),
+    );
+    assert!(check(&cfg, &good).is_ok());
+
+    let missing = config::parse(&json!({ "jwks_file": "other" }).to_string(), granted)
+        .err()
+        .expect("not granted");
+    assert!(
+        missing.0.contains("no file granted as \"other\""),
+        "{}",
+        missing.0
+    );
+    let not_json = config::parse(&json!({ "jwks_file": "keys" }).to_string(), |_| {
+        Some(b"{oops".to_vec())
+    })
+    .err()
+    .expect("not JSON");
+    assert!(not_json.0.contains("not JSON"), "{}", not_json.0);
 }

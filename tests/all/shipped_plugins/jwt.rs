@@ -361,3 +361,42 @@ async fn unusable_config_fails_closed_with_500_naming_the_key() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_a_granted_jwks_file() {
+    let (origin, hits) = kit::counting_echo().await;
+    let dir = PluginsDir::new();
+    let jwks = dir.0.join("jwks.json");
+    std::fs::write(&jwks, ec_jwks().to_string()).expect("write jwks");
+    let entry = format!(
+        "{{ name = \"jwt-auth\", config = {}, files = {{ keys = {} }} }}",
+        kit::toml_inline(&json!({ "jwks_file": "keys", "issuer": "shop", "audience": "mobile" })),
+        kit::toml_inline(&json!(jwks.display().to_string())),
+    );
+    let gw = kit::gateway(&dir, &route(&entry, origin.addr)).await;
+
+    let token = sign(
+        json!({"alg":"ES256","kid":"ec-1"}),
+        good_claims(),
+        Key::Es(EC_PRIVATE),
+    );
+    let got = support::get(
+        &url(&gw, "/orders"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    // A key the file does not hold is refused.
+    let hs = sign(
+        json!({"alg":"HS256","kid":"hs-1"}),
+        good_claims(),
+        Key::Hs(SECRET.as_bytes()),
+    );
+    let refused = support::get(
+        &url(&gw, "/orders"),
+        &[("authorization", &format!("Bearer {hs}"))],
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
