@@ -252,7 +252,8 @@ async fn load(url: &str, clients: usize, secs: u64) -> (f64, f64) {
     (all.len() as f64 / secs as f64, p50.as_secs_f64() * 1e6)
 }
 
-/// The whole gateway over loopback: no plugin vs. no-op vs. header-rewrite.
+/// The whole gateway over loopback: no plugin vs. no-op (fresh instances, and reused) vs.
+/// header-rewrite.
 fn gateway_overhead(rt: &tokio::runtime::Runtime) {
     let dir = guests::TempDir::new("bench-gw");
     std::fs::write(dir.join("noop.wasm"), guests::bytes("noop")).expect("write");
@@ -283,6 +284,11 @@ service = "o"
 match = {{ prefix = "/noop" }}
 plugins = [{{ name = "noop" }}]
 [[routes]]
+name = "noop-reuse"
+service = "o"
+match = {{ prefix = "/noop-reuse" }}
+plugins = [{{ name = "noop", reuse_instances = true }}]
+[[routes]]
 name = "rewrite"
 service = "o"
 match = {{ prefix = "/rewrite" }}
@@ -295,13 +301,14 @@ plugins = [{{ name = "rewrite", config = {{ request = {{ x-a = "1" }}, response 
         let gw = gatehouse::gateway::start(config).await.expect("gateway");
         let base = format!("http://{}", gw.public_addr);
         // Warm up connections and code paths.
-        for path in ["/none", "/noop", "/rewrite"] {
+        let paths = ["/none", "/noop", "/noop-reuse", "/rewrite"];
+        for path in paths {
             load(&format!("{base}{path}"), 8, 1).await;
         }
         let mut rows = Vec::new();
         // Interleave the variants (machine noise hits them alike), twice each.
         for _ in 0..2 {
-            for path in ["/none", "/noop", "/rewrite"] {
+            for path in paths {
                 rows.push((path, load(&format!("{base}{path}"), 16, 3).await));
             }
         }
@@ -312,10 +319,10 @@ plugins = [{{ name = "rewrite", config = {{ request = {{ x-a = "1" }}, response 
         };
         let (base_rps, base_p50) = avg("/none");
         println!("\ngateway over loopback, HTTP/1.1 keep-alive, 16 clients, 64-byte responses:");
-        for path in ["/none", "/noop", "/rewrite"] {
+        for path in paths {
             let (rps, p50) = avg(path);
             println!(
-                "  {path:<9} {rps:>9.0} req/s ({:>5.1}% of none)   p50 {p50:>7.1} us ({:+.1} us)",
+                "  {path:<12} {rps:>9.0} req/s ({:>5.1}% of none)   p50 {p50:>7.1} us ({:+.1} us)",
                 100.0 * rps / base_rps,
                 p50 - base_p50
             );
