@@ -83,7 +83,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     // runtime starts; the first real snapshot then carries the routes' chains.
     let state = Arc::new(ArcSwap::from_pointee(Snapshot::starting(Arc::new(
         config.clone(),
-    ))?));
+    ))));
     let plugins = GatewayPlugins::start(&config, &state).await?;
     state.store(Arc::new(Snapshot::build(
         config,
