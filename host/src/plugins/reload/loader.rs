@@ -10,7 +10,7 @@ use wasmtime::component::Component;
 
 use crate::plugins::runtime::cache::PluginCache;
 use crate::plugins::runtime::capabilities::{Grants, NoServices, PluginEnv, RequestMeta};
-use crate::plugins::runtime::engine::{hex, PluginEngine};
+use crate::plugins::runtime::engine::{hex, Flavor, PluginEngine};
 use crate::plugins::runtime::error::{InvokeError, LoadError};
 use crate::plugins::runtime::instance::{HookSet, PluginPre};
 use crate::plugins::PluginName;
@@ -116,7 +116,7 @@ impl Loader {
             grants: Grants::default(),
             services: Arc::new(NoServices),
             cache: Arc::new(PluginCache::new(1)),
-            idle: None,
+            shelf: Default::default(),
         });
         pre.instantiate(&self.engine, env, Arc::new(RequestMeta::default()))
             .await
@@ -152,21 +152,38 @@ fn compile(
     bytes: &[u8],
     cached: Option<PathBuf>,
 ) -> Result<(Component, bool), LoadError> {
-    if let Some(path) = &cached {
-        if path.exists() {
-            match deserialize(engine, path) {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
-                        "cached plugin artifact unusable; recompiling");
-                }
+    let artifact = |flavor: Flavor| {
+        cached.as_ref().map(|p| match flavor {
+            Flavor::Plain => p.clone(),
+            Flavor::Concurrent => p.with_extension("concurrent.cwasm"),
+        })
+    };
+    for flavor in [Flavor::Plain, Flavor::Concurrent] {
+        let Some(path) = artifact(flavor).filter(|p| p.exists()) else {
+            continue;
+        };
+        match deserialize(engine, flavor, &path) {
+            Ok(c) => return Ok((c, true)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
+                    "cached plugin artifact unusable; recompiling");
             }
         }
     }
-    let component =
-        Component::new(engine.engine(), bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-    if let Some(path) = &cached {
-        if let Err(e) = store_artifact(&component, path) {
+    // Plain first (the fast engine); only a component that needs component-model async
+    // (or is invalid) falls through to the concurrent engine, whose error is the one shown.
+    let component = match Component::new(engine.runtime(Flavor::Plain)?.engine(), bytes) {
+        Ok(c) => c,
+        Err(plain) => {
+            let concurrent = engine.runtime(Flavor::Concurrent)?.engine();
+            Component::new(concurrent, bytes).map_err(|e| {
+                tracing::debug!(error = %format!("{plain:#}"), "not loadable on the plain engine");
+                LoadError::Compile(format!("{e:#}"))
+            })?
+        }
+    };
+    if let Some(path) = artifact(engine.flavor_of(&component)) {
+        if let Err(e) = store_artifact(&component, &path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled plugin artifact to the cache");
         }
     }
@@ -175,13 +192,17 @@ fn compile(
 
 /// Load a compiled artifact from the cache.
 #[allow(unsafe_code)]
-fn deserialize(engine: &PluginEngine, path: &Path) -> wasmtime::Result<Component> {
+fn deserialize(engine: &PluginEngine, flavor: Flavor, path: &Path) -> wasmtime::Result<Component> {
+    let engine = engine
+        .runtime(flavor)
+        .map_err(|e| wasmtime::format_err!("{e}"))?
+        .engine();
     // SAFETY: `deserialize_file` trusts the file to be an artifact wasmtime produced. Only
     // this loader writes into the cache directory, atomically (temp file + rename), under a
     // name derived from the SHA-256 of the source and the engine's compatibility hash;
     // wasmtime itself also checks the artifact's header and engine settings. The cache
     // directory must not be writable by anyone the gateway does not trust.
-    unsafe { Component::deserialize_file(engine.engine(), path) }
+    unsafe { Component::deserialize_file(engine, path) }
 }
 
 fn store_artifact(component: &Component, path: &Path) -> std::io::Result<()> {

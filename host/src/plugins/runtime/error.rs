@@ -25,6 +25,9 @@ pub enum LoadError {
     /// Compilation failed (malformed or truncated component, unsupported feature).
     #[error("compile failed: {0}")]
     Compile(String),
+    /// The engine the component needs could not be built.
+    #[error(transparent)]
+    Engine(#[from] super::engine::EngineError),
     /// The component imports something the host does not provide (built for a different world).
     #[error("does not fit the gatehouse:plugin world: {0}")]
     World(String),

@@ -46,7 +46,8 @@ impl PluginPre {
     /// anything the host does not provide or exports no hook.
     pub fn new(engine: &PluginEngine, component: &Component) -> Result<Self, LoadError> {
         let pre = engine
-            .linker()
+            .linker_for(component)
+            .map_err(|e| LoadError::World(e.to_string()))?
             .instantiate_pre(component)
             .map_err(|e| LoadError::World(format!("{e:#}")))?;
         let has = |name: &str| component.get_export_index(None, name).is_some();
@@ -88,7 +89,7 @@ impl PluginPre {
     ) -> Result<PluginInstance, InvokeError> {
         let limits = engine.limits();
         let ctx = PluginCtx::new(env, meta, limits.memory, limits.deadline, limits.body_cap);
-        let mut store = Store::new(engine.engine(), ctx);
+        let mut store = Store::new(self.pre.component().engine(), ctx);
         store.limiter(|c| &mut c.memory);
         store.epoch_deadline_callback(|mut cx| {
             // Past the budget: trap. Otherwise check again on the next tick.
