@@ -19,6 +19,10 @@ use gatehouse::plugins::{
 use gatehouse::proxy::body;
 use http_body_util::{BodyExt, Full};
 
+// The gateway binary's allocator (see host/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(dead_code)]
 #[path = "../tests/all/plugins/guests.rs"]
 mod guests;
@@ -160,7 +164,7 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         grants: Grants::default(),
         services: Arc::new(NoServices),
         cache: Arc::new(PluginCache::new(1)),
-        idle: None,
+        shelf: Default::default(),
     });
     let meta = Arc::new(RequestMeta::default());
     let limits = manager.engine().limits().clone();

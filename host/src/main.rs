@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use gatehouse::config::{self, Config};
 use gatehouse::reload::Reloader;
 
+// Proxying allocates and frees small buffers at a high rate, often on different threads (a
+// response buffer freed by another worker, plugin instances torn down off the request
+// thread); glibc malloc serialises such frees on an arena lock, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// gatehouse: a programmable API gateway with WebAssembly plugins.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about, long_about = None)]

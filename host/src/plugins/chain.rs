@@ -11,6 +11,7 @@ use super::runtime::engine::PluginEngine;
 use super::runtime::error::{InvokeError, Phase, PluginFailure};
 use super::runtime::instance::PluginInstance;
 use super::runtime::message::{from_full_response, PluginRequest, PluginResponse};
+use super::runtime::shelf::Recycler;
 use super::Body;
 
 /// What a plugin failure does to the request.
@@ -38,6 +39,7 @@ pub struct PluginChain {
     on_error: OnError,
     engine: Arc<PluginEngine>,
     registry: Arc<PluginRegistry>,
+    recycler: Recycler,
 }
 
 impl PluginChain {
@@ -47,18 +49,26 @@ impl PluginChain {
         on_error: OnError,
         engine: Arc<PluginEngine>,
         registry: Arc<PluginRegistry>,
+        recycler: Recycler,
     ) -> Self {
         PluginChain {
             entries,
             on_error,
             engine,
             registry,
+            recycler,
         }
     }
 
     /// Whether the chain has no plugins (the request path can skip it entirely).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Instances waiting on this chain's shelves (prepared fresh ones, or kept ones with
+    /// `reuse_instances`).
+    pub fn shelved(&self) -> usize {
+        self.entries.iter().map(|e| e.shelf.len()).sum()
     }
 
     /// Start running the chain for one request. The set of active plugin versions is fixed
@@ -86,14 +96,13 @@ pub struct ChainRun {
 }
 
 impl Drop for ChainRun {
-    /// Instances of routes that opted into reuse go back for later requests; an instance
-    /// that failed was already dropped (`fail`), so a broken one never serves again.
+    /// Instances go to the recycler: fresh ones are torn down and replaced off the request
+    /// path, reused ones go back on their shelf. An instance that failed was already dropped
+    /// (`fail`), so a broken one never serves again.
     fn drop(&mut self) {
         for (env, slot) in self.chain.entries.iter().zip(&mut self.instances) {
-            if let (Some(idle), Some((version, instance))) = (&env.idle, slot.take()) {
-                if instance.reusable() {
-                    idle.give_back(version, instance);
-                }
+            if let Some((version, instance)) = slot.take() {
+                self.chain.recycler.after_request(env, version, instance);
             }
         }
     }
@@ -161,8 +170,7 @@ impl ChainRun {
         if !wanted {
             return Ok(None);
         }
-        let kept = env.idle.as_ref().and_then(|idle| idle.take(&loaded));
-        let inst = match kept {
+        let inst = match env.shelf.take(&loaded) {
             Some(mut inst) => {
                 inst.recycle(self.meta.clone());
                 inst

@@ -13,8 +13,9 @@ use super::reload::loader::Loader;
 use super::reload::registry::{PluginRegistry, PluginStatus};
 use super::reload::watcher::{self, PluginWatcher, WatchError};
 use super::runtime::cache::PluginCache;
-use super::runtime::capabilities::{Grants, IdleInstances, PluginEnv, ServiceCaller};
+use super::runtime::capabilities::{Grants, PluginEnv, ServiceCaller};
 use super::runtime::engine::{EngineError, PluginEngine, PluginLimits};
+use super::runtime::shelf::{InstanceShelf, Lifetime, Recycler};
 use super::PluginName;
 
 /// How the plugin subsystem is set up (from the `[plugins]` config table).
@@ -56,7 +57,7 @@ pub struct PluginRef {
     pub calls: Vec<String>,
     /// Its cache namespace, if any.
     pub cache: Option<String>,
-    /// Keep instances between requests (see [`IdleInstances`]) instead of a fresh one each.
+    /// Keep instances between requests (see [`InstanceShelf`]) instead of a fresh one each.
     pub reuse_instances: bool,
     /// Its granted data files, by grant name.
     pub files: Arc<HashMap<String, Bytes>>,
@@ -80,6 +81,7 @@ pub struct PluginManager {
     registry: Arc<PluginRegistry>,
     cache: Arc<PluginCache>,
     services: Arc<dyn ServiceCaller>,
+    recycler: Recycler,
     settings: PluginSettings,
     _watcher: Option<PluginWatcher>,
 }
@@ -114,6 +116,7 @@ impl PluginManager {
         };
         watcher::load_dir(&loader, &registry, &settings.dir).await?;
         Ok(PluginManager {
+            recycler: Recycler::start(engine.clone()),
             cache: Arc::new(PluginCache::new(settings.limits.cache_entries)),
             engine,
             loader,
@@ -141,7 +144,11 @@ impl PluginManager {
                     },
                     services: self.services.clone(),
                     cache: self.cache.clone(),
-                    idle: p.reuse_instances.then(IdleInstances::default),
+                    shelf: InstanceShelf::new(if p.reuse_instances {
+                        Lifetime::Reuse
+                    } else {
+                        Lifetime::Fresh
+                    }),
                 })
             })
             .collect();
@@ -150,6 +157,7 @@ impl PluginManager {
             on_error,
             self.engine.clone(),
             self.registry.clone(),
+            self.recycler.clone(),
         ))
     }
 

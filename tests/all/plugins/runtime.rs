@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 use super::guests::{self, TempDir};
+use crate::support::eventually;
 
 /// A service caller standing in for the gateway's upstreams: answers after `delay` and
 /// records every call that reached it.
@@ -220,6 +221,44 @@ async fn every_request_gets_a_fresh_instance() {
             RequestOutcome::Respond(_) => panic!("tag mode continues"),
         }
     }
+}
+
+#[tokio::test]
+async fn fresh_instances_are_prepared_off_the_request_path_and_used_once() {
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let chain = kit.chain(
+        &[plugin("kit", json!({ "mode": "tag" }))],
+        OnError::FailClosed,
+    );
+    assert_eq!(
+        chain.shelved(),
+        0,
+        "nothing is prepared before the first request"
+    );
+    for _ in 0..5 {
+        // After each request the recycler tears its instance down and prepares one fresh
+        // instance for the next request.
+        assert_eq!(seen_count(&chain, get("/")).await, Ok("1".into()));
+        eventually("a prepared instance", Duration::from_secs(5), async || {
+            chain.shelved() == 1
+        })
+        .await;
+    }
+    // A prepared instance is made before its request: it must still see that request's
+    // metadata, not the defaults it was made with.
+    let meta_chain = kit.chain(
+        &[plugin("kit", json!({ "mode": "meta" }))],
+        OnError::FailClosed,
+    );
+    answered(&meta_chain, get("/")).await;
+    eventually("a prepared instance", Duration::from_secs(5), async || {
+        meta_chain.shelved() == 1
+    })
+    .await;
+    let (status, body) = answered(&meta_chain, get("/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["request_id"], "req-1");
+    assert_eq!(body["client"], "127.0.0.1:4242");
 }
 
 /// The `x-seen` counter the test-kit plugin (tag mode) sets: how many requests its

@@ -8,8 +8,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::cache::PluginCache;
-use super::instance::PluginInstance;
-use crate::plugins::reload::loader::LoadedPlugin;
+use super::shelf::InstanceShelf;
 use crate::plugins::{Body, PluginName};
 
 /// Why the host could not complete a service call for a plugin.
@@ -77,47 +76,8 @@ pub struct PluginEnv {
     pub services: Arc<dyn ServiceCaller>,
     /// The shared cache.
     pub cache: Arc<PluginCache>,
-    /// Instances kept for reuse when the route opted in (`reuse_instances = true`).
-    pub idle: Option<IdleInstances>,
-}
-
-/// Instances of one plugin on one route kept between requests (opt-in, per route entry).
-///
-/// Reuse skips instantiation and the page faults of fresh memory, which is most of a small
-/// plugin's cost, at the price of isolation: whatever the plugin keeps in its memory (globals,
-/// caches, leaks) carries over to later requests on the same route. An instance goes back only
-/// after a request in which it did not fail, and only to the version it was made from: a
-/// reload retires old instances as they are taken. Each idle instance holds one slot of the
-/// pool (`plugins.max_instances`), so at most [`IdleInstances::MAX`] are kept.
-#[derive(Default)]
-pub struct IdleInstances {
-    slots: std::sync::Mutex<Vec<(Arc<LoadedPlugin>, PluginInstance)>>,
-}
-
-impl IdleInstances {
-    /// Idle instances kept per plugin per route: enough for a few requests in flight per
-    /// core without holding many pool slots.
-    pub const MAX: usize = 16;
-
-    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<LoadedPlugin>, PluginInstance)>> {
-        // Pushes and pops leave the list consistent even if a holder panicked.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// An idle instance of `version`, if one is kept. Instances of older versions are dropped.
-    pub fn take(&self, version: &Arc<LoadedPlugin>) -> Option<PluginInstance> {
-        let mut slots = self.slots();
-        slots.retain(|(v, _)| Arc::ptr_eq(v, version));
-        slots.pop().map(|(_, instance)| instance)
-    }
-
-    /// Keep `instance` (made from `version`) for a later request, unless enough are kept.
-    pub fn give_back(&self, version: Arc<LoadedPlugin>, instance: PluginInstance) {
-        let mut slots = self.slots();
-        if slots.len() < Self::MAX {
-            slots.push((version, instance));
-        }
-    }
+    /// Instances made ahead of requests, or kept between them (`reuse_instances = true`).
+    pub shelf: InstanceShelf,
 }
 
 /// Per-request metadata visible to plugins through the `context` interface.

@@ -8,3 +8,4 @@ pub mod error;
 pub mod host_impl;
 pub mod instance;
 pub mod message;
+pub mod shelf;
