@@ -6,6 +6,7 @@
 //! ([`crate::resilience::UpstreamService`]).
 
 mod client;
+pub mod conn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
