@@ -170,7 +170,8 @@ impl Connections {
     /// Sends `req` (its URI from [`Connections::request_uri`]) on an idle or new connection
     /// and waits for the response head. An idle connection the endpoint had closed is
     /// detected and the request resent on a new one, transparently, as long as it was never
-    /// written. Cancel-safe: dropping the future drops the connection it was using.
+    /// written. Cancel-safe: dropping the future closes the HTTP/1.1 connection it was using
+    /// (its state is unknown), or resets its h2c stream.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<PooledBody>, ConnError> {
         match &self.kind {
             Kind::Http1(pool) => pool.send(req).await,
