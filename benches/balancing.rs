@@ -10,19 +10,23 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gatehouse::balancing::{Algorithm, Backend, Balancer, PickContext};
 use gatehouse::discovery::{Endpoint, EndpointMeta};
+use gatehouse::upstream::conn::ConnSettings;
 
 fn backends(n: usize) -> Vec<Arc<Backend>> {
     (0..n)
         .map(|i| {
             let addr = SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 80));
-            Arc::new(Backend::new(Endpoint {
-                id: Arc::from(format!("instance-{i}")),
-                addr,
-                meta: EndpointMeta {
-                    weight: 1 + (i % 5) as u32,
-                    ..EndpointMeta::default()
+            Arc::new(Backend::new(
+                Endpoint {
+                    id: Arc::from(format!("instance-{i}")),
+                    addr,
+                    meta: EndpointMeta {
+                        weight: 1 + (i % 5) as u32,
+                        ..EndpointMeta::default()
+                    },
                 },
-            }))
+                ConnSettings::default(),
+            ))
         })
         .collect()
 }

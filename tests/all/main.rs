@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod cli;
 mod config_errors;
+mod connections;
 mod discovery;
 mod grpc;
 mod plugins;

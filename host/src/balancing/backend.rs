@@ -1,33 +1,39 @@
-//! Backend: one endpoint plus the live state balancers and health checks share about it.
+//! Backend: one endpoint plus the live state balancers, health checks and requests share
+//! about it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::discovery::Endpoint;
 use crate::health::EndpointHealth;
+use crate::upstream::conn::{ConnSettings, Connections};
 
-/// An endpoint with its in-flight counter and health. The pool keeps one `Arc<Backend>` per
-/// endpoint id across discovery updates, so counters and health survive a new endpoint set.
+/// An endpoint with its in-flight counter, health and connections. The pool keeps one
+/// `Arc<Backend>` per endpoint id across discovery updates, so counters, health and pooled
+/// connections survive a new endpoint set; when the endpoint leaves the set, the last
+/// `Arc` going away closes its idle connections.
 #[derive(Debug)]
 pub struct Backend {
     pub endpoint: Endpoint,
-    /// `ip:port` as a URI authority, built once rather than per request.
-    pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
     pub health: EndpointHealth,
+    connections: Connections,
 }
 
 impl Backend {
-    pub fn new(endpoint: Endpoint) -> Self {
-        // A socket address always formats as a valid authority; the fallback is unreachable.
-        let authority = http::uri::Authority::try_from(endpoint.addr.to_string())
-            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
+    /// A backend for `endpoint`, reached as `settings` say. Opens nothing yet.
+    pub fn new(endpoint: Endpoint, settings: ConnSettings) -> Self {
         Self {
+            connections: Connections::new(endpoint.addr, settings),
             endpoint,
-            authority,
             in_flight: AtomicUsize::new(0),
             health: EndpointHealth::default(),
         }
+    }
+
+    /// The endpoint's connections, for sending it a request.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
     }
 
     /// Requests currently sent to this backend and not yet finished.

@@ -155,6 +155,7 @@ impl Balancer {
 pub(crate) mod test_support {
     use super::Backend;
     use crate::discovery::{Endpoint, EndpointMeta};
+    use crate::upstream::conn::ConnSettings;
     use std::net::SocketAddr;
     use std::sync::Arc;
 
@@ -165,14 +166,17 @@ pub(crate) mod test_support {
                 let addr: SocketAddr = format!("10.0.{}.{}:80", i / 250, i % 250)
                     .parse()
                     .expect("test address parses");
-                Arc::new(Backend::new(Endpoint {
-                    id: Arc::from(format!("b{i}")),
-                    addr,
-                    meta: EndpointMeta {
-                        weight: weight(i),
-                        ..EndpointMeta::default()
+                Arc::new(Backend::new(
+                    Endpoint {
+                        id: Arc::from(format!("b{i}")),
+                        addr,
+                        meta: EndpointMeta {
+                            weight: weight(i),
+                            ..EndpointMeta::default()
+                        },
                     },
-                }))
+                    ConnSettings::default(),
+                ))
             })
             .collect()
     }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{Algorithm, Backend, Balancer};
 use crate::discovery::EndpointSet;
+use crate::upstream::conn::ConnSettings;
 
 /// Holds a service's backends (one `Arc<Backend>` per endpoint id, so in-flight counts and
 /// health survive updates) and the current [`Balancer`], rebuilt whenever the endpoint set or
@@ -18,6 +19,8 @@ use crate::discovery::EndpointSet;
 pub struct BackendPool {
     service: Arc<str>,
     algorithm: Algorithm,
+    /// How new backends reach their endpoint.
+    connections: ConnSettings,
     all: ArcSwap<Vec<Arc<Backend>>>,
     balancer: ArcSwap<Balancer>,
     // Serialises rebuilds so an older rebuild cannot overwrite a newer one.
@@ -27,10 +30,15 @@ pub struct BackendPool {
 }
 
 impl BackendPool {
-    pub fn new(service: impl Into<Arc<str>>, algorithm: Algorithm) -> Arc<Self> {
+    pub fn new(
+        service: impl Into<Arc<str>>,
+        algorithm: Algorithm,
+        connections: ConnSettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             service: service.into(),
             algorithm,
+            connections,
             all: ArcSwap::from_pointee(Vec::new()),
             balancer: ArcSwap::from_pointee(Balancer::new(algorithm, Vec::new(), false)),
             rebuild_lock: Mutex::new(()),
@@ -64,7 +72,7 @@ impl BackendPool {
                 .iter()
                 .map(|e| match by_id.get(&*e.id) {
                     Some(b) if b.endpoint == *e => Arc::clone(b),
-                    _ => Arc::new(Backend::new(e.clone())),
+                    _ => Arc::new(Backend::new(e.clone(), self.connections)),
                 })
                 .collect();
             self.all.store(Arc::new(next));
@@ -167,7 +175,7 @@ mod tests {
 
     #[test]
     fn unchanged_endpoints_keep_their_state() {
-        let pool = BackendPool::new("svc", Algorithm::RoundRobin);
+        let pool = BackendPool::new("svc", Algorithm::RoundRobin, ConnSettings::default());
         pool.set_endpoints(&set(&[1, 2]));
         let before = pool.all_backends();
         let held = pool
@@ -188,7 +196,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ejected_backend_leaves_and_returns_after_back_off() {
-        let pool = BackendPool::new("svc", Algorithm::RoundRobin);
+        let pool = BackendPool::new("svc", Algorithm::RoundRobin, ConnSettings::default());
         let (tx, rx) = watch::channel(set(&[1, 2]));
         let driver = tokio::spawn(Arc::clone(&pool).drive(rx));
         tokio::task::yield_now().await;
@@ -221,7 +229,7 @@ mod tests {
 
     #[test]
     fn all_unhealthy_means_panic_mode_over_all_backends() {
-        let pool = BackendPool::new("svc", Algorithm::RoundRobin);
+        let pool = BackendPool::new("svc", Algorithm::RoundRobin, ConnSettings::default());
         pool.set_endpoints(&set(&[1, 2]));
         for b in pool.all_backends().iter() {
             b.health.set_active_ok(false);

@@ -1,16 +1,14 @@
 //! The resilient call path of one named service: breaker → pick (discovery, health,
-//! balancer) → pooled client with timeouts → outlier marks → budgeted retries elsewhere.
+//! balancer) → the endpoint's pooled connections, with timeouts → outlier marks → budgeted
+//! retries elsewhere.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -20,6 +18,7 @@ use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
 use crate::proxy::body::{self, Body};
+use crate::upstream::conn::{self, ConnError, ConnSettings, PooledBody};
 
 /// Request bodies on this path (the host's `proxy::body::Body`).
 pub type CallBody = Body;
@@ -34,6 +33,8 @@ pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 pub struct ServiceSpec {
     pub name: Arc<str>,
     pub source: Source,
+    /// Protocol, connect timeout and idle limits of every endpoint's connections.
+    pub connections: ConnSettings,
     pub algorithm: Algorithm,
     /// Required when `algorithm` is `Hash`.
     pub hash_key: Option<HashKey>,
@@ -59,14 +60,14 @@ pub enum CallError {
         service: Arc<str>,
         endpoint: SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: ConnError,
     },
     #[error("service \"{service}\", endpoint {endpoint}: connection failed: {source}")]
     Reset {
         service: Arc<str>,
         endpoint: SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: ConnError,
     },
     #[error(
         "service \"{service}\", endpoint {endpoint}: no response within {after:?} (try timeout)"
@@ -123,7 +124,7 @@ impl CallError {
 }
 
 /// One named service, ready to call. Owns its background tasks (discovery driver, active
-/// checker) and stops them when dropped.
+/// checker, idle-connection sweep) and stops them when dropped.
 pub struct UpstreamService {
     name: Arc<str>,
     pool: Arc<BackendPool>,
@@ -133,7 +134,6 @@ pub struct UpstreamService {
     budget: RetryBudget,
     breaker: Option<Breaker>,
     timeouts: Timeouts,
-    client: Client<HttpConnector, CallBody>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -155,16 +155,18 @@ impl Drop for UpstreamService {
 }
 
 impl UpstreamService {
-    /// Starts discovery (and active checks) for `spec`; requests go out through `client`
-    /// (the host's pooled client, which applies the connect timeout). Must run inside a tokio
-    /// runtime.
-    pub fn start(spec: ServiceSpec, client: Client<HttpConnector, CallBody>) -> Self {
-        let pool = BackendPool::new(Arc::clone(&spec.name), spec.algorithm);
+    /// Starts discovery (and active checks) for `spec`; requests go out on each endpoint's
+    /// own connections ([`crate::upstream::conn`]). Must run inside a tokio runtime.
+    pub fn start(spec: ServiceSpec) -> Self {
+        let pool = BackendPool::new(Arc::clone(&spec.name), spec.algorithm, spec.connections);
         let endpoints = spec.source.clone().start();
         // Apply the first set now, so the service can serve as soon as it is built.
         let first = endpoints.borrow().clone();
         pool.set_endpoints(&first);
-        let mut tasks = vec![tokio::spawn(Arc::clone(&pool).drive(endpoints)).abort_handle()];
+        let mut tasks = vec![
+            tokio::spawn(Arc::clone(&pool).drive(endpoints)).abort_handle(),
+            tokio::spawn(sweep_idle_connections(Arc::clone(&pool))).abort_handle(),
+        ];
         if let Some(check) = spec.health.clone() {
             let checker = ActiveChecker::new(check, Arc::clone(&pool));
             tasks.push(tokio::spawn(checker.run()).abort_handle());
@@ -180,7 +182,6 @@ impl UpstreamService {
             hash_key: spec.hash_key,
             retry: spec.retry,
             timeouts: spec.timeouts,
-            client,
             tasks,
         }
     }
@@ -207,7 +208,7 @@ impl UpstreamService {
         &self,
         req: Request<CallBody>,
         deadline: Duration,
-    ) -> Result<(SocketAddr, Response<Incoming>), CallError> {
+    ) -> Result<(SocketAddr, Response<PooledBody>), CallError> {
         let (total, per_try) = self.timeouts.for_call(deadline);
         let total = total.0;
         if self.retry.max_retries == 0 && self.breaker.is_none() && per_try.0 >= total {
@@ -228,7 +229,7 @@ impl UpstreamService {
         &self,
         req: Request<CallBody>,
         per_try: Duration,
-    ) -> Result<(SocketAddr, Response<Incoming>), CallError> {
+    ) -> Result<(SocketAddr, Response<PooledBody>), CallError> {
         let permit = match &self.breaker {
             Some(b) => Some(b.acquire().await?),
             None => None,
@@ -290,14 +291,13 @@ impl UpstreamService {
                 // Unreachable: without a replay copy there is no second try.
                 (None, None) => body::empty(),
             };
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(http::uri::Scheme::HTTP);
-            uri.authority = Some(backend.authority.clone());
-            uri.path_and_query = Some(path.clone());
-            let uri = Uri::from_parts(uri).map_err(|e| CallError::Uri {
-                service: Arc::clone(&self.name),
-                source: e.into(),
-            })?;
+            let connections = backend.connections();
+            let uri = connections
+                .request_uri(path.clone())
+                .map_err(|source| CallError::Uri {
+                    service: Arc::clone(&self.name),
+                    source,
+                })?;
             let mut try_head = match (&replay, head.as_ref()) {
                 (Some(_), Some(h)) => copy_head(h),
                 _ => head.take().ok_or_else(|| CallError::NoEndpoints {
@@ -308,7 +308,7 @@ impl UpstreamService {
             try_head.uri = uri;
             let req = Request::from_parts(try_head, body);
 
-            let outcome = tokio::time::timeout(per_try, self.client.request(req)).await;
+            let outcome = tokio::time::timeout(per_try, connections.send(req)).await;
             drop(picked);
             let (failure, result) = match outcome {
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
@@ -373,6 +373,21 @@ impl UpstreamService {
             .is_some()
         {
             self.pool.rebuild();
+        }
+    }
+}
+
+/// Closes idle connections past their timeout on every backend, every
+/// [`conn::SWEEP_INTERVAL`], until aborted: an endpoint without traffic has no checkout or
+/// return to do it.
+async fn sweep_idle_connections(pool: Arc<BackendPool>) {
+    let mut tick = tokio::time::interval(conn::SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        for backend in pool.all_backends().iter() {
+            backend.connections().sweep(now);
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// Establishing a TCP connection to an endpoint (`connect_timeout`, default 2 s; applied by
-/// the pooled client's connector).
+/// Establishing a connection to an endpoint, TCP connect and HTTP handshake
+/// (`connect_timeout`, default 2 s; applied by [`crate::upstream::conn`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectTimeout(pub Duration);
 

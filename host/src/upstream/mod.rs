@@ -5,7 +5,7 @@
 //! health filtering, balancing, pooling, timeouts, retries and the circuit breaker
 //! ([`crate::resilience::UpstreamService`]).
 
-mod client;
+pub mod conn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,9 +19,10 @@ use crate::discovery::registry::Registry;
 use crate::discovery::{DnsSource, RegistrySource, Source, StaticSource};
 use crate::proxy::body::{self, Body};
 use crate::resilience::{
-    BreakerError, CallError, ServiceSpec, Timeouts, TotalTimeout, TryTimeout, UpstreamService,
+    BreakerError, CallError, ConnectTimeout, ServiceSpec, Timeouts, TotalTimeout, TryTimeout,
+    UpstreamService,
 };
-use client::UpstreamClient;
+use conn::{ConnError, ConnSettings};
 
 /// Why a request did not get a response from its service.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,7 @@ pub enum UpstreamError {
         service: ServiceName,
         endpoint: SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: ConnError,
     },
     #[error("service \"{service}\": {endpoint} did not answer within {}", humantime::format_duration(*timeout))]
     Timeout {
@@ -48,7 +49,7 @@ pub enum UpstreamError {
         service: ServiceName,
         endpoint: SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: ConnError,
     },
     #[error("service \"{service}\": bad upstream uri: {message}")]
     BadUri {
@@ -135,7 +136,8 @@ pub struct UpstreamResponse {
     pub response: Response<Body>,
 }
 
-/// One named service: discovery, health, balancing and resilience around a pooled client.
+/// One named service: discovery, health, balancing and resilience around its endpoints'
+/// pooled connections.
 #[derive(Debug)]
 pub struct Service {
     pub config: ServiceConfig,
@@ -144,7 +146,6 @@ pub struct Service {
 
 impl Service {
     fn new(config: ServiceConfig, registry: &Arc<Registry>) -> Self {
-        let client = UpstreamClient::new(config.protocol, config.connect_timeout);
         let policy = &config.policy;
         let source = match &policy.discovery {
             DiscoveryConfig::Static => Source::Static(StaticSource(config.endpoints.clone())),
@@ -165,6 +166,7 @@ impl Service {
         let spec = ServiceSpec {
             name: Arc::from(config.name.0.as_str()),
             source,
+            connections: ConnSettings::new(config.protocol, ConnectTimeout(config.connect_timeout)),
             algorithm: policy.balance,
             hash_key: policy.hash_key.clone(),
             health: policy.health.clone(),
@@ -176,7 +178,7 @@ impl Service {
                 total: policy.timeout.map(TotalTimeout),
             },
         };
-        let upstream = UpstreamService::start(spec, client.hyper_client());
+        let upstream = UpstreamService::start(spec);
         Service { config, upstream }
     }
 }

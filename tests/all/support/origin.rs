@@ -3,7 +3,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gatehouse::proxy::body::{self, Body};
@@ -14,17 +17,103 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 
-/// A running origin; aborted on drop.
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+/// A running origin. It counts the connections it accepted and the ones that ended (closed
+/// by the gateway, or failed). Dropping it, or `kill`, closes the listener and every
+/// connection, like a crashed process; `restart` listens again on the same port.
 pub struct Origin {
     pub addr: SocketAddr,
-    task: JoinHandle<()>,
+    handler: Handler,
+    accepted: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
 impl Drop for Origin {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
+    }
+}
+
+impl Origin {
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections that ended so far (not counting those `kill` cut).
+    pub fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every connection.
+    pub fn kill(&self) {
+        for task in self.tasks.lock().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    /// `kill`, then listen again on the same port with the same handler.
+    pub async fn restart(&self) {
+        self.kill();
+        // The old listener closes when its aborted task is next polled.
+        let start = Instant::now();
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "the old listener never closed"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("listen again on {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (handler, accepted, ended, tasks) = (
+            Arc::clone(&self.handler),
+            Arc::clone(&self.accepted),
+            Arc::clone(&self.ended),
+            Arc::clone(&self.tasks),
+        );
+        let accept = tokio::spawn({
+            let tasks = Arc::clone(&tasks);
+            async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let (handler, ended) = (Arc::clone(&handler), Arc::clone(&ended));
+                    let conn = tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            let response = handler(req);
+                            async move { Ok::<_, Infallible>(response.await) }
+                        });
+                        // How a connection ends does not matter here, only that it did.
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        ended.fetch_add(1, Ordering::SeqCst);
+                    });
+                    tasks.lock().expect("tasks lock").push(conn.abort_handle());
+                }
+            }
+        });
+        tasks
+            .lock()
+            .expect("tasks lock")
+            .push(accept.abort_handle());
     }
 }
 
@@ -35,26 +124,15 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("origin addr");
-    let handler = Arc::new(handler);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Origin { addr, task }
+    let origin = Origin {
+        addr: listener.local_addr().expect("origin addr"),
+        handler: Arc::new(move |req| Box::pin(handler(req))),
+        accepted: Arc::default(),
+        ended: Arc::default(),
+        tasks: Arc::default(),
+    };
+    origin.serve(listener);
+    origin
 }
 
 /// An origin that answers with JSON describing the request: method, path, query, headers,

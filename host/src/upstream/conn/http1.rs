@@ -1,0 +1,236 @@
+//! HTTP/1.1: a LIFO pool of idle keep-alive connections to one endpoint.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+
+use super::body::{Giveback, PooledBody};
+use super::{ConnError, ConnSettings, Target};
+use crate::proxy::body::Body;
+
+/// How long a checkout waits for a pooled connection that is still finishing its previous
+/// exchange when no other one is ready. The usual case is a response body that just ended
+/// while the connection's task has not yet run: microseconds. The rare one is an upstream
+/// that answered early while the request body is still uploading: that can take minutes, so
+/// after this grace a new connection is opened instead.
+const BUSY_GRACE: Duration = Duration::from_millis(20);
+
+/// A pooled connection idle at least this long yields once to the runtime before use. The
+/// endpoint may have closed it (keep-alive timeouts are seconds: nginx 75 s, Node 5 s,
+/// Apache 5 s) with the close still unseen by the runtime's I/O driver; a request written to
+/// that socket would fail as a reset, whatever its method. The yield lets the driver deliver
+/// the close first: either the connection's task closes it now, or it finds the close
+/// before writing and hands the request back for a resend. Busy connections skip the yield.
+pub(super) const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+type Sender = http1::SendRequest<Body>;
+
+/// Idle connections, oldest first. The lock is std's: uncontended in practice, held for a
+/// few pointer moves, never across an await.
+pub(super) struct Pool {
+    target: Target,
+    max_idle: usize,
+    idle_timeout: Duration,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+/// What a checkout found in the pool.
+enum Found {
+    /// Ready for a request now.
+    Ready(Sender),
+    /// Still finishing its previous exchange.
+    Busy(Sender),
+}
+
+impl Pool {
+    pub(super) fn new(target: Target, settings: &ConnSettings) -> Self {
+        Self {
+            target,
+            max_idle: settings.max_idle,
+            idle_timeout: settings.idle_timeout,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<PooledBody>, ConnError> {
+        let (mut tx, mut reused) = match self.checkout().await {
+            Some(tx) => (tx, true),
+            None => (self.connect().await?, false),
+        };
+        loop {
+            match tx.try_send_request(req).await {
+                Ok(response) => return Ok(self.wrap(response, tx)),
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let error = e.into_error();
+                    match unsent {
+                        // The endpoint closed this idle connection (its keep-alive timeout,
+                        // a restart) and we saw it only now. The request was never written,
+                        // so it goes once more on a new connection: a stale pooled
+                        // connection must not become a 502 (the legacy client's
+                        // `retry_canceled_requests` did the same).
+                        Some(unsent) if reused => {
+                            tracing::debug!(endpoint = %self.target.addr, error = %error, "pooled connection was closed; resending on a new one");
+                            req = unsent;
+                            tx = self.connect().await?;
+                            reused = false;
+                        }
+                        Some(_) => return Err(ConnError::Closed(error)),
+                        None => return Err(ConnError::Send(error)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// An idle connection ready for a request, if the pool has one (see [`BUSY_GRACE`]).
+    async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let (found, idle_for) = self.take_idle()?;
+            let tx = match found {
+                Found::Ready(tx) => tx,
+                Found::Busy(mut tx) => match tokio::time::timeout(BUSY_GRACE, tx.ready()).await {
+                    Ok(Ok(())) => tx,
+                    // It closed instead: look again.
+                    Ok(Err(_)) => continue,
+                    Err(_) => {
+                        self.put_back(tx);
+                        return None;
+                    }
+                },
+            };
+            if idle_for >= RECHECK_AFTER {
+                tokio::task::yield_now().await;
+                if tx.is_closed() {
+                    continue;
+                }
+            }
+            return Some(tx);
+        }
+    }
+
+    /// Takes a connection out of the pool, with how long it was idle.
+    fn take_idle(&self) -> Option<(Found, Duration)> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        self.evict_expired(&mut idle, now);
+        // The common case: the newest connection is ready.
+        loop {
+            let newest = idle.back()?;
+            if newest.tx.is_ready() {
+                return idle
+                    .pop_back()
+                    .map(|i| (Found::Ready(i.tx), now.saturating_duration_since(i.since)));
+            }
+            if !newest.tx.is_closed() {
+                break;
+            }
+            idle.pop_back();
+        }
+        // The newest is still finishing its last exchange: an older ready one beats waiting.
+        match idle.iter().rposition(|i| i.tx.is_ready()) {
+            Some(at) => idle
+                .remove(at)
+                .map(|i| (Found::Ready(i.tx), now.saturating_duration_since(i.since))),
+            None => idle
+                .pop_back()
+                .map(|i| (Found::Busy(i.tx), now.saturating_duration_since(i.since))),
+        }
+    }
+
+    /// Returns a connection whose response has ended. The oldest idle connection makes room
+    /// when the pool is full: the newest are the least likely to be closed by the endpoint.
+    pub(super) fn put_back(&self, tx: Sender) {
+        if tx.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.lock();
+        // Taken under the lock so the queue stays ordered by `since`.
+        let now = Instant::now();
+        self.evict_expired(&mut idle, now);
+        if idle.len() >= self.max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { tx, since: now });
+    }
+
+    /// Drops idle connections past the idle timeout and closed ones.
+    pub(super) fn sweep(&self, now: Instant) {
+        let timeout = self.idle_timeout;
+        self.lock()
+            .retain(|i| !i.tx.is_closed() && now.saturating_duration_since(i.since) < timeout);
+    }
+
+    pub(super) fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Idle connections whose task has gone idle too (ready for a request right now).
+    #[cfg(test)]
+    pub(super) fn ready_count(&self) -> usize {
+        self.lock().iter().filter(|i| i.tx.is_ready()).count()
+    }
+
+    fn evict_expired(&self, idle: &mut VecDeque<Idle>, now: Instant) {
+        while idle
+            .front()
+            .is_some_and(|i| now.saturating_duration_since(i.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        // A panic while holding the lock leaves at worst a connection too many or too few.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    async fn connect(&self) -> Result<Sender, ConnError> {
+        // hyper's defaults, as the legacy client used them (it set no HTTP/1 options).
+        let (tx, conn) = self
+            .target
+            .connect(|io| http1::Builder::new().handshake(io))
+            .await?;
+        let endpoint = self.target.addr;
+        // Once per connection: drives it until the endpoint or the last sender closes it.
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Gives `tx` back now if the body is already over (HEAD, 204, 304, an empty body),
+    /// otherwise when the body reaches its end.
+    fn wrap(self: &Arc<Self>, response: Response<Incoming>, tx: Sender) -> Response<PooledBody> {
+        response.map(|body| {
+            if http_body::Body::is_end_stream(&body) {
+                self.put_back(tx);
+                PooledBody::new(body, None)
+            } else {
+                PooledBody::new(
+                    body,
+                    Some(Giveback {
+                        tx,
+                        pool: Arc::downgrade(self),
+                    }),
+                )
+            }
+        })
+    }
+}

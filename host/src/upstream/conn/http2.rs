@@ -1,0 +1,129 @@
+//! h2c: one multiplexed HTTP/2 connection per endpoint, shared by all requests, replaced when
+//! it closes.
+
+use std::sync::{Mutex, MutexGuard};
+
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::PooledBody;
+use super::{ConnError, Target};
+use crate::proxy::body::Body;
+
+type Sender = http2::SendRequest<Body>;
+
+/// The endpoint's current connection. Each connection gets a generation number, so a caller
+/// that found one closed replaces exactly that one and not a newer one someone else opened.
+pub(super) struct Shared {
+    target: Target,
+    /// `ip:port`, the `:authority` of every request.
+    authority: Authority,
+    current: Mutex<Option<(u64, Sender)>>,
+    /// Held across a connect (bounded by the connect timeout), so a burst of requests opens
+    /// one connection and the rest wait for it.
+    connecting: tokio::sync::Mutex<u64>,
+}
+
+impl Shared {
+    pub(super) fn new(target: Target) -> Self {
+        // A socket address always formats as a valid authority; the fallback is unreachable.
+        let authority = Authority::try_from(target.addr.to_string())
+            .unwrap_or_else(|_| Authority::from_static("invalid"));
+        Self {
+            target,
+            authority,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    pub(super) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub(super) async fn send(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<Response<PooledBody>, ConnError> {
+        let (mut generation, mut tx, mut fresh) = self.sender(None).await?;
+        loop {
+            match tx.try_send_request(req).await {
+                Ok(response) => return Ok(response.map(|body| PooledBody::new(body, None))),
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let error = e.into_error();
+                    match unsent {
+                        // The connection closed (GOAWAY, the endpoint restarted) before this
+                        // request went out: resend it once on a new connection.
+                        Some(unsent) if !fresh => {
+                            tracing::debug!(endpoint = %self.target.addr, error = %error, "h2c connection was closed; resending on a new one");
+                            req = unsent;
+                            (generation, tx, _) = self.sender(Some(generation)).await?;
+                            fresh = true;
+                        }
+                        Some(_) => return Err(ConnError::Closed(error)),
+                        None => return Err(ConnError::Send(error)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The open connection, or a new one. `stale` names a generation known to be unusable.
+    /// Returns the generation, the sender, and whether this call opened it.
+    async fn sender(&self, stale: Option<u64>) -> Result<(u64, Sender, bool), ConnError> {
+        if let Some((generation, tx)) = self.open(stale) {
+            return Ok((generation, tx, false));
+        }
+        let mut last = self.connecting.lock().await;
+        // Someone else may have connected while we waited.
+        if let Some((generation, tx)) = self.open(stale) {
+            return Ok((generation, tx, false));
+        }
+        let tx = self.connect().await?;
+        *last += 1;
+        *self.lock() = Some((*last, tx.clone()));
+        Ok((*last, tx, true))
+    }
+
+    fn open(&self, stale: Option<u64>) -> Option<(u64, Sender)> {
+        self.lock()
+            .as_ref()
+            .filter(|(generation, tx)| Some(*generation) != stale && !tx.is_closed())
+            .map(|(generation, tx)| (*generation, tx.clone()))
+    }
+
+    /// Whether a connection is open, as far as its task has noticed.
+    #[cfg(test)]
+    pub(super) fn is_open(&self) -> bool {
+        self.open(None).is_some()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<(u64, Sender)>> {
+        // The guarded value is replaced whole; poisoning cannot leave it half-written.
+        self.current
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    async fn connect(&self) -> Result<Sender, ConnError> {
+        // hyper's defaults with a timer, as the legacy client used them.
+        let (tx, conn) = self
+            .target
+            .connect(|io| {
+                http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+            })
+            .await?;
+        let endpoint = self.target.addr;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%endpoint, %error, "upstream h2c connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+}

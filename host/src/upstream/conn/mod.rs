@@ -1,0 +1,233 @@
+//! Connections to one endpoint: a keep-alive pool of HTTP/1.1 connections, or one shared h2c
+//! connection. Each [`crate::balancing::Backend`] owns one, so dropping a backend (its endpoint
+//! left the discovery set) closes its idle connections.
+//!
+//! This replaces hyper-util's legacy pooled client on the request path: there is no pool key
+//! to hash (the backend *is* the key), no checkout future, and no task spawned per request to
+//! return a connection. A task is spawned once per connection, to drive it; an HTTP/1.1
+//! connection goes back to its pool when the response body ends ([`PooledBody`]).
+
+mod body;
+mod http1;
+mod http2;
+#[cfg(test)]
+mod tests;
+
+use std::error::Error as _;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::Protocol;
+use crate::proxy::body::Body;
+use crate::resilience::ConnectTimeout;
+
+pub use body::PooledBody;
+
+/// How often each service closes connections idle past their timeout. Checkouts and returns
+/// evict too; this sweep is for endpoints that get no traffic at all.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How a service's endpoints are reached and how many idle connections each keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnSettings {
+    /// The service's `protocol`. Default HTTP/1.1.
+    pub protocol: Protocol,
+    /// The service's `connect_timeout`; bounds the TCP connect and the HTTP handshake.
+    /// Default 2 s.
+    pub connect_timeout: ConnectTimeout,
+    /// Idle HTTP/1.1 connections kept per endpoint; returning one more closes the oldest.
+    /// Default 256.
+    pub max_idle: usize,
+    /// An HTTP/1.1 connection idle this long is closed. Default 90 s.
+    pub idle_timeout: Duration,
+}
+
+impl ConnSettings {
+    /// `protocol` and `connect_timeout` from the service's config, default idle limits.
+    pub fn new(protocol: Protocol, connect_timeout: ConnectTimeout) -> Self {
+        Self {
+            protocol,
+            connect_timeout,
+            max_idle: 256,
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+impl Default for ConnSettings {
+    fn default() -> Self {
+        Self::new(Protocol::Http1, ConnectTimeout(Duration::from_secs(2)))
+    }
+}
+
+/// Why a request got no response head from an endpoint. The caller adds the service and the
+/// endpoint address.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{0}")]
+    Connect(#[source] io::Error),
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    ConnectTimeout(Duration),
+    #[error("HTTP handshake failed: {}", Chain(.0))]
+    Handshake(#[source] hyper::Error),
+    /// A new connection closed before the request was written.
+    #[error("the connection closed before the request was sent: {}", Chain(.0))]
+    Closed(#[source] hyper::Error),
+    /// The request was (at least partly) sent; the connection failed before a response head.
+    #[error("{}", Chain(.0))]
+    Send(#[source] hyper::Error),
+}
+
+impl ConnError {
+    /// Whether the request certainly never reached the endpoint (so any method may be retried
+    /// elsewhere). Only [`ConnError::Send`] happens after the request went out.
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, ConnError::Send(_))
+    }
+}
+
+/// Displays a hyper error with its causes: hyper's own `Display` names only the kind
+/// ("connection error"), and the useful part ("Connection reset by peer") is its source.
+struct Chain<'a>(&'a hyper::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// The connections to one endpoint. Sending needs a tokio runtime; building does not.
+pub struct Connections {
+    kind: Kind,
+}
+
+enum Kind {
+    Http1(Arc<http1::Pool>),
+    H2c(http2::Shared),
+}
+
+impl fmt::Debug for Connections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Http1(pool) => f
+                .debug_struct("Connections")
+                .field("protocol", &Protocol::Http1)
+                .field("idle", &pool.idle_count())
+                .finish(),
+            Kind::H2c(_) => f
+                .debug_struct("Connections")
+                .field("protocol", &Protocol::H2c)
+                .finish(),
+        }
+    }
+}
+
+impl Connections {
+    pub fn new(addr: SocketAddr, settings: ConnSettings) -> Self {
+        let target = Target {
+            addr,
+            connect_timeout: settings.connect_timeout.0,
+        };
+        let kind = match settings.protocol {
+            Protocol::Http1 => Kind::Http1(Arc::new(http1::Pool::new(target, &settings))),
+            Protocol::H2c => Kind::H2c(http2::Shared::new(target)),
+        };
+        Self { kind }
+    }
+
+    /// The URI to send for `path`. HTTP/1.1 gets origin-form (`/path?query`): hyper writes
+    /// the URI as given, and the upstream must see `GET /path?query HTTP/1.1` with the Host
+    /// header forwarded from the client. h2c gets `http://ip:port/path?query`, where
+    /// `:scheme` and `:authority` come from.
+    pub fn request_uri(&self, path: PathAndQuery) -> Result<Uri, http::Error> {
+        match &self.kind {
+            Kind::Http1(_) => Ok(Uri::from(path)),
+            Kind::H2c(shared) => {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(Scheme::HTTP);
+                parts.authority = Some(shared.authority().clone());
+                parts.path_and_query = Some(path);
+                Ok(Uri::from_parts(parts)?)
+            }
+        }
+    }
+
+    /// Sends `req` (its URI from [`Connections::request_uri`]) on an idle or new connection
+    /// and waits for the response head. An idle connection the endpoint had closed is
+    /// detected and the request resent on a new one, transparently, as long as it was never
+    /// written. Cancel-safe: dropping the future closes the HTTP/1.1 connection it was using
+    /// (its state is unknown), or resets its h2c stream.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<PooledBody>, ConnError> {
+        match &self.kind {
+            Kind::Http1(pool) => pool.send(req).await,
+            Kind::H2c(shared) => shared.send(req).await,
+        }
+    }
+
+    /// Closes idle connections past the idle timeout and forgets closed ones (the periodic
+    /// sweep, see [`SWEEP_INTERVAL`]).
+    pub fn sweep(&self, now: Instant) {
+        if let Kind::Http1(pool) = &self.kind {
+            pool.sweep(now);
+        }
+    }
+
+    /// Idle HTTP/1.1 connections in the pool (0 for h2c).
+    pub fn idle_count(&self) -> usize {
+        match &self.kind {
+            Kind::Http1(pool) => pool.idle_count(),
+            Kind::H2c(_) => 0,
+        }
+    }
+}
+
+/// Where and how fast to connect.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+}
+
+impl Target {
+    /// Runs `handshake` on a new TCP connection, all of it within the connect timeout.
+    async fn connect<T, F>(
+        &self,
+        handshake: impl FnOnce(TokioIo<TcpStream>) -> F,
+    ) -> Result<T, ConnError>
+    where
+        F: Future<Output = Result<T, hyper::Error>>,
+    {
+        let connect = async {
+            let stream = TcpStream::connect(self.addr)
+                .await
+                .map_err(ConnError::Connect)?;
+            // Small request heads must not wait for Nagle's algorithm (the legacy connector
+            // set it too). Failing to set it costs latency, not correctness.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(endpoint = %self.addr, error = %e, "cannot set TCP_NODELAY");
+            }
+            handshake(TokioIo::new(stream))
+                .await
+                .map_err(ConnError::Handshake)
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnError::ConnectTimeout(self.connect_timeout)),
+        }
+    }
+}
