@@ -17,7 +17,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-g
 cargo build --release -p gatehouse --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 GATEHOUSE=127.0.0.1:18180; ADMIN=127.0.0.1:18190
 O1=127.0.0.1:18181; O2=127.0.0.1:18182; O3=127.0.0.1:18183; O4=127.0.0.1:18184; O5=127.0.0.1:18185
 BODY=$(printf 'x%.0s' $(seq 1 64))

@@ -17,7 +17,7 @@ if [ $# -eq 0 ]; then
   set -- "${CARGO_TARGET_DIR:-target}/release/gatehouse"
 fi
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 ORIGIN=127.0.0.1:18181; PUBLIC=127.0.0.1:18180; ADMIN=127.0.0.1:18191
 BODY=$(printf 'x%.0s' $(seq 1 64))
 cat > "$WORK/origin.conf" <<CONF

@@ -17,7 +17,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-g
 cargo build --release -p gatehouse --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; nginx -s stop -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; nginx -s stop -c "$WORK/proxy.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 ORIGIN=127.0.0.1:18081; GATEHOUSE=127.0.0.1:18080; NGINX=127.0.0.1:18082; ADMIN=127.0.0.1:18901
 BODY=$(printf 'x%.0s' $(seq 1 64))
 
