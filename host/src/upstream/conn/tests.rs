@@ -162,6 +162,20 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// An origin that answers "ok" only once `m` requests are waiting at it, so a round of `m`
+/// concurrent requests needs `m` connections at once.
+async fn held_origin(m: usize) -> Origin {
+    let barrier = Arc::new(Barrier::new(m));
+    Origin::start(handler(move |_req| {
+        let barrier = Arc::clone(&barrier);
+        async move {
+            barrier.wait().await;
+            Response::new(body::full("ok"))
+        }
+    }))
+    .await
+}
+
 fn settings(protocol: Protocol) -> ConnSettings {
     ConnSettings::new(protocol, ConnectTimeout(Duration::from_secs(2)))
 }
@@ -226,20 +240,7 @@ async fn sequential_requests_reuse_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_open_one_connection_each_then_reuse_them() {
     const M: usize = 8;
-    // Each round's M requests are all held at the origin until every one has arrived, so
-    // they need M connections at once.
-    let barrier = Arc::new(Barrier::new(M));
-    let origin = Origin::start(handler({
-        let barrier = Arc::clone(&barrier);
-        move |_req| {
-            let barrier = Arc::clone(&barrier);
-            async move {
-                barrier.wait().await;
-                Response::new(body::full("ok"))
-            }
-        }
-    }))
-    .await;
+    let origin = held_origin(M).await;
     let conns = Arc::new(Connections::new(origin.addr, settings(Protocol::Http1)));
     for round in 0..3 {
         let requests: Vec<_> = (0..M)
@@ -603,18 +604,7 @@ async fn idle_connections_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_keeps_at_most_max_idle() {
     const M: usize = 4;
-    let barrier = Arc::new(Barrier::new(M));
-    let origin = Origin::start(handler({
-        let barrier = Arc::clone(&barrier);
-        move |_req| {
-            let barrier = Arc::clone(&barrier);
-            async move {
-                barrier.wait().await;
-                Response::new(body::full("ok"))
-            }
-        }
-    }))
-    .await;
+    let origin = held_origin(M).await;
     let conns = Arc::new(Connections::new(
         origin.addr,
         ConnSettings {
