@@ -37,6 +37,11 @@ async fn javascript_plugin_authenticates_requests() {
         .expect("status");
     assert_eq!(status.status, "loaded", "{status:?}");
     assert_eq!(
+        status.engine,
+        Some("concurrent"),
+        "jco output uses component-model async builtins"
+    );
+    assert_eq!(
         status.hooks,
         vec!["request"],
         "request-filter exports only request-hook"
@@ -72,4 +77,21 @@ async fn javascript_plugin_authenticates_requests() {
         Ok(RequestOutcome::Respond(r)) => panic!("a valid key must pass, got {}", r.status()),
         Err(e) => panic!("js plugin failed: {e}"),
     }
+}
+
+#[tokio::test]
+async fn javascript_plugin_artifacts_are_cached_for_the_concurrent_engine() {
+    let Some(bytes) = js_plugin() else {
+        return;
+    };
+    let (cold, warm, artifacts) = super::load::load_twice_with_a_cache(bytes).await;
+    assert_eq!((cold.status, warm.status), ("loaded", "loaded"), "{warm:?}");
+    assert_eq!(cold.from_cache, Some(false));
+    assert_eq!(warm.from_cache, Some(true), "restart must not recompile");
+    assert_eq!(warm.engine, Some("concurrent"));
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert!(
+        artifacts[0].ends_with(".concurrent.cwasm"),
+        "concurrent-engine artifacts are told apart by name: {artifacts:?}"
+    );
 }

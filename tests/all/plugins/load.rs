@@ -70,11 +70,12 @@ async fn bad_files_are_rejected_with_the_reason() {
         .is_ok());
 }
 
-#[tokio::test]
-async fn compiled_artifacts_are_cached_on_disk() {
+/// Loads `bytes` as plugin `p` twice with the same artifact cache: the statuses of the cold
+/// and the warm start, and the files the cache holds afterwards.
+pub async fn load_twice_with_a_cache(bytes: Vec<u8>) -> (PluginStatus, PluginStatus, Vec<String>) {
     let dir = TempDir::new("cache-plugins");
     let cache = TempDir::new("cache-artifacts");
-    std::fs::write(dir.join("kit.wasm"), guests::bytes("test-kit")).expect("write");
+    std::fs::write(dir.join("p.wasm"), bytes).expect("write");
     let start = || {
         PluginManager::start(
             PluginSettings {
@@ -88,19 +89,31 @@ async fn compiled_artifacts_are_cached_on_disk() {
         )
     };
     let cold = start().await.expect("starts");
-    let cold_status = status_of(&cold, "kit");
-    assert_eq!(cold_status.from_cache, Some(false));
+    let cold_status = status_of(&cold, "p");
     drop(cold);
     let warm = start().await.expect("starts");
-    let warm_status = status_of(&warm, "kit");
+    let warm_status = status_of(&warm, "p");
+    let artifacts = std::fs::read_dir(&cache.0)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    (cold_status, warm_status, artifacts)
+}
+
+#[tokio::test]
+async fn compiled_artifacts_are_cached_on_disk() {
+    let (cold, warm, artifacts) = load_twice_with_a_cache(guests::bytes("test-kit")).await;
+    assert_eq!(cold.from_cache, Some(false));
     assert_eq!(
-        warm_status.from_cache,
+        warm.from_cache,
         Some(true),
         "second start must use the cached artifact"
     );
-    assert_eq!(warm_status.hash, cold_status.hash);
-    let artifacts = std::fs::read_dir(&cache.0).expect("cache dir").count();
-    assert_eq!(artifacts, 1);
+    assert_eq!(warm.hash, cold.hash);
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    // A Rust SDK plugin needs no component-model async: the fast engine, both times.
+    assert_eq!(cold.engine, Some("plain"));
+    assert_eq!(warm.engine, Some("plain"));
 }
 
 /// Poll until `f` holds, or fail after `limit`.

@@ -27,6 +27,8 @@ pub struct LoadedPlugin {
     pub hooks: HookSet,
     /// Whether the compiled artifact came from the on-disk cache.
     pub from_cache: bool,
+    /// The engine it was compiled for.
+    pub flavor: Flavor,
     /// Time to compile (or deserialize), link and trial-instantiate.
     pub load_time: Duration,
     /// Ready to instantiate per request.
@@ -96,6 +98,7 @@ impl Loader {
         let pre = PluginPre::new(&self.engine, &component)?;
         self.trial(&name, &pre).await?;
         Ok(LoadedPlugin {
+            flavor: self.engine.flavor_of(&component),
             name,
             hash,
             loaded_at: SystemTime::now(),

@@ -31,6 +31,9 @@ pub struct PluginStatus {
     pub hooks: Vec<&'static str>,
     /// Whether the serving version came from the compiled-artifact cache.
     pub from_cache: Option<bool>,
+    /// The engine the serving version runs on: `plain`, or `concurrent` for components that
+    /// need component-model async (slower hook calls).
+    pub engine: Option<&'static str>,
     /// Milliseconds it took to load the serving version.
     pub load_ms: Option<f64>,
     /// Why the newest file was rejected, if it was.
@@ -101,6 +104,7 @@ impl PluginRegistry {
                 loaded_at: Some(rfc3339(plugin.loaded_at)),
                 hooks,
                 from_cache: Some(plugin.from_cache),
+                engine: Some(plugin.flavor.as_str()),
                 load_ms: Some(plugin.load_time.as_secs_f64() * 1000.0),
                 last_error: None,
                 failed_hash: None,
@@ -126,6 +130,7 @@ impl PluginRegistry {
                 loaded_at: None,
                 hooks: Vec::new(),
                 from_cache: None,
+                engine: None,
                 load_ms: None,
                 last_error: None,
                 failed_hash: None,
