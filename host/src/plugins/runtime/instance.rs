@@ -198,8 +198,9 @@ impl PluginInstance {
         }
     }
 
-    /// Prepare a kept instance for another request (see `IdleInstances`): new request
-    /// metadata; the limits' per-invocation state resets in each hook call.
+    /// Prepare a shelved instance (prepared ahead, or kept with `reuse_instances`; see
+    /// `shelf`) for its request: new request metadata; the limits' per-invocation state
+    /// resets in each hook call.
     pub fn recycle(&mut self, meta: Arc<RequestMeta>) {
         self.store.data_mut().recycle(meta);
     }

@@ -35,13 +35,13 @@ pub enum Lifetime {
 /// (`plugins.max_instances`), so shelves take at most a quarter of it and requests always
 /// have the rest.
 #[derive(Debug)]
-pub struct ShelfBudget {
+struct ShelfBudget {
     held: Arc<AtomicUsize>,
     max: usize,
 }
 
 impl ShelfBudget {
-    pub fn new(max_instances: u32) -> Self {
+    fn new(max_instances: u32) -> Self {
         ShelfBudget {
             held: Arc::new(AtomicUsize::new(0)),
             max: (max_instances as usize / 4).max(1),
@@ -49,7 +49,7 @@ impl ShelfBudget {
     }
 
     /// Instances held on shelves now.
-    pub fn held(&self) -> usize {
+    fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 
@@ -172,11 +172,6 @@ impl Recycler {
         let budget = Arc::new(ShelfBudget::new(engine.limits().max_instances));
         tokio::spawn(recycle(engine, jobs, budget.clone()));
         Recycler { queue, budget }
-    }
-
-    /// The budget all shelves share.
-    pub fn budget(&self) -> &ShelfBudget {
-        &self.budget
     }
 
     /// The request using `instance` (made from `version` for `env`) is over.

@@ -201,18 +201,9 @@ impl Pool {
 
     async fn connect(&self) -> Result<Sender, ConnError> {
         // hyper's defaults, as the legacy client used them (it set no HTTP/1 options).
-        let (tx, conn) = self
-            .target
+        self.target
             .connect(|io| http1::Builder::new().handshake(io))
-            .await?;
-        let endpoint = self.target.addr;
-        // Once per connection: drives it until the endpoint or the last sender closes it.
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
-            }
-        });
-        Ok(tx)
+            .await
     }
 
     /// Gives `tx` back now if the body is already over (HEAD, 204, 304, an empty body),

@@ -110,20 +110,12 @@ impl Shared {
 
     async fn connect(&self) -> Result<Sender, ConnError> {
         // hyper's defaults with a timer, as the legacy client used them.
-        let (tx, conn) = self
-            .target
+        self.target
             .connect(|io| {
                 http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .handshake(io)
             })
-            .await?;
-        let endpoint = self.target.addr;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%endpoint, %error, "upstream h2c connection ended with an error");
-            }
-        });
-        Ok(tx)
+            .await
     }
 }

@@ -204,13 +204,16 @@ struct Target {
 }
 
 impl Target {
-    /// Runs `handshake` on a new TCP connection, all of it within the connect timeout.
-    async fn connect<T, F>(
+    /// Runs `handshake` on a new TCP connection, all of it within the connect timeout, and
+    /// spawns the connection's driver: once per connection, it runs until the endpoint or the
+    /// last sender closes it. Returns the sender.
+    async fn connect<T, C, F>(
         &self,
         handshake: impl FnOnce(TokioIo<TcpStream>) -> F,
     ) -> Result<T, ConnError>
     where
-        F: Future<Output = Result<T, hyper::Error>>,
+        F: Future<Output = Result<(T, C), hyper::Error>>,
+        C: Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
         let connect = async {
             let stream = TcpStream::connect(self.addr)
@@ -225,9 +228,16 @@ impl Target {
                 .await
                 .map_err(ConnError::Handshake)
         };
-        match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(result) => result,
-            Err(_) => Err(ConnError::ConnectTimeout(self.connect_timeout)),
-        }
+        let (tx, conn) = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnError::ConnectTimeout(self.connect_timeout)),
+        };
+        let endpoint = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
     }
 }

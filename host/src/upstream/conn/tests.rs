@@ -331,6 +331,52 @@ fn read_head(reader: &mut impl BufRead) -> bool {
     }
 }
 
+/// A plain-socket origin on its own thread, so nothing it does depends on the test's runtime.
+/// It answers "first" on one connection, keeps it open (keep-alive as far as the client can
+/// tell), and closes it while idle when told to: `before_close` runs, the socket closes, then
+/// `closed` says so. The next connection gets "again".
+struct ClosingOrigin {
+    addr: SocketAddr,
+    close: std::sync::mpsc::Sender<()>,
+    closed: std::sync::mpsc::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ClosingOrigin {
+    fn start(before_close: impl FnOnce() + Send + 'static) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (close, close_rx) = std::sync::mpsc::channel::<()>();
+        let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut before_close = Some(before_close);
+            for answer in [b"first", b"again"] {
+                let (stream, _) = listener.accept().expect("accept");
+                let mut reader = BufReader::new(&stream);
+                if read_head(&mut reader) {
+                    let mut w = &stream;
+                    w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+                        .and_then(|()| w.write_all(answer))
+                        .expect("write the response");
+                    if let Some(before_close) = before_close.take() {
+                        close_rx.recv().expect("the test says when");
+                        before_close();
+                        drop(reader);
+                        drop(stream);
+                        closed_tx.send(()).expect("the test waits");
+                    }
+                }
+            }
+        });
+        ClosingOrigin {
+            addr,
+            close,
+            closed,
+            thread,
+        }
+    }
+}
+
 /// The race the legacy client's `retry_canceled_requests` covered: the endpoint closed an
 /// idle keep-alive connection, the runtime has seen the close and queued the connection's
 /// task, but a request is handed to the connection before that task runs. hyper gives the
@@ -343,32 +389,14 @@ fn read_head(reader: &mut impl BufRead) -> bool {
 async fn a_request_handed_to_a_connection_the_endpoint_just_closed_is_resent() {
     use tokio::io::AsyncReadExt;
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
     let (side_std, side_origin) = std::os::unix::net::UnixStream::pair().expect("side channel");
     side_std.set_nonblocking(true).expect("nonblocking");
-    let (close, close_rx) = std::sync::mpsc::channel::<()>();
-    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
-    let origin = std::thread::spawn(move || {
-        for (n, answer) in [b"first", b"again"].into_iter().enumerate() {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut reader = BufReader::new(&stream);
-            if read_head(&mut reader) {
-                let mut w = &stream;
-                w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-                    .and_then(|()| w.write_all(answer))
-                    .expect("write the response");
-                if n == 0 {
-                    // Keep-alive as far as the client can tell, then closed while idle.
-                    close_rx.recv().expect("the test says when");
-                    (&side_origin).write_all(b"!").expect("side channel");
-                    drop(reader);
-                    drop(stream);
-                    closed_tx.send(()).expect("the test waits");
-                }
-            }
-        }
-    });
+    let ClosingOrigin {
+        addr,
+        close,
+        closed,
+        thread: origin,
+    } = ClosingOrigin::start(move || (&side_origin).write_all(b"!").expect("side channel"));
 
     let mut side = tokio::net::UnixStream::from_std(side_std).expect("register side channel");
     let conns = Connections::new(addr, settings(Protocol::Http1));
@@ -404,28 +432,12 @@ async fn a_request_handed_to_a_connection_the_endpoint_just_closed_is_resent() {
 /// connection idle this long is re-checked first (`RECHECK_AFTER`).
 #[tokio::test]
 async fn a_long_idle_connection_whose_close_is_still_unseen_is_not_written_to() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (close, close_rx) = std::sync::mpsc::channel::<()>();
-    let (closed_tx, closed) = std::sync::mpsc::channel::<()>();
-    let origin = std::thread::spawn(move || {
-        for (n, answer) in [b"first", b"again"].into_iter().enumerate() {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut reader = BufReader::new(&stream);
-            if read_head(&mut reader) {
-                let mut w = &stream;
-                w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-                    .and_then(|()| w.write_all(answer))
-                    .expect("write the response");
-                if n == 0 {
-                    close_rx.recv().expect("the test says when");
-                    drop(reader);
-                    drop(stream);
-                    closed_tx.send(()).expect("the test waits");
-                }
-            }
-        }
-    });
+    let ClosingOrigin {
+        addr,
+        close,
+        closed,
+        thread: origin,
+    } = ClosingOrigin::start(|| {});
 
     let conns = Connections::new(addr, settings(Protocol::Http1));
     assert_eq!(fetch(&conns, "/").await, "first");
