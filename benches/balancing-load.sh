@@ -51,7 +51,7 @@ service() { # $1 name, $2 balance, $3 endpoints
 EQUAL="\"$O1\", \"$O2\", \"$O3\", \"$O4\""
 SLOW="\"$O1\", \"$O2\", \"$O3\", \"$O5\""
 {
-  printf '[listen]\npublic = "%s"\nadmin = "%s"\n[log]\nlevel = "warn"\n' "$GATEHOUSE" "$ADMIN"
+  printf '[listen]\npublic = "%s"\nadmin = "%s"\nworkers = 1\n[log]\nlevel = "warn"\n' "$GATEHOUSE" "$ADMIN"
   service rr-equal round-robin "$EQUAL"
   service lr-equal least-request "$EQUAL"
   service rr-slow round-robin "$SLOW"
@@ -59,7 +59,7 @@ SLOW="\"$O1\", \"$O2\", \"$O3\", \"$O5\""
 } > "$WORK/gatehouse.toml"
 
 nginx -c "$WORK/origin.conf" -p "$WORK"
-TOKIO_WORKER_THREADS=1 taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
+taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
 for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
 
 run() { # $1 = path → "path rps p50_us p99_us"

@@ -4,7 +4,7 @@
 #   gatehouse wrk → gatehouse → origin
 #   nginx     wrk → nginx (proxy_pass, keepalive upstream) → origin
 # The origin is nginx answering a fixed 64-byte body. Each proxy is pinned to CPU 1 with one
-# worker (nginx worker_processes 1, gatehouse TOKIO_WORKER_THREADS=1); wrk and the origin share
+# worker (nginx worker_processes 1, gatehouse `listen.workers = 1`); wrk and the origin share
 # CPU 0. Prints requests/s, p50 and p99 per contestant, and the ratios.
 #
 # Usage: benches/proxy-load.sh [duration=10s] [connections=50]
@@ -42,6 +42,7 @@ cat > "$WORK/gatehouse.toml" <<CONF
 [listen]
 public = "$GATEHOUSE"
 admin = "$ADMIN"
+workers = 1
 [log]
 level = "warn"
 [[services]]
@@ -54,7 +55,7 @@ CONF
 
 nginx -c "$WORK/origin.conf" -p "$WORK"
 nginx -c "$WORK/proxy.conf" -p "$WORK"
-TOKIO_WORKER_THREADS=1 taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
+taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
 for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
 
 run() { # $1 = name, $2 = address → "name rps p50_us p99_us"

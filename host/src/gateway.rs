@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::discovery::registry::Registry;
 use crate::plugins::gateway::GatewayPlugins;
 use crate::proxy::pipeline::Pipeline;
-use crate::proxy::server;
+use crate::proxy::{server, workers};
 use crate::reload::Reloader;
 use crate::routing::RouteError;
 use crate::state::Snapshot;
@@ -34,9 +34,12 @@ pub enum StartError {
     Routes(#[from] RouteError),
     #[error("plugins: {0}")]
     Plugins(#[from] crate::plugins::PluginsError),
+    #[error("cannot start the public listener's workers: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
-/// A started gateway. Dropping it does not stop it; call [`RunningGateway::shutdown`].
+/// A started gateway. [`RunningGateway::shutdown`] stops it; dropping it stops it too, but
+/// without waiting for the drain.
 pub struct RunningGateway {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -47,7 +50,7 @@ pub struct RunningGateway {
     pub reloader: Arc<Reloader>,
     ready: Arc<Readiness>,
     stop: watch::Sender<bool>,
-    public: JoinHandle<usize>,
+    public: workers::Workers,
     admin: JoinHandle<usize>,
 }
 
@@ -75,6 +78,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let admin_addr = local_addr(&admin_listener, config.listen.admin);
     let limits = config.limits.clone();
     let drain = config.shutdown.drain_timeout;
+    let workers = config.listen.workers;
 
     // The registry outlives config snapshots: instances stay registered across reloads.
     let registry = Registry::new(config.registry.clone());
@@ -100,13 +104,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 
     let metrics = Arc::new(Metrics::default());
     let pipeline = Pipeline::new(state.clone(), metrics.clone());
-    let public = tokio::spawn({
-        let (limits, stopped) = (limits.clone(), stopped.clone());
-        async move {
-            let handler = move |req, peer| pipeline.clone().handle(req, peer);
-            server::serve(public_listener, &limits, handler, stopped, drain, "public").await
-        }
-    });
+    let handler = move |req, peer| pipeline.clone().handle(req, peer);
+    let public = public_listener
+        .into_std()
+        .and_then(|listener| workers::spawn(listener, workers, &limits, handler, &stopped, drain))
+        .map_err(StartError::Workers)?;
     let admin_api = Admin {
         state: state.clone(),
         ready: ready.clone(),
@@ -154,7 +156,7 @@ impl RunningGateway {
         self.ready.set(false);
         // Err only if every receiver is gone, i.e. both servers already stopped.
         let _ = self.stop.send(true);
-        let cut_public = self.public.await.unwrap_or(0);
+        let cut_public = self.public.join().await;
         let cut_admin = self.admin.await.unwrap_or(0);
         tracing::info!("gatehouse stopped");
         ShutdownReport {

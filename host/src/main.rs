@@ -76,7 +76,9 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         None => config::load_str(config::EMBEDDED_DEFAULT, config::EMBEDDED_SOURCE)?,
     };
     gatehouse::telemetry::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: admin API, health checks, discovery, reloads. Requests are served
+    // on the public listener's own worker threads (`gatehouse::proxy::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

@@ -23,10 +23,18 @@ use crate::support::{self, eventually, get, http1, send};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Each worker has its own connections; with one, the counts below are exact.
+const ONE_WORKER: &str =
+    "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nworkers = 1\n";
+
 /// One service `s` with these extra service lines, and a catch-all route to it.
 async fn gateway_for(endpoint: SocketAddr, service_extra: &str) -> RunningGateway {
+    gateway_with(ONE_WORKER, endpoint, service_extra).await
+}
+
+async fn gateway_with(listen: &str, endpoint: SocketAddr, service_extra: &str) -> RunningGateway {
     support::gateway(&format!(
-        "[[services]]\nname = \"s\"\nendpoints = [\"{endpoint}\"]\n{service_extra}\n\
+        "{listen}[[services]]\nname = \"s\"\nendpoints = [\"{endpoint}\"]\n{service_extra}\n\
          [[routes]]\nname = \"all\"\nservice = \"s\"\ntimeout = \"5s\"\n"
     ))
     .await
@@ -78,6 +86,24 @@ async fn sequential_requests_share_one_upstream_connection() {
         assert_eq!(get(&url(&gw, "/"), &[]).await.status, 200);
     }
     assert_eq!(origin.accepted(), 1, "one keep-alive upstream connection");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_worker_keeps_its_own_upstream_connections() {
+    const WORKERS: usize = 3;
+    let origin = origin::echo("o").await;
+    let listen = ONE_WORKER.replace("workers = 1", &format!("workers = {WORKERS}"));
+    let gw = gateway_with(&listen, origin.addr, "").await;
+    for _ in 0..30 {
+        // Each client connection lands on whichever worker accepts it first.
+        assert_eq!(get(&url(&gw, "/"), &[]).await.status, 200);
+    }
+    let accepted = origin.accepted();
+    assert!(
+        (1..=WORKERS).contains(&accepted),
+        "at most one keep-alive upstream connection per worker, got {accepted}"
+    );
     gw.shutdown().await;
 }
 
@@ -341,11 +367,11 @@ async fn a_connect_timeout_is_a_502_connect_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_endpoint_closes_its_pooled_connections() {
     let origin = origin::echo("a").await;
-    let gw = support::gateway(
-        "[registry]\ntoken = \"s3cret\"\n\
+    let gw = support::gateway(&format!(
+        "{ONE_WORKER}[registry]\ntoken = \"s3cret\"\n\
          [[services]]\nname = \"s\"\ndiscovery = \"registry\"\n\
          [[routes]]\nname = \"all\"\nservice = \"s\"\n",
-    )
+    ))
     .await;
     let registry = RegistryClient::new(gw.admin_addr, "s3cret");
     let spec = InstanceSpec {

@@ -68,3 +68,44 @@ async fn drain_timeout_bounds_shutdown() {
     );
     assert_eq!(report.cut_connections, 1);
 }
+
+#[tokio::test]
+async fn every_worker_drains_its_in_flight_requests() {
+    const REQUESTS: usize = 6;
+    let arrived = Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = origin::start({
+        let arrived = arrived.clone();
+        move |_req| {
+            let arrived = arrived.clone();
+            async move {
+                arrived.add_permits(1);
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                origin::text(200, "finished")
+            }
+        }
+    })
+    .await;
+    let gw = support::gateway(&format!(
+        "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nworkers = 3\n[[services]]\nname = \"s\"\nendpoints = [\"{}\"]\n[[routes]]\nname = \"r\"\nservice = \"s\"\n",
+        slow.addr
+    ))
+    .await;
+    let addr = gw.public_addr;
+    // One connection each, so the three workers share them out.
+    let in_flight: Vec<_> = (0..REQUESTS)
+        .map(|i| tokio::spawn(async move { get(&format!("http://{addr}/slow/{i}"), &[]).await }))
+        .collect();
+    let all_arrived = arrived.acquire_many(REQUESTS as u32);
+    tokio::time::timeout(Duration::from_secs(5), all_arrived)
+        .await
+        .expect("every request reached the origin")
+        .expect("semaphore open")
+        .forget();
+
+    let report = gw.shutdown().await;
+    assert_eq!(report.cut_connections, 0, "every worker drained cleanly");
+    for request in in_flight {
+        let got = request.await.expect("client task");
+        assert_eq!((got.status, got.text().as_str()), (200, "finished"));
+    }
+}

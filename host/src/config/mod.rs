@@ -48,6 +48,8 @@ impl Config {
 pub struct Listen {
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// Worker threads serving the public listener (see `proxy::workers`).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -48,6 +48,9 @@ pub struct RawListen {
     pub public: Option<Spanned<String>>,
     /// Admin address. Default `127.0.0.1:9901`.
     pub admin: Option<Spanned<String>>,
+    /// Worker threads serving the public listener, each with its own event loop. Default:
+    /// the CPUs this process may run on.
+    pub workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -114,6 +114,11 @@ impl Validator<'_> {
     }
 }
 
+/// One worker per CPU this process may run on (`taskset` and cgroup limits included).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigError> {
     let mut v = Validator {
         text,
@@ -124,6 +129,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     let listen = Listen {
         public: v.addr(&raw.listen.public, "listen.public", DEFAULT_PUBLIC),
         admin: v.addr(&raw.listen.admin, "listen.admin", DEFAULT_ADMIN),
+        workers: v.positive(&raw.listen.workers, "listen.workers", default_workers()),
     };
 
     let format = match raw

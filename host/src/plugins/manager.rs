@@ -116,7 +116,7 @@ impl PluginManager {
         };
         watcher::load_dir(&loader, &registry, &settings.dir).await?;
         Ok(PluginManager {
-            recycler: Recycler::start(engine.clone()),
+            recycler: Recycler::new(engine.clone()),
             cache: Arc::new(PluginCache::new(settings.limits.cache_entries)),
             engine,
             loader,

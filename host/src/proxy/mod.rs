@@ -4,3 +4,4 @@ pub mod body;
 pub mod headers;
 pub mod pipeline;
 pub mod server;
+pub mod workers;

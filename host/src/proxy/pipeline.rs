@@ -117,7 +117,7 @@ async fn proxy(
     });
     let upstream_req = match &mut chain {
         None => upstream_req,
-        Some(run) => match run.on_request(upstream_req).await? {
+        Some(run) => match Box::pin(run.on_request(upstream_req)).await? {
             RequestOutcome::Continue(req) => req,
             RequestOutcome::Respond(mut response) => {
                 response
@@ -140,7 +140,7 @@ async fn proxy(
                     kind: failure_kind(&error).to_owned(),
                     message: error.to_string(),
                 };
-                if let Some(mut response) = run.on_failure(failure).await? {
+                if let Some(mut response) = Box::pin(run.on_failure(failure)).await? {
                     response
                         .headers_mut()
                         .insert(headers::REQUEST_ID.clone(), request_id.clone());
@@ -155,7 +155,7 @@ async fn proxy(
     let mut response = upstream.response;
     headers::remove_hop_by_hop(response.headers_mut());
     if let Some(run) = &mut chain {
-        response = run.on_response(response).await?;
+        response = Box::pin(run.on_response(response)).await?;
     }
     response
         .headers_mut()

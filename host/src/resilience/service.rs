@@ -231,7 +231,9 @@ impl UpstreamService {
         per_try: Duration,
     ) -> Result<(SocketAddr, Response<PooledBody>), CallError> {
         let permit = match &self.breaker {
-            Some(b) => Some(b.acquire().await?),
+            // The rare paths of a call are boxed so that the default path's future, which
+            // every request carries, stays small (see `proxy::pipeline`).
+            Some(b) => Some(Box::pin(b.acquire()).await?),
             None => None,
         };
         let record = |permit: Option<super::BreakerPermit<'_>>, ok: bool| {
@@ -257,8 +259,7 @@ impl UpstreamService {
 
         // Keep a copy of small bodies so a retry can resend them.
         let (replay, mut once) = if self.retry.max_retries > 0 && replayable(&body) {
-            let bytes = body
-                .collect()
+            let bytes = Box::pin(body.collect())
                 .await
                 .map_err(|source| CallError::RequestBody {
                     service: Arc::clone(&self.name),

@@ -145,7 +145,7 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(config: ServiceConfig, registry: &Arc<Registry>) -> Self {
+    fn new(config: ServiceConfig, registry: &Arc<Registry>, workers: usize) -> Self {
         let policy = &config.policy;
         let source = match &policy.discovery {
             DiscoveryConfig::Static => Source::Static(StaticSource(config.endpoints.clone())),
@@ -166,7 +166,10 @@ impl Service {
         let spec = ServiceSpec {
             name: Arc::from(config.name.0.as_str()),
             source,
-            connections: ConnSettings::new(config.protocol, ConnectTimeout(config.connect_timeout)),
+            connections: ConnSettings {
+                workers,
+                ..ConnSettings::new(config.protocol, ConnectTimeout(config.connect_timeout))
+            },
             algorithm: policy.balance,
             hash_key: policy.hash_key.clone(),
             health: policy.health.clone(),
@@ -196,7 +199,10 @@ impl Upstreams {
         let services = config
             .services
             .iter()
-            .map(|s| (s.name.clone(), Arc::new(Service::new(s.clone(), registry))))
+            .map(|s| {
+                let service = Service::new(s.clone(), registry, config.listen.workers);
+                (s.name.clone(), Arc::new(service))
+            })
             .collect();
         Upstreams { services }
     }

@@ -2,7 +2,7 @@
 //!
 //! By default every request gets a fresh instance, used for that one request and then thrown
 //! away. Making one (~5 us) and tearing it down (~4 us, resetting its memory slot) need not
-//! happen while the request waits: after a request, the [`Recycler`] task tears the used
+//! happen while the request waits: after a request, a [`Recycler`] task tears the used
 //! instance down and prepares a fresh replacement on the route entry's [`InstanceShelf`], so
 //! the next request starts with an instance that has never run a hook. Isolation is the same
 //! as making it inline; only the timing moves. The shelf fills to the route's recent
@@ -13,8 +13,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::mpsc;
 
 use super::capabilities::{PluginEnv, RequestMeta};
 use super::engine::PluginEngine;
@@ -144,19 +142,17 @@ impl InstanceShelf {
     }
 }
 
-/// An instance whose request is over.
-struct Used {
-    env: Arc<PluginEnv>,
-    version: Arc<LoadedPlugin>,
-    instance: PluginInstance,
-}
-
-/// Hands instances whose request is over to a background task: reused ones go back on their
-/// shelf at once; fresh ones are torn down there and replaced by a prepared instance.
+/// Hands instances whose request is over to the background: reused ones go back on their
+/// shelf at once; a fresh one is torn down in a task of its own and replaced by a prepared
+/// instance. The task runs on the runtime of the request that used the instance, so on a
+/// public listener worker it stays on that worker's thread: no cross-thread wake-up, and the
+/// work waits only until that worker's current requests have had their turn.
 #[derive(Clone)]
 pub struct Recycler {
-    queue: mpsc::Sender<Used>,
+    engine: Arc<PluginEngine>,
     budget: Arc<ShelfBudget>,
+    /// Teardowns queued and not yet done.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Recycler {
@@ -165,13 +161,13 @@ impl Recycler {
     /// recycler) rather than queue more.
     const BACKLOG: usize = 64;
 
-    /// Start the background task. Must run inside a tokio runtime; the task ends when every
-    /// `Recycler` clone is gone.
-    pub fn start(engine: Arc<PluginEngine>) -> Self {
-        let (queue, jobs) = mpsc::channel(Self::BACKLOG);
+    pub fn new(engine: Arc<PluginEngine>) -> Self {
         let budget = Arc::new(ShelfBudget::new(engine.limits().max_instances));
-        tokio::spawn(recycle(engine, jobs, budget.clone()));
-        Recycler { queue, budget }
+        Recycler {
+            engine,
+            budget,
+            backlog: Arc::default(),
+        }
     }
 
     /// The request using `instance` (made from `version` for `env`) is over.
@@ -188,38 +184,40 @@ impl Recycler {
                 }
             }
             Lifetime::Fresh => {
-                let used = Used {
-                    env: env.clone(),
-                    version,
-                    instance,
+                // Outside a runtime, or too far behind: drop it here, as if there were no
+                // recycler.
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
                 };
-                // Full or closed: drop it here, as if there were no recycler.
-                let _ = self.queue.try_send(used);
+                if self.backlog.fetch_add(1, Ordering::Relaxed) >= Self::BACKLOG {
+                    self.backlog.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                runtime.spawn(self.clone().recycle(env.clone(), version, instance));
             }
         }
     }
-}
 
-async fn recycle(
-    engine: Arc<PluginEngine>,
-    mut jobs: mpsc::Receiver<Used>,
-    budget: Arc<ShelfBudget>,
-) {
-    while let Some(Used {
-        env,
-        version,
-        instance,
-    }) = jobs.recv().await
-    {
+    /// Tears `instance` down, then prepares a never-used replacement unless teardown is
+    /// falling behind: under a burst the slots are better freed first.
+    async fn recycle(
+        self,
+        env: Arc<PluginEnv>,
+        version: Arc<LoadedPlugin>,
+        instance: PluginInstance,
+    ) {
         drop(instance);
-        // Prepare a replacement unless teardown is falling behind: under a burst the slots
-        // are better freed first.
-        if jobs.len() > Recycler::BACKLOG / 8 || !env.shelf.has_room(&budget) {
-            continue;
+        let behind = self.backlog.fetch_sub(1, Ordering::Relaxed) - 1;
+        if behind > Self::BACKLOG / 8 || !env.shelf.has_room(&self.budget) {
+            return;
         }
         let meta = Arc::new(RequestMeta::default());
-        match version.pre.instantiate(&engine, env.clone(), meta).await {
-            Ok(fresh) => env.shelf.put(&budget, version, fresh),
+        match version
+            .pre
+            .instantiate(&self.engine, env.clone(), meta)
+            .await
+        {
+            Ok(fresh) => env.shelf.put(&self.budget, version, fresh),
             // The request path instantiates again and reports the error there.
             Err(e) => tracing::debug!(plugin = %env.name, route = %env.route,
                 "preparing a plugin instance failed: {e}"),

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
 use super::body::{Giveback, PooledBody};
-use super::{ConnError, ConnSettings, Target};
+use super::{ConnError, ConnSettings, Shards, Target};
 use crate::proxy::body::Body;
 
 /// How long a checkout waits for a pooled connection that is still finishing its previous
@@ -29,13 +29,18 @@ pub(super) const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 type Sender = http1::SendRequest<Body>;
 
-/// Idle connections, oldest first. The lock is std's: uncontended in practice, held for a
-/// few pointer moves, never across an await.
+fn lock(shard: &Mutex<VecDeque<Idle>>) -> MutexGuard<'_, VecDeque<Idle>> {
+    // A panic while holding the lock leaves at worst a connection too many or too few.
+    shard.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Idle connections, oldest first, one list per worker. The locks are std's: uncontended in
+/// practice, held for a few pointer moves, never across an await.
 pub(super) struct Pool {
     target: Target,
     max_idle: usize,
     idle_timeout: Duration,
-    idle: Mutex<VecDeque<Idle>>,
+    shards: Shards<Mutex<VecDeque<Idle>>>,
 }
 
 struct Idle {
@@ -57,7 +62,7 @@ impl Pool {
             target,
             max_idle: settings.max_idle,
             idle_timeout: settings.idle_timeout,
-            idle: Mutex::new(VecDeque::new()),
+            shards: Shards::new(settings.workers, |_| Mutex::default()),
         }
     }
 
@@ -67,7 +72,9 @@ impl Pool {
     ) -> Result<Response<PooledBody>, ConnError> {
         let (mut tx, mut reused) = match self.checkout().await {
             Some(tx) => (tx, true),
-            None => (self.connect().await?, false),
+            // Boxed here and below: a connect is rare next to a pooled send, and its future
+            // would otherwise make every request's future (moved several times) larger.
+            None => (Box::pin(self.connect()).await?, false),
         };
         loop {
             match tx.try_send_request(req).await {
@@ -84,7 +91,7 @@ impl Pool {
                         Some(unsent) if reused => {
                             tracing::debug!(endpoint = %self.target.addr, error = %error, "pooled connection was closed; resending on a new one");
                             req = unsent;
-                            tx = self.connect().await?;
+                            tx = Box::pin(self.connect()).await?;
                             reused = false;
                         }
                         Some(_) => return Err(ConnError::Closed(error)),
@@ -124,7 +131,7 @@ impl Pool {
     /// Takes a connection out of the pool, with how long it was idle.
     fn take_idle(&self) -> Option<(Found, Duration)> {
         let now = Instant::now();
-        let mut idle = self.lock();
+        let mut idle = self.own_shard();
         self.evict_expired(&mut idle, now);
         // The common case: the newest connection is ready.
         loop {
@@ -156,7 +163,7 @@ impl Pool {
         if tx.is_closed() || self.max_idle == 0 {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = self.own_shard();
         // Taken under the lock so the queue stays ordered by `since`.
         let now = Instant::now();
         self.evict_expired(&mut idle, now);
@@ -169,18 +176,21 @@ impl Pool {
     /// Drops idle connections past the idle timeout and closed ones.
     pub(super) fn sweep(&self, now: Instant) {
         let timeout = self.idle_timeout;
-        self.lock()
-            .retain(|i| !i.tx.is_closed() && now.saturating_duration_since(i.since) < timeout);
+        for shard in self.shards.iter() {
+            lock(shard)
+                .retain(|i| !i.tx.is_closed() && now.saturating_duration_since(i.since) < timeout);
+        }
     }
 
     pub(super) fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 
     /// Idle connections whose task has gone idle too (ready for a request right now).
     #[cfg(test)]
     pub(super) fn ready_count(&self) -> usize {
-        self.lock().iter().filter(|i| i.tx.is_ready()).count()
+        let ready = |shard| lock(shard).iter().filter(|i| i.tx.is_ready()).count();
+        self.shards.iter().map(ready).sum()
     }
 
     fn evict_expired(&self, idle: &mut VecDeque<Idle>, now: Instant) {
@@ -192,11 +202,9 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        // A panic while holding the lock leaves at worst a connection too many or too few.
-        self.idle
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    /// The calling worker's idle connections.
+    fn own_shard(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        lock(self.shards.own())
     }
 
     async fn connect(&self) -> Result<Sender, ConnError> {

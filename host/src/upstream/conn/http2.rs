@@ -1,5 +1,5 @@
-//! h2c: one multiplexed HTTP/2 connection per endpoint, shared by all requests, replaced when
-//! it closes.
+//! h2c: one multiplexed HTTP/2 connection per endpoint and worker, shared by that worker's
+//! requests, replaced when it closes.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -82,7 +82,8 @@ impl Shared {
         if let Some((generation, tx)) = self.open(stale) {
             return Ok((generation, tx, false));
         }
-        let tx = self.connect().await?;
+        // Boxed: a rare path that would otherwise enlarge every request's future.
+        let tx = Box::pin(self.connect()).await?;
         *last += 1;
         *self.lock() = Some((*last, tx.clone()));
         Ok((*last, tx, true))

@@ -1,6 +1,10 @@
 //! Connections to one endpoint: a keep-alive pool of HTTP/1.1 connections, or one shared h2c
-//! connection. Each [`crate::balancing::Backend`] owns one, so dropping a backend (its endpoint
-//! left the discovery set) closes its idle connections.
+//! connection, per public listener worker. Each [`crate::balancing::Backend`] owns one, so
+//! dropping a backend (its endpoint left the discovery set) closes its idle connections.
+//!
+//! A connection's task runs on the worker that opened it, and only that worker sends on it
+//! (see [`Shards`]): a request never waits on another thread, and a worker that stops takes
+//! only its own connections with it.
 //!
 //! This replaces hyper-util's legacy pooled client on the request path: there is no pool key
 //! to hash (the backend *is* the key), no checkout future, and no task spawned per request to
@@ -44,11 +48,14 @@ pub struct ConnSettings {
     /// The service's `connect_timeout`; bounds the TCP connect and the HTTP handshake.
     /// Default 2 s.
     pub connect_timeout: ConnectTimeout,
-    /// Idle HTTP/1.1 connections kept per endpoint; returning one more closes the oldest.
-    /// Default 256.
+    /// Idle HTTP/1.1 connections kept per endpoint and worker; returning one more closes the
+    /// oldest. Default 256.
     pub max_idle: usize,
     /// An HTTP/1.1 connection idle this long is closed. Default 90 s.
     pub idle_timeout: Duration,
+    /// The public listener's workers (`listen.workers`), each with connections of its own.
+    /// Default 1.
+    pub workers: usize,
 }
 
 impl ConnSettings {
@@ -59,6 +66,7 @@ impl ConnSettings {
             connect_timeout,
             max_idle: 256,
             idle_timeout: Duration::from_secs(90),
+            workers: 1,
         }
     }
 }
@@ -118,7 +126,28 @@ pub struct Connections {
 
 enum Kind {
     Http1(Arc<http1::Pool>),
-    H2c(http2::Shared),
+    H2c(Shards<http2::Shared>),
+}
+
+/// One `T` per public listener worker (see `crate::proxy::workers`), picked by the calling
+/// thread. Threads that are not workers (tests, anything off the request path) share the
+/// first.
+struct Shards<T>(Box<[T]>);
+
+impl<T> Shards<T> {
+    fn new(workers: usize, make: impl FnMut(usize) -> T) -> Self {
+        Shards((0..workers.max(1)).map(make).collect())
+    }
+
+    /// The calling worker's shard.
+    fn own(&self) -> &T {
+        let worker = crate::proxy::workers::current().unwrap_or(0);
+        &self.0[worker % self.0.len()]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
+    }
 }
 
 impl fmt::Debug for Connections {
@@ -145,7 +174,9 @@ impl Connections {
         };
         let kind = match settings.protocol {
             Protocol::Http1 => Kind::Http1(Arc::new(http1::Pool::new(target, &settings))),
-            Protocol::H2c => Kind::H2c(http2::Shared::new(target)),
+            Protocol::H2c => Kind::H2c(Shards::new(settings.workers, |_| {
+                http2::Shared::new(target)
+            })),
         };
         Self { kind }
     }
@@ -160,7 +191,7 @@ impl Connections {
             Kind::H2c(shared) => {
                 let mut parts = http::uri::Parts::default();
                 parts.scheme = Some(Scheme::HTTP);
-                parts.authority = Some(shared.authority().clone());
+                parts.authority = Some(shared.own().authority().clone());
                 parts.path_and_query = Some(path);
                 Ok(Uri::from_parts(parts)?)
             }
@@ -175,7 +206,7 @@ impl Connections {
     pub async fn send(&self, req: Request<Body>) -> Result<Response<PooledBody>, ConnError> {
         match &self.kind {
             Kind::Http1(pool) => pool.send(req).await,
-            Kind::H2c(shared) => shared.send(req).await,
+            Kind::H2c(shared) => shared.own().send(req).await,
         }
     }
 

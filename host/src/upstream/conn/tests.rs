@@ -220,7 +220,7 @@ fn ready_idle(conns: &Connections) -> usize {
 fn h2_open(conns: &Connections) -> bool {
     match &conns.kind {
         Kind::Http1(_) => false,
-        Kind::H2c(shared) => shared.is_open(),
+        Kind::H2c(shared) => shared.iter().any(super::http2::Shared::is_open),
     }
 }
 

@@ -1,0 +1,100 @@
+//! The public listener's workers: one thread per worker, each running its own single-threaded
+//! tokio runtime, all accepting from one shared listening socket.
+//!
+//! This is nginx's worker model, for the same reason: a connection, its request, the
+//! upstream connection it uses and the tasks that drive them all stay on one thread, so a
+//! request never waits for a wake-up from another CPU and nothing on its path is shared
+//! between threads but the config snapshot, counters and the pools' short locks. A
+//! work-stealing runtime measured ~15% slower on the same core (benches/README.md).
+//! The workers share one socket rather than `SO_REUSEPORT` copies so that binding stays
+//! exclusive (a second gateway on the same port fails to start instead of splitting the
+//! traffic) and an idle worker, being the first awake, takes the next connection.
+//!
+//! Everything else (admin API, health checks, discovery, plugin compiles and reloads) runs
+//! on the caller's runtime.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::{oneshot, watch};
+
+use super::body::Body;
+use super::server;
+use crate::config::Limits;
+
+thread_local! {
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker running on this thread, or `None` off the workers (the control
+/// runtime, tests). Per-worker state such as upstream connection pools is sharded by it.
+pub fn current() -> Option<usize> {
+    WORKER.with(Cell::get)
+}
+
+/// Running workers; [`Workers::join`] waits for them to drain after the stop signal.
+pub struct Workers {
+    done: Vec<oneshot::Receiver<usize>>,
+}
+
+/// Starts `count` workers serving `listener` with `handler` until `stop` flips to true (or
+/// its sender is dropped); each then drains its own connections for up to `drain`.
+pub fn spawn<H, F>(
+    listener: std::net::TcpListener,
+    count: usize,
+    limits: &Limits,
+    handler: H,
+    stop: &watch::Receiver<bool>,
+    drain: Duration,
+) -> io::Result<Workers>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
+{
+    listener.set_nonblocking(true)?;
+    let mut done = Vec::with_capacity(count);
+    for index in 0..count {
+        // Everything that can fail happens here, before any thread starts serving.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener.try_clone()?)?
+        };
+        let (limits, handler, stop) = (limits.clone(), handler.clone(), stop.clone());
+        let (finished, finished_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("gatehouse-worker-{index}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(Some(index)));
+                let serve = server::serve(listener, &limits, handler, stop, drain, "public");
+                let cut = runtime.block_on(serve);
+                // Dropping the runtime ends this worker's upstream connections and other
+                // background tasks; only then is the worker done.
+                drop(runtime);
+                let _ = finished.send(cut);
+            })?;
+        done.push(finished_rx);
+    }
+    Ok(Workers { done })
+}
+
+impl Workers {
+    /// Waits for every worker to stop; returns how many connections the drain timeout cut.
+    pub async fn join(self) -> usize {
+        let mut cut = 0;
+        for (index, finished) in self.done.into_iter().enumerate() {
+            match finished.await {
+                Ok(n) => cut += n,
+                Err(_) => tracing::error!(worker = index, "a public listener worker panicked"),
+            }
+        }
+        cut
+    }
+}
