@@ -311,6 +311,52 @@ async fn reuse_instances_keeps_an_instance_until_it_fails() {
 }
 
 #[tokio::test]
+async fn reused_instances_are_all_kept_at_a_route_s_concurrency() {
+    // Fifty requests in flight at once, then fifty more: every instance of the first round
+    // serves the second. (A shelf smaller than the route's concurrency used to tear the
+    // surplus down and make it again on every round.)
+    const IN_FLIGHT: usize = 50;
+    let limits = PluginLimits {
+        max_instances: 400,
+        ..test_limits()
+    };
+    let kit = kit_with(
+        &[("kit", guests::bytes("test-kit"))],
+        limits,
+        Duration::ZERO,
+    )
+    .await;
+    let chain = kit.chain(
+        &[PluginRef {
+            reuse_instances: true,
+            ..plugin("kit", json!({ "mode": "tag" }))
+        }],
+        OnError::FailClosed,
+    );
+    for round in 1..=2 {
+        // Each run holds its instance until it is dropped, after the whole round.
+        let mut runs = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            let mut run = chain.start(meta());
+            match run.on_request(get("/")).await {
+                Ok(RequestOutcome::Continue(req)) => {
+                    seen.push(req.headers()["x-seen"].to_str().expect("ascii").to_owned());
+                }
+                other => panic!("tag mode continues, got {:?}", other.map(|_| ())),
+            }
+            runs.push(run);
+        }
+        drop(runs);
+        let expected = vec![round.to_string(); IN_FLIGHT];
+        assert_eq!(
+            seen, expected,
+            "round {round}: requests each instance has served"
+        );
+    }
+}
+
+#[tokio::test]
 async fn context_exposes_route_meta_and_config() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
     let chain = kit.chain(
