@@ -29,24 +29,22 @@ pub enum Lifetime {
     Reuse,
 }
 
-/// How many instances all shelves together may hold. Each holds a slot of the engine's pool
-/// (`plugins.max_instances`), so shelves take at most a quarter of it and requests always
-/// have the rest.
+/// A count of things held, at most `max`, each released by dropping its [`Reservation`]:
+/// instances on all shelves together (the budget) and teardowns queued (the backlog).
 #[derive(Debug)]
-struct ShelfBudget {
+struct Limit {
     held: Arc<AtomicUsize>,
     max: usize,
 }
 
-impl ShelfBudget {
-    fn new(max_instances: u32) -> Self {
-        ShelfBudget {
+impl Limit {
+    fn new(max: usize) -> Self {
+        Limit {
             held: Arc::new(AtomicUsize::new(0)),
-            max: (max_instances as usize / 4).max(1),
+            max: max.max(1),
         }
     }
 
-    /// Instances held on shelves now.
     fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
@@ -61,7 +59,8 @@ impl ShelfBudget {
     }
 }
 
-/// One instance's place in the [`ShelfBudget`], released when the instance leaves the shelf.
+/// One place in a [`Limit`], released on drop: when an instance leaves its shelf, or when a
+/// teardown is done (or its task dropped unrun, as when a runtime shuts down).
 struct Reservation(Arc<AtomicUsize>);
 
 impl Drop for Reservation {
@@ -126,7 +125,7 @@ impl InstanceShelf {
 
     /// Put `instance` (made from `version`) on the shelf, unless the shelf or the budget is
     /// full; then it is dropped.
-    fn put(&self, budget: &ShelfBudget, version: Arc<LoadedPlugin>, instance: PluginInstance) {
+    fn put(&self, budget: &Limit, version: Arc<LoadedPlugin>, instance: PluginInstance) {
         let mut slots = self.slots();
         if slots.len() >= Self::MAX {
             return;
@@ -140,7 +139,7 @@ impl InstanceShelf {
         }
     }
 
-    fn has_room(&self, budget: &ShelfBudget) -> bool {
+    fn has_room(&self, budget: &Limit) -> bool {
         self.len() < Self::MAX && budget.held() < budget.max
     }
 }
@@ -153,9 +152,12 @@ impl InstanceShelf {
 #[derive(Clone)]
 pub struct Recycler {
     engine: Arc<PluginEngine>,
-    budget: Arc<ShelfBudget>,
+    /// Instances on all shelves together. Each holds a slot of the engine's pool
+    /// (`plugins.max_instances`), so shelves take at most a quarter of it and requests always
+    /// have the rest.
+    budget: Arc<Limit>,
     /// Teardowns queued and not yet done.
-    backlog: Arc<AtomicUsize>,
+    backlog: Arc<Limit>,
 }
 
 impl Recycler {
@@ -165,11 +167,11 @@ impl Recycler {
     const BACKLOG: usize = 64;
 
     pub fn new(engine: Arc<PluginEngine>) -> Self {
-        let budget = Arc::new(ShelfBudget::new(engine.limits().max_instances));
+        let budget = Arc::new(Limit::new(engine.limits().max_instances as usize / 4));
         Recycler {
             engine,
             budget,
-            backlog: Arc::default(),
+            backlog: Arc::new(Limit::new(Self::BACKLOG)),
         }
     }
 
@@ -192,11 +194,11 @@ impl Recycler {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     return;
                 };
-                if self.backlog.fetch_add(1, Ordering::Relaxed) >= Self::BACKLOG {
-                    self.backlog.fetch_sub(1, Ordering::Relaxed);
+                let Some(queued) = self.backlog.reserve() else {
                     return;
-                }
-                runtime.spawn(self.clone().recycle(env.clone(), version, instance));
+                };
+                let recycle = self.clone().recycle(env.clone(), version, instance, queued);
+                runtime.spawn(recycle);
             }
         }
     }
@@ -208,10 +210,11 @@ impl Recycler {
         env: Arc<PluginEnv>,
         version: Arc<LoadedPlugin>,
         instance: PluginInstance,
+        queued: Reservation,
     ) {
         drop(instance);
-        let behind = self.backlog.fetch_sub(1, Ordering::Relaxed) - 1;
-        if behind > Self::BACKLOG / 8 || !env.shelf.has_room(&self.budget) {
+        drop(queued);
+        if self.backlog.held() > Self::BACKLOG / 8 || !env.shelf.has_room(&self.budget) {
             return;
         }
         let meta = Arc::new(RequestMeta::default());

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Plugin overhead through the real gateway under wrk, one run, four routes to the same origin:
+#   none          no plugin
+#   noop          the no-op plugin, a fresh instance per request (the default)
+#   noop-reuse    the no-op plugin with reuse_instances = true
+#   rewrite       the header-rewrite plugin (fresh), which edits request and response headers
+# Same layout as proxy-load.sh: gatehouse has one worker pinned to CPU 1 (`listen.workers = 1`),
+# wrk and the origin (nginx, a fixed 64-byte body) share CPU 0. The gateway's CPU is the
+# bottleneck, so the throughput ratio is the plugin's cost, and 1/rps - 1/rps(none) is the
+# CPU it adds per request.
+#
+# Usage: benches/plugin-load.sh [duration=10s] [connections=50]
+# Needs: apt-get install -y nginx wrk; rustup target add wasm32-wasip2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+CONNS=${2:-50}
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-get install -y nginx wrk" >&2; exit 1; }
+TARGET=${CARGO_TARGET_DIR:-target}
+cargo build --release -p gatehouse --quiet
+cargo build --release --target wasm32-wasip2 -p noop-plugin -p header-rewrite-plugin --quiet
+BIN=$TARGET/release/gatehouse
+WORK=$(mktemp -d)
+trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+ORIGIN=127.0.0.1:18181; GATEHOUSE=127.0.0.1:18180; ADMIN=127.0.0.1:18191
+BODY=$(printf 'x%.0s' $(seq 1 64))
+mkdir "$WORK/plugins"
+cp "$TARGET/wasm32-wasip2/release/noop_plugin.wasm" "$WORK/plugins/noop.wasm"
+cp "$TARGET/wasm32-wasip2/release/header_rewrite_plugin.wasm" "$WORK/plugins/rewrite.wasm"
+
+cat > "$WORK/origin.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity 01;
+pid $WORK/origin.pid;
+error_log $WORK/origin.error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen $ORIGIN; location / { return 200 '$BODY'; } }
+}
+CONF
+cat > "$WORK/gatehouse.toml" <<CONF
+[listen]
+public = "$GATEHOUSE"
+admin = "$ADMIN"
+workers = 1
+[log]
+level = "warn"
+[plugins]
+dir = "$WORK/plugins"
+[[services]]
+name = "origin"
+endpoints = ["$ORIGIN"]
+[[routes]]
+name = "noop"
+service = "origin"
+match = { prefix = "/noop" }
+plugins = [{ name = "noop" }]
+[[routes]]
+name = "noop-reuse"
+service = "origin"
+match = { prefix = "/reuse" }
+plugins = [{ name = "noop", reuse_instances = true }]
+[[routes]]
+name = "rewrite"
+service = "origin"
+match = { prefix = "/rewrite" }
+plugins = [{ name = "rewrite", config = { request = { x-a = "1" }, response = { x-b = "2" } } }]
+[[routes]]
+name = "none"
+service = "origin"
+CONF
+
+nginx -c "$WORK/origin.conf" -p "$WORK"
+taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
+for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+
+run() { # $1 = name, $2 = path → "name rps p50_us p99_us"
+  taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://$GATEHOUSE$2" >/dev/null  # warm-up
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://$GATEHOUSE$2" > "$WORK/$1.wrk"
+  grep -q 'Non-2xx' "$WORK/$1.wrk" && { echo "$1: non-2xx responses" >&2; cat "$WORK/$1.wrk" >&2; exit 1; }
+  awk -v n="$1" '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; return (v+0)*1000000 }
+    /Requests\/sec/ { rps=$2 } / 50%/ { p50=us($2) } / 99%/ { p99=us($2) }
+    END { printf "%s %.0f %.0f %.0f\n", n, rps, p50, p99 }' "$WORK/$1.wrk"
+}
+{
+  run none /
+  run noop /noop
+  run noop-reuse /reuse
+  run rewrite /rewrite
+} > "$WORK/results"
+awk '
+  { name[NR]=$1; rps[$1]=$2; p50[$1]=$3; p99[$1]=$4 }
+  END {
+    printf "%-11s %9s %8s %8s %9s %14s\n", "route", "req/s", "p50 µs", "p99 µs", "vs none", "CPU µs/request"
+    for (i = 1; i <= NR; i++) {
+      n = name[i]
+      printf "%-11s %9d %8d %8d %8.1f%% %+14.1f\n", n, rps[n], p50[n], p99[n], 100*rps[n]/rps["none"], 1e6/rps[n] - 1e6/rps["none"]
+    }
+  }' "$WORK/results"
