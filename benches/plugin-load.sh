@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Plugin overhead through the real gateway under wrk, one run, four routes to the same origin:
+# Plugin overhead through the real gateway under wrk: four routes to the same origin,
 #   none          no plugin
 #   noop          the no-op plugin, a fresh instance per request (the default)
 #   noop-reuse    the no-op plugin with reuse_instances = true
@@ -9,12 +9,16 @@
 # bottleneck, so the throughput ratio is the plugin's cost, and 1/rps - 1/rps(none) is the
 # CPU it adds per request.
 #
-# Usage: benches/plugin-load.sh [duration=10s] [connections=50]
+# This VM's speed drifts by a third between minutes, so the routes are measured in turn,
+# ROUNDS times, and each figure is the median of its rounds.
+#
+# Usage: benches/plugin-load.sh [duration per round=5s] [connections=50] [rounds=3]
 # Needs: apt-get install -y nginx wrk; rustup target add wasm32-wasip2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${1:-10s}
+DURATION=${1:-5s}
 CONNS=${2:-50}
+ROUNDS=${3:-3}
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-get install -y nginx wrk" >&2; exit 1; }
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release -p gatehouse --quiet
@@ -77,7 +81,7 @@ taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
 for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
 
 run() { # $1 = name, $2 = path → "name rps p50_us p99_us"
-  taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://$GATEHOUSE$2" >/dev/null  # warm-up
+  taskset -c 0 wrk -t1 -c"$CONNS" -d1s "http://$GATEHOUSE$2" >/dev/null  # warm-up
   taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://$GATEHOUSE$2" > "$WORK/$1.wrk"
   grep -q 'Non-2xx' "$WORK/$1.wrk" && { echo "$1: non-2xx responses" >&2; cat "$WORK/$1.wrk" >&2; exit 1; }
   awk -v n="$1" '
@@ -85,12 +89,22 @@ run() { # $1 = name, $2 = path → "name rps p50_us p99_us"
     /Requests\/sec/ { rps=$2 } / 50%/ { p50=us($2) } / 99%/ { p99=us($2) }
     END { printf "%s %.0f %.0f %.0f\n", n, rps, p50, p99 }' "$WORK/$1.wrk"
 }
-{
+for _ in $(seq "$ROUNDS"); do
   run none /
   run noop /noop
   run noop-reuse /reuse
   run rewrite /rewrite
-} > "$WORK/results"
+done > "$WORK/rounds"
+echo "req/s per round:"
+for route in none noop noop-reuse rewrite; do
+  printf '  %-11s' "$route"; awk -v r="$route" '$1 == r { printf " %7d", $2 } END { print "" }' "$WORK/rounds"
+done
+# Each route's median round (by req/s).
+for route in none noop noop-reuse rewrite; do
+  awk -v r="$route" '$1 == r' "$WORK/rounds" | sort -k2,2n |
+    awk '{ row[NR] = $0 } END { print row[int((NR + 1) / 2)] }'
+done > "$WORK/results"
+echo
 awk '
   { name[NR]=$1; rps[$1]=$2; p50[$1]=$3; p99[$1]=$4 }
   END {
