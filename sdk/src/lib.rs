@@ -138,8 +138,12 @@ pub trait Plugin {
     /// The request phase, before the upstream call. Edit `req` in place and return
     /// [`Decision::Continue`], or answer the client now with [`Decision::Respond`] (the rest
     /// of the chain and the upstream call are skipped). Default: continue unchanged.
+    ///
+    /// Each default tells the gateway it does nothing (`context::default_hook`), so the
+    /// gateway stops calling hooks a plugin does not implement.
     fn on_request(req: &Request) -> Decision {
         let _ = req;
+        context::default_hook(context::Hook::Request);
         Decision::Continue
     }
 
@@ -147,12 +151,14 @@ pub trait Plugin {
     /// Default: leave it unchanged.
     fn on_response(resp: &Response) {
         let _ = resp;
+        context::default_hook(context::Hook::Response);
     }
 
     /// The failure phase, when the upstream call failed. Return a fallback response, or
     /// `None` to pass the error on. Default: `None`.
     fn on_failure(failure: UpstreamFailure) -> Option<FullResponse> {
         let _ = failure;
+        context::default_hook(context::Hook::Failure);
         None
     }
 }

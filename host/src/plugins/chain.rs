@@ -162,12 +162,7 @@ impl ChainRun {
         let Some(loaded) = self.set.get(&env.name).cloned() else {
             return Err(InvokeError::NotLoaded);
         };
-        let wanted = match phase {
-            Phase::Request => loaded.hooks.request,
-            Phase::Response => loaded.hooks.response,
-            Phase::Failure => loaded.hooks.failure,
-        };
-        if !wanted {
+        if !loaded.runs(phase) {
             return Ok(None);
         }
         let inst = match env.shelf.take(&loaded) {
@@ -202,10 +197,11 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some((_, inst)) = self.instances[slot].as_mut() else {
+            let Some((loaded, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_request(req).await;
+            loaded.defaults.learn(inst.default_hooks());
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Request, result.err()));
             };
@@ -237,10 +233,11 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some((_, inst)) = self.instances[slot].as_mut() else {
+            let Some((loaded, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_response(resp).await;
+            loaded.defaults.learn(inst.default_hooks());
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Response, result.err()));
             };
@@ -268,10 +265,12 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some((_, inst)) = self.instances[slot].as_mut() else {
+            let Some((loaded, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
-            match inst.on_failure(failure.clone()).await {
+            let outcome = inst.on_failure(failure.clone()).await;
+            loaded.defaults.learn(inst.default_hooks());
+            match outcome {
                 Ok(None) => {}
                 Ok(Some(full)) => match from_full_response(full, cap) {
                     Ok(resp) => return Ok(Some(resp)),

@@ -8,6 +8,13 @@ use gatehouse_sdk::prelude::*;
 /// Continues every request unchanged.
 pub struct Noop;
 
-impl Plugin for Noop {}
+// The request hook is implemented (to do nothing) so that the gateway calls it: hooks left
+// to the SDK's defaults are skipped after the first request, and a plugin that is never
+// called would measure nothing.
+impl Plugin for Noop {
+    fn on_request(_req: &Request) -> Decision {
+        Decision::Continue
+    }
+}
 
 export_plugin!(Noop);

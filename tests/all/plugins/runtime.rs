@@ -357,6 +357,48 @@ async fn reused_instances_are_all_kept_at_a_route_s_concurrency() {
 }
 
 #[tokio::test]
+async fn hooks_left_to_the_sdk_defaults_are_skipped_after_their_first_call() {
+    // `noop` implements only on_request; `test-kit` implements all three hooks.
+    let kit = kit(&[
+        ("noop", guests::bytes("noop")),
+        ("kit", guests::bytes("test-kit")),
+    ])
+    .await;
+    let skipped = |name: &str| {
+        let status = kit.manager.registry().status();
+        let status = status.into_iter().find(|s| s.name == name).expect("loaded");
+        status.skipped_hooks
+    };
+    assert!(skipped("noop").is_empty(), "nothing is known before a call");
+    for (name, config) in [("noop", json!({})), ("kit", json!({ "mode": "tag" }))] {
+        let chain = kit.chain(&[plugin(name, config)], OnError::FailClosed);
+        for _ in 0..2 {
+            let mut run = chain.start(meta());
+            let outcome = run.on_request(get("/")).await.expect("request phase");
+            assert!(matches!(outcome, RequestOutcome::Continue(_)));
+            let response = http::Response::new(body_of("upstream"));
+            let response = run.on_response(response).await.expect("response phase");
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(
+                body, "upstream",
+                "a skipped hook leaves the response as it is"
+            );
+        }
+    }
+    assert_eq!(
+        skipped("noop"),
+        ["response"],
+        "its default response hook said so"
+    );
+    assert!(skipped("kit").is_empty(), "implemented hooks never say so");
+}
+
+#[tokio::test]
 async fn context_exposes_route_meta_and_config() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
     let chain = kit.chain(

@@ -11,8 +11,8 @@ use wasmtime::component::Component;
 use crate::plugins::runtime::cache::PluginCache;
 use crate::plugins::runtime::capabilities::{Grants, NoServices, PluginEnv, RequestMeta};
 use crate::plugins::runtime::engine::{hex, Flavor, PluginEngine};
-use crate::plugins::runtime::error::{InvokeError, LoadError};
-use crate::plugins::runtime::instance::{HookSet, PluginPre};
+use crate::plugins::runtime::error::{InvokeError, LoadError, Phase};
+use crate::plugins::runtime::instance::{DefaultHooks, HookSet, PluginPre};
 use crate::plugins::PluginName;
 
 /// A plugin that compiled, fits the world and instantiated once.
@@ -25,6 +25,8 @@ pub struct LoadedPlugin {
     pub loaded_at: SystemTime,
     /// The hooks it exports.
     pub hooks: HookSet,
+    /// Exported hooks it declared to do nothing; the chain skips those.
+    pub defaults: DefaultHooks,
     /// Whether the compiled artifact came from the on-disk cache.
     pub from_cache: bool,
     /// The engine it was compiled for.
@@ -33,6 +35,14 @@ pub struct LoadedPlugin {
     pub load_time: Duration,
     /// Ready to instantiate per request.
     pub pre: PluginPre,
+}
+
+impl LoadedPlugin {
+    /// Whether the chain calls this plugin in `phase`: it exports the hook and has not
+    /// declared it a do-nothing default.
+    pub fn runs(&self, phase: Phase) -> bool {
+        self.hooks.has(phase) && !self.defaults.get().has(phase)
+    }
 }
 
 /// Compiles plugins, with an optional on-disk cache of compiled artifacts keyed by content
@@ -103,6 +113,7 @@ impl Loader {
             hash,
             loaded_at: SystemTime::now(),
             hooks: pre.hooks(),
+            defaults: DefaultHooks::default(),
             from_cache,
             load_time: started.elapsed(),
             pre,

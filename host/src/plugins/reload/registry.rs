@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::loader::LoadedPlugin;
 use crate::plugins::runtime::error::LoadError;
+use crate::plugins::runtime::instance::HookSet;
 use crate::plugins::PluginName;
 
 /// The active plugins at one moment. Requests take one snapshot when they start and keep
@@ -29,6 +30,10 @@ pub struct PluginStatus {
     pub loaded_at: Option<String>,
     /// Hooks of the serving version.
     pub hooks: Vec<&'static str>,
+    /// Hooks of the serving version that declared they do nothing (the Rust SDK's defaults
+    /// do), so the chain no longer calls them. Learned from calls, so it fills as requests
+    /// come.
+    pub skipped_hooks: Vec<&'static str>,
     /// Whether the serving version came from the compiled-artifact cache.
     pub from_cache: Option<bool>,
     /// The engine the serving version runs on: `plain`, or `concurrent` for components that
@@ -85,16 +90,7 @@ impl PluginRegistry {
     /// Make `plugin` the active version of its name.
     pub fn install(&self, plugin: LoadedPlugin) {
         let plugin = Arc::new(plugin);
-        let mut hooks = Vec::new();
-        if plugin.hooks.request {
-            hooks.push("request");
-        }
-        if plugin.hooks.response {
-            hooks.push("response");
-        }
-        if plugin.hooks.failure {
-            hooks.push("failure");
-        }
+        let hooks = hook_names(plugin.hooks);
         self.statuses().insert(
             plugin.name.clone(),
             PluginStatus {
@@ -103,6 +99,7 @@ impl PluginRegistry {
                 hash: Some(plugin.hash.clone()),
                 loaded_at: Some(rfc3339(plugin.loaded_at)),
                 hooks,
+                skipped_hooks: Vec::new(),
                 from_cache: Some(plugin.from_cache),
                 engine: Some(plugin.flavor.as_str()),
                 load_ms: Some(plugin.load_time.as_secs_f64() * 1000.0),
@@ -129,6 +126,7 @@ impl PluginRegistry {
                 hash: None,
                 loaded_at: None,
                 hooks: Vec::new(),
+                skipped_hooks: Vec::new(),
                 from_cache: None,
                 engine: None,
                 load_ms: None,
@@ -151,11 +149,40 @@ impl PluginRegistry {
             s.status = "removed";
             s.hash = None;
             s.hooks.clear();
+            s.skipped_hooks.clear();
         }
     }
 
     /// Every plugin's status, by name.
     pub fn status(&self) -> Vec<PluginStatus> {
-        self.statuses().values().cloned().collect()
+        let active = self.snapshot();
+        let statuses = self.statuses();
+        let with_skipped = |(name, status): (&PluginName, &PluginStatus)| {
+            let mut status = status.clone();
+            let serving = active
+                .get(name)
+                .filter(|p| Some(&p.hash) == status.hash.as_ref());
+            if let Some(plugin) = serving {
+                let defaults = plugin.defaults.get();
+                status.skipped_hooks = hook_names(HookSet {
+                    request: plugin.hooks.request && defaults.request,
+                    response: plugin.hooks.response && defaults.response,
+                    failure: plugin.hooks.failure && defaults.failure,
+                });
+            }
+            status
+        };
+        statuses.iter().map(with_skipped).collect()
     }
+}
+
+fn hook_names(hooks: HookSet) -> Vec<&'static str> {
+    [
+        (hooks.request, "request"),
+        (hooks.response, "response"),
+        (hooks.failure, "failure"),
+    ]
+    .into_iter()
+    .filter_map(|(has, name)| has.then_some(name))
+    .collect()
 }

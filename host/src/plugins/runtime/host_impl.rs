@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{cache, context, services, types};
 use super::capabilities::{PluginEnv, RequestMeta, ServiceCallError};
+use super::instance::HookSet;
 use super::message::{collect_capped, full, headers, PluginRequest, PluginResponse};
 
 type Result<T> = wasmtime::Result<T>;
@@ -85,6 +86,8 @@ pub struct PluginCtx {
     pub(crate) env: Arc<PluginEnv>,
     meta: Arc<RequestMeta>,
     body_cap: usize,
+    /// Hooks the plugin declared to do nothing (`context.default-hook`).
+    pub(crate) default_hooks: HookSet,
 }
 
 impl PluginCtx {
@@ -119,6 +122,7 @@ impl PluginCtx {
             env,
             meta,
             body_cap,
+            default_hooks: HookSet::default(),
         }
     }
 
@@ -537,6 +541,14 @@ impl context::Host for PluginCtx {
             context::Level::Error => {
                 tracing::error!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
             }
+        }
+        Ok(())
+    }
+    async fn default_hook(&mut self, hook: context::Hook) -> Result<()> {
+        match hook {
+            context::Hook::Request => self.default_hooks.request = true,
+            context::Hook::Response => self.default_hooks.response = true,
+            context::Hook::Failure => self.default_hooks.failure = true,
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Pre-instantiated plugins (`PluginPre`) and the fresh per-request instances made from
 //! them (`PluginInstance`), with limits applied and failures classified.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use wasmtime::component::{Component, InstancePre, Resource};
@@ -11,7 +12,7 @@ use super::bindings::{
 };
 use super::capabilities::{PluginEnv, RequestMeta};
 use super::engine::PluginEngine;
-use super::error::{InvokeError, LoadError};
+use super::error::{InvokeError, LoadError, Phase};
 use super::host_impl::PluginCtx;
 use super::message::{PluginRequest, PluginResponse};
 
@@ -24,6 +25,50 @@ pub struct HookSet {
     pub response: bool,
     /// Exports `failure-hook`.
     pub failure: bool,
+}
+
+impl HookSet {
+    /// Whether the set holds `phase`'s hook.
+    pub fn has(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::Request => self.request,
+            Phase::Response => self.response,
+            Phase::Failure => self.failure,
+        }
+    }
+}
+
+/// The hooks one plugin version declared to do nothing (`context.default-hook`, called by the
+/// Rust SDK's default hooks), learned from its first calls. The chain skips them from then on:
+/// a plugin that implements only `on_request` stops paying for a response-phase call.
+#[derive(Debug, Default)]
+pub struct DefaultHooks {
+    request: AtomicBool,
+    response: AtomicBool,
+    failure: AtomicBool,
+}
+
+impl DefaultHooks {
+    pub fn learn(&self, declared: HookSet) {
+        let flags = [
+            (declared.request, &self.request),
+            (declared.response, &self.response),
+            (declared.failure, &self.failure),
+        ];
+        for (declared, flag) in flags {
+            if declared {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn get(&self) -> HookSet {
+        HookSet {
+            request: self.request.load(Ordering::Relaxed),
+            response: self.response.load(Ordering::Relaxed),
+            failure: self.failure.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A compiled, linked plugin, ready to be instantiated cheaply for each request.
@@ -203,6 +248,11 @@ impl PluginInstance {
     /// resets in each hook call.
     pub fn recycle(&mut self, meta: Arc<RequestMeta>) {
         self.store.data_mut().recycle(meta);
+    }
+
+    /// The hooks this instance declared to do nothing so far.
+    pub fn default_hooks(&self) -> HookSet {
+        self.store.data().default_hooks
     }
 
     /// Whether this instance may serve another request: no hook was cut off mid-call.
