@@ -17,7 +17,8 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-g
 cargo build --release -p gatehouse --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
 WORK=$(mktemp -d)
-trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+source benches/load-lib.sh
+trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; rm -rf "$WORK"' EXIT
 GATEHOUSE=127.0.0.1:18180; ADMIN=127.0.0.1:18190
 O1=127.0.0.1:18181; O2=127.0.0.1:18182; O3=127.0.0.1:18183; O4=127.0.0.1:18184; O5=127.0.0.1:18185
 BODY=$(printf 'x%.0s' $(seq 1 64))
@@ -25,25 +26,16 @@ BODY=$(printf 'x%.0s' $(seq 1 64))
 # O1–O4 equal; O5 is O4's throttled twin for the one-slow case. They serve a file rather than
 # `return 200`: `return` ends the request in the rewrite phase, before limit_req would run.
 mkdir -p "$WORK/www" && printf '%s' "$BODY" > "$WORK/www/body"
-cat > "$WORK/origin.conf" <<CONF
-worker_processes 1;
-worker_cpu_affinity 01;
-pid $WORK/origin.pid;
-error_log $WORK/origin.error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  limit_req_zone \$server_port zone=slow:1m rate=${SLOW_RPS}r/s;
+# nginx's workers run as `nobody`; mktemp's directory is private to its owner.
+chmod a+rx "$WORK" "$WORK/www"
+nginx_conf origin 01 "limit_req_zone \$server_port zone=slow:1m rate=${SLOW_RPS}r/s;
   default_type text/plain;
   root $WORK/www;
   server { listen $O1; location / { try_files /body =404; } }
   server { listen $O2; location / { try_files /body =404; } }
   server { listen $O3; location / { try_files /body =404; } }
   server { listen $O4; location / { try_files /body =404; } }
-  server { listen $O5; location / { limit_req zone=slow burst=100000; try_files /body =404; } }
-}
-CONF
+  server { listen $O5; location / { limit_req zone=slow burst=100000; try_files /body =404; } }"
 service() { # $1 name, $2 balance, $3 endpoints
   printf '[[services]]\nname = "%s"\nbalance = "%s"\nendpoints = [%s]\n' "$1" "$2" "$3"
   printf '[[routes]]\nname = "%s"\nservice = "%s"\nmatch = { prefix = "/%s" }\n' "$1" "$1" "$1"
@@ -60,16 +52,9 @@ SLOW="\"$O1\", \"$O2\", \"$O3\", \"$O5\""
 
 nginx -c "$WORK/origin.conf" -p "$WORK"
 taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
-for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+wait_ready "$ADMIN"
 
-run() { # $1 = path → "path rps p50_us p99_us"
-  taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://$GATEHOUSE/$1" >/dev/null  # warm-up
-  taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://$GATEHOUSE/$1" > "$WORK/$1.wrk"
-  awk -v n="$1" '
-    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; return (v+0)*1000000 }
-    /Requests\/sec/ { rps=$2 } / 50%/ { p50=us($2) } / 99%/ { p99=us($2) }
-    END { printf "%s %.0f %.0f %.0f\n", n, rps, p50, p99 }' "$WORK/$1.wrk"
-}
+run() { measure "$1" "http://$GATEHOUSE/$1"; }
 { run rr-equal; run lr-equal; run rr-slow; run lr-slow; } > "$WORK/results"
 awk '
   { name[NR]=$1; rps[$1]=$2; p50[$1]=$3; p99[$1]=$4 }

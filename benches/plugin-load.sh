@@ -25,25 +25,15 @@ cargo build --release -p gatehouse --quiet
 cargo build --release --target wasm32-wasip2 -p noop-plugin -p header-rewrite-plugin --quiet
 BIN=$TARGET/release/gatehouse
 WORK=$(mktemp -d)
-trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+source benches/load-lib.sh
+trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; rm -rf "$WORK"' EXIT
 ORIGIN=127.0.0.1:18181; GATEHOUSE=127.0.0.1:18180; ADMIN=127.0.0.1:18191
 BODY=$(printf 'x%.0s' $(seq 1 64))
 mkdir "$WORK/plugins"
 cp "$TARGET/wasm32-wasip2/release/noop_plugin.wasm" "$WORK/plugins/noop.wasm"
 cp "$TARGET/wasm32-wasip2/release/header_rewrite_plugin.wasm" "$WORK/plugins/rewrite.wasm"
 
-cat > "$WORK/origin.conf" <<CONF
-worker_processes 1;
-worker_cpu_affinity 01;
-pid $WORK/origin.pid;
-error_log $WORK/origin.error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen $ORIGIN; location / { return 200 '$BODY'; } }
-}
-CONF
+nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; } }"
 cat > "$WORK/gatehouse.toml" <<CONF
 [listen]
 public = "$GATEHOUSE"
@@ -78,17 +68,9 @@ CONF
 
 nginx -c "$WORK/origin.conf" -p "$WORK"
 taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
-for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+wait_ready "$ADMIN"
 
-run() { # $1 = name, $2 = path → "name rps p50_us p99_us"
-  taskset -c 0 wrk -t1 -c"$CONNS" -d1s "http://$GATEHOUSE$2" >/dev/null  # warm-up
-  taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://$GATEHOUSE$2" > "$WORK/$1.wrk"
-  grep -q 'Non-2xx' "$WORK/$1.wrk" && { echo "$1: non-2xx responses" >&2; cat "$WORK/$1.wrk" >&2; exit 1; }
-  awk -v n="$1" '
-    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; return (v+0)*1000000 }
-    /Requests\/sec/ { rps=$2 } / 50%/ { p50=us($2) } / 99%/ { p99=us($2) }
-    END { printf "%s %.0f %.0f %.0f\n", n, rps, p50, p99 }' "$WORK/$1.wrk"
-}
+run() { measure "$1" "http://$GATEHOUSE$2"; }
 for _ in $(seq "$ROUNDS"); do
   run none /
   run noop /noop
