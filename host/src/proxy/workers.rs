@@ -73,6 +73,8 @@ where
             .name(format!("gatehouse-worker-{index}"))
             .spawn(move || {
                 WORKER.with(|w| w.set(Some(index)));
+                // Every log line from this thread names its worker.
+                let _span = tracing::info_span!("worker", id = index).entered();
                 let serve = server::serve(listener, &limits, handler, stop, drain, "public");
                 let cut = runtime.block_on(serve);
                 // Dropping the runtime ends this worker's upstream connections and other
