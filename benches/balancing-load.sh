@@ -43,7 +43,7 @@ service() { # $1 name, $2 balance, $3 endpoints
 EQUAL="\"$O1\", \"$O2\", \"$O3\", \"$O4\""
 SLOW="\"$O1\", \"$O2\", \"$O3\", \"$O5\""
 {
-  printf '[listen]\npublic = "%s"\nadmin = "%s"\nworkers = 1\n[log]\nlevel = "warn"\n' "$GATEHOUSE" "$ADMIN"
+  gatehouse_base "$GATEHOUSE" "$ADMIN"
   service rr-equal round-robin "$EQUAL"
   service lr-equal least-request "$EQUAL"
   service rr-slow round-robin "$SLOW"

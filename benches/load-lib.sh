@@ -27,6 +27,12 @@ nginx_stop() {
   nginx -s stop -c "$WORK/$1.conf" -p "$WORK" 2>/dev/null || true
 }
 
+# Prints the [listen] and [log] tables of a one-worker gateway on public address $1 and admin
+# address $2, quiet but for warnings (no access log).
+gatehouse_base() {
+  printf '[listen]\npublic = "%s"\nadmin = "%s"\nworkers = 1\n[log]\nlevel = "warn"\n' "$1" "$2"
+}
+
 # Waits up to 10 s for gatehouse's admin listener at $1 to report ready.
 wait_ready() {
   for _ in $(seq 100); do curl -sf "http://$1/readyz" >/dev/null && return 0; sleep 0.1; done

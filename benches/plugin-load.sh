@@ -34,13 +34,7 @@ cp "$TARGET/wasm32-wasip2/release/noop_plugin.wasm" "$WORK/plugins/noop.wasm"
 cp "$TARGET/wasm32-wasip2/release/header_rewrite_plugin.wasm" "$WORK/plugins/rewrite.wasm"
 
 nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; } }"
-cat > "$WORK/gatehouse.toml" <<CONF
-[listen]
-public = "$GATEHOUSE"
-admin = "$ADMIN"
-workers = 1
-[log]
-level = "warn"
+{ gatehouse_base "$GATEHOUSE" "$ADMIN"; cat <<CONF; } > "$WORK/gatehouse.toml"
 [plugins]
 dir = "$WORK/plugins"
 [[services]]

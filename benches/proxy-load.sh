@@ -25,13 +25,7 @@ BODY=$(printf 'x%.0s' $(seq 1 64))
 nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; } }"
 nginx_conf proxy 10 "upstream origin { server $ORIGIN; keepalive 64; }
   server { listen $NGINX; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-cat > "$WORK/gatehouse.toml" <<CONF
-[listen]
-public = "$GATEHOUSE"
-admin = "$ADMIN"
-workers = 1
-[log]
-level = "warn"
+{ gatehouse_base "$GATEHOUSE" "$ADMIN"; cat <<CONF; } > "$WORK/gatehouse.toml"
 [[services]]
 name = "origin"
 endpoints = ["$ORIGIN"]
