@@ -1,5 +1,6 @@
-# Shared by the wrk load scripts (proxy-load.sh, balancing-load.sh, plugin-load.sh); source it
-# after setting WORK (a scratch directory) and CONNS and DURATION (wrk's -c and -d).
+# Shared by the load scripts (proxy-load.sh, balancing-load.sh, plugin-load.sh, and
+# proxy-instructions.sh for the nginx helpers); source it after setting WORK (a scratch
+# directory), and CONNS and DURATION (wrk's -c and -d) before calling `measure`.
 #
 # The layout they share: the proxy under test pinned to CPU 1 with one worker; wrk and the
 # nginx origin(s) on CPU 0.

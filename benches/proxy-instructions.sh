@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, counted by valgrind's callgrind: a figure that
 # stays put when other work shares the machine (wall-clock throughput does not).
-#   wrk (10 connections) → gatehouse (one worker, under callgrind) → nginx origin (64-byte body)
+#   wrk (10 connections) → gatehouse (under callgrind) → nginx origin (64-byte body)
+# The config stays one that builds before `listen.workers` accept, so old and new binaries can
+# be compared: old ones get one tokio worker from TOKIO_WORKER_THREADS, new ones their default
+# worker count, which callgrind runs one thread at a time anyway.
 # Counts only the measured window (after a warm-up) and divides by the requests the gateway's
 # own metrics say it answered in that window. Pass a second binary to compare two builds.
 #
@@ -17,17 +20,11 @@ if [ $# -eq 0 ]; then
   set -- "${CARGO_TARGET_DIR:-target}/release/gatehouse"
 fi
 WORK=$(mktemp -d)
-trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx -s stop -c "$WORK/origin.conf" -p "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+source benches/load-lib.sh
+trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; rm -rf "$WORK"' EXIT
 ORIGIN=127.0.0.1:18181; PUBLIC=127.0.0.1:18180; ADMIN=127.0.0.1:18191
 BODY=$(printf 'x%.0s' $(seq 1 64))
-cat > "$WORK/origin.conf" <<CONF
-worker_processes 1;
-pid $WORK/origin.pid;
-error_log $WORK/origin.error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen $ORIGIN; location / { return 200 '$BODY'; } } }
-CONF
+nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; } }"
 cat > "$WORK/gatehouse.toml" <<CONF
 [listen]
 public = "$PUBLIC"
@@ -45,7 +42,7 @@ nginx -c "$WORK/origin.conf" -p "$WORK"
 
 answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }
 
-measure() { # $1 = binary → "instructions-per-request requests"
+count_instructions() { # $1 = binary → "instructions-per-request requests"
   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$WORK/cg.%p" "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
   local pid=$!
@@ -65,6 +62,6 @@ measure() { # $1 = binary → "instructions-per-request requests"
 }
 
 for bin in "$@"; do
-  read -r per_request requests < <(measure "$bin")
+  read -r per_request requests < <(count_instructions "$bin")
   printf '%-50s %8d instructions/request (%d requests)\n' "$bin" "$per_request" "$requests"
 done

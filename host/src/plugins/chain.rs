@@ -96,12 +96,14 @@ pub struct ChainRun {
 }
 
 impl Drop for ChainRun {
-    /// Instances go to the recycler: fresh ones are torn down and replaced off the request
-    /// path, reused ones go back on their shelf. An instance that failed was already dropped
-    /// (`fail`), so a broken one never serves again.
+    /// Hooks an instance declared to do nothing are remembered for its plugin version, so
+    /// later requests skip them. Instances go to the recycler: fresh ones are torn down and
+    /// replaced off the request path, reused ones go back on their shelf. An instance that
+    /// failed was already dropped (`fail`), so a broken one never serves again.
     fn drop(&mut self) {
         for (env, slot) in self.chain.entries.iter().zip(&mut self.instances) {
             if let Some((version, instance)) = slot.take() {
+                version.defaults.learn(instance.default_hooks());
                 self.chain.recycler.after_request(env, version, instance);
             }
         }
@@ -197,11 +199,10 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some((loaded, inst)) = self.instances[slot].as_mut() else {
+            let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_request(req).await;
-            loaded.defaults.learn(inst.default_hooks());
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Request, result.err()));
             };
@@ -233,11 +234,10 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some((loaded, inst)) = self.instances[slot].as_mut() else {
+            let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_response(resp).await;
-            loaded.defaults.learn(inst.default_hooks());
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Response, result.err()));
             };
@@ -265,12 +265,10 @@ impl ChainRun {
                     continue;
                 }
             };
-            let Some((loaded, inst)) = self.instances[slot].as_mut() else {
+            let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
-            let outcome = inst.on_failure(failure.clone()).await;
-            loaded.defaults.learn(inst.default_hooks());
-            match outcome {
+            match inst.on_failure(failure.clone()).await {
                 Ok(None) => {}
                 Ok(Some(full)) => match from_full_response(full, cap) {
                     Ok(resp) => return Ok(Some(resp)),

@@ -117,6 +117,8 @@ async fn proxy(
     });
     let upstream_req = match &mut chain {
         None => upstream_req,
+        // The plugin hooks' futures are boxed: inlined, they would enlarge the future of every
+        // request, plugins or not, and it is moved several times per request.
         Some(run) => match Box::pin(run.on_request(upstream_req)).await? {
             RequestOutcome::Continue(req) => req,
             RequestOutcome::Respond(mut response) => {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use gatehouse::plugins::{
-    Body, OnError, PluginChain, PluginLimits, PluginManager, PluginRef, PluginSettings,
+    Body, ChainRun, OnError, PluginChain, PluginLimits, PluginManager, PluginRef, PluginSettings,
     RequestMeta, RequestOutcome, ServiceCallError, ServiceCaller, UpstreamFailure,
 };
 use http_body_util::{BodyExt, Full};
@@ -264,7 +264,12 @@ async fn fresh_instances_are_prepared_off_the_request_path_and_used_once() {
 /// The `x-seen` counter the test-kit plugin (tag mode) sets: how many requests its
 /// instance has served.
 async fn seen_count(chain: &Arc<PluginChain>, req: http::Request<Body>) -> Result<String, String> {
-    match chain.start(meta()).on_request(req).await {
+    seen_by(&mut chain.start(meta()), req).await
+}
+
+/// [`seen_count`] within `run`, which keeps its instance until it is dropped.
+async fn seen_by(run: &mut ChainRun, req: http::Request<Body>) -> Result<String, String> {
+    match run.on_request(req).await {
         Ok(RequestOutcome::Continue(req)) => {
             Ok(req.headers()["x-seen"].to_str().expect("ascii").to_owned())
         }
@@ -339,12 +344,11 @@ async fn reused_instances_are_all_kept_at_a_route_s_concurrency() {
         let mut seen = Vec::new();
         for _ in 0..IN_FLIGHT {
             let mut run = chain.start(meta());
-            match run.on_request(get("/")).await {
-                Ok(RequestOutcome::Continue(req)) => {
-                    seen.push(req.headers()["x-seen"].to_str().expect("ascii").to_owned());
-                }
-                other => panic!("tag mode continues, got {:?}", other.map(|_| ())),
-            }
+            seen.push(
+                seen_by(&mut run, get("/"))
+                    .await
+                    .expect("tag mode continues"),
+            );
             runs.push(run);
         }
         drop(runs);

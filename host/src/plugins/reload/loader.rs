@@ -43,6 +43,16 @@ impl LoadedPlugin {
     pub fn runs(&self, phase: Phase) -> bool {
         self.hooks.has(phase) && !self.defaults.get().has(phase)
     }
+
+    /// Exported hooks the chain no longer calls (declared do-nothing defaults).
+    pub fn skipped_hooks(&self) -> HookSet {
+        let defaults = self.defaults.get();
+        HookSet {
+            request: self.hooks.request && defaults.request,
+            response: self.hooks.response && defaults.response,
+            failure: self.hooks.failure && defaults.failure,
+        }
+    }
 }
 
 /// Compiles plugins, with an optional on-disk cache of compiled artifacts keyed by content

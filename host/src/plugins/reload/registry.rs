@@ -163,12 +163,7 @@ impl PluginRegistry {
                 .get(name)
                 .filter(|p| Some(&p.hash) == status.hash.as_ref());
             if let Some(plugin) = serving {
-                let defaults = plugin.defaults.get();
-                status.skipped_hooks = hook_names(HookSet {
-                    request: plugin.hooks.request && defaults.request,
-                    response: plugin.hooks.response && defaults.response,
-                    failure: plugin.hooks.failure && defaults.failure,
-                });
+                status.skipped_hooks = hook_names(plugin.skipped_hooks());
             }
             status
         };
