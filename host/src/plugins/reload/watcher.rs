@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use sha2::Digest;
 use tokio::sync::mpsc;
@@ -123,6 +124,50 @@ impl Drop for PluginWatcher {
     }
 }
 
+/// Whether a file event may mean new content in the file. inotify also reports every open
+/// and read, and the watcher reads a plugin file to hash it: passing those on would make each
+/// read schedule the next one, re-reading every plugin file forever.
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// The paths of `dir`'s entries whose content may have changed, in batches as notify reports
+/// them; events stop when the returned watcher is dropped.
+fn content_events(
+    dir: &Path,
+) -> Result<
+    (
+        notify::RecommendedWatcher,
+        mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    ),
+    WatchError,
+> {
+    let notify_error = |source| WatchError::Notify {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event) if may_change_content(&event.kind) => {
+                // The receiver is gone only when the watcher is being dropped.
+                let _ = tx.send(event.paths);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "plugins directory watch error"),
+        }
+    })
+    .map_err(notify_error)?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(notify_error)?;
+    Ok((watcher, rx))
+}
+
 /// Watch `dir`: after `debounce` without further events, reload each changed plugin file.
 pub fn watch(
     loader: Arc<Loader>,
@@ -130,26 +175,7 @@ pub fn watch(
     dir: &Path,
     debounce: Duration,
 ) -> Result<PluginWatcher, WatchError> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match event {
-            Ok(event) => {
-                // The receiver is gone only when the watcher is being dropped.
-                let _ = tx.send(event.paths);
-            }
-            Err(e) => tracing::warn!(error = %e, "plugins directory watch error"),
-        }
-    })
-    .map_err(|source| WatchError::Notify {
-        dir: dir.display().to_string(),
-        source,
-    })?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|source| WatchError::Notify {
-            dir: dir.display().to_string(),
-            source,
-        })?;
+    let (watcher, mut rx) = content_events(dir)?;
     let task = tokio::spawn(async move {
         let mut pending = BTreeSet::new();
         while let Some(paths) = rx.recv().await {
@@ -198,5 +224,38 @@ mod tests {
                 "{temp} is not a plugin"
             );
         }
+    }
+
+    /// Reading a plugin file (as the watcher itself does to hash it) is not a change; writing
+    /// one is. inotify reports events in order, so once the write to `b` arrives, an event for
+    /// the read of `a` would already have arrived before it.
+    #[tokio::test]
+    async fn reading_a_plugin_file_is_not_a_change() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.wasm"), dir.join("b.wasm"));
+        std::fs::write(&a, b"a").unwrap();
+        let (_watcher, mut rx) = content_events(&dir).unwrap();
+
+        std::fs::read(&a).unwrap();
+        std::fs::write(&b, b"b").unwrap();
+
+        let mut before_b = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let paths = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("no event for the write to b.wasm")
+                .expect("watcher stopped");
+            if paths.contains(&b) {
+                break;
+            }
+            before_b.extend(paths);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            !before_b.contains(&a),
+            "reading a.wasm was reported as a change: {before_b:?}"
+        );
     }
 }
