@@ -445,6 +445,26 @@ async fn infinite_loop_hits_the_deadline_and_others_keep_working() {
     assert_eq!(answered(&fine, get("/")).await.0, 403);
 }
 
+/// After a second without calls the epoch ticker slows down (ticker.rs); a plugin that
+/// loops must still be stopped at its deadline.
+#[tokio::test]
+async fn the_deadline_holds_after_the_ticker_went_idle() {
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let ticker = kit.manager.engine().ticker();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ticker.is_idle() {
+        assert!(Instant::now() < deadline, "the ticker never slowed down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let looping = kit.chain(
+        &[plugin("kit", json!({ "mode": "loop" }))],
+        OnError::FailClosed,
+    );
+    let (status, body) = failed(&looping).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["kind"], "deadline");
+}
+
 #[tokio::test]
 async fn memory_bomb_is_out_of_memory() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;

@@ -2,7 +2,6 @@
 //! component-model async): pooling allocators, epoch ticker, and the linkers with every host
 //! import plugins may use.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::bindings::Plugin;
 use super::host_impl::PluginCtx;
+use super::ticker::{EpochTicker, TickerHandle, IDLE_AFTER, IDLE_TICK};
 
 /// Limits applied to every plugin invocation. Defaults are in [`PluginLimits::default`].
 #[derive(Debug, Clone)]
@@ -28,7 +28,9 @@ pub struct PluginLimits {
     /// sized for this (each engine flavor has a pool of this size). Past it, requests
     /// needing a plugin get 503. Default 1000.
     pub max_instances: u32,
-    /// Granularity of the CPU deadline. Default 2 ms.
+    /// Granularity of the CPU deadline while plugins run. Default 2 ms. (After a second
+    /// without plugin calls the ticker slows to 100 ms until the next call wakes it:
+    /// `ticker.rs`.)
     pub epoch_tick: Duration,
     /// Entries in the shared plugin cache. Default 10 000.
     pub cache_entries: usize,
@@ -120,7 +122,7 @@ pub struct PluginEngine {
     plain: Runtime,
     concurrent: Arc<OnceLock<Runtime>>,
     limits: PluginLimits,
-    stop: Arc<AtomicBool>,
+    ticker: EpochTicker,
 }
 
 impl PluginEngine {
@@ -129,26 +131,19 @@ impl PluginEngine {
     pub fn new(limits: PluginLimits) -> Result<Self, EngineError> {
         let plain = Runtime::new(&limits, Flavor::Plain)?;
         let concurrent: Arc<OnceLock<Runtime>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ticking, flag, tick) = (plain.engine.clone(), stop.clone(), limits.epoch_tick);
-        let ticking_concurrent = concurrent.clone();
-        std::thread::Builder::new()
-            .name("gatehouse-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    ticking.increment_epoch();
-                    if let Some(c) = ticking_concurrent.get() {
-                        c.engine.increment_epoch();
-                    }
-                }
-            })
-            .map_err(EngineError::Ticker)?;
+        let (ticking, ticking_concurrent) = (plain.engine.clone(), concurrent.clone());
+        let ticker = EpochTicker::start(limits.epoch_tick, IDLE_AFTER, IDLE_TICK, move || {
+            ticking.increment_epoch();
+            if let Some(c) = ticking_concurrent.get() {
+                c.engine.increment_epoch();
+            }
+        })
+        .map_err(EngineError::Ticker)?;
         Ok(PluginEngine {
             plain,
             concurrent,
             limits,
-            stop,
+            ticker,
         })
     }
 
@@ -186,6 +181,11 @@ impl PluginEngine {
         &self.limits
     }
 
+    /// The epoch ticker, which each invocation wakes as it starts.
+    pub fn ticker(&self) -> TickerHandle {
+        self.ticker.handle()
+    }
+
     /// A hex digest identifying the plain engine's compiled-code compatibility (wasmtime
     /// version, target, settings): part of the key of the on-disk artifact cache. Artifacts
     /// of the concurrent engine are told apart by a suffix; wasmtime checks an artifact's
@@ -208,12 +208,6 @@ impl PluginEngine {
             .precompile_compatibility_hash()
             .hash(&mut h);
         hex(&h.0.finalize()[..16])
-    }
-}
-
-impl Drop for PluginEngine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

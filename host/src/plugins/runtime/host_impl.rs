@@ -12,6 +12,7 @@ use super::bindings::{cache, context, services, types};
 use super::capabilities::{PluginEnv, RequestMeta, ServiceCallError};
 use super::instance::HookSet;
 use super::message::{collect_capped, full, headers, PluginRequest, PluginResponse};
+use super::ticker::TickerHandle;
 
 type Result<T> = wasmtime::Result<T>;
 
@@ -53,6 +54,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 /// spent waiting on the host (service calls, body reads). Epoch interruption cannot see
 /// per-thread CPU time, so this is the practical stand-in for a CPU deadline.
 pub struct CpuClock {
+    ticker: TickerHandle,
     started: Instant,
     host_wait: Duration,
     pub(crate) budget: Duration,
@@ -60,10 +62,17 @@ pub struct CpuClock {
 }
 
 impl CpuClock {
-    /// Start counting a new invocation.
+    /// Start counting a new invocation (and keep the epoch ticker that enforces the budget
+    /// at full speed).
     pub fn restart(&mut self) {
+        self.ticker.wake();
         self.started = Instant::now();
         self.host_wait = Duration::ZERO;
+    }
+
+    /// Keep the epoch ticker at full speed: wasm is running.
+    pub fn keep_ticking(&self) {
+        self.ticker.wake();
     }
 
     /// Whether the invocation has used up its budget.
@@ -97,6 +106,7 @@ impl PluginCtx {
         meta: Arc<RequestMeta>,
         memory_limit: usize,
         cpu_budget: Duration,
+        ticker: TickerHandle,
         body_cap: usize,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
@@ -114,6 +124,7 @@ impl PluginCtx {
                 hit: false,
             },
             clock: CpuClock {
+                ticker,
                 started: Instant::now(),
                 host_wait: Duration::ZERO,
                 budget: cpu_budget,

@@ -133,12 +133,22 @@ impl PluginPre {
         meta: Arc<RequestMeta>,
     ) -> Result<PluginInstance, InvokeError> {
         let limits = engine.limits();
-        let ctx = PluginCtx::new(env, meta, limits.memory, limits.deadline, limits.body_cap);
+        let ctx = PluginCtx::new(
+            env,
+            meta,
+            limits.memory,
+            limits.deadline,
+            engine.ticker(),
+            limits.body_cap,
+        );
         let mut store = Store::new(self.pre.component().engine(), ctx);
         store.limiter(|c| &mut c.memory);
         store.epoch_deadline_callback(|mut cx| {
-            // Past the budget: trap. Otherwise check again on the next tick.
-            if cx.data_mut().clock.exhausted() {
+            // Past the budget: trap. Otherwise check again on the next tick, which stays
+            // at full speed while wasm runs.
+            let clock = &mut cx.data_mut().clock;
+            clock.keep_ticking();
+            if clock.exhausted() {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::Continue(1))

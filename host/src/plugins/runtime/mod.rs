@@ -9,3 +9,4 @@ pub mod host_impl;
 pub mod instance;
 pub mod message;
 pub mod shelf;
+pub mod ticker;
