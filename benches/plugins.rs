@@ -194,6 +194,7 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     });
     let meta = Arc::new(RequestMeta::default());
     let limits = manager.engine().limits().clone();
+    let ticker = manager.engine().ticker();
     parts.bench_function("store-state", |b| {
         b.iter(|| {
             PluginCtx::new(
@@ -201,6 +202,7 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 meta.clone(),
                 limits.memory,
                 limits.deadline,
+                ticker.clone(),
                 limits.body_cap,
             )
         })
