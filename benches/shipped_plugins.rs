@@ -137,7 +137,7 @@ async fn request_phase(
         }
         let req: http::Request<Body> = req.body(gatehouse::proxy::body::empty()).expect("request");
         let meta = RequestMeta {
-            client_addr: "127.0.0.1:1".into(),
+            client_addr: Some("127.0.0.1:1".parse().expect("address")),
             request_id: "bench".into(),
         };
         let started = Instant::now();

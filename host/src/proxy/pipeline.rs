@@ -111,7 +111,7 @@ async fn proxy(
     // Plugins: the request phase sees the request as it will go upstream and may answer it.
     let mut chain = snapshot.chains.get(&route.config.name.0).map(|chain| {
         chain.start(RequestMeta {
-            client_addr: client.to_string(),
+            client_addr: Some(client),
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
         })
     });

@@ -130,7 +130,7 @@ pub fn get(uri: &str) -> http::Request<Body> {
 
 fn meta() -> RequestMeta {
     RequestMeta {
-        client_addr: "127.0.0.1:4242".into(),
+        client_addr: Some("127.0.0.1:4242".parse().unwrap()),
         request_id: "req-1".into(),
     }
 }

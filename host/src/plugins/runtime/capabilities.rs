@@ -2,6 +2,7 @@
 //! the host handles behind them.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -83,8 +84,8 @@ pub struct PluginEnv {
 /// Per-request metadata visible to plugins through the `context` interface.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
-    /// The client's address, e.g. `127.0.0.1:51234`.
-    pub client_addr: String,
+    /// The client's address, e.g. `127.0.0.1:51234`; formatted only if a plugin asks for it.
+    pub client_addr: Option<SocketAddr>,
     /// The request id.
     pub request_id: String,
 }

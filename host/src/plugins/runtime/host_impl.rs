@@ -519,7 +519,11 @@ impl context::Host for PluginCtx {
         Ok(self.env.route.to_string())
     }
     async fn client_addr(&mut self) -> Result<String> {
-        Ok(self.meta.client_addr.clone())
+        Ok(self
+            .meta
+            .client_addr
+            .map(|a| a.to_string())
+            .unwrap_or_default())
     }
     async fn request_id(&mut self) -> Result<String> {
         Ok(self.meta.request_id.clone())
