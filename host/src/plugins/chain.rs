@@ -157,8 +157,9 @@ impl ChainRun {
         if self.failed[i] {
             return Ok(None);
         }
-        if self.instances[i].is_some() {
-            return Ok(Some(i));
+        if let Some((loaded, _)) = &self.instances[i] {
+            // The instance from an earlier phase; its hook for this phase may be a default.
+            return Ok(loaded.runs(phase).then_some(i));
         }
         let env = self.chain.entries[i].clone();
         let Some(loaded) = self.set.get(&env.name).cloned() else {

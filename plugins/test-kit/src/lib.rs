@@ -11,6 +11,8 @@ use gatehouse_sdk::services::{CallError, ServiceRequest};
 
 /// Counts invocations in this instance; a fresh instance per request means it is always 1.
 static SEEN: AtomicU32 = AtomicU32::new(0);
+/// Counts `on_response` calls in this instance (mode `request-only`).
+static RESPONSE_CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// The test plugin.
 pub struct TestKit;
@@ -40,6 +42,11 @@ impl Plugin for TestKit {
                 Decision::Continue
             }
             "deny" => Decision::Respond(json_response(403, &json!({ "error": "denied" }))),
+            "request-only" => {
+                let calls = RESPONSE_CALLS.load(Ordering::SeqCst);
+                let _ = req.set_header_str("x-response-calls", &calls.to_string());
+                Decision::Continue
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
@@ -160,6 +167,11 @@ impl Plugin for TestKit {
                 resp.set_body(&[body.as_slice(), b"+edited"].concat());
             }
             "response-trap" => panic!("test-kit traps in on_response"),
+            // Behaves as if on_response were left to the SDK's default, and counts the calls.
+            "request-only" => {
+                RESPONSE_CALLS.fetch_add(1, Ordering::SeqCst);
+                context::default_hook(context::Hook::Response);
+            }
             _ => {
                 let _ = resp.set_header_str("x-kit-response", "seen");
             }

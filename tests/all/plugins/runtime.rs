@@ -402,6 +402,42 @@ async fn hooks_left_to_the_sdk_defaults_are_skipped_after_their_first_call() {
     assert!(skipped("kit").is_empty(), "implemented hooks never say so");
 }
 
+/// The skip holds for an instance that already ran an earlier phase of the same request
+/// (the common case: a plugin that implements only `on_request`).
+#[tokio::test]
+async fn a_default_response_hook_is_not_called_on_an_instance_from_the_request_phase() {
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let chain = kit.chain(
+        &[PluginRef {
+            // One instance serves every request, so its counter sees every call.
+            reuse_instances: true,
+            ..plugin("kit", json!({ "mode": "request-only" }))
+        }],
+        OnError::FailClosed,
+    );
+    let mut calls_before = Vec::new();
+    for _ in 0..3 {
+        let mut run = chain.start(meta());
+        let Ok(RequestOutcome::Continue(req)) = run.on_request(get("/")).await else {
+            panic!("request-only mode continues");
+        };
+        calls_before.push(
+            req.headers()["x-response-calls"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        run.on_response(http::Response::new(body_of("upstream")))
+            .await
+            .expect("response phase");
+    }
+    assert_eq!(
+        calls_before,
+        ["0", "1", "1"],
+        "on_response said it is a default on its first call and is not called again"
+    );
+}
+
 #[tokio::test]
 async fn context_exposes_route_meta_and_config() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
