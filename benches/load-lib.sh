@@ -41,19 +41,66 @@ wait_ready() {
   return 1
 }
 
+# CPU time the hypervisor gave to other guests (steal), in ticks, over all CPUs.
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
+
 # Loads URL $2 with wrk on CPU 0 (a short warm-up, then DURATION) and prints
-# "$1 req/s p50_µs p99_µs". Fails on non-2xx responses: a broken route must not pass for a
-# fast one.
+# "$1 req/s p50_µs p99_µs steal_%", steal_% being the share of the machine's CPU time the
+# hypervisor took during the run. Fails on non-2xx responses: a broken route must not pass
+# for a fast one.
 measure() {
   taskset -c 0 wrk -t1 -c"$CONNS" -d1s "$2" >/dev/null
+  local steal0 start
+  steal0=$(steal_ticks); start=$(date +%s%N)
   taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$2" > "$WORK/$1.wrk"
+  local steal=$(( $(steal_ticks) - steal0 )) elapsed=$(( $(date +%s%N) - start ))
   if grep -q 'Non-2xx' "$WORK/$1.wrk"; then
     echo "$1: non-2xx responses" >&2
     cat "$WORK/$1.wrk" >&2
     return 1
   fi
-  awk -v n="$1" '
+  awk -v n="$1" -v steal="$steal" -v ns="$elapsed" -v cpus="$(nproc)" -v hz="$(getconf CLK_TCK)" '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; return (v+0)*1000000 }
     /Requests\/sec/ { rps=$2 } / 50%/ { p50=us($2) } / 99%/ { p99=us($2) }
-    END { printf "%s %.0f %.0f %.0f\n", n, rps, p50, p99 }' "$WORK/$1.wrk"
+    END { printf "%s %.0f %.0f %.0f %.1f\n", n, rps, p50, p99, 100 * steal / hz / (ns / 1e9) / cpus }' "$WORK/$1.wrk"
+}
+
+# Summarises rounds of `measure` lines, each prefixed with its round number ("round name
+# req/s p50 p99 steal"), read from file $2, against contestant $1 of the same round.
+#
+# This VM's neighbours take CPU in bursts (steal), and a round with steal runs far slower,
+# so only quiet rounds count: those where no run saw more than STEAL_MAX % (default 1).
+# Each contestant is compared with the baseline of its own round; the table gives medians.
+summarize_rounds() {
+  awk -v base="$1" -v max="${STEAL_MAX:-1}" '
+    function median(list,   n, a, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { line[NR] = $0; if ($6 > worst[$1]) worst[$1] = $6; if (!($2 in seen)) { seen[$2]; order[++names] = $2 } }
+    END {
+      for (r in worst) if (worst[r] <= max) quiet++
+      for (i = 1; i <= NR; i++) {
+        split(line[i], f, " ")
+        if (quiet && worst[f[1]] > max) continue
+        if (f[2] == base) { brps[f[1]] = f[3]; bp99[f[1]] = f[5] }
+      }
+      for (i = 1; i <= NR; i++) {
+        split(line[i], f, " ")
+        if (quiet && worst[f[1]] > max) continue
+        n = f[2]; rounds[n]++
+        rps[n] = rps[n] " " f[3]; p50[n] = p50[n] " " f[4]; p99[n] = p99[n] " " f[5]
+        ratio[n] = ratio[n] " " f[3] / brps[f[1]]; p99r[n] = p99r[n] " " f[5] / bp99[f[1]]
+        cpu[n] = cpu[n] " " 1e6 / f[3] - 1e6 / brps[f[1]]
+      }
+      total = length(worst)
+      if (quiet) printf "medians over the %d of %d rounds with steal <= %s%%\n", quiet, total, max
+      else printf "no round had steal <= %s%%: medians over all %d rounds (noisy)\n", max, total
+      printf "%-11s %9s %8s %8s %11s %11s %12s\n", "", "req/s", "p50 µs", "p99 µs", "req/s vs " base, "p99 vs " base, "CPU µs/req"
+      for (i = 1; i <= names; i++) {
+        n = order[i]
+        printf "%-11s %9d %8d %8d %11.2f %11.2f %+12.1f\n", n, median(rps[n]), median(p50[n]), median(p99[n]), median(ratio[n]), median(p99r[n]), median(cpu[n])
+      }
+    }' "$2"
 }

@@ -10,15 +10,17 @@
 # CPU it adds per request.
 #
 # This VM's speed drifts by a third between minutes, so the routes are measured in turn,
-# ROUNDS times, and each figure is the median of its rounds.
+# ROUNDS times; each route is compared with the no-plugin route of its own round, rounds
+# with hypervisor steal are left out, and the table gives medians (load-lib.sh,
+# summarize_rounds). The last column is the CPU the plugin adds per request.
 #
-# Usage: benches/plugin-load.sh [duration per round=5s] [connections=50] [rounds=3]
+# Usage: benches/plugin-load.sh [duration per round=3s] [connections=50] [rounds=9]
 # Needs: apt-get install -y nginx wrk; rustup target add wasm32-wasip2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${1:-5s}
+DURATION=${1:-3s}
 CONNS=${2:-50}
-ROUNDS=${3:-3}
+ROUNDS=${3:-9}
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-get install -y nginx wrk" >&2; exit 1; }
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release -p gatehouse --quiet
@@ -65,28 +67,13 @@ taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
 wait_ready "$ADMIN"
 
 run() { measure "$1" "http://$GATEHOUSE$2"; }
-for _ in $(seq "$ROUNDS"); do
-  run none /
-  run noop /noop
-  run noop-reuse /reuse
-  run rewrite /rewrite
+for round in $(seq "$ROUNDS"); do
+  { run none /; run noop /noop; run noop-reuse /reuse; run rewrite /rewrite; } | sed "s/^/$round /"
 done > "$WORK/rounds"
-echo "req/s per round:"
+echo "req/s (steal %) per round:"
 for route in none noop noop-reuse rewrite; do
-  printf '  %-11s' "$route"; awk -v r="$route" '$1 == r { printf " %7d", $2 } END { print "" }' "$WORK/rounds"
+  printf '  %-11s' "$route"
+  awk -v r="$route" '$2 == r { printf " %6d (%3.1f)", $3, $6 } END { print "" }' "$WORK/rounds"
 done
-# Each route's median round (by req/s).
-for route in none noop noop-reuse rewrite; do
-  awk -v r="$route" '$1 == r' "$WORK/rounds" | sort -k2,2n |
-    awk '{ row[NR] = $0 } END { print row[int((NR + 1) / 2)] }'
-done > "$WORK/results"
 echo
-awk '
-  { name[NR]=$1; rps[$1]=$2; p50[$1]=$3; p99[$1]=$4 }
-  END {
-    printf "%-11s %9s %8s %8s %9s %14s\n", "route", "req/s", "p50 µs", "p99 µs", "vs none", "CPU µs/request"
-    for (i = 1; i <= NR; i++) {
-      n = name[i]
-      printf "%-11s %9d %8d %8d %8.1f%% %+14.1f\n", n, rps[n], p50[n], p99[n], 100*rps[n]/rps["none"], 1e6/rps[n] - 1e6/rps["none"]
-    }
-  }' "$WORK/results"
+summarize_rounds none "$WORK/rounds"

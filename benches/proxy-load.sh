@@ -5,14 +5,18 @@
 #   nginx     wrk → nginx (proxy_pass, keepalive upstream) → origin
 # The origin is nginx answering a fixed 64-byte body. Each proxy is pinned to CPU 1 with one
 # worker (nginx worker_processes 1, gatehouse `listen.workers = 1`); wrk and the origin share
-# CPU 0. Prints requests/s, p50 and p99 per contestant, and the ratios.
+# CPU 0. The contestants run in turn, ROUNDS times; rounds in which the hypervisor took CPU
+# (steal) are left out, and each contestant is compared with nginx of its own round
+# (load-lib.sh, summarize_rounds). Prints requests/s, p50 and p99 per contestant, and the
+# ratios to nginx.
 #
-# Usage: benches/proxy-load.sh [duration=10s] [connections=50]
+# Usage: benches/proxy-load.sh [duration per round=3s] [connections=50] [rounds=7]
 # Needs: apt-get install -y nginx wrk; builds gatehouse in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${1:-10s}
+DURATION=${1:-3s}
 CONNS=${2:-50}
+ROUNDS=${3:-7}
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-get install -y nginx wrk" >&2; exit 1; }
 cargo build --release -p gatehouse --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
@@ -39,16 +43,14 @@ nginx -c "$WORK/proxy.conf" -p "$WORK"
 taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
 wait_ready "$ADMIN"
 
-{
-  measure direct "http://$ORIGIN/"
-  measure gatehouse "http://$GATEHOUSE/"
-  measure nginx "http://$NGINX/"
-} > "$WORK/results"
-awk '
-  { name[NR]=$1; rps[$1]=$2; p50[$1]=$3; p99[$1]=$4 }
-  END {
-    printf "%-10s %12s %10s %10s\n", "contestant", "req/s", "p50 µs", "p99 µs"
-    for (i = 1; i <= NR; i++) printf "%-10s %12d %10d %10d\n", name[i], rps[name[i]], p50[name[i]], p99[name[i]]
-    printf "\ngatehouse/direct throughput: %.2f\n", rps["gatehouse"]/rps["direct"]
-    printf "gatehouse/nginx  throughput: %.2f   p99: %.2f (lower is better)\n", rps["gatehouse"]/rps["nginx"], p99["gatehouse"]/p99["nginx"]
-  }' "$WORK/results"
+for round in $(seq "$ROUNDS"); do
+  { measure direct "http://$ORIGIN/"; measure gatehouse "http://$GATEHOUSE/"; measure nginx "http://$NGINX/"; } |
+    sed "s/^/$round /"
+done > "$WORK/rounds"
+echo "req/s (steal %) per round:"
+for who in direct gatehouse nginx; do
+  printf '  %-10s' "$who"
+  awk -v w="$who" '$2 == w { printf " %6d (%3.1f)", $3, $6 } END { print "" }' "$WORK/rounds"
+done
+echo
+summarize_rounds nginx "$WORK/rounds"
