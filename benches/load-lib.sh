@@ -68,9 +68,10 @@ measure() {
 # Summarises rounds of `measure` lines, each prefixed with its round number ("round name
 # req/s p50 p99 steal"), read from file $2, against contestant $1 of the same round.
 #
-# This VM's neighbours take CPU in bursts (steal), and a round with steal runs far slower,
-# so only quiet rounds count: those where no run saw more than STEAL_MAX % (default 1).
-# Each contestant is compared with the baseline of its own round; the table gives medians.
+# This VM's neighbours take CPU in bursts (steal), and a run with steal is far slower, so a
+# run counts only if neither it nor its round's baseline saw more than STEAL_MAX % (default
+# 1). Each contestant is compared with the baseline of its own round; the table gives
+# medians over the runs that count, and how many did.
 summarize_rounds() {
   awk -v base="$1" -v max="${STEAL_MAX:-1}" '
     function median(list,   n, a, i, j, t) {
@@ -78,29 +79,24 @@ summarize_rounds() {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    { line[NR] = $0; if ($6 > worst[$1]) worst[$1] = $6; if (!($2 in seen)) { seen[$2]; order[++names] = $2 } }
+    { line[NR] = $0; if (!($2 in seen)) { seen[$2]; order[++names] = $2 }
+      if ($2 == base) { brps[$1] = $3; bp99[$1] = $5; bsteal[$1] = $6 } }
     END {
-      for (r in worst) if (worst[r] <= max) quiet++
       for (i = 1; i <= NR; i++) {
         split(line[i], f, " ")
-        if (quiet && worst[f[1]] > max) continue
-        if (f[2] == base) { brps[f[1]] = f[3]; bp99[f[1]] = f[5] }
-      }
-      for (i = 1; i <= NR; i++) {
-        split(line[i], f, " ")
-        if (quiet && worst[f[1]] > max) continue
-        n = f[2]; rounds[n]++
+        r = f[1]; n = f[2]; runs[n]++
+        if (f[6] > max || bsteal[r] > max) continue
+        quiet[n]++
         rps[n] = rps[n] " " f[3]; p50[n] = p50[n] " " f[4]; p99[n] = p99[n] " " f[5]
-        ratio[n] = ratio[n] " " f[3] / brps[f[1]]; p99r[n] = p99r[n] " " f[5] / bp99[f[1]]
-        cpu[n] = cpu[n] " " 1e6 / f[3] - 1e6 / brps[f[1]]
+        ratio[n] = ratio[n] " " f[3] / brps[r]; p99r[n] = p99r[n] " " f[5] / bp99[r]
+        cpu[n] = cpu[n] " " 1e6 / f[3] - 1e6 / brps[r]
       }
-      total = length(worst)
-      if (quiet) printf "medians over the %d of %d rounds with steal <= %s%%\n", quiet, total, max
-      else printf "no round had steal <= %s%%: medians over all %d rounds (noisy)\n", max, total
-      printf "%-11s %9s %8s %8s %11s %11s %12s\n", "", "req/s", "p50 µs", "p99 µs", "req/s vs " base, "p99 vs " base, "CPU µs/req"
+      printf "medians over the runs where neither the run nor its round'"'"'s %s saw steal > %s%%\n", base, max
+      printf "%-11s %7s %9s %8s %8s %11s %11s %12s\n", "", "runs", "req/s", "p50 µs", "p99 µs", "req/s vs " base, "p99 vs " base, "CPU µs/req"
       for (i = 1; i <= names; i++) {
         n = order[i]
-        printf "%-11s %9d %8d %8d %11.2f %11.2f %+12.1f\n", n, median(rps[n]), median(p50[n]), median(p99[n]), median(ratio[n]), median(p99r[n]), median(cpu[n])
+        if (!quiet[n]) { printf "%-11s %3d/%-3d (every run had steal)\n", n, 0, runs[n]; continue }
+        printf "%-11s %3d/%-3d %9d %8d %8d %11.2f %11.2f %+12.1f\n", n, quiet[n], runs[n], median(rps[n]), median(p50[n]), median(p99[n]), median(ratio[n]), median(p99r[n]), median(cpu[n])
       }
     }' "$2"
 }
