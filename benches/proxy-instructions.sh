@@ -7,6 +7,7 @@
 # worker count, which callgrind runs one thread at a time anyway.
 # Counts only the measured window (after a warm-up) and divides by the requests the gateway's
 # own metrics say it answered in that window. Pass a second binary to compare two builds.
+# Last, nginx as the same reverse proxy is counted the same way, for comparison.
 #
 # Usage: benches/proxy-instructions.sh [gatehouse-binary [other-binary]]
 # Needs: apt-get install -y nginx wrk valgrind; builds gatehouse in release mode by default.
@@ -22,7 +23,7 @@ fi
 WORK=$(mktemp -d)
 source benches/load-lib.sh
 trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; rm -rf "$WORK"' EXIT
-ORIGIN=127.0.0.1:18181; PUBLIC=127.0.0.1:18180; ADMIN=127.0.0.1:18191
+ORIGIN=127.0.0.1:18181; PUBLIC=127.0.0.1:18180; ADMIN=127.0.0.1:18191; NGINX=127.0.0.1:18182
 BODY=$(printf 'x%.0s' $(seq 1 64))
 nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; } }"
 cat > "$WORK/gatehouse.toml" <<CONF
@@ -61,7 +62,32 @@ count_instructions() { # $1 = binary → "instructions-per-request requests"
   echo "$((total / (after - before))) $((after - before))"
 }
 
+# nginx as the same reverse proxy (keep-alive upstream pool), for comparison: one process in
+# the foreground so callgrind follows the worker itself. nginx keeps no request count, so the
+# window's requests are wrk's (within the 10 requests in flight at either end).
+count_nginx_instructions() { # → "instructions-per-request requests"
+  nginx_conf proxy 10 "upstream origin { server $ORIGIN; keepalive 64; }
+  server { listen $NGINX; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.%p" \
+    nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off; master_process off;' >"$WORK/nginx.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 240); do curl -sf "http://$NGINX/" >/dev/null && break; sleep 0.5; done
+  callgrind_control -i on "$pid" >/dev/null
+  wrk -t1 -c10 -d3s "http://$NGINX/" >/dev/null
+  callgrind_control -z "$pid" >/dev/null
+  local requests
+  requests=$(wrk -t1 -c10 -d10s "http://$NGINX/" | awk '/requests in/ { print $1 }')
+  callgrind_control -d "$pid" >/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local total
+  total=$(callgrind_annotate "$WORK"/cg."$pid".1 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  rm -f "$WORK"/cg.*
+  echo "$((total / requests)) $requests"
+}
+
 for bin in "$@"; do
   read -r per_request requests < <(count_instructions "$bin")
   printf '%-50s %8d instructions/request (%d requests)\n' "$bin" "$per_request" "$requests"
 done
+read -r per_request requests < <(count_nginx_instructions)
+printf '%-50s %8d instructions/request (%d requests)\n' "nginx (same proxy, for comparison)" "$per_request" "$requests"
