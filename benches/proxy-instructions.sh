@@ -43,28 +43,38 @@ nginx -c "$WORK/origin.conf" -p "$WORK"
 
 answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }
 
-count_instructions() { # $1 = binary → "instructions-per-request requests"
-  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$WORK/cg.%p" "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.5; done
+# The measured window on the proxy under callgrind (valgrind's pid $1) at URL $2: a warm-up,
+# then 10 s of wrk between zeroing and dumping the counters; then the proxy is stopped.
+# Prints "instructions-per-request requests". The requests are counted by command $3 (run
+# before and after) when given, else taken from wrk (within the 10 in flight at either end).
+measure_window() {
+  local pid=$1 url=$2 counter=${3:-}
   callgrind_control -i on "$pid" >/dev/null
-  wrk -t1 -c10 -d3s "http://$PUBLIC/" >/dev/null      # warm-up: pools, caches
+  wrk -t1 -c10 -d3s "$url" >/dev/null      # warm-up: pools, caches
   callgrind_control -z "$pid" >/dev/null
-  local before; before=$(answered)
-  wrk -t1 -c10 -d10s "http://$PUBLIC/" >/dev/null
-  local after; after=$(answered)
+  local before=0 requests
+  [ -n "$counter" ] && before=$("$counter")
+  requests=$(wrk -t1 -c10 -d10s "$url" | awk '/requests in/ { print $1 }')
+  [ -n "$counter" ] && requests=$(( $("$counter") - before ))
   callgrind_control -d "$pid" >/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local total
   total=$(callgrind_annotate "$WORK"/cg."$pid".1 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
   rm -f "$WORK"/cg.*
-  echo "$((total / (after - before))) $((after - before))"
+  echo "$((total / requests)) $requests"
+}
+
+count_instructions() { # $1 = binary → "instructions-per-request requests"
+  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$WORK/cg.%p" "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.5; done
+  measure_window "$pid" "http://$PUBLIC/" answered
 }
 
 # nginx as the same reverse proxy (keep-alive upstream pool), for comparison: one process in
 # the foreground so callgrind follows the worker itself. nginx keeps no request count, so the
-# window's requests are wrk's (within the 10 requests in flight at either end).
+# window's requests are wrk's.
 count_nginx_instructions() { # → "instructions-per-request requests"
   nginx_conf proxy 10 "upstream origin { server $ORIGIN; keepalive 64; }
   server { listen $NGINX; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
@@ -72,17 +82,7 @@ count_nginx_instructions() { # → "instructions-per-request requests"
     nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off; master_process off;' >"$WORK/nginx.log" 2>&1 &
   local pid=$!
   for _ in $(seq 240); do curl -sf "http://$NGINX/" >/dev/null && break; sleep 0.5; done
-  callgrind_control -i on "$pid" >/dev/null
-  wrk -t1 -c10 -d3s "http://$NGINX/" >/dev/null
-  callgrind_control -z "$pid" >/dev/null
-  local requests
-  requests=$(wrk -t1 -c10 -d10s "http://$NGINX/" | awk '/requests in/ { print $1 }')
-  callgrind_control -d "$pid" >/dev/null
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  local total
-  total=$(callgrind_annotate "$WORK"/cg."$pid".1 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-  rm -f "$WORK"/cg.*
-  echo "$((total / requests)) $requests"
+  measure_window "$pid" "http://$NGINX/"
 }
 
 for bin in "$@"; do

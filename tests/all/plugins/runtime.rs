@@ -114,6 +114,14 @@ pub fn plugin(name: &str, config: Value) -> PluginRef {
     }
 }
 
+/// [`plugin`] with its instances kept between requests (`reuse_instances = true`).
+pub fn reused(name: &str, config: Value) -> PluginRef {
+    PluginRef {
+        reuse_instances: true,
+        ..plugin(name, config)
+    }
+}
+
 impl Kit {
     pub fn chain(&self, plugins: &[PluginRef], on_error: OnError) -> Arc<PluginChain> {
         self.manager.chain("test-route", plugins, on_error)
@@ -282,10 +290,7 @@ async fn seen_by(run: &mut ChainRun, req: http::Request<Body>) -> Result<String,
 async fn reuse_instances_keeps_an_instance_until_it_fails() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
     let chain = kit.chain(
-        &[PluginRef {
-            reuse_instances: true,
-            ..plugin("kit", json!({ "mode": "tag" }))
-        }],
+        &[reused("kit", json!({ "mode": "tag" }))],
         OnError::FailClosed,
     );
     // Opted in: the same instance serves one request after another, state and all.
@@ -306,10 +311,7 @@ async fn reuse_instances_keeps_an_instance_until_it_fails() {
 
     // Another route entry for the same plugin keeps its own instances.
     let other = kit.chain(
-        &[PluginRef {
-            reuse_instances: true,
-            ..plugin("kit", json!({ "mode": "tag" }))
-        }],
+        &[reused("kit", json!({ "mode": "tag" }))],
         OnError::FailClosed,
     );
     assert_eq!(seen_count(&other, get("/")).await, Ok("1".into()));
@@ -332,10 +334,7 @@ async fn reused_instances_are_all_kept_at_a_route_s_concurrency() {
     )
     .await;
     let chain = kit.chain(
-        &[PluginRef {
-            reuse_instances: true,
-            ..plugin("kit", json!({ "mode": "tag" }))
-        }],
+        &[reused("kit", json!({ "mode": "tag" }))],
         OnError::FailClosed,
     );
     for round in 1..=2 {
@@ -408,11 +407,8 @@ async fn hooks_left_to_the_sdk_defaults_are_skipped_after_their_first_call() {
 async fn a_default_response_hook_is_not_called_on_an_instance_from_the_request_phase() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
     let chain = kit.chain(
-        &[PluginRef {
-            // One instance serves every request, so its counter sees every call.
-            reuse_instances: true,
-            ..plugin("kit", json!({ "mode": "request-only" }))
-        }],
+        // One instance serves every request, so its counter sees every call.
+        &[reused("kit", json!({ "mode": "request-only" }))],
         OnError::FailClosed,
     );
     let mut calls_before = Vec::new();
@@ -487,11 +483,12 @@ async fn infinite_loop_hits_the_deadline_and_others_keep_working() {
 async fn the_deadline_holds_after_the_ticker_went_idle() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
     let ticker = kit.manager.engine().ticker();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ticker.is_idle() {
-        assert!(Instant::now() < deadline, "the ticker never slowed down");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the ticker slows down",
+        Duration::from_secs(20),
+        async || ticker.is_idle(),
+    )
+    .await;
     let looping = kit.chain(
         &[plugin("kit", json!({ "mode": "loop" }))],
         OnError::FailClosed,

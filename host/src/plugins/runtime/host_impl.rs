@@ -65,7 +65,7 @@ impl CpuClock {
     /// Start counting a new invocation (and keep the epoch ticker that enforces the budget
     /// at full speed).
     pub fn restart(&mut self) {
-        self.ticker.wake();
+        self.keep_ticking();
         self.started = Instant::now();
         self.host_wait = Duration::ZERO;
     }

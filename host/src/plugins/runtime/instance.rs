@@ -49,6 +49,7 @@ pub struct DefaultHooks {
 }
 
 impl DefaultHooks {
+    /// Remember the hooks an instance `declared` to do nothing.
     pub fn learn(&self, declared: HookSet) {
         let flags = [
             (declared.request, &self.request),
@@ -62,6 +63,7 @@ impl DefaultHooks {
         }
     }
 
+    /// The hooks declared so far.
     pub fn get(&self) -> HookSet {
         HookSet {
             request: self.request.load(Ordering::Relaxed),
