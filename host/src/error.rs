@@ -4,6 +4,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::plugins::PluginFailure;
 use crate::proxy::body::{self, Body};
+use crate::upstream::conn::ConnError;
 use crate::upstream::UpstreamError;
 
 /// Why the gateway answered a request itself instead of relaying the upstream's response.
@@ -15,6 +16,9 @@ pub enum ProxyError {
     UriTooLong { len: usize, max: usize },
     #[error("request headers exceed the limit ({what})")]
     HeadersTooLarge { what: String },
+    /// The route is configured to refuse every request (`deny = 403`).
+    #[error("route \"{route}\" refuses requests")]
+    Denied { route: String, status: u16 },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
@@ -28,7 +32,17 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            // Validation keeps it in 400..=599.
+            ProxyError::Denied { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
+            }
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            // A connect that never completed is a timeout to the client (504); a refused or
+            // reset one is a bad gateway (502, below).
+            ProxyError::Upstream(UpstreamError::Connect {
+                source: ConnError::ConnectTimeout(_),
+                ..
+            }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -46,7 +60,12 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::Denied { .. } => "route_denied",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
+            ProxyError::Upstream(UpstreamError::Connect {
+                source: ConnError::ConnectTimeout(_),
+                ..
+            }) => "upstream_connect_timeout",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => "no_healthy_upstream",
             ProxyError::Upstream(e @ UpstreamError::Call(_)) => match e.failure_kind() {

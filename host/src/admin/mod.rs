@@ -101,6 +101,9 @@ impl Admin {
                     json_error(status, "reload_refused", &error.to_string(), &request_id)
                 }
             },
+            (method, p) if p.starts_with("/admin/services/") => {
+                drain(&snapshot, method, p, &request_id)
+            }
             (_, "/admin/reload") => json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -134,6 +137,67 @@ impl Admin {
         };
         Ok(response)
     }
+}
+
+/// `POST /admin/services/{name}/endpoints/{addr}/drain` (or `/undrain`): the endpoint gets
+/// no new requests (or gets them again); requests in flight finish. Lasts until the next
+/// reload, which applies the config's `drained` lists afresh.
+fn drain(
+    snapshot: &Snapshot,
+    method: &Method,
+    path: &str,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    let parts: Vec<&str> = path
+        .trim_start_matches("/admin/services/")
+        .split('/')
+        .collect();
+    let [service, "endpoints", addr, action @ ("drain" | "undrain")] = parts[..] else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no admin endpoint at {path}; expected /admin/services/{{name}}/endpoints/{{ip:port}}/drain or /undrain"),
+            request_id,
+        );
+    };
+    if method != Method::POST {
+        return json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{method} is not allowed on {path}; use POST"),
+            request_id,
+        );
+    }
+    let Some(svc) = snapshot.upstreams.service(service) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_service",
+            &format!("no service named {service:?}"),
+            request_id,
+        );
+    };
+    let Ok(endpoint) = addr.parse::<std::net::SocketAddr>() else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_endpoint",
+            &format!("{addr:?} is not an endpoint; expected IP:PORT"),
+            request_id,
+        );
+    };
+    let drained = action == "drain";
+    if !svc.upstream.pool().set_drained(endpoint, drained) {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_endpoint",
+            &format!("service {service:?} has no endpoint {endpoint}"),
+            request_id,
+        );
+    }
+    tracing::info!(service, %endpoint, drained, "endpoint drain changed through the admin API");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "service": service, "endpoint": endpoint.to_string(), "drained": drained }),
+    )
 }
 
 /// Without a configured token the admin API is open (it is on loopback: validation refuses a

@@ -1,7 +1,7 @@
 //! Backend: one endpoint plus the live state balancers, health checks and requests share
 //! about it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::discovery::Endpoint;
@@ -17,6 +17,8 @@ pub struct Backend {
     pub endpoint: Endpoint,
     in_flight: AtomicUsize,
     pub health: EndpointHealth,
+    /// Drained (config or admin API): no new requests; those in flight finish.
+    drained: AtomicBool,
     connections: Connections,
 }
 
@@ -28,7 +30,17 @@ impl Backend {
             endpoint,
             in_flight: AtomicUsize::new(0),
             health: EndpointHealth::default(),
+            drained: AtomicBool::new(false),
         }
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Marks the backend drained or not; the pool must rebuild its balancer afterwards.
+    pub(crate) fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
 
     /// The endpoint's connections, for sending it a request.

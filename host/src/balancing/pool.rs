@@ -1,6 +1,7 @@
 //! The backend pool of one service: discovery sets in, health-filtered balancer snapshots out.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
@@ -27,6 +28,26 @@ pub struct BackendPool {
     rebuild_lock: Mutex<()>,
     // Wakes the driver task to recompute when the next ejection ends.
     health_changed: Notify,
+    availability: Availability,
+}
+
+/// Which backends may take traffic besides the healthy ones (`services.drained`,
+/// `services.panic_mode`).
+#[derive(Debug, Clone)]
+pub struct Availability {
+    /// Endpoints drained by config: a backend for one of these starts drained.
+    pub drained: Vec<SocketAddr>,
+    /// With no healthy backend, use all undrained ones (true) or none (false: fast 503).
+    pub panic_mode: bool,
+}
+
+impl Default for Availability {
+    fn default() -> Self {
+        Self {
+            drained: Vec::new(),
+            panic_mode: true,
+        }
+    }
 }
 
 impl BackendPool {
@@ -35,7 +56,18 @@ impl BackendPool {
         algorithm: Algorithm,
         connections: ConnSettings,
     ) -> Arc<Self> {
+        Self::with_availability(service, algorithm, connections, Availability::default())
+    }
+
+    /// A pool whose drained endpoints and panic mode follow `availability`.
+    pub fn with_availability(
+        service: impl Into<Arc<str>>,
+        algorithm: Algorithm,
+        connections: ConnSettings,
+        availability: Availability,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            availability,
             service: service.into(),
             algorithm,
             connections,
@@ -72,7 +104,11 @@ impl BackendPool {
                 .iter()
                 .map(|e| match by_id.get(&*e.id) {
                     Some(b) if b.endpoint == *e => Arc::clone(b),
-                    _ => Arc::new(Backend::new(e.clone(), self.connections)),
+                    _ => {
+                        let backend = Backend::new(e.clone(), self.connections);
+                        backend.set_drained(self.availability.drained.contains(&e.addr));
+                        Arc::new(backend)
+                    }
                 })
                 .collect();
             self.all.store(Arc::new(next));
@@ -80,32 +116,57 @@ impl BackendPool {
         self.rebuild();
     }
 
-    /// Rebuilds the balancer from the healthy backends. With none healthy it enters panic
-    /// mode: all backends take traffic (a failing service beats a certain 503), and the
-    /// snapshot says so.
+    /// Rebuilds the balancer from the healthy, undrained backends. With none healthy it
+    /// enters panic mode unless the service turned it off: all undrained backends take
+    /// traffic (a failing service beats a certain 503), and the snapshot says so. Drained
+    /// backends never take new requests, panic or not.
     pub fn rebuild(&self) {
         let _serial = self.lock();
         let now = Instant::now();
         let all = self.all.load();
-        let healthy: Vec<Arc<Backend>> = all
+        let open: Vec<&Arc<Backend>> = all.iter().filter(|b| !b.is_drained()).collect();
+        let healthy: Vec<Arc<Backend>> = open
             .iter()
             .filter(|b| b.health.is_healthy(now))
-            .cloned()
+            .map(|b| Arc::clone(b))
             .collect();
-        let panic = healthy.is_empty() && !all.is_empty();
+        let panic = self.availability.panic_mode && healthy.is_empty() && !open.is_empty();
         let chosen = if panic {
             tracing::warn!(
                 service = %self.service,
-                endpoints = all.len(),
+                endpoints = open.len(),
                 "no healthy endpoint: panic mode, spreading traffic over all endpoints"
             );
-            all.to_vec()
+            open.into_iter().cloned().collect()
         } else {
+            if healthy.is_empty() && !open.is_empty() {
+                tracing::warn!(
+                    service = %self.service,
+                    endpoints = open.len(),
+                    "no healthy endpoint and panic mode is off: requests get 503"
+                );
+            }
             healthy
         };
         self.balancer
             .store(Arc::new(Balancer::new(self.algorithm, chosen, panic)));
         self.health_changed.notify_one();
+    }
+
+    /// Drains (`true`) or undrains the backend at `addr`; returns whether the pool has one.
+    /// In-flight requests finish; the balancer stops (or resumes) picking it at once.
+    pub fn set_drained(&self, addr: SocketAddr, drained: bool) -> bool {
+        let found = self
+            .all
+            .load()
+            .iter()
+            .filter(|b| b.endpoint.addr == addr)
+            .map(|b| b.set_drained(drained))
+            .count();
+        if found > 0 {
+            self.rebuild();
+        }
+        found > 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -242,5 +303,59 @@ mod tests {
         pool.rebuild();
         assert!(!pool.balancer().is_panic());
         assert_eq!(pool.balancer().backends().len(), 1);
+    }
+
+    #[test]
+    fn panic_mode_off_leaves_no_backend() {
+        let availability = Availability {
+            drained: Vec::new(),
+            panic_mode: false,
+        };
+        let pool = BackendPool::with_availability(
+            "svc",
+            Algorithm::RoundRobin,
+            ConnSettings::default(),
+            availability,
+        );
+        pool.set_endpoints(&set(&[1, 2]));
+        for b in pool.all_backends().iter() {
+            b.health.set_active_ok(false);
+        }
+        pool.rebuild();
+        assert!(!pool.balancer().is_panic());
+        assert!(pool.balancer().backends().is_empty());
+    }
+
+    #[test]
+    fn drained_backends_take_no_traffic_even_in_panic_mode() {
+        let availability = Availability {
+            drained: vec![([127, 0, 0, 1], 1).into()],
+            panic_mode: true,
+        };
+        let pool = BackendPool::with_availability(
+            "svc",
+            Algorithm::RoundRobin,
+            ConnSettings::default(),
+            availability,
+        );
+        pool.set_endpoints(&set(&[1, 2]));
+        let only = |pool: &BackendPool| {
+            let bal = pool.balancer();
+            bal.backends()
+                .iter()
+                .map(|b| b.endpoint.addr.port())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(only(&pool), [2], "drained by config");
+        for b in pool.all_backends().iter() {
+            b.health.set_active_ok(false);
+        }
+        pool.rebuild();
+        assert_eq!(only(&pool), [2], "panic mode skips drained backends");
+        assert!(pool.set_drained(([127, 0, 0, 1], 2).into(), true));
+        assert!(only(&pool).is_empty());
+        assert!(pool.set_drained(([127, 0, 0, 1], 1).into(), false));
+        assert_eq!(only(&pool), [1]);
+        assert!(!pool.set_drained(([127, 0, 0, 1], 9).into(), true));
     }
 }

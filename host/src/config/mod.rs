@@ -28,6 +28,8 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
     pub admin: AdminConfig,
+    /// `[forwarding]`: trusted proxies.
+    pub forwarding: crate::proxy::forwarding::ForwardingPolicy,
     pub shutdown: ShutdownConfig,
     pub services: Vec<ServiceConfig>,
     pub routes: Vec<RouteConfig>,
@@ -72,6 +74,8 @@ pub struct Limits {
     pub max_uri_length: usize,
     #[serde(serialize_with = "as_humantime")]
     pub default_timeout: Duration,
+    /// Largest upstream response head (HTTP/1.1 read buffer, HTTP/2 header list).
+    pub max_response_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,6 +143,10 @@ pub struct ServiceConfig {
     /// Discovery, balancing, health and resilience (docs/discovery.md).
     #[serde(flatten)]
     pub policy: ServicePolicy,
+    /// Static endpoints drained by config (a subset of `endpoints`).
+    pub drained: Vec<SocketAddr>,
+    /// Whether no healthy endpoint means "use them all" (true) or 503 (false).
+    pub panic_mode: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +163,12 @@ pub struct RouteConfig {
     pub plugins: Vec<plugins::RoutePlugin>,
     /// What a plugin failure does to the request.
     pub on_error: plugins::OnErrorConfig,
+    /// Applied to the request before the plugins run.
+    pub request_headers: crate::proxy::header_policy::HeaderPolicy,
+    /// Applied to the response last (after the response plugins).
+    pub response_headers: crate::proxy::header_policy::HeaderPolicy,
+    /// Every request gets this status, from the gateway.
+    pub deny: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

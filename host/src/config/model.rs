@@ -24,6 +24,9 @@ pub struct RawConfig {
     /// Admin API protection.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Which peers' forwarding headers are believed.
+    #[serde(default)]
+    pub forwarding: RawForwarding,
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: RawShutdown,
@@ -73,6 +76,18 @@ pub struct RawLimits {
     pub max_uri_length: Option<Spanned<i64>>,
     /// Timeout for routes that set none. Default `30s`.
     pub default_timeout: Option<Spanned<String>>,
+    /// Largest upstream response head accepted (502 beyond). Default 65536 (64 KiB), at
+    /// least 8192.
+    pub max_response_header_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwarding {
+    /// CIDRs of proxies in front of the gateway whose X-Forwarded-* / Forwarded headers are
+    /// kept and appended to. Default: none (those headers are replaced for every client).
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +141,12 @@ pub struct RawService {
     pub retry: Option<RawRetry>,
     /// Circuit breaker. Default: off.
     pub breaker: Option<RawBreaker>,
+    /// Static endpoints (from `endpoints`) that get no new requests. Default: none.
+    #[serde(default)]
+    pub drained: Vec<Spanned<String>>,
+    /// With no healthy endpoint, spread traffic over all of them (`true`, default) or answer
+    /// 503 at once (`false`).
+    pub panic_mode: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +253,27 @@ pub struct RawRoute {
     /// What a plugin failure does: `fail-closed` (default: the request fails) or `fail-open`
     /// (the failing plugin is skipped).
     pub on_error: Option<Spanned<String>>,
+    /// Headers removed, set or appended on the request before the plugins run. Default: none.
+    pub request_headers: Option<RawHeaderPolicy>,
+    /// Headers removed, set or appended on the response, last. Default: none.
+    pub response_headers: Option<RawHeaderPolicy>,
+    /// Answer every request with this status (400-599) and a JSON error, without plugins or
+    /// the upstream. Default: none.
+    pub deny: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderPolicy {
+    /// Header names to remove.
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+    /// Headers to set, replacing any values.
+    #[serde(default)]
+    pub set: BTreeMap<String, Spanned<String>>,
+    /// Headers to add, keeping existing values.
+    #[serde(default)]
+    pub append: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

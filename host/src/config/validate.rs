@@ -6,16 +6,20 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::load::line_col;
-use super::model::{RawConfig, RawMatch, RawRoute, RawService};
+use super::model::{
+    RawConfig, RawForwarding, RawHeaderPolicy, RawLimits, RawMatch, RawRoute, RawService,
+};
 use super::{
     AdminConfig, Config, ConfigError, HostMatch, Limits, Listen, LogConfig, LogFormat, MatchConfig,
     PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
     ShutdownConfig, ValueMatch,
 };
+use crate::proxy::forwarding::ForwardingPolicy;
+use crate::proxy::header_policy::{self, HeaderPolicy};
 use crate::routing::RouteTable;
 
 const DEFAULT_PUBLIC: &str = "0.0.0.0:8080";
@@ -180,7 +184,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
             "limits.default_timeout",
             DEFAULT_TIMEOUT,
         ),
+        max_response_header_bytes: response_head_limit(&mut v, &raw.limits),
     };
+    let forwarding = forwarding(&mut v, &raw.forwarding);
 
     let token = raw.admin.token.as_ref().and_then(|t| {
         if t.get_ref().trim().is_empty() {
@@ -247,6 +253,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         log: LogConfig { format, level },
         limits,
         admin,
+        forwarding,
         shutdown,
         services,
         routes,
@@ -276,7 +283,7 @@ fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceCo
                 format!("service {name:?} has no endpoints"),
             );
         }
-        let endpoints = s
+        let endpoints: Vec<SocketAddr> = s
             .endpoints
             .iter()
             .enumerate()
@@ -311,8 +318,11 @@ fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceCo
                 Protocol::Http1
             }
         };
+        let drained = drained(v, s, i, &endpoints);
         out.push(ServiceConfig {
             name: ServiceName(name.clone()),
+            drained,
+            panic_mode: s.panic_mode.unwrap_or(true),
             endpoints,
             protocol,
             connect_timeout: v.duration(
@@ -381,6 +391,20 @@ fn validate_routes(
             timeout: v.duration(&r.timeout, &format!("{at}.timeout"), default_timeout),
             plugins: super::plugins::validate_route(r, &at, known, v.base, v.text, &mut v.problems),
             on_error: super::plugins::on_error(r, &at, v.text, &mut v.problems),
+            request_headers: header_policy(
+                v,
+                r.request_headers.as_ref(),
+                &format!("{at}.request_headers"),
+            ),
+            response_headers: header_policy(
+                v,
+                r.response_headers.as_ref(),
+                &format!("{at}.response_headers"),
+            ),
+            deny: r
+                .deny
+                .as_ref()
+                .and_then(|d| deny_status(v, d, &format!("{at}.deny"))),
         });
     }
     out
@@ -560,4 +584,178 @@ pub(crate) fn template_params(template: &str) -> impl Iterator<Item = &str> {
         s.split_once('}')
             .map(|(name, _)| name.trim_start_matches('*'))
     })
+}
+
+/// hyper's HTTP/1.1 client cannot read with a smaller buffer than this.
+const MIN_RESPONSE_HEAD: usize = 8192;
+
+fn response_head_limit(v: &mut Validator<'_>, raw: &RawLimits) -> usize {
+    let field = "limits.max_response_header_bytes";
+    let n = v.positive(&raw.max_response_header_bytes, field, 64 * 1024);
+    if let (Some(span), true) = (&raw.max_response_header_bytes, n < MIN_RESPONSE_HEAD) {
+        v.problem(
+            span.span(),
+            field,
+            format!("{n} is too small; the smallest response head limit is {MIN_RESPONSE_HEAD}"),
+        );
+        return MIN_RESPONSE_HEAD;
+    }
+    n
+}
+
+/// `[forwarding] trusted_proxies`: CIDRs, or bare addresses meaning one host.
+fn forwarding(v: &mut Validator<'_>, raw: &RawForwarding) -> ForwardingPolicy {
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cidr)| {
+            let text = cidr.get_ref().trim();
+            let parsed = text.parse::<ipnet::IpNet>().ok().or_else(|| {
+                text.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            });
+            if parsed.is_none() {
+                v.problem(
+                    cidr.span(),
+                    format!("forwarding.trusted_proxies[{i}]"),
+                    format!(
+                        "{:?} is not a CIDR; expected e.g. \"10.0.0.0/8\", \"::1/128\" or an IP address",
+                        cidr.get_ref()
+                    ),
+                );
+            }
+            parsed.map(|net| net.trunc())
+        })
+        .collect();
+    ForwardingPolicy { trusted_proxies }
+}
+
+/// `services.drained`: addresses that must be among the service's static endpoints.
+fn drained(
+    v: &mut Validator<'_>,
+    s: &RawService,
+    i: usize,
+    endpoints: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    s.drained
+        .iter()
+        .enumerate()
+        .filter_map(|(j, e)| {
+            let field = format!("services[{i}].drained[{j}]");
+            match e.get_ref().parse::<SocketAddr>() {
+                Ok(addr) if endpoints.contains(&addr) => Some(addr),
+                Ok(addr) => {
+                    v.problem(
+                        e.span(),
+                        field,
+                        format!("{addr} is not one of this service's endpoints"),
+                    );
+                    None
+                }
+                Err(_) => {
+                    v.problem(
+                        e.span(),
+                        field,
+                        format!(
+                            "{:?} is not an endpoint; expected IP:PORT such as \"127.0.0.1:8081\"",
+                            e.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// `routes.request_headers` / `routes.response_headers`.
+fn header_policy(v: &mut Validator<'_>, raw: Option<&RawHeaderPolicy>, at: &str) -> HeaderPolicy {
+    let Some(raw) = raw else {
+        return HeaderPolicy::default();
+    };
+    let remove = raw
+        .remove
+        .iter()
+        .enumerate()
+        .filter_map(
+            |(i, name)| match HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    v.problem(
+                        name.span(),
+                        format!("{at}.remove[{i}]"),
+                        format!("{:?} is not a header name", name.get_ref()),
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    let mut pairs = |table: &std::collections::BTreeMap<String, Spanned<String>>, key: &str| {
+        table
+            .iter()
+            .filter_map(|(name, value)| {
+                let field = format!("{at}.{key}.{name}");
+                let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                    v.problem(
+                        value.span(),
+                        field,
+                        format!("{name:?} is not a header name"),
+                    );
+                    return None;
+                };
+                if header_policy::is_reserved(&header) {
+                    v.problem(
+                        value.span(),
+                        field,
+                        format!(
+                            "{header} frames the message or the connection; the gateway sets it"
+                        ),
+                    );
+                    return None;
+                }
+                match HeaderValue::from_str(value.get_ref()) {
+                    Ok(val) => Some((header, val)),
+                    Err(_) => {
+                        v.problem(
+                            value.span(),
+                            field,
+                            format!(
+                                "{:?} is not a header value (control characters are not allowed)",
+                                value.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let set = pairs(&raw.set, "set");
+    let append = pairs(&raw.append, "append");
+    HeaderPolicy {
+        remove,
+        set,
+        append,
+    }
+}
+
+/// `routes.deny`: an error status.
+fn deny_status(v: &mut Validator<'_>, raw: &Spanned<i64>, field: &str) -> Option<u16> {
+    match u16::try_from(*raw.get_ref()) {
+        Ok(code @ 400..=599) => Some(code),
+        _ => {
+            v.problem(
+                raw.span(),
+                field,
+                format!(
+                    "{} is not an error status; expected 400 to 599",
+                    raw.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Header rules for proxying: hop-by-hop removal, X-Forwarded-*, the request id.
+//! Header rules for proxying: hop-by-hop removal, the request id (X-Forwarded-* and
+//! `Forwarded` are in [`super::forwarding`]).
 
 use std::net::IpAddr;
 
@@ -9,9 +10,6 @@ use http::header::{
 
 /// The request id header, kept from the client when valid, generated otherwise.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy
 /// credentials meant for this hop only.
@@ -89,26 +87,9 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` / `-Host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prior}, {client}")).ok()
-        }
-        _ => Some(ip_value(client)),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
-}
-
 /// An IP address as a header value. IPv4 is written by hand: `Display` through `fmt` cost
 /// more than the rest of the forwarding headers together (callgrind, benches/README.md).
-fn ip_value(ip: IpAddr) -> HeaderValue {
+pub(super) fn ip_value(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
         return HeaderValue::from_str(&ip.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -189,17 +170,6 @@ mod tests {
         h.insert("te", HeaderValue::from_static("gzip"));
         remove_hop_by_hop(&mut h);
         assert!(!h.contains_key("te"));
-    }
-
-    #[test]
-    fn forwarded_for_appends() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        let host = HeaderValue::from_static("shop.test");
-        set_forwarded(&mut h, "127.0.0.1".parse().expect("ip"), Some(&host));
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "shop.test");
     }
 
     #[test]

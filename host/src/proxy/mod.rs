@@ -1,6 +1,8 @@
 //! The public listener and the request path through the gateway.
 
 pub mod body;
+pub mod forwarding;
+pub mod header_policy;
 pub mod headers;
 pub mod pipeline;
 pub mod server;

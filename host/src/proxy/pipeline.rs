@@ -78,6 +78,13 @@ async fn proxy(
                 path: parts.uri.path().to_owned(),
             })?;
     log.route = Some(Arc::clone(&route.name));
+    if let Some(status) = route.config.deny {
+        // Refused by config: no plugin runs and the upstream is never contacted.
+        return Err(ProxyError::Denied {
+            route: route.config.name.0.clone(),
+            status,
+        });
+    }
 
     // The host as the client sent it, port included: the Host header, or HTTP/2's `:authority`.
     let original_host = match parts.headers.get(header::HOST) {
@@ -94,7 +101,10 @@ async fn proxy(
     // The upstream may speak HTTP/1.1 even when the client spoke HTTP/2.
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, client.ip(), original_host.as_ref());
+    snapshot
+        .config
+        .forwarding
+        .apply(&mut parts.headers, client.ip(), original_host.as_ref());
     if let Some(host) = original_host {
         // HTTP/2 clients send `:authority` instead of Host; the upstream gets a Host either way.
         parts.headers.entry(header::HOST).or_insert(host);
@@ -102,6 +112,9 @@ async fn proxy(
     parts
         .headers
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
+    // The route's header policy runs before the plugins: a header it removes (say an identity
+    // header only an auth plugin may set) cannot be smuggled past them by the client.
+    route.config.request_headers.apply(&mut parts.headers);
     // For `hash_key = "client-address"` on the upstream path.
     parts
         .extensions
@@ -121,11 +134,8 @@ async fn proxy(
         // request, plugins or not, and it is moved several times per request.
         Some(run) => match Box::pin(run.on_request(upstream_req)).await? {
             RequestOutcome::Continue(req) => req,
-            RequestOutcome::Respond(mut response) => {
-                response
-                    .headers_mut()
-                    .insert(headers::REQUEST_ID.clone(), request_id.clone());
-                return Ok(response);
+            RequestOutcome::Respond(response) => {
+                return Ok(finish(response, &route, request_id));
             }
         },
     };
@@ -142,11 +152,8 @@ async fn proxy(
                     kind: failure_kind(&error).to_owned(),
                     message: error.to_string(),
                 };
-                if let Some(mut response) = Box::pin(run.on_failure(failure)).await? {
-                    response
-                        .headers_mut()
-                        .insert(headers::REQUEST_ID.clone(), request_id.clone());
-                    return Ok(response);
+                if let Some(response) = Box::pin(run.on_failure(failure)).await? {
+                    return Ok(finish(response, &route, request_id));
                 }
             }
             return Err(error.into());
@@ -159,10 +166,22 @@ async fn proxy(
     if let Some(run) = &mut chain {
         response = Box::pin(run.on_response(response)).await?;
     }
+    Ok(finish(response, &route, request_id))
+}
+
+/// The last touches on a response the route produced (upstream, plugin or fallback): the
+/// route's response header policy, after the plugins so it has the final word, then the
+/// request id.
+fn finish(
+    mut response: Response<Body>,
+    route: &crate::routing::Route,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    route.config.response_headers.apply(response.headers_mut());
     response
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
-    Ok(response)
+    response
 }
 
 /// The origin-form URI sent upstream (path and query only; the endpoint is chosen later).

@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
-use crate::balancing::pool::BackendPool;
+use crate::balancing::pool::{Availability, BackendPool};
 use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
@@ -43,6 +43,8 @@ pub struct ServiceSpec {
     pub retry: RetryPolicy,
     pub breaker: Option<BreakerPolicy>,
     pub timeouts: Timeouts,
+    /// Drained endpoints and panic mode.
+    pub availability: Availability,
 }
 
 /// Why a call to a service failed. Each variant names the service, and the endpoint when
@@ -100,6 +102,11 @@ impl CallError {
             CallError::NoEndpoints { .. } | CallError::Breaker(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // Never completed: a timeout to the client, as for the upstream path in error.rs.
+            CallError::Connect {
+                source: ConnError::ConnectTimeout(_),
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
             CallError::Connect { .. } | CallError::Reset { .. } => StatusCode::BAD_GATEWAY,
             CallError::TryTimeout { .. } | CallError::TotalTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -158,7 +165,12 @@ impl UpstreamService {
     /// Starts discovery (and active checks) for `spec`; requests go out on each endpoint's
     /// own connections ([`crate::upstream::conn`]). Must run inside a tokio runtime.
     pub fn start(spec: ServiceSpec) -> Self {
-        let pool = BackendPool::new(Arc::clone(&spec.name), spec.algorithm, spec.connections);
+        let pool = BackendPool::with_availability(
+            Arc::clone(&spec.name),
+            spec.algorithm,
+            spec.connections,
+            spec.availability.clone(),
+        );
         let endpoints = spec.source.clone().start();
         // Apply the first set now, so the service can serve as soon as it is built.
         let first = endpoints.borrow().clone();

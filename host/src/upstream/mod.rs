@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 
+use crate::balancing::pool::Availability;
 use crate::config::{Config, DiscoveryConfig, ServiceConfig, ServiceName};
 use crate::discovery::registry::Registry;
 use crate::discovery::{DnsSource, RegistrySource, Source, StaticSource};
@@ -145,7 +146,12 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(config: ServiceConfig, registry: &Arc<Registry>, workers: usize) -> Self {
+    fn new(
+        config: ServiceConfig,
+        registry: &Arc<Registry>,
+        workers: usize,
+        max_response_head: usize,
+    ) -> Self {
         let policy = &config.policy;
         let source = match &policy.discovery {
             DiscoveryConfig::Static => Source::Static(StaticSource(config.endpoints.clone())),
@@ -168,6 +174,7 @@ impl Service {
             source,
             connections: ConnSettings {
                 workers,
+                max_response_head,
                 ..ConnSettings::new(config.protocol, ConnectTimeout(config.connect_timeout))
             },
             algorithm: policy.balance,
@@ -179,6 +186,10 @@ impl Service {
             timeouts: Timeouts {
                 per_try: policy.try_timeout.map(TryTimeout),
                 total: policy.timeout.map(TotalTimeout),
+            },
+            availability: Availability {
+                drained: config.drained.clone(),
+                panic_mode: config.panic_mode,
             },
         };
         let upstream = UpstreamService::start(spec);
@@ -200,7 +211,12 @@ impl Upstreams {
             .services
             .iter()
             .map(|s| {
-                let service = Service::new(s.clone(), registry, config.listen.workers);
+                let service = Service::new(
+                    s.clone(),
+                    registry,
+                    config.listen.workers,
+                    config.limits.max_response_header_bytes,
+                );
                 (s.name.clone(), Arc::new(service))
             })
             .collect();

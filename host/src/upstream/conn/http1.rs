@@ -208,9 +208,11 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Sender, ConnError> {
-        // hyper's defaults, as the legacy client used them (it set no HTTP/1 options).
+        // hyper's defaults, as the legacy client used them, but for the read buffer: a
+        // response head that does not fit in it is a parse error (a 502), never relayed.
+        let max_head = self.target.max_response_head;
         self.target
-            .connect(|io| http1::Builder::new().handshake(io))
+            .connect(|io| http1::Builder::new().max_buf_size(max_head).handshake(io))
             .await
     }
 

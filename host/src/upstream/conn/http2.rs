@@ -115,6 +115,9 @@ impl Shared {
             .connect(|io| {
                 http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
+                    .max_header_list_size(
+                        u32::try_from(self.target.max_response_head).unwrap_or(u32::MAX),
+                    )
                     .handshake(io)
             })
             .await

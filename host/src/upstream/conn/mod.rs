@@ -40,6 +40,12 @@ pub use body::PooledBody;
 /// evict too; this sweep is for endpoints that get no traffic at all.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// [`ConnSettings::max_response_head`] by default.
+pub const DEFAULT_MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// hyper's HTTP/1.1 client refuses (panics on) a smaller read buffer.
+const MIN_RESPONSE_HEAD: usize = 8192;
+
 /// How a service's endpoints are reached and how many idle connections each keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnSettings {
@@ -56,6 +62,10 @@ pub struct ConnSettings {
     /// The public listener's workers (`listen.workers`), each with connections of its own.
     /// Default 1.
     pub workers: usize,
+    /// Largest response head read from the endpoint (`limits.max_response_header_bytes`):
+    /// the HTTP/1.1 read buffer (a head that does not fit is a parse error, so a 502) and
+    /// the HTTP/2 header list size. Default 64 KiB; never below hyper's 8 KiB minimum.
+    pub max_response_head: usize,
 }
 
 impl ConnSettings {
@@ -67,6 +77,7 @@ impl ConnSettings {
             max_idle: 256,
             idle_timeout: Duration::from_secs(90),
             workers: 1,
+            max_response_head: DEFAULT_MAX_RESPONSE_HEAD,
         }
     }
 }
@@ -171,6 +182,7 @@ impl Connections {
         let target = Target {
             addr,
             connect_timeout: settings.connect_timeout.0,
+            max_response_head: settings.max_response_head.max(MIN_RESPONSE_HEAD),
         };
         let kind = match settings.protocol {
             Protocol::Http1 => Kind::Http1(Arc::new(http1::Pool::new(target, &settings))),
@@ -232,6 +244,8 @@ impl Connections {
 struct Target {
     addr: SocketAddr,
     connect_timeout: Duration,
+    /// At least [`MIN_RESPONSE_HEAD`].
+    max_response_head: usize,
 }
 
 impl Target {
