@@ -162,6 +162,12 @@ async fn proxy(
     log.upstream = Some(upstream.endpoint);
 
     let mut response = upstream.response;
+    if response.headers().contains_key(header::TRANSFER_ENCODING) {
+        // Both framings: Transfer-Encoding won when the body was read (RFC 9112 §6.3), so the
+        // received Content-Length is false and must not reach the client (the same section
+        // says an intermediary removes it), or the client would be told a wrong length.
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
     headers::remove_hop_by_hop(response.headers_mut());
     if let Some(run) = &mut chain {
         response = Box::pin(run.on_response(response)).await?;

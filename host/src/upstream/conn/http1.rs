@@ -182,6 +182,10 @@ impl Pool {
         }
     }
 
+    pub(super) fn max_response_head(&self) -> usize {
+        self.target.max_response_head
+    }
+
     pub(super) fn idle_count(&self) -> usize {
         self.shards.iter().map(|shard| lock(shard).len()).sum()
     }

@@ -39,6 +39,10 @@ impl Shared {
         }
     }
 
+    pub(super) fn max_response_head(&self) -> usize {
+        self.target.max_response_head
+    }
+
     pub(super) fn authority(&self) -> &Authority {
         &self.authority
     }

@@ -104,13 +104,18 @@ pub enum ConnError {
     /// The request was (at least partly) sent; the connection failed before a response head.
     #[error("{}", Chain(.0))]
     Send(#[source] hyper::Error),
+    /// The response head was bigger than [`ConnSettings::max_response_head`]; it is dropped
+    /// (and its connection closed), never relayed.
+    #[error("response head of {bytes} bytes exceeds the limit of {max}")]
+    HeadTooLarge { bytes: usize, max: usize },
 }
 
 impl ConnError {
     /// Whether the request certainly never reached the endpoint (so any method may be retried
-    /// elsewhere). Only [`ConnError::Send`] happens after the request went out.
+    /// elsewhere). [`ConnError::Send`] and [`ConnError::HeadTooLarge`] happen after the
+    /// request went out.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, ConnError::Send(_))
+        !matches!(self, ConnError::Send(_) | ConnError::HeadTooLarge { .. })
     }
 }
 
@@ -216,10 +221,21 @@ impl Connections {
     /// written. Cancel-safe: dropping the future closes the HTTP/1.1 connection it was using
     /// (its state is unknown), or resets its h2c stream.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<PooledBody>, ConnError> {
-        match &self.kind {
-            Kind::Http1(pool) => pool.send(req).await,
-            Kind::H2c(shared) => shared.own().send(req).await,
+        let (response, max) = match &self.kind {
+            Kind::Http1(pool) => (pool.send(req).await?, pool.max_response_head()),
+            Kind::H2c(shared) => {
+                let shared = shared.own();
+                (shared.send(req).await?, shared.max_response_head())
+            }
+        };
+        // hyper's HTTP/1.1 read buffer bounds the head only roughly (a head that arrives in
+        // one large read can pass it), so the limit is checked here exactly, as the request
+        // side counts it. Dropping the response closes its HTTP/1.1 connection.
+        let bytes = crate::proxy::headers::header_bytes(response.headers());
+        if bytes > max {
+            return Err(ConnError::HeadTooLarge { bytes, max });
         }
+        Ok(response)
     }
 
     /// Closes idle connections past the idle timeout and forgets closed ones (the periodic
