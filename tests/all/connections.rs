@@ -331,7 +331,7 @@ async fn a_refused_connect_is_a_502_connect_failure() {
 }
 
 #[tokio::test]
-async fn a_connect_timeout_is_a_502_connect_failure() {
+async fn a_connect_timeout_is_a_504_connect_failure() {
     // A listener with a backlog of 0 that never accepts: once its queue is full, further
     // SYNs go unanswered and connects hang.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -352,9 +352,10 @@ async fn a_connect_timeout_is_a_502_connect_failure() {
     let gw = gateway_for(addr, &format!("connect_timeout = \"300ms\"\n{NO_RETRIES}")).await;
     let started = Instant::now();
     let got = get(&url(&gw, "/"), &[]).await;
-    assert_eq!(got.status, 502);
+    // A connect that never completes is a timeout to the client (a refused one is a 502).
+    assert_eq!(got.status, 504);
     assert_eq!(got.headers["x-gatehouse-failure"], "connect");
-    assert_eq!(got.json()["error"], "upstream_connect_failed");
+    assert_eq!(got.json()["error"], "upstream_connect_timeout");
     let message = got.json()["message"].as_str().expect("message").to_owned();
     assert!(message.contains("timed out after 300ms"), "{message}");
     assert!(
