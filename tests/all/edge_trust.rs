@@ -800,3 +800,20 @@ service = "svc"
         gw.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_unasked_switching_protocols_is_not_relayed_as_final() {
+    // The gateway never forwards Upgrade, so a 101 from the origin answers nothing it asked.
+    let origin = raw_origin(
+        vec![b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nSNEAKY-FRAMES".to_vec()],
+        true,
+    )
+    .await;
+    let gw = gateway_for(origin.addr, "").await;
+    let reply = raw_get(gw.public_addr, false).await;
+    assert_gateway_502(&reply, "SNEAKY");
+    // And again: each request reached the origin and got the gateway's own answer.
+    assert_gateway_502(&raw_get(gw.public_addr, false).await, "SNEAKY");
+    assert_eq!(origin.requests.load(Ordering::SeqCst), 2);
+    gw.shutdown().await;
+}

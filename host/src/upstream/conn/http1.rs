@@ -78,6 +78,10 @@ impl Pool {
         };
         loop {
             match tx.try_send_request(req).await {
+                // Not wrapped: the connection must not go back to the pool after a 101.
+                Ok(response) if response.status().is_informational() => {
+                    return Err(ConnError::Informational(response.status()));
+                }
                 Ok(response) => return Ok(self.wrap(response, tx)),
                 Err(mut e) => {
                     let unsent = e.take_message();

@@ -54,6 +54,10 @@ impl Shared {
         let (mut generation, mut tx, mut fresh) = self.sender(None).await?;
         loop {
             match tx.try_send_request(req).await {
+                // HTTP/2 has no 101 (RFC 9113 §8.6); any final 1xx is refused the same way.
+                Ok(response) if response.status().is_informational() => {
+                    return Err(ConnError::Informational(response.status()));
+                }
                 Ok(response) => return Ok(response.map(|body| PooledBody::new(body, None))),
                 Err(mut e) => {
                     let unsent = e.take_message();

@@ -108,14 +108,22 @@ pub enum ConnError {
     /// (and its connection closed), never relayed.
     #[error("response head of {bytes} bytes exceeds the limit of {max}")]
     HeadTooLarge { bytes: usize, max: usize },
+    /// A 1xx as the final response: hyper skips 100 and 103, but returns a 101 even though
+    /// the gateway never forwards `Upgrade`. Relayed, it would tell the client the protocol
+    /// switched; its connection is closed instead.
+    #[error("the endpoint answered {0} as its final response")]
+    Informational(http::StatusCode),
 }
 
 impl ConnError {
     /// Whether the request certainly never reached the endpoint (so any method may be retried
-    /// elsewhere). [`ConnError::Send`] and [`ConnError::HeadTooLarge`] happen after the
-    /// request went out.
+    /// elsewhere). [`ConnError::Send`], [`ConnError::HeadTooLarge`] and
+    /// [`ConnError::Informational`] happen after the request went out.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, ConnError::Send(_) | ConnError::HeadTooLarge { .. })
+        !matches!(
+            self,
+            ConnError::Send(_) | ConnError::HeadTooLarge { .. } | ConnError::Informational(_)
+        )
     }
 }
 
