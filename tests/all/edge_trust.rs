@@ -817,3 +817,34 @@ async fn an_unasked_switching_protocols_is_not_relayed_as_final() {
     assert_eq!(origin.requests.load(Ordering::SeqCst), 2);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn h2c_response_head_over_the_limit_is_a_502() {
+    let origin = origin::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let size: usize = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .parse()
+            .unwrap_or(0);
+        let mut r = origin::text(200, "ok");
+        r.headers_mut()
+            .insert("x-big", "b".repeat(size).parse().expect("value"));
+        r
+    })
+    .await;
+    let gw = support::gateway(&format!(
+        "[limits]\nmax_response_header_bytes = 16384\n{}",
+        service_route(origin.addr, "protocol = \"h2c\"", "")
+    ))
+    .await;
+    let base = format!("http://{}", gw.public_addr);
+    let small = get(&format!("{base}/10000"), &[]).await;
+    assert_eq!(small.status, 200, "{}", small.text());
+    assert_eq!(small.headers["x-big"].len(), 10000);
+    let big = get(&format!("{base}/20000"), &[]).await;
+    assert_eq!(big.status, 502, "{}", big.text());
+    assert!(!big.headers.contains_key("x-big"));
+    assert_eq!(big.json()["error"], "upstream_failed");
+    gw.shutdown().await;
+}
