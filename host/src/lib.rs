@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! client → proxy::server (HTTP/1.1 + h2c) → proxy::pipeline
-//!        → limits (414/431) → routing (host, path, method, headers, query → route)
-//!        → upstream (endpoint pick, pooled client, timeout) → response → telemetry (access log)
+//!        → limits (414/431) → routing (host, path, method, headers, query → route; deny)
+//!        → headers (forwarding trust, route request policy) → plugins (request)
+//!        → upstream (endpoint pick, pooled client, timeout, response head validation)
+//!        → plugins (response) → route response policy → telemetry (access log)
 //! ```
 //!
 //! Every error becomes an HTTP response in one place, [`error::ProxyError::to_response`].

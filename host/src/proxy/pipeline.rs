@@ -1,5 +1,7 @@
 //! The request path, in the one direction a request flows:
-//! limits → route → upstream request → `Upstreams::call` → response → access log.
+//! limits → route (`deny` answers here) → upstream request (hop-by-hop, forwarding headers,
+//! the route's request header policy) → request plugins → `Upstreams::call` → response
+//! plugins → the route's response header policy → access log.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
