@@ -15,6 +15,13 @@ pub enum ProxyError {
     UriTooLong { len: usize, max: usize },
     #[error("request headers exceed the limit ({what})")]
     HeadersTooLarge { what: String },
+    /// The client stopped sending its request body (`limits.body_idle_timeout`). `close`:
+    /// an HTTP/1.1 connection, whose unread rest of the body cannot be skipped, is closed.
+    #[error("the client sent no request-body byte for {}", humantime::format_duration(*after))]
+    BodyIdle {
+        after: std::time::Duration,
+        close: bool,
+    },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
@@ -28,6 +35,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -46,6 +54,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::BodyIdle { .. } => "body_idle_timeout",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => "no_healthy_upstream",
@@ -70,6 +79,11 @@ impl ProxyError {
             response
                 .headers_mut()
                 .insert(FAILURE_HEADER, HeaderValue::from_static(e.failure_kind()));
+        }
+        if let ProxyError::BodyIdle { close: true, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ProxyError::Plugin(failure) = self {
             // Plugin failures also say which plugin, in which phase, and what kind of failure.

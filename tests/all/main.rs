@@ -7,6 +7,7 @@ mod cli;
 mod config_errors;
 mod connections;
 mod discovery;
+mod edge_h2;
 mod grpc;
 mod plugins;
 mod productdetails;

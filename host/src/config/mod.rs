@@ -72,6 +72,16 @@ pub struct Limits {
     pub max_uri_length: usize,
     #[serde(serialize_with = "as_humantime")]
     pub default_timeout: Duration,
+    /// HTTP/2 streams open at once per client connection.
+    pub max_concurrent_streams: u32,
+    /// No request-body byte for this long: 408.
+    #[serde(serialize_with = "as_humantime")]
+    pub body_idle_timeout: Duration,
+    /// Requests awaiting their response head per listener; `None`: derived from the
+    /// descriptor limit at start (`proxy::shedding`).
+    pub max_requests_in_flight: Option<usize>,
+    /// Open client connections per listener; `None`: derived from the descriptor limit.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,7 +1,9 @@
 //! The public listener and the request path through the gateway.
 
 pub mod body;
+pub mod body_idle;
 pub mod headers;
 pub mod pipeline;
 pub mod server;
+pub mod shedding;
 pub mod workers;
