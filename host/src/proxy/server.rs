@@ -61,8 +61,8 @@ where
         let _ = stream.set_nodelay(true);
         let (handler, requests) = (handler.clone(), Arc::clone(&budget));
         let service = service_fn(move |req: Request<Incoming>| {
-            // The slot is held until the response head (the request's upstream connection
-            // and plugin instance are taken by then).
+            // The slot is held until the response head: while the request waits on its
+            // body, its plugins or its upstream, which is what holds descriptors and memory.
             let admitted = match requests.request() {
                 Some(slot) => Ok((handler(req, peer), slot)),
                 None => Err(overloaded(&req)),
