@@ -79,6 +79,23 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// Resident memory of this test process, in KiB (other tests share the process: bounds on it
+/// are generous).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Memory a flood may add to the process: the unbounded case this guards against reached
+/// 611 MB; a bounded gateway adds a few MB.
+const RSS_GROWTH_KIB: u64 = 200 << 10;
+
 /// An ordinary request on a fresh HTTP/1.1 connection gets 200 within [`SERVED_WITHIN`].
 async fn assert_served(gw: &RunningGateway, during: &str) {
     let started = Instant::now();
@@ -253,6 +270,7 @@ async fn rapid_reset_is_cut_off_and_others_are_served() {
     let gw = gateway(o.origin.addr, "").await;
     assert_served(&gw, "before").await;
     let before = open_fds();
+    let rss_before = rss_kib();
 
     let mut tcp = raw_h2(gw.public_addr).await;
     const STREAMS: u32 = 5_000;
@@ -269,6 +287,11 @@ async fn rapid_reset_is_cut_off_and_others_are_served() {
     let (closed, code) = read_to_close(&mut tcp, Duration::from_secs(5)).await;
     eprintln!("rapid reset: {written} frames written; closed {closed}, GOAWAY {code:?}");
     assert!(closed, "the gateway must end a rapid-reset connection");
+    let rss = rss_kib();
+    assert!(
+        rss < rss_before + RSS_GROWTH_KIB,
+        "RSS {rss_before} -> {rss} KiB"
+    );
     assert!(
         o.arrived.load(Ordering::SeqCst) < STREAMS as usize / 2,
         "most reset streams must never reach the origin: {} did",
@@ -329,6 +352,7 @@ async fn settings_and_ping_floods_stay_bounded() {
     let o = counting_origin().await;
     let gw = gateway(o.origin.addr, "").await;
     let before = open_fds();
+    let rss_before = rss_kib();
     // SETTINGS frames to acknowledge and PINGs to answer, never reading the answers: the
     // gateway must stop reading (backpressure) or close, not queue answers without bound.
     let settings = frame(SETTINGS, 0, 0, &[0x00, 0x04, 0x00, 0x00, 0xff, 0xff]);
@@ -338,6 +362,11 @@ async fn settings_and_ping_floods_stay_bounded() {
         let written = flood(&mut tcp, std::iter::repeat_n(f, 200_000)).await;
         assert_served(&gw, name).await;
         eprintln!("{name} flood: {written} frames accepted before backpressure or close");
+        let rss = rss_kib();
+        assert!(
+            rss < rss_before + RSS_GROWTH_KIB,
+            "{name}: RSS {rss_before} -> {rss} KiB"
+        );
         drop(tcp);
     }
     assert!(
@@ -384,6 +413,7 @@ async fn stalled_bodies_are_bounded_per_connection_and_end_in_408() {
     let o = counting_origin().await;
     let gw = gateway(o.origin.addr, "body_idle_timeout = \"3s\"").await;
     let before = open_fds();
+    let rss_before = rss_kib();
     const CONNECTIONS: usize = 2;
     // A client that ignores the advertised limit: streams past 128 are refused. (POSTs: the
     // gateway forwards a GET without a declared length with no body, ending it at once.)
@@ -413,6 +443,12 @@ async fn stalled_bodies_are_bounded_per_connection_and_end_in_408() {
     )
     .await;
     let during = open_fds();
+    let rss_during = rss_kib();
+    eprintln!("stalled streams: fds {before} -> {during}, RSS {rss_before} -> {rss_during} KiB");
+    assert!(
+        rss_during < rss_before + RSS_GROWTH_KIB,
+        "RSS {rss_before} -> {rss_during} KiB"
+    );
     assert_served(&gw, "stalled streams held").await;
     // One upstream connection per stalled request, one descriptor per client connection:
     // bounded by streams per connection, not growing past it.
