@@ -140,6 +140,14 @@ async fn proxy(
     {
         Ok(upstream) => upstream,
         Err(error) => {
+            // The client's body went silent: its fault (408), not the upstream's, and no
+            // fallback's business.
+            if let Some(idle) = BodyIdle::find(&error) {
+                return Err(ProxyError::BodyIdle {
+                    after: idle.0,
+                    close: client_version < http::Version::HTTP_2,
+                });
+            }
             // The failure phase may turn the upstream error into a fallback response.
             if let Some(run) = &mut chain {
                 let failure = UpstreamFailure {
@@ -152,13 +160,6 @@ async fn proxy(
                         .insert(headers::REQUEST_ID.clone(), request_id.clone());
                     return Ok(response);
                 }
-            }
-            // The client's body went silent: its fault (408), not the upstream's.
-            if let Some(idle) = BodyIdle::find(&error) {
-                return Err(ProxyError::BodyIdle {
-                    after: idle.0,
-                    close: client_version < http::Version::HTTP_2,
-                });
             }
             return Err(error.into());
         }
