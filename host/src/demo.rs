@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::config::Limits;
 use crate::proxy::body::{self, Body};
 use crate::proxy::server;
+use crate::proxy::shedding::ListenerBudget;
 
 /// Serves the echo origin on `listener` until `stop` flips to true.
 pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {
@@ -22,14 +23,18 @@ pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {
         max_uri_length: 8192,
         default_timeout: std::time::Duration::from_secs(30),
         max_response_header_bytes: 64 * 1024,
+        max_concurrent_streams: 128,
+        body_idle_timeout: std::time::Duration::from_secs(30),
+        max_requests_in_flight: None,
+        max_connections: None,
     };
     server::serve(
         listener,
         &limits,
+        std::sync::Arc::new(ListenerBudget::unbounded("echo", None)),
         |req, _| echo(req),
         stop,
         std::time::Duration::from_secs(1),
-        "echo",
     )
     .await;
 }

@@ -19,6 +19,13 @@ pub enum ProxyError {
     /// The route is configured to refuse every request (`deny = 403`).
     #[error("route \"{route}\" refuses requests")]
     Denied { route: String, status: u16 },
+    /// The client stopped sending its request body (`limits.body_idle_timeout`). `close`:
+    /// an HTTP/1.1 connection, whose unread rest of the body cannot be skipped, is closed.
+    #[error("the client sent no request-body byte for {}", humantime::format_duration(*after))]
+    BodyIdle {
+        after: std::time::Duration,
+        close: bool,
+    },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
@@ -36,6 +43,7 @@ impl ProxyError {
             ProxyError::Denied { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
             }
+            ProxyError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             // A connect that never completed is a timeout to the client (504); a refused or
             // reset one is a bad gateway (502, below).
@@ -61,6 +69,7 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::Denied { .. } => "route_denied",
+            ProxyError::BodyIdle { .. } => "body_idle_timeout",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             ProxyError::Upstream(UpstreamError::Connect {
                 source: ConnError::ConnectTimeout(_),
@@ -89,6 +98,11 @@ impl ProxyError {
             response
                 .headers_mut()
                 .insert(FAILURE_HEADER, HeaderValue::from_static(e.failure_kind()));
+        }
+        if let ProxyError::BodyIdle { close: true, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ProxyError::Plugin(failure) = self {
             // Plugin failures also say which plugin, in which phase, and what kind of failure.

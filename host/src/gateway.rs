@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::discovery::registry::Registry;
 use crate::plugins::gateway::GatewayPlugins;
 use crate::proxy::pipeline::Pipeline;
+use crate::proxy::shedding::{self, ListenerBudget};
 use crate::proxy::{server, workers};
 use crate::reload::Reloader;
 use crate::routing::RouteError;
@@ -103,12 +104,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let (stop, stopped) = watch::channel(false);
 
     let metrics = Arc::new(Metrics::default());
+    // Headroom for connections: the public listener's caps stay below the descriptor limit.
+    let nofile = shedding::raise_nofile_limit();
+    let budget = Arc::new(ListenerBudget::public(&limits, nofile, metrics.clone()));
     let pipeline = Pipeline::new(state.clone(), metrics.clone());
     let handler = move |req, peer| pipeline.clone().handle(req, peer);
     let public = public_listener
         .into_std()
-        .and_then(|listener| workers::spawn(listener, workers, &limits, handler, &stopped, drain))
+        .and_then(|listener| {
+            workers::spawn(
+                listener, workers, &limits, &budget, handler, &stopped, drain,
+            )
+        })
         .map_err(StartError::Workers)?;
+    let admin_budget = Arc::new(ListenerBudget::unbounded("admin", Some(metrics.clone())));
     let admin_api = Admin {
         state: state.clone(),
         ready: ready.clone(),
@@ -122,10 +131,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         server::serve(
             admin_listener,
             &limits,
+            admin_budget,
             handler,
             stopped,
             Duration::from_secs(1),
-            "admin",
         )
         .await
     });

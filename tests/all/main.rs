@@ -8,6 +8,7 @@ mod config_errors;
 mod connections;
 mod discovery;
 mod edge_trust;
+mod edge_h2;
 mod grpc;
 mod plugins;
 mod productdetails;

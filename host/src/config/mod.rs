@@ -76,6 +76,16 @@ pub struct Limits {
     pub default_timeout: Duration,
     /// Largest upstream response head (HTTP/1.1 read buffer, HTTP/2 header list).
     pub max_response_header_bytes: usize,
+    /// HTTP/2 streams open at once per client connection.
+    pub max_concurrent_streams: u32,
+    /// No request-body byte for this long: 408.
+    #[serde(serialize_with = "as_humantime")]
+    pub body_idle_timeout: Duration,
+    /// Requests awaiting their response head per listener; `None`: derived from the
+    /// descriptor limit at start (`proxy::shedding`).
+    pub max_requests_in_flight: Option<usize>,
+    /// Open client connections per listener; `None`: derived from the descriptor limit.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]

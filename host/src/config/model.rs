@@ -76,6 +76,17 @@ pub struct RawLimits {
     pub max_uri_length: Option<Spanned<i64>>,
     /// Timeout for routes that set none. Default `30s`.
     pub default_timeout: Option<Spanned<String>>,
+    // --- connection and load bounds (docs/limits.md) ---
+    /// HTTP/2 streams a client may have open at once on one connection. Default 128.
+    pub max_concurrent_streams: Option<Spanned<i64>>,
+    /// A request body that sends no byte for this long gets 408. Default `30s`.
+    pub body_idle_timeout: Option<Spanned<String>>,
+    /// Requests awaiting their response head at once on the public listener; beyond, a fast
+    /// 503. Default: a quarter of the file-descriptor limit, at most 10000.
+    pub max_requests_in_flight: Option<Spanned<i64>>,
+    /// Client connections open at once on the public listener; beyond, new ones are closed
+    /// at once. Default: half of the file-descriptor limit, at most 10000.
+    pub max_connections: Option<Spanned<i64>>,
     /// Largest upstream response head accepted (502 beyond). Default 65536 (64 KiB), at
     /// least 8192.
     pub max_response_header_bytes: Option<Spanned<i64>>,

@@ -27,6 +27,7 @@ const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+const DEFAULT_BODY_IDLE: Duration = Duration::from_secs(30);
 
 /// Collects problems while walking the raw config.
 pub(super) struct Validator<'a> {
@@ -185,6 +186,29 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
             DEFAULT_TIMEOUT,
         ),
         max_response_header_bytes: response_head_limit(&mut v, &raw.limits),
+        max_concurrent_streams: u32::try_from(v.positive(
+            &raw.limits.max_concurrent_streams,
+            "limits.max_concurrent_streams",
+            128,
+        ))
+        .unwrap_or(u32::MAX),
+        body_idle_timeout: v.duration(
+            &raw.limits.body_idle_timeout,
+            "limits.body_idle_timeout",
+            DEFAULT_BODY_IDLE,
+        ),
+        max_requests_in_flight: raw.limits.max_requests_in_flight.as_ref().map(|_| {
+            v.positive(
+                &raw.limits.max_requests_in_flight,
+                "limits.max_requests_in_flight",
+                1,
+            )
+        }),
+        max_connections: raw
+            .limits
+            .max_connections
+            .as_ref()
+            .map(|_| v.positive(&raw.limits.max_connections, "limits.max_connections", 1)),
     };
     let forwarding = forwarding(&mut v, &raw.forwarding);
 

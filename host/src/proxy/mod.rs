@@ -3,7 +3,9 @@
 pub mod body;
 pub mod forwarding;
 pub mod header_policy;
+pub mod body_idle;
 pub mod headers;
 pub mod pipeline;
 pub mod server;
+pub mod shedding;
 pub mod workers;

@@ -13,6 +13,7 @@ use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
+use super::body_idle::{BodyIdle, IdleTimeout};
 use super::headers;
 use crate::error::ProxyError;
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
@@ -100,6 +101,7 @@ async fn proxy(
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
     })?;
+    let client_version = parts.version;
     // The upstream may speak HTTP/1.1 even when the client spoke HTTP/2.
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
@@ -122,7 +124,9 @@ async fn proxy(
         .extensions
         .insert(crate::balancing::ClientAddr(client.ip()));
 
-    let upstream_req = Request::from_parts(parts, body::streaming(incoming));
+    let idle = snapshot.config.limits.body_idle_timeout;
+    let upstream_req =
+        Request::from_parts(parts, body::streaming(IdleTimeout::new(incoming, idle)));
     // Plugins: the request phase sees the request as it will go upstream and may answer it.
     let mut chain = snapshot.chains.get(&route.config.name.0).map(|chain| {
         chain.start(RequestMeta {
@@ -148,6 +152,14 @@ async fn proxy(
     {
         Ok(upstream) => upstream,
         Err(error) => {
+            // The client's body went silent: its fault (408), not the upstream's, and no
+            // fallback's business.
+            if let Some(idle) = BodyIdle::find(&error) {
+                return Err(ProxyError::BodyIdle {
+                    after: idle.0,
+                    close: client_version < http::Version::HTTP_2,
+                });
+            }
             // The failure phase may turn the upstream error into a fallback response.
             if let Some(run) = &mut chain {
                 let failure = UpstreamFailure {

@@ -1,7 +1,9 @@
-//! Accepting connections: HTTP/1.1 and h2c (prior knowledge) on one listener, with graceful drain.
+//! Accepting connections: HTTP/1.1 and h2c (prior knowledge) on one listener, with graceful
+//! drain, within the listener's connection and in-flight caps (`shedding`).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -14,17 +16,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::body::Body;
+use super::headers;
+use super::shedding::ListenerBudget;
 use crate::config::Limits;
+use crate::error::json_error;
 
 /// Serves `listener` with `handler` until `shutdown` flips to true, then stops accepting and
 /// waits up to `drain` for in-flight requests. Returns how many connections were cut at the end.
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: &Limits,
+    budget: Arc<ListenerBudget>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
-    name: &'static str,
 ) -> usize
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + 'static,
@@ -40,26 +45,53 @@ where
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(error) => {
-                // Usually EMFILE: back off instead of spinning.
-                tracing::warn!(listener = name, %error, "accept failed");
+                // Usually EMFILE: back off instead of spinning, and log rate-limited.
+                budget.accept_failed(&error);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        // At the cap: close it at once. Accepting keeps the backlog moving, so the listener
+        // sheds load rather than stalling.
+        let Some(permit) = budget.connection() else {
+            drop(stream);
+            continue;
+        };
         // Best effort: latency matters more than packet count for a proxy.
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |req| handler(req, peer));
+        let (handler, requests) = (handler.clone(), Arc::clone(&budget));
+        let service = service_fn(move |req: Request<Incoming>| {
+            // The slot is held until the response head: while the request waits on its
+            // body, its plugins or its upstream, which is what holds descriptors and memory.
+            let admitted = match requests.request() {
+                Some(slot) => Ok((handler(req, peer), slot)),
+                None => Err(overloaded(&req)),
+            };
+            async move {
+                match admitted {
+                    Ok((handled, slot)) => {
+                        let response = handled.await;
+                        drop(slot);
+                        response
+                    }
+                    Err(response) => Ok(response),
+                }
+            }
+        });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
+        let budget = Arc::clone(&budget);
         tokio::spawn(async move {
             if let Err(error) = conn.await {
-                tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
+                let (kind, abuse) = classify(&*error);
+                budget.connection_error(kind, abuse, &error);
             }
+            drop(permit);
         });
     }
     drop(listener);
     let open = graceful.count();
+    let name = budget.name();
     tracing::info!(
         listener = name,
         open_connections = open,
@@ -77,6 +109,55 @@ where
     }
 }
 
+/// The fast answer past `limits.max_requests_in_flight`.
+fn overloaded(req: &Request<Incoming>) -> Response<Body> {
+    let request_id = headers::request_id(req.headers());
+    json_error(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests in flight on this listener; retry later",
+        &request_id,
+    )
+}
+
+/// Names a connection error for `gatehouse_listener_events_total`, and says whether it is a
+/// client's protocol abuse the connection was closed for (floods of resets, CONTINUATION,
+/// malformed frames): those are logged rate-limited, the rest at debug.
+fn classify(error: &(dyn std::error::Error + 'static)) -> (&'static str, bool) {
+    use h2::Reason;
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.is_io() {
+                return ("io", false);
+            }
+            return match h2.reason() {
+                Some(Reason::ENHANCE_YOUR_CALM) => ("h2_enhance_your_calm", true),
+                Some(
+                    Reason::PROTOCOL_ERROR
+                    | Reason::FRAME_SIZE_ERROR
+                    | Reason::COMPRESSION_ERROR
+                    | Reason::FLOW_CONTROL_ERROR,
+                ) => ("h2_protocol_error", true),
+                _ => ("h2_other", false),
+            };
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_timeout() {
+                return ("timeout", false);
+            }
+            if hyper.is_parse() || hyper.is_parse_too_large() {
+                return ("http1_parse", false);
+            }
+        }
+        if e.is::<std::io::Error>() {
+            return ("io", false);
+        }
+        source = e.source();
+    }
+    ("other", false)
+}
+
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The pipeline enforces the configured limits with a JSON 431/414; hyper's own parser
@@ -92,6 +173,6 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(head_budget * 2).unwrap_or(u32::MAX))
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(limits.max_concurrent_streams);
     builder
 }

@@ -17,6 +17,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -25,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::body::Body;
 use super::server;
+use super::shedding::ListenerBudget;
 use crate::config::Limits;
 
 thread_local! {
@@ -43,11 +45,13 @@ pub struct Workers {
 }
 
 /// Starts `count` workers serving `listener` with `handler` until `stop` flips to true (or
-/// its sender is dropped); each then drains its own connections for up to `drain`.
+/// its sender is dropped); each then drains its own connections for up to `drain`. The workers
+/// share the listener's `budget` (its connection and in-flight caps).
 pub fn spawn<H, F>(
     listener: std::net::TcpListener,
     count: usize,
     limits: &Limits,
+    budget: &Arc<ListenerBudget>,
     handler: H,
     stop: &watch::Receiver<bool>,
     drain: Duration,
@@ -68,6 +72,7 @@ where
             tokio::net::TcpListener::from_std(listener.try_clone()?)?
         };
         let (limits, handler, stop) = (limits.clone(), handler.clone(), stop.clone());
+        let budget = Arc::clone(budget);
         let (finished, finished_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("gatehouse-worker-{index}"))
@@ -75,7 +80,7 @@ where
                 WORKER.with(|w| w.set(Some(index)));
                 // Every log line from this thread names its worker.
                 let _span = tracing::info_span!("worker", id = index).entered();
-                let serve = server::serve(listener, &limits, handler, stop, drain, "public");
+                let serve = server::serve(listener, &limits, budget, handler, stop, drain);
                 let cut = runtime.block_on(serve);
                 // Dropping the runtime ends this worker's upstream connections and other
                 // background tasks; only then is the worker done.

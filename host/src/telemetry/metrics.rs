@@ -22,12 +22,45 @@ struct RouteLabels {
     route: Arc<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+    event: &'static str,
+}
+
+/// What a listener counts (label `event` of `gatehouse_listener_events_total`): load it shed
+/// and connection failures a client can cause at will, which are logged only rate-limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerEvent {
+    /// A connection closed at once: the listener was at `limits.max_connections`.
+    ConnectionShed,
+    /// A request answered 503 at once: `limits.max_requests_in_flight` were in flight.
+    RequestShed,
+    /// `accept` failed (e.g. out of file descriptors).
+    AcceptFailed,
+    /// A connection ended with an error; the kind names it (`h2_enhance_your_calm`, ...).
+    ConnectionError(&'static str),
+}
+
+impl ListenerEvent {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerEvent::ConnectionShed => "connection_shed",
+            ListenerEvent::RequestShed => "request_shed",
+            ListenerEvent::AcceptFailed => "accept_failed",
+            ListenerEvent::ConnectionError(kind) => kind,
+        }
+    }
+}
+
 /// One gateway's metrics (each gateway in a process has its own registry).
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
+    listener: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,10 +81,17 @@ impl Default for Metrics {
             "Time to the response head, by route",
             duration.clone(),
         );
+        let listener = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "listener_events",
+            "Load shed and client-caused connection failures, by listener and event",
+            listener.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
+            listener,
         }
     }
 }
@@ -72,6 +112,26 @@ impl Metrics {
                 route: Arc::clone(route),
             })
             .observe(seconds);
+    }
+
+    /// Counts one listener event.
+    pub fn listener_event(&self, listener: &'static str, event: ListenerEvent) {
+        self.listener
+            .get_or_create(&ListenerLabels {
+                listener,
+                event: event.as_str(),
+            })
+            .inc();
+    }
+
+    /// How many of `event` `listener` counted so far.
+    pub fn listener_events(&self, listener: &'static str, event: ListenerEvent) -> u64 {
+        self.listener
+            .get_or_create(&ListenerLabels {
+                listener,
+                event: event.as_str(),
+            })
+            .get()
     }
 
     /// The OpenMetrics text exposition.

@@ -1,8 +1,10 @@
 //! Telemetry: `tracing` setup (text or JSON), the one access-log line per request, and metrics.
 
 mod metrics;
+mod throttle;
 
-pub use metrics::Metrics;
+pub use metrics::{ListenerEvent, Metrics};
+pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,16 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
 /// Returns false if a subscriber was already installed (as in tests).
 pub fn init(log: &LogConfig) -> bool {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The h2 crate warns once per connection on floods a client controls (e.g.
+        // "remotely-reset pending-accept streams reached limit"); the listener counts those
+        // in `gatehouse_listener_events_total` and logs them rate-limited instead.
+        if log.level.contains("h2") {
+            EnvFilter::new(&log.level)
+        } else {
+            EnvFilter::new(format!("{},h2=error", log.level))
+        }
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -15,9 +15,9 @@ use super::ticker::{EpochTicker, TickerHandle, IDLE_AFTER, IDLE_TICK};
 /// Limits applied to every plugin invocation. Defaults are in [`PluginLimits::default`].
 #[derive(Debug, Clone)]
 pub struct PluginLimits {
-    /// How long one hook invocation (or instantiation) may run in wasm: wall-clock time,
-    /// checked every `epoch_tick`, with time spent waiting on host calls (service calls, body
-    /// reads) excluded. Under CPU contention it also counts time the thread was descheduled.
+    /// How long one hook invocation (or instantiation) may run in wasm: its own running
+    /// time, checked every `epoch_tick`, where it also yields to the worker's other requests;
+    /// time awaiting host calls or waiting to be polled again is excluded (`clock.rs`).
     /// Default 100 ms.
     pub deadline: Duration,
     /// Linear memory one instance may grow to. Default 64 MiB.
@@ -28,7 +28,8 @@ pub struct PluginLimits {
     /// sized for this (each engine flavor has a pool of this size). Past it, requests
     /// needing a plugin get 503. Default 1000.
     pub max_instances: u32,
-    /// Granularity of the CPU deadline while plugins run. Default 2 ms. (After a second
+    /// Granularity of the CPU deadline, and the slice a running plugin gets before it
+    /// yields to the worker's other requests. Default 2 ms. (After a second
     /// without plugin calls the ticker slows to 100 ms until the next call wakes it:
     /// `ticker.rs`.)
     pub epoch_tick: Duration,

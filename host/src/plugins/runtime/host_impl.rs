@@ -1,7 +1,7 @@
 //! The per-request store state (`PluginCtx`) and the host functions plugins import.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::component::{Resource, ResourceTable};
@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{cache, context, services, types};
 use super::capabilities::{PluginEnv, RequestMeta, ServiceCallError};
+use super::clock::CpuClock;
 use super::instance::HookSet;
 use super::message::{collect_capped, full, headers, PluginRequest, PluginResponse};
 use super::ticker::TickerHandle;
@@ -47,41 +48,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> Result<bool> {
         Ok(desired <= 1_000_000)
-    }
-}
-
-/// The time budget of one invocation: wall time spent in wasm, not counting time the plugin
-/// spent waiting on the host (service calls, body reads). Epoch interruption cannot see
-/// per-thread CPU time, so this is the practical stand-in for a CPU deadline.
-pub struct CpuClock {
-    ticker: TickerHandle,
-    started: Instant,
-    host_wait: Duration,
-    pub(crate) budget: Duration,
-    pub(crate) hit: bool,
-}
-
-impl CpuClock {
-    /// Start counting a new invocation (and keep the epoch ticker that enforces the budget
-    /// at full speed).
-    pub fn restart(&mut self) {
-        self.keep_ticking();
-        self.started = Instant::now();
-        self.host_wait = Duration::ZERO;
-    }
-
-    /// Keep the epoch ticker at full speed: wasm is running.
-    pub fn keep_ticking(&self) {
-        self.ticker.wake();
-    }
-
-    /// Whether the invocation has used up its budget.
-    pub fn exhausted(&mut self) -> bool {
-        let used = self.started.elapsed().saturating_sub(self.host_wait);
-        if used > self.budget {
-            self.hit = true;
-        }
-        self.hit
     }
 }
 
@@ -123,13 +89,7 @@ impl PluginCtx {
                 limit: memory_limit,
                 hit: false,
             },
-            clock: CpuClock {
-                ticker,
-                started: Instant::now(),
-                host_wait: Duration::ZERO,
-                budget: cpu_budget,
-                hit: false,
-            },
+            clock: CpuClock::new(cpu_budget, ticker),
             env,
             meta,
             body_cap,
@@ -167,9 +127,9 @@ impl PluginCtx {
 
     /// Time spent awaiting the host is not the plugin's CPU time.
     async fn waiting<F: std::future::Future>(&mut self, fut: F) -> F::Output {
-        let t = Instant::now();
+        self.clock.host_call_starts();
         let out = fut.await;
-        self.clock.host_wait += t.elapsed();
+        self.clock.host_call_returned();
         out
     }
 }
@@ -266,9 +226,9 @@ impl types::HostRequest for PluginCtx {
         &mut self,
         r: Resource<PluginRequest>,
     ) -> Result<std::result::Result<Vec<u8>, types::BodyError>> {
-        let t = Instant::now();
+        self.clock.host_call_starts();
         let out = self.request(&r)?.body().await.map(|b| b.to_vec());
-        self.clock.host_wait += t.elapsed();
+        self.clock.host_call_returned();
         Ok(out)
     }
     async fn set_body(&mut self, r: Resource<PluginRequest>, body: Vec<u8>) -> Result<()> {
@@ -348,9 +308,9 @@ impl types::HostResponse for PluginCtx {
         &mut self,
         r: Resource<PluginResponse>,
     ) -> Result<std::result::Result<Vec<u8>, types::BodyError>> {
-        let t = Instant::now();
+        self.clock.host_call_starts();
         let out = self.response(&r)?.body().await.map(|b| b.to_vec());
-        self.clock.host_wait += t.elapsed();
+        self.clock.host_call_returned();
         Ok(out)
     }
     async fn set_body(&mut self, r: Resource<PluginResponse>, body: Vec<u8>) -> Result<()> {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use wasmtime::component::{Component, InstancePre, Resource};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 
 use super::bindings::{
     failure_hook, request_hook, response_hook, types, FAILURE_HOOK, REQUEST_HOOK, RESPONSE_HOOK,
@@ -145,17 +145,9 @@ impl PluginPre {
         );
         let mut store = Store::new(self.pre.component().engine(), ctx);
         store.limiter(|c| &mut c.memory);
-        store.epoch_deadline_callback(|mut cx| {
-            // Past the budget: trap. Otherwise check again on the next tick, which stays
-            // at full speed while wasm runs.
-            let clock = &mut cx.data_mut().clock;
-            clock.keep_ticking();
-            if clock.exhausted() {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
-        });
+        // At each tick while wasm runs: past the budget, trap; otherwise yield to the
+        // worker's other requests and go on when polled again (clock.rs).
+        store.epoch_deadline_callback(|mut cx| Ok(cx.data_mut().clock.on_tick()));
         store.set_epoch_deadline(1);
         store.data_mut().clock.restart();
         let instance = match self.pre.instantiate_async(&mut store).await {

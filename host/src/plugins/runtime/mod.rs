@@ -3,6 +3,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
+pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod host_impl;
