@@ -21,6 +21,8 @@ pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {
         max_header_bytes: 64 * 1024,
         max_uri_length: 8192,
         default_timeout: std::time::Duration::from_secs(30),
+        max_body_bytes: crate::config::MaxBodyBytes::DEFAULT,
+        underscore_headers: crate::config::UnderscoreHeaders::Drop,
     };
     server::serve(
         listener,

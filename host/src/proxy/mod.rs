@@ -1,7 +1,9 @@
 //! The public listener and the request path through the gateway.
 
 pub mod body;
+pub mod body_limit;
 pub mod headers;
 pub mod pipeline;
+pub mod refuse;
 pub mod server;
 pub mod workers;

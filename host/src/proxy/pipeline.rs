@@ -1,5 +1,6 @@
 //! The request path, in the one direction a request flows:
-//! limits → route → upstream request → `Upstreams::call` → response → access log.
+//! limits and refusals → route → body limit → upstream request → `Upstreams::call` →
+//! response → access log.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,8 +11,10 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::body::{self, Body};
+use super::body::Body;
+use super::body_limit::{self, BodyWatch};
 use super::headers;
+use super::refuse;
 use crate::error::ProxyError;
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::routing::Matched;
@@ -41,8 +44,11 @@ impl Pipeline {
         let snapshot = self.state.load_full();
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
+        let version = req.version();
 
-        let response = match proxy(&snapshot, req, client, &request_id, &mut log).await {
+        let response = match proxy(&snapshot, &self.metrics, req, client, &request_id, &mut log)
+            .await
+        {
             Ok(response) => response,
             Err(error) => {
                 let route = log.route_name();
@@ -52,7 +58,14 @@ impl Pipeline {
                 } else {
                     tracing::debug!(?request_id, route, %error, "request rejected");
                 }
-                error.to_response(&request_id)
+                let mut response = error.to_response(&request_id);
+                if error.closes_connection() && version <= http::Version::HTTP_11 {
+                    // hyper closes an HTTP/1.x connection after a response saying so.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }
         };
         log.finish(response.status(), started.elapsed(), &self.metrics);
@@ -62,12 +75,24 @@ impl Pipeline {
 
 async fn proxy(
     snapshot: &Snapshot,
-    req: Request<Incoming>,
+    metrics: &Metrics,
+    mut req: Request<Incoming>,
     client: SocketAddr,
     request_id: &HeaderValue,
     log: &mut AccessLog,
 ) -> Result<Response<Body>, ProxyError> {
     check_limits(snapshot, &req)?;
+    refuse::check_request(req.method(), req.version(), req.headers())?;
+    // Before routing, so that routing, plugins and the upstream see the same headers.
+    let policy = snapshot.config.limits.underscore_headers;
+    match refuse::underscore_headers(req.headers_mut(), policy) {
+        Ok(0) => {}
+        Ok(dropped) => metrics.underscore_headers("dropped", dropped),
+        Err(refusal) => {
+            metrics.underscore_headers("rejected", 1);
+            return Err(refusal.into());
+        }
+    }
     let (mut parts, incoming) = req.into_parts();
     let Matched { route, params } =
         snapshot
@@ -78,6 +103,10 @@ async fn proxy(
                 path: parts.uri.path().to_owned(),
             })?;
     log.route = Some(Arc::clone(&route.name));
+    refuse::check_trace(&parts.method, &route.config.matcher.methods)?;
+    // A declared length over the limit is refused here, before the body is polled: hyper
+    // sends `100 Continue` only when it is, so an `Expect: 100-continue` client sends nothing.
+    let (request_body, watch) = body_limit::limit(incoming, route.config.max_body_bytes)?;
 
     // The host as the client sent it, port included: the Host header, or HTTP/2's `:authority`.
     let original_host = match parts.headers.get(header::HOST) {
@@ -107,7 +136,7 @@ async fn proxy(
         .extensions
         .insert(crate::balancing::ClientAddr(client.ip()));
 
-    let upstream_req = Request::from_parts(parts, body::streaming(incoming));
+    let upstream_req = Request::from_parts(parts, request_body);
     // Plugins: the request phase sees the request as it will go upstream and may answer it.
     let mut chain = snapshot.chains.get(&route.config.name.0).map(|chain| {
         chain.start(RequestMeta {
@@ -119,7 +148,10 @@ async fn proxy(
         None => upstream_req,
         // The plugin hooks' futures are boxed: inlined, they would enlarge the future of every
         // request, plugins or not, and it is moved several times per request.
-        Some(run) => match Box::pin(run.on_request(upstream_req)).await? {
+        Some(run) => match Box::pin(run.on_request(upstream_req))
+            .await
+            .map_err(|failure| client_fault(watch.as_ref()).unwrap_or(failure.into()))?
+        {
             RequestOutcome::Continue(req) => req,
             RequestOutcome::Respond(mut response) => {
                 response
@@ -136,6 +168,11 @@ async fn proxy(
     {
         Ok(upstream) => upstream,
         Err(error) => {
+            // The client's body failed mid-stream: its fault, whatever the upstream connection
+            // made of it, and no case for the failure hook.
+            if let Some(fault) = client_fault(watch.as_ref()) {
+                return Err(fault);
+            }
             // The failure phase may turn the upstream error into a fallback response.
             if let Some(run) = &mut chain {
                 let failure = UpstreamFailure {
@@ -163,6 +200,13 @@ async fn proxy(
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
     Ok(response)
+}
+
+/// The client body's fault, if reading it failed (over the limit, malformed, cut short).
+fn client_fault(watch: Option<&BodyWatch>) -> Option<ProxyError> {
+    watch
+        .and_then(BodyWatch::fault)
+        .map(|fault| ProxyError::RequestBody(fault.clone()))
 }
 
 /// The origin-form URI sent upstream (path and query only; the endpoint is chosen later).

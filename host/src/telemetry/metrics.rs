@@ -22,12 +22,18 @@ struct RouteLabels {
     route: Arc<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
 /// One gateway's metrics (each gateway in a process has its own registry).
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
+    underscore_headers: Family<ActionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,10 +54,17 @@ impl Default for Metrics {
             "Time to the response head, by route",
             duration.clone(),
         );
+        let underscore_headers = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "underscore_headers",
+            "Request headers whose name holds '_', by action (dropped, or rejected with 400)",
+            underscore_headers.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
+            underscore_headers,
         }
     }
 }
@@ -72,6 +85,13 @@ impl Metrics {
                 route: Arc::clone(route),
             })
             .observe(seconds);
+    }
+
+    /// Counts `n` request headers with `_` in their name, `dropped` or `rejected`.
+    pub fn underscore_headers(&self, action: &'static str, n: usize) {
+        self.underscore_headers
+            .get_or_create(&ActionLabels { action })
+            .inc_by(n as u64);
     }
 
     /// The OpenMetrics text exposition.
