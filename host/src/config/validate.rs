@@ -13,8 +13,8 @@ use super::load::line_col;
 use super::model::{RawConfig, RawMatch, RawRoute, RawService};
 use super::{
     AdminConfig, Config, ConfigError, HostMatch, Limits, Listen, LogConfig, LogFormat, MatchConfig,
-    MaxBodyBytes, PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig,
-    ServiceName, ShutdownConfig, UnderscoreHeaders, ValueMatch,
+    MaxBodyBytes, PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
+    ShutdownConfig, UnderscoreHeaders, ValueMatch,
 };
 use crate::routing::RouteTable;
 
@@ -220,7 +220,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
                 v.problem(
                     span,
                     "limits.underscore_headers",
-                    format!("{other:?} is not an underscore policy; expected \"drop\" or \"reject\""),
+                    format!(
+                        "{other:?} is not an underscore policy; expected \"drop\" or \"reject\""
+                    ),
                 );
                 UnderscoreHeaders::Drop
             }

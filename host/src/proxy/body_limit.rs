@@ -93,9 +93,13 @@ impl LimitedBody {
     fn fail(&self, error: RequestBodyError) -> BoxError {
         // A second failure keeps the first: it is the one the upstream saw.
         let _ = self.watch.0.set(error);
-        Box::new(self.watch.0.get().cloned().unwrap_or(RequestBodyError::TooLarge {
-            limit: self.limit,
-        }))
+        Box::new(
+            self.watch
+                .0
+                .get()
+                .cloned()
+                .unwrap_or(RequestBodyError::TooLarge { limit: self.limit }),
+        )
     }
 }
 
@@ -116,7 +120,9 @@ impl http_body::Body for LimitedBody {
             Some(Ok(frame)) => frame,
             Some(Err(error)) => {
                 let message = chain(&error);
-                return Poll::Ready(Some(Err(self.fail(RequestBodyError::Malformed { message }))));
+                return Poll::Ready(Some(
+                    Err(self.fail(RequestBodyError::Malformed { message })),
+                ));
             }
         };
         if let Some(data) = frame.data_ref() {

@@ -46,28 +46,27 @@ impl Pipeline {
         let mut log = AccessLog::begin(&req, client, &request_id);
         let version = req.version();
 
-        let response = match proxy(&snapshot, &self.metrics, req, client, &request_id, &mut log)
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                let route = log.route_name();
-                // Client mistakes are routine; gateway and upstream failures need attention.
-                if error.status().is_server_error() {
-                    tracing::warn!(?request_id, route, %error, "request failed");
-                } else {
-                    tracing::debug!(?request_id, route, %error, "request rejected");
-                }
-                let mut response = error.to_response(&request_id);
-                if error.closes_connection() && version <= http::Version::HTTP_11 {
-                    // hyper closes an HTTP/1.x connection after a response saying so.
+        let response =
+            match proxy(&snapshot, &self.metrics, req, client, &request_id, &mut log).await {
+                Ok(response) => response,
+                Err(error) => {
+                    let route = log.route_name();
+                    // Client mistakes are routine; gateway and upstream failures need attention.
+                    if error.status().is_server_error() {
+                        tracing::warn!(?request_id, route, %error, "request failed");
+                    } else {
+                        tracing::debug!(?request_id, route, %error, "request rejected");
+                    }
+                    let mut response = error.to_response(&request_id);
+                    if error.closes_connection() && version <= http::Version::HTTP_11 {
+                        // hyper closes an HTTP/1.x connection after a response saying so.
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                response
-            }
-        };
+            };
         log.finish(response.status(), started.elapsed(), &self.metrics);
         Ok(response)
     }

@@ -85,7 +85,11 @@ impl Refusal {
 const ALLOW_ANY: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// The method and framing checks that run before routing.
-pub fn check_request(method: &Method, version: Version, headers: &HeaderMap) -> Result<(), Refusal> {
+pub fn check_request(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
     let len = method.as_str().len();
     if len > MAX_METHOD_LENGTH {
         return Err(Refusal::MethodTooLong { len });
@@ -198,7 +202,11 @@ mod tests {
     #[test]
     fn chunked_twice_is_refused_in_one_line_or_two() {
         for h in [
-            headers(&[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
+            headers(&[
+                ("host", "a"),
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ]),
             headers(&[("host", "a"), ("transfer-encoding", "chunked, Chunked")]),
         ] {
             assert!(matches!(
@@ -230,12 +238,18 @@ mod tests {
     #[test]
     fn underscore_policy() {
         let mut h = headers(&[("x_user", "admin"), ("x-user", "bob"), ("a_b", "1")]);
-        assert_eq!(underscore_headers(&mut h, UnderscoreHeaders::Drop).ok(), Some(2));
+        assert_eq!(
+            underscore_headers(&mut h, UnderscoreHeaders::Drop).ok(),
+            Some(2)
+        );
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-user"], "bob");
         let mut h = headers(&[("x_user", "admin")]);
         assert!(underscore_headers(&mut h, UnderscoreHeaders::Reject).is_err());
         let mut h = headers(&[("x-user", "bob")]);
-        assert_eq!(underscore_headers(&mut h, UnderscoreHeaders::Reject).ok(), Some(0));
+        assert_eq!(
+            underscore_headers(&mut h, UnderscoreHeaders::Reject).ok(),
+            Some(0)
+        );
     }
 }
