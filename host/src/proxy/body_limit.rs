@@ -5,13 +5,12 @@
 //! pipeline keeps ([`BodyWatch`]), so the failure is answered as the client's fault (413 or
 //! 400) whatever shape the upstream connection gave the error.
 
-use std::error::Error as _;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -58,6 +57,17 @@ pub fn limit(
     incoming: Incoming,
     max: MaxBodyBytes,
 ) -> Result<(Body, Option<BodyWatch>), RequestBodyError> {
+    limit_body(incoming, max)
+}
+
+fn limit_body<B>(
+    incoming: B,
+    max: MaxBodyBytes,
+) -> Result<(Body, Option<BodyWatch>), RequestBodyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     if incoming.is_end_stream() {
         return Ok((body::streaming(incoming), None));
     }
@@ -82,14 +92,14 @@ pub fn limit(
 /// A client body that fails, instead of yielding, the chunk that would take it past its limit,
 /// so the upstream never receives more than the limit nor a cleanly ended body.
 #[derive(Debug)]
-pub struct LimitedBody {
-    inner: Incoming,
+pub struct LimitedBody<B = Incoming> {
+    inner: B,
     remaining: u64,
     limit: u64,
     watch: BodyWatch,
 }
 
-impl LimitedBody {
+impl<B> LimitedBody<B> {
     fn fail(&self, error: RequestBodyError) -> BoxError {
         // A second failure keeps the first: it is the one the upstream saw.
         let _ = self.watch.0.set(error);
@@ -103,7 +113,11 @@ impl LimitedBody {
     }
 }
 
-impl http_body::Body for LimitedBody {
+impl<B> http_body::Body for LimitedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -119,7 +133,7 @@ impl http_body::Body for LimitedBody {
             None => return Poll::Ready(None),
             Some(Ok(frame)) => frame,
             Some(Err(error)) => {
-                let message = chain(&error);
+                let message = chain(&*error.into());
                 return Poll::Ready(Some(
                     Err(self.fail(RequestBodyError::Malformed { message })),
                 ));
@@ -145,8 +159,8 @@ impl http_body::Body for LimitedBody {
     }
 }
 
-/// hyper's error with its causes ("error reading a body from connection: invalid chunk size").
-fn chain(error: &hyper::Error) -> String {
+/// An error with its causes ("error reading a body from connection: invalid chunk size").
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -155,4 +169,90 @@ fn chain(error: &hyper::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    type Chunk = Result<Frame<Bytes>, BoxError>;
+
+    fn stream(chunks: Vec<Chunk>) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Chunk>>> {
+        StreamBody::new(futures::stream::iter(chunks))
+    }
+
+    fn data(n: usize) -> Chunk {
+        Ok(Frame::data(Bytes::from(vec![0u8; n])))
+    }
+
+    /// Polls the body to its end; the data it yielded and how it ended.
+    async fn drain(mut body: Body) -> (usize, Option<String>) {
+        let mut total = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => total += frame.data_ref().map_or(0, Bytes::len),
+                Err(e) => return (total, Some(e.to_string())),
+            }
+        }
+        (total, None)
+    }
+
+    #[tokio::test]
+    async fn passes_up_to_the_limit_and_fails_the_chunk_that_crosses_it() {
+        let (body, watch) =
+            limit_body(stream(vec![data(60), data(40)]), MaxBodyBytes(100)).expect("no length");
+        assert_eq!(drain(body).await, (100, None));
+        assert!(watch.expect("watched").fault().is_none());
+
+        let (body, watch) =
+            limit_body(stream(vec![data(60), data(41), data(1)]), MaxBodyBytes(100))
+                .expect("no length");
+        let (passed, error) = drain(body).await;
+        assert_eq!(passed, 60, "the crossing chunk is not passed on");
+        assert!(error.is_some_and(|e| e.contains("limit of 100")));
+        assert!(matches!(
+            watch.expect("watched").fault(),
+            Some(RequestBodyError::TooLarge { limit: 100 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_body_stays_failed() {
+        let (mut body, _) =
+            limit_body(stream(vec![data(101), data(1)]), MaxBodyBytes(100)).expect("no length");
+        assert!(matches!(body.frame().await, Some(Err(_))));
+        assert!(
+            matches!(body.frame().await, Some(Err(_))),
+            "never a clean end after a failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_body_error_is_recorded_as_malformed() {
+        let broken: Chunk = Err("invalid chunk size".into());
+        let (body, watch) =
+            limit_body(stream(vec![data(5), broken]), MaxBodyBytes(100)).expect("no length");
+        let (passed, _) = drain(body).await;
+        assert_eq!(passed, 5);
+        assert!(matches!(
+            watch.expect("watched").fault(),
+            Some(RequestBodyError::Malformed { message }) if message.contains("invalid chunk size")
+        ));
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_fails_before_reading() {
+        let full = http_body_util::Full::new(Bytes::from(vec![0u8; 101]));
+        assert!(matches!(
+            limit_body(full, MaxBodyBytes(100)),
+            Err(RequestBodyError::DeclaredTooLarge {
+                declared: 101,
+                limit: 100
+            })
+        ));
+        let empty = http_body_util::Empty::<Bytes>::new();
+        let (_, watch) = limit_body(empty, MaxBodyBytes(100)).expect("empty is fine");
+        assert!(watch.is_none(), "an empty body needs no watching");
+    }
 }
