@@ -211,6 +211,18 @@ async fn declared_body_over_the_limit_gets_413_at_once_and_the_origin_nothing() 
         "body_too_large",
     )
     .await;
+    // A client that sends its body along at once still reads the 413 before the close.
+    let (mut s, raw) = send_raw(
+        gw.public_addr,
+        format!(
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n{}",
+            "y".repeat(5000)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw.status, 413);
+    assert!(closed(&mut s).await);
     // Exactly at the limit passes, and the origin gets every byte.
     let body = "x".repeat(1000);
     let (_s, raw) = send_raw(
