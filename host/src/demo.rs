@@ -27,6 +27,8 @@ pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {
         body_idle_timeout: std::time::Duration::from_secs(30),
         max_requests_in_flight: None,
         max_connections: None,
+        max_body_bytes: crate::config::MaxBodyBytes::DEFAULT,
+        underscore_headers: crate::config::UnderscoreHeaders::Drop,
     };
     server::serve(
         listener,

@@ -5,6 +5,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::plugins::PluginFailure;
 use crate::proxy::body::{self, Body};
 use crate::upstream::conn::ConnError;
+use crate::proxy::body_limit::RequestBodyError;
+use crate::proxy::refuse::Refusal;
 use crate::upstream::UpstreamError;
 
 /// Why the gateway answered a request itself instead of relaying the upstream's response.
@@ -26,6 +28,13 @@ pub enum ProxyError {
         after: std::time::Duration,
         close: bool,
     },
+    /// The client's body is over the limit, malformed or cut short: the client's fault, even
+    /// when it surfaced while streaming to the upstream.
+    #[error(transparent)]
+    RequestBody(#[from] RequestBodyError),
+    /// Refused before routing or before the upstream: framing, method, header names.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
@@ -44,6 +53,9 @@ impl ProxyError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
             }
             ProxyError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RequestBody(RequestBodyError::Malformed { .. }) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBody(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Refused(refusal) => refusal.status(),
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             // A connect that never completed is a timeout to the client (504); a refused or
             // reset one is a bad gateway (502, below).
@@ -70,6 +82,9 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::Denied { .. } => "route_denied",
             ProxyError::BodyIdle { .. } => "body_idle_timeout",
+            ProxyError::RequestBody(RequestBodyError::Malformed { .. }) => "bad_request_body",
+            ProxyError::RequestBody(_) => "body_too_large",
+            ProxyError::Refused(refusal) => refusal.code(),
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             ProxyError::Upstream(UpstreamError::Connect {
                 source: ConnError::ConnectTimeout(_),
@@ -89,9 +104,28 @@ impl ProxyError {
         }
     }
 
+    /// Whether the client's connection must close after this answer: the rest of what the
+    /// client sent (an oversized head or body, a body of unknown framing) cannot be trusted
+    /// to start the next request. HTTP/1.x only; on HTTP/2 the stream alone ends.
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            ProxyError::UriTooLong { .. }
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::RequestBody(_) => true,
+            ProxyError::Refused(refusal) => refusal.closes_connection(),
+            _ => false,
+        }
+    }
+
     /// The response the client sees.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<Body> {
         let mut response = json_error(self.status(), self.code(), &self.to_string(), request_id);
+        if let ProxyError::Refused(Refusal::MethodNotAllowed { allow, .. }) = self {
+            // RFC 9110 §15.5.6: a 405 says which methods would do.
+            if let Ok(allow) = HeaderValue::from_str(allow) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+        }
         if let ProxyError::Upstream(e) = self {
             // Marks gateway-made upstream failures (`circuit-open`, `no-endpoints`, ...) so a
             // plugin's failure hook, or a client, can tell them from an upstream's own answer.

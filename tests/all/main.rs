@@ -9,6 +9,7 @@ mod connections;
 mod discovery;
 mod edge_trust;
 mod edge_h2;
+mod edge_requests;
 mod grpc;
 mod plugins;
 mod productdetails;

@@ -41,7 +41,8 @@ fn sample_rss(peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
 
 async fn gateway_to(addr: std::net::SocketAddr) -> gatehouse::gateway::RunningGateway {
     support::gateway(&format!(
-        "[[services]]\nname = \"s\"\nendpoints = [\"{addr}\"]\n[[routes]]\nname = \"r\"\nservice = \"s\"\ntimeout = \"60s\"\n"
+        "[[services]]\nname = \"s\"\nendpoints = [\"{addr}\"]\n[[routes]]\nname = \"r\"\nservice = \"s\"\ntimeout = \"60s\"\n\
+         # The 1 GiB upload goes past the default body limit.\nmax_body_bytes = 2147483648\n"
     ))
     .await
 }

@@ -19,6 +19,9 @@ use serde::{Serialize, Serializer};
 pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
 pub use policy::{DiscoveryConfig, ServicePolicy};
 
+pub use crate::proxy::body_limit::MaxBodyBytes;
+pub use crate::proxy::refuse::UnderscoreHeaders;
+
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -86,6 +89,10 @@ pub struct Limits {
     pub max_requests_in_flight: Option<usize>,
     /// Open client connections per listener; `None`: derived from the descriptor limit.
     pub max_connections: Option<usize>,
+    /// The request-body limit of routes that set none.
+    pub max_body_bytes: MaxBodyBytes,
+    /// What happens to request headers whose name holds `_`.
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,6 +176,8 @@ pub struct RouteConfig {
     pub rewrite: Option<String>,
     #[serde(serialize_with = "as_humantime")]
     pub timeout: Duration,
+    /// This route's request-body limit (`limits.max_body_bytes` unless set).
+    pub max_body_bytes: MaxBodyBytes,
     /// The plugin chain, in order.
     pub plugins: Vec<plugins::RoutePlugin>,
     /// What a plugin failure does to the request.

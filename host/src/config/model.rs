@@ -76,6 +76,11 @@ pub struct RawLimits {
     pub max_uri_length: Option<Spanned<i64>>,
     /// Timeout for routes that set none. Default `30s`.
     pub default_timeout: Option<Spanned<String>>,
+    /// Largest request body accepted (413 beyond), for routes that set none. Default
+    /// 10485760 (10 MiB).
+    pub max_body_bytes: Option<Spanned<i64>>,
+    /// Request headers whose name holds `_`: `drop` (default) or `reject` (400).
+    pub underscore_headers: Option<Spanned<String>>,
     // --- connection and load bounds (docs/limits.md) ---
     /// HTTP/2 streams a client may have open at once on one connection. Default 128.
     pub max_concurrent_streams: Option<Spanned<i64>>,
@@ -258,6 +263,8 @@ pub struct RawRoute {
     pub rewrite: Option<Spanned<String>>,
     /// Time allowed for the upstream to answer with its response head. Default `limits.default_timeout`.
     pub timeout: Option<Spanned<String>>,
+    /// Largest request body accepted on this route (413 beyond). Default `limits.max_body_bytes`.
+    pub max_body_bytes: Option<Spanned<i64>>,
     /// The plugin chain, run in order. Default: none.
     #[serde(default)]
     pub plugins: Vec<super::plugins::RawRoutePlugin>,

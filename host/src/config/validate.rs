@@ -15,8 +15,8 @@ use super::model::{
 };
 use super::{
     AdminConfig, Config, ConfigError, HostMatch, Limits, Listen, LogConfig, LogFormat, MatchConfig,
-    PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
-    ShutdownConfig, ValueMatch,
+    MaxBodyBytes, PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
+    ShutdownConfig, UnderscoreHeaders, ValueMatch,
 };
 use crate::proxy::forwarding::ForwardingPolicy;
 use crate::proxy::header_policy::{self, HeaderPolicy};
@@ -95,6 +95,29 @@ impl Validator<'_> {
                     field,
                     format!(
                         "{:?} is not a duration ({e}); expected e.g. \"250ms\", \"5s\", \"1m\"",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn body_limit(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        field: &str,
+        default: MaxBodyBytes,
+    ) -> MaxBodyBytes {
+        let Some(v) = value else { return default };
+        match u64::try_from(*v.get_ref()) {
+            Ok(n) if n > 0 => MaxBodyBytes(n),
+            _ => {
+                self.problem(
+                    v.span(),
+                    field,
+                    format!(
+                        "{} is not a body limit; expected a positive number of bytes such as 1048576",
                         v.get_ref()
                     ),
                 );
@@ -209,6 +232,30 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
             .max_connections
             .as_ref()
             .map(|_| v.positive(&raw.limits.max_connections, "limits.max_connections", 1)),
+        max_body_bytes: v.body_limit(
+            &raw.limits.max_body_bytes,
+            "limits.max_body_bytes",
+            MaxBodyBytes::DEFAULT,
+        ),
+        underscore_headers: match raw
+            .limits
+            .underscore_headers
+            .as_ref()
+            .map(|u| (u.get_ref().as_str(), u.span()))
+        {
+            None | Some(("drop", _)) => UnderscoreHeaders::Drop,
+            Some(("reject", _)) => UnderscoreHeaders::Reject,
+            Some((other, span)) => {
+                v.problem(
+                    span,
+                    "limits.underscore_headers",
+                    format!(
+                        "{other:?} is not an underscore policy; expected \"drop\" or \"reject\""
+                    ),
+                );
+                UnderscoreHeaders::Drop
+            }
+        },
     };
     let forwarding = forwarding(&mut v, &raw.forwarding);
 
@@ -247,7 +294,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     let services = validate_services(&mut v, &raw.services);
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
-    let routes = validate_routes(&mut v, &raw.routes, &known, limits.default_timeout);
+    let routes = validate_routes(&mut v, &raw.routes, &known, &limits);
     let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
 
     // Route conflicts (two templates the radix tree cannot tell apart) are found by building the
@@ -364,7 +411,7 @@ fn validate_routes(
     v: &mut Validator<'_>,
     raw: &[RawRoute],
     known: &BTreeSet<&str>,
-    default_timeout: Duration,
+    limits: &Limits,
 ) -> Vec<RouteConfig> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -412,7 +459,12 @@ fn validate_routes(
             matcher,
             strip_prefix: r.strip_prefix,
             rewrite: r.rewrite.as_ref().map(|s| s.get_ref().clone()),
-            timeout: v.duration(&r.timeout, &format!("{at}.timeout"), default_timeout),
+            timeout: v.duration(&r.timeout, &format!("{at}.timeout"), limits.default_timeout),
+            max_body_bytes: v.body_limit(
+                &r.max_body_bytes,
+                &format!("{at}.max_body_bytes"),
+                limits.max_body_bytes,
+            ),
             plugins: super::plugins::validate_route(r, &at, known, v.base, v.text, &mut v.problems),
             on_error: super::plugins::on_error(r, &at, v.text, &mut v.problems),
             request_headers: header_policy(

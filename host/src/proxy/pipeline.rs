@@ -1,7 +1,7 @@
 //! The request path, in the one direction a request flows:
-//! limits → route (`deny` answers here) → upstream request (hop-by-hop, forwarding headers,
-//! the route's request header policy) → request plugins → `Upstreams::call` → response
-//! plugins → the route's response header policy → access log.
+//! limits and refusals → route (`deny` answers here) → body limit → upstream request
+//! (hop-by-hop, forwarding headers, the route's request header policy) → request plugins →
+//! `Upstreams::call` → response plugins → the route's response header policy → access log.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +14,9 @@ use hyper::body::Incoming;
 
 use super::body::{self, Body};
 use super::body_idle::{BodyIdle, IdleTimeout};
+use super::body_limit::{self, BodyWatch};
 use super::headers;
+use super::refuse;
 use crate::error::ProxyError;
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::routing::Matched;
@@ -44,20 +46,29 @@ impl Pipeline {
         let snapshot = self.state.load_full();
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
+        let version = req.version();
 
-        let response = match proxy(&snapshot, req, client, &request_id, &mut log).await {
-            Ok(response) => response,
-            Err(error) => {
-                let route = log.route_name();
-                // Client mistakes are routine; gateway and upstream failures need attention.
-                if error.status().is_server_error() {
-                    tracing::warn!(?request_id, route, %error, "request failed");
-                } else {
-                    tracing::debug!(?request_id, route, %error, "request rejected");
+        let response =
+            match proxy(&snapshot, &self.metrics, req, client, &request_id, &mut log).await {
+                Ok(response) => response,
+                Err(error) => {
+                    let route = log.route_name();
+                    // Client mistakes are routine; gateway and upstream failures need attention.
+                    if error.status().is_server_error() {
+                        tracing::warn!(?request_id, route, %error, "request failed");
+                    } else {
+                        tracing::debug!(?request_id, route, %error, "request rejected");
+                    }
+                    let mut response = error.to_response(&request_id);
+                    if error.closes_connection() && version <= http::Version::HTTP_11 {
+                        // hyper closes an HTTP/1.x connection after a response saying so.
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    response
                 }
-                error.to_response(&request_id)
-            }
-        };
+            };
         log.finish(response.status(), started.elapsed(), &self.metrics);
         Ok(response)
     }
@@ -65,12 +76,24 @@ impl Pipeline {
 
 async fn proxy(
     snapshot: &Snapshot,
-    req: Request<Incoming>,
+    metrics: &Metrics,
+    mut req: Request<Incoming>,
     client: SocketAddr,
     request_id: &HeaderValue,
     log: &mut AccessLog,
 ) -> Result<Response<Body>, ProxyError> {
     check_limits(snapshot, &req)?;
+    refuse::check_request(req.method(), req.version(), req.headers())?;
+    // Before routing, so that routing, plugins and the upstream see the same headers.
+    let policy = snapshot.config.limits.underscore_headers;
+    match refuse::underscore_headers(req.headers_mut(), policy) {
+        Ok(0) => {}
+        Ok(dropped) => metrics.underscore_headers("dropped", dropped),
+        Err(refusal) => {
+            metrics.underscore_headers("rejected", 1);
+            return Err(refusal.into());
+        }
+    }
     let (mut parts, incoming) = req.into_parts();
     let Matched { route, params } =
         snapshot
@@ -88,6 +111,10 @@ async fn proxy(
             status,
         });
     }
+    refuse::check_trace(&parts.method, &route.config.matcher.methods)?;
+    // A declared length over the limit is refused here, before the body is polled: hyper
+    // sends `100 Continue` only when it is, so an `Expect: 100-continue` client sends nothing.
+    let (request_body, watch) = body_limit::limit(incoming, route.config.max_body_bytes)?;
 
     // The host as the client sent it, port included: the Host header, or HTTP/2's `:authority`.
     let original_host = match parts.headers.get(header::HOST) {
@@ -124,9 +151,16 @@ async fn proxy(
         .extensions
         .insert(crate::balancing::ClientAddr(client.ip()));
 
-    let idle = snapshot.config.limits.body_idle_timeout;
-    let upstream_req =
-        Request::from_parts(parts, body::streaming(IdleTimeout::new(incoming, idle)));
+    // A body that is being read may also go silent (`limits.body_idle_timeout`); an empty one
+    // (no watch) cannot, and skips the timer.
+    let request_body = match watch {
+        Some(_) => body::streaming(IdleTimeout::new(
+            request_body,
+            snapshot.config.limits.body_idle_timeout,
+        )),
+        None => request_body,
+    };
+    let upstream_req = Request::from_parts(parts, request_body);
     // Plugins: the request phase sees the request as it will go upstream and may answer it.
     let mut chain = snapshot.chains.get(&route.config.name.0).map(|chain| {
         chain.start(RequestMeta {
@@ -138,7 +172,10 @@ async fn proxy(
         None => upstream_req,
         // The plugin hooks' futures are boxed: inlined, they would enlarge the future of every
         // request, plugins or not, and it is moved several times per request.
-        Some(run) => match Box::pin(run.on_request(upstream_req)).await? {
+        Some(run) => match Box::pin(run.on_request(upstream_req))
+            .await
+            .map_err(|failure| client_fault(watch.as_ref()).unwrap_or(failure.into()))?
+        {
             RequestOutcome::Continue(req) => req,
             RequestOutcome::Respond(response) => {
                 return Ok(finish(response, &route, request_id));
@@ -152,8 +189,12 @@ async fn proxy(
     {
         Ok(upstream) => upstream,
         Err(error) => {
-            // The client's body went silent: its fault (408), not the upstream's, and no
-            // fallback's business.
+            // The client's body failed mid-stream (over the limit, malformed, cut short) or went
+            // silent: its fault, whatever the upstream connection made of it, and no case for
+            // the failure hook.
+            if let Some(fault) = client_fault(watch.as_ref()) {
+                return Err(fault);
+            }
             if let Some(idle) = BodyIdle::find(&error) {
                 return Err(ProxyError::BodyIdle {
                     after: idle.0,
@@ -202,6 +243,13 @@ fn finish(
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
     response
+}
+
+/// The client body's fault, if reading it failed (over the limit, malformed, cut short).
+fn client_fault(watch: Option<&BodyWatch>) -> Option<ProxyError> {
+    watch
+        .and_then(BodyWatch::fault)
+        .map(|fault| ProxyError::RequestBody(fault.clone()))
 }
 
 /// The origin-form URI sent upstream (path and query only; the endpoint is chosen later).

@@ -54,6 +54,11 @@ impl ListenerEvent {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
 /// One gateway's metrics (each gateway in a process has its own registry).
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,6 +66,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     listener: Family<ListenerLabels, Counter>,
+    underscore_headers: Family<ActionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,11 +93,18 @@ impl Default for Metrics {
             "Load shed and client-caused connection failures, by listener and event",
             listener.clone(),
         );
+        let underscore_headers = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "underscore_headers",
+            "Request headers whose name holds '_', by action (dropped, or rejected with 400)",
+            underscore_headers.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
             listener,
+            underscore_headers,
         }
     }
 }
@@ -132,6 +145,13 @@ impl Metrics {
                 event: event.as_str(),
             })
             .get()
+    }
+
+    /// Counts `n` request headers with `_` in their name, `dropped` or `rejected`.
+    pub fn underscore_headers(&self, action: &'static str, n: usize) {
+        self.underscore_headers
+            .get_or_create(&ActionLabels { action })
+            .inc_by(n as u64);
     }
 
     /// The OpenMetrics text exposition.
