@@ -8,6 +8,7 @@ mod config_errors;
 mod connections;
 mod discovery;
 mod grpc;
+mod layering;
 mod plugins;
 mod productdetails;
 mod proxy;
