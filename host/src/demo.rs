@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::body::{self, Body};
 use crate::config::Limits;
-use crate::proxy::body::{self, Body};
 use crate::proxy::server;
 
 /// Serves the echo origin on `listener` until `stop` flips to true.

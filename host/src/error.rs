@@ -2,8 +2,8 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::body::{self, Body};
 use crate::plugins::PluginFailure;
-use crate::proxy::body::{self, Body};
 use crate::upstream::UpstreamError;
 
 /// Why the gateway answered a request itself instead of relaying the upstream's response.

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod balancing;
+pub mod body;
 pub mod config;
 pub mod demo;
 pub mod discovery;

@@ -9,8 +9,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::body::{self, Body};
 use crate::error::json_error;
-use crate::proxy::body::{self, Body};
 use crate::state::Snapshot;
 use crate::telemetry::Metrics;
 

@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The body type plugins see: the proxy's body.
-pub use crate::proxy::body::{Body, BoxError};
+pub use crate::body::{Body, BoxError};
 
 /// A plugin's name: its file name in the plugins directory without `.wasm`
 /// (ASCII letters, digits, `-` and `_`).

@@ -1,6 +1,5 @@
 //! The public listener and the request path through the gateway.
 
-pub mod body;
 pub mod headers;
 pub mod pipeline;
 pub mod server;

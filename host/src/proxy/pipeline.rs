@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::body::{self, Body};
 use super::headers;
+use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::routing::Matched;

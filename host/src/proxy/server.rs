@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::body::Body;
+use crate::body::Body;
 use crate::config::Limits;
 
 /// Serves `listener` with `handler` until `shutdown` flips to true, then stops accepting and

@@ -23,8 +23,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{oneshot, watch};
 
-use super::body::Body;
 use super::server;
+use crate::body::Body;
 use crate::config::Limits;
 
 thread_local! {

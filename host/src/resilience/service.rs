@@ -15,14 +15,14 @@ use tokio::time::Instant;
 use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
 use crate::balancing::pool::BackendPool;
 use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
+use crate::body::{self, Body};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
-use crate::proxy::body::{self, Body};
 use crate::upstream::conn::{self, ConnError, ConnSettings, PooledBody};
 
-/// Request bodies on this path (the host's `proxy::body::Body`).
+/// Request bodies on this path (the host's `body::Body`).
 pub type CallBody = Body;
-pub use crate::proxy::body::BoxError;
+pub use crate::body::BoxError;
 
 /// Request bodies up to this size are buffered so that a retry can resend them; larger or
 /// unsized (chunked) bodies are sent once and never retried.

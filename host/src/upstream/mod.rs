@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 
+use crate::body::{self, Body};
 use crate::config::{Config, DiscoveryConfig, ServiceConfig, ServiceName};
 use crate::discovery::registry::Registry;
 use crate::discovery::{DnsSource, RegistrySource, Source, StaticSource};
-use crate::proxy::body::{self, Body};
 use crate::resilience::{
     BreakerError, CallError, ConnectTimeout, ServiceSpec, Timeouts, TotalTimeout, TryTimeout,
     UpstreamService,

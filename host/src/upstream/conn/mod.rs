@@ -30,8 +30,8 @@ use http::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::body::Body;
 use crate::config::Protocol;
-use crate::proxy::body::Body;
 use crate::resilience::ConnectTimeout;
 
 pub use body::PooledBody;
