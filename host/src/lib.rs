@@ -28,3 +28,4 @@ pub mod routing;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;

@@ -129,7 +129,7 @@ enum Kind {
     H2c(Shards<http2::Shared>),
 }
 
-/// One `T` per public listener worker (see `crate::proxy::workers`), picked by the calling
+/// One `T` per public listener worker (see `crate::worker`), picked by the calling
 /// thread. Threads that are not workers (tests, anything off the request path) share the
 /// first.
 struct Shards<T>(Box<[T]>);
@@ -141,7 +141,7 @@ impl<T> Shards<T> {
 
     /// The calling worker's shard.
     fn own(&self) -> &T {
-        let worker = crate::proxy::workers::current().unwrap_or(0);
+        let worker = crate::worker::current().unwrap_or(0);
         &self.0[worker % self.0.len()]
     }
 
