@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gatehouse::balancing::{Algorithm, Backend, Balancer, PickContext};
 use gatehouse::discovery::{Endpoint, EndpointMeta};
-use gatehouse::upstream::conn::ConnSettings;
+use gatehouse::conn::ConnSettings;
 
 fn backends(n: usize) -> Vec<Arc<Backend>> {
     (0..n)

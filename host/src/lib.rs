@@ -15,6 +15,7 @@ pub mod admin;
 pub mod balancing;
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod discovery;
 pub mod error;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::discovery::Endpoint;
 use crate::health::EndpointHealth;
-use crate::upstream::conn::{ConnSettings, Connections};
+use crate::conn::{ConnSettings, Connections};
 
 /// An endpoint with its in-flight counter, health and connections. The pool keeps one
 /// `Arc<Backend>` per endpoint id across discovery updates, so counters, health and pooled

@@ -155,7 +155,7 @@ impl Balancer {
 pub(crate) mod test_support {
     use super::Backend;
     use crate::discovery::{Endpoint, EndpointMeta};
-    use crate::upstream::conn::ConnSettings;
+    use crate::conn::ConnSettings;
     use std::net::SocketAddr;
     use std::sync::Arc;
 

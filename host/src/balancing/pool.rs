@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Algorithm, Backend, Balancer};
 use crate::discovery::EndpointSet;
-use crate::upstream::conn::ConnSettings;
+use crate::conn::ConnSettings;
 
 /// Holds a service's backends (one `Arc<Backend>` per endpoint id, so in-flight counts and
 /// health survive updates) and the current [`Balancer`], rebuilt whenever the endpoint set or

@@ -19,6 +19,8 @@ use serde::{Serialize, Serializer};
 pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
 pub use policy::{DiscoveryConfig, ServicePolicy};
 
+pub use crate::conn::Protocol;
+
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -117,16 +119,6 @@ impl fmt::Display for RouteName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Which HTTP version the gateway speaks to a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// HTTP/1.1 with pooled keep-alive connections.
-    Http1,
-    /// HTTP/2 over cleartext with prior knowledge (one multiplexed connection per endpoint).
-    H2c,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -18,7 +18,7 @@ use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
 use crate::body::{self, Body};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
-use crate::upstream::conn::{self, ConnError, ConnSettings, PooledBody};
+use crate::conn::{self, ConnError, ConnSettings, PooledBody};
 
 /// Request bodies on this path (the host's `body::Body`).
 pub type CallBody = Body;
@@ -156,7 +156,7 @@ impl Drop for UpstreamService {
 
 impl UpstreamService {
     /// Starts discovery (and active checks) for `spec`; requests go out on each endpoint's
-    /// own connections ([`crate::upstream::conn`]). Must run inside a tokio runtime.
+    /// own connections ([`crate::conn`]). Must run inside a tokio runtime.
     pub fn start(spec: ServiceSpec) -> Self {
         let pool = BackendPool::new(Arc::clone(&spec.name), spec.algorithm, spec.connections);
         let endpoints = spec.source.clone().start();

@@ -5,8 +5,6 @@
 //! health filtering, balancing, pooling, timeouts, retries and the circuit breaker
 //! ([`crate::resilience::UpstreamService`]).
 
-pub mod conn;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +20,7 @@ use crate::resilience::{
     BreakerError, CallError, ConnectTimeout, ServiceSpec, Timeouts, TotalTimeout, TryTimeout,
     UpstreamService,
 };
-use conn::{ConnError, ConnSettings};
+use crate::conn::{ConnError, ConnSettings};
 
 /// Why a request did not get a response from its service.
 #[derive(Debug, thiserror::Error)]

@@ -30,15 +30,30 @@ use http::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use serde::Serialize;
+
 use crate::body::Body;
-use crate::config::Protocol;
-use crate::resilience::ConnectTimeout;
 
 pub use body::PooledBody;
 
 /// How often each service closes connections idle past their timeout. Checkouts and returns
 /// evict too; this sweep is for endpoints that get no traffic at all.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Which HTTP version the gateway speaks to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (one multiplexed connection per endpoint).
+    H2c,
+}
+
+/// Establishing a connection to an endpoint, TCP connect and HTTP handshake
+/// (`connect_timeout`, default 2 s; applied by this module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectTimeout(pub Duration);
 
 /// How a service's endpoints are reached and how many idle connections each keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
