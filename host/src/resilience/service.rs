@@ -16,9 +16,9 @@ use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Time
 use crate::balancing::pool::BackendPool;
 use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
 use crate::body::{self, Body};
+use crate::conn::{self, ConnError, ConnSettings, PooledBody};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
-use crate::conn::{self, ConnError, ConnSettings, PooledBody};
 
 /// Request bodies on this path (the host's `body::Body`).
 pub type CallBody = Body;

@@ -14,13 +14,13 @@ use http::{Request, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::config::{Config, DiscoveryConfig, ServiceConfig, ServiceName};
+use crate::conn::{ConnError, ConnSettings};
 use crate::discovery::registry::Registry;
 use crate::discovery::{DnsSource, RegistrySource, Source, StaticSource};
 use crate::resilience::{
     BreakerError, CallError, ConnectTimeout, ServiceSpec, Timeouts, TotalTimeout, TryTimeout,
     UpstreamService,
 };
-use crate::conn::{ConnError, ConnSettings};
 
 /// Why a request did not get a response from its service.
 #[derive(Debug, thiserror::Error)]
