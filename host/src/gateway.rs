@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::discovery::registry::Registry;
-use crate::plugins::gateway::GatewayPlugins;
+use crate::state::plugins::GatewayPlugins;
 use crate::proxy::pipeline::Pipeline;
 use crate::proxy::{server, workers};
 use crate::reload::Reloader;

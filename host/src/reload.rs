@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::{self, Config, ConfigError};
 use crate::discovery::registry::Registry;
-use crate::plugins::gateway::GatewayPlugins;
+use crate::state::plugins::GatewayPlugins;
 use crate::routing::RouteError;
 use crate::state::Snapshot;
 

@@ -2,15 +2,17 @@
 //! behind an `ArcSwap`. Readers never lock; a reload builds a new snapshot and swaps it in
 //! whole, so a request sees one config from start to end and never a mix of two.
 
+pub mod plugins;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::discovery::registry::Registry;
-use crate::plugins::gateway::GatewayPlugins;
 use crate::plugins::PluginChain;
 use crate::routing::{RouteError, RouteTable};
 use crate::upstream::Upstreams;
+use self::plugins::GatewayPlugins;
 
 /// Everything a request needs, consistent with one config.
 pub struct Snapshot {

@@ -36,7 +36,7 @@ pub struct Admin {
     /// Served under `/registry/` (docs/discovery.md).
     pub registry: Arc<crate::discovery::registry::Registry>,
     /// Loaded plugins, for `/admin/plugins`; `None` when no route uses plugins.
-    pub plugins: Option<Arc<crate::plugins::gateway::GatewayPlugins>>,
+    pub plugins: Option<Arc<crate::state::plugins::GatewayPlugins>>,
     /// `POST /admin/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
 }
@@ -84,7 +84,7 @@ impl Admin {
             (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
             (&Method::GET, "/admin/plugins") => json(
                 StatusCode::OK,
-                &crate::plugins::gateway::GatewayPlugins::admin_status(self.plugins.as_deref()),
+                &crate::state::plugins::GatewayPlugins::admin_status(self.plugins.as_deref()),
             ),
             (&Method::POST, "/admin/reload") => match self.reloader.reload_file().await {
                 Ok(summary) => json(

@@ -8,7 +8,6 @@
 //! ```
 
 pub mod chain;
-pub mod gateway;
 pub mod manager;
 pub mod reload;
 pub mod runtime;

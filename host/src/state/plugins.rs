@@ -8,14 +8,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 
-use super::chain::{OnError, PluginChain};
-use super::manager::{PluginManager, PluginRef, PluginSettings, PluginsError};
-use super::runtime::capabilities::{ServiceCallError, ServiceCaller};
-use super::runtime::engine::PluginLimits;
-use super::{Body, PluginName};
+use super::Snapshot;
 use crate::config::plugins::OnErrorConfig;
 use crate::config::Config;
-use crate::state::Snapshot;
+use crate::plugins::{
+    Body, OnError, PluginChain, PluginLimits, PluginManager, PluginName, PluginRef,
+    PluginSettings, PluginsError, ServiceCallError, ServiceCaller,
+};
 use crate::upstream::UpstreamError;
 
 /// Plugin service calls go through the gateway's upstreams, like proxied requests.
