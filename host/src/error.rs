@@ -85,6 +85,10 @@ impl ProxyError {
 /// [`UpstreamError::failure_kind`]).
 pub const FAILURE_HEADER: http::HeaderName = http::HeaderName::from_static("x-gatehouse-failure");
 
+/// The request id header, kept from the client when valid, generated otherwise (see
+/// `proxy::headers`); every error response carries it.
+pub static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// A small JSON error body: `{"error": code, "message": …, "request_id": …}`.
 pub fn json_error(
     status: StatusCode,
@@ -105,7 +109,7 @@ pub fn json_error(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(
-        crate::proxy::headers::REQUEST_ID.clone(),
+        REQUEST_ID.clone(),
         request_id.clone(),
     );
     response

@@ -7,8 +7,8 @@ use http::header::{
     TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
-/// The request id header, kept from the client when valid, generated otherwise.
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+// The request id header lives in `error`, below proxy: every error response carries it too.
+pub use crate::error::REQUEST_ID;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
