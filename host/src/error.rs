@@ -108,9 +108,6 @@ pub fn json_error(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(
-        REQUEST_ID.clone(),
-        request_id.clone(),
-    );
+    headers.insert(REQUEST_ID.clone(), request_id.clone());
     response
 }
