@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod reload;
 pub mod resilience;
 pub mod routing;
+mod serialize;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;

@@ -7,12 +7,12 @@ pub mod plugins;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use self::plugins::GatewayPlugins;
 use crate::config::Config;
 use crate::discovery::registry::Registry;
 use crate::plugins::PluginChain;
 use crate::routing::{RouteError, RouteTable};
 use crate::upstream::Upstreams;
-use self::plugins::GatewayPlugins;
 
 /// Everything a request needs, consistent with one config.
 pub struct Snapshot {
@@ -45,7 +45,7 @@ impl Snapshot {
         plugins: Option<&GatewayPlugins>,
     ) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
-        let upstreams = Upstreams::new(&config, registry);
+        let upstreams = Upstreams::new(&config.services, config.listen.workers, registry);
         let chains = plugins.map(|p| p.chains(&config)).unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),

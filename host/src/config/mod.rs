@@ -9,17 +9,19 @@ pub mod plugins;
 mod policy;
 mod validate;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
-use serde::{Serialize, Serializer};
-
-pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
-pub use policy::{DiscoveryConfig, ServicePolicy};
+use serde::Serialize;
 
 pub use crate::conn::Protocol;
+pub use crate::proxy::Limits;
+pub use crate::routing::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName, ValueMatch};
+pub use crate::telemetry::{LogConfig, LogFormat};
+pub use crate::upstream::{DiscoveryConfig, ServiceConfig, ServiceName, ServicePolicy};
+pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
+// The policy types above are owned by the modules that use them; config converts into them.
+use crate::serialize::as_humantime;
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -54,28 +56,6 @@ pub struct Listen {
     pub workers: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Limits {
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
-    pub max_uri_length: usize,
-    #[serde(serialize_with = "as_humantime")]
-    pub default_timeout: Duration,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
     /// Never serialized: `/admin/config` must not leak it.
@@ -89,116 +69,6 @@ pub struct AdminConfig {
 pub struct ShutdownConfig {
     #[serde(serialize_with = "as_humantime")]
     pub drain_timeout: Duration,
-}
-
-/// A service's unique name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ServiceName(pub String);
-
-/// Lets maps keyed by service name be probed with a `&str` (no allocation per request); the
-/// derived `Hash` of the newtype equals `str`'s, as `Borrow` requires.
-impl std::borrow::Borrow<str> for ServiceName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A route's unique name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct RouteName(pub String);
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for RouteName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceConfig {
-    pub name: ServiceName,
-    pub endpoints: Vec<SocketAddr>,
-    pub protocol: Protocol,
-    #[serde(serialize_with = "as_humantime")]
-    pub connect_timeout: Duration,
-    /// Discovery, balancing, health and resilience (docs/discovery.md).
-    #[serde(flatten)]
-    pub policy: ServicePolicy,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RouteConfig {
-    pub name: RouteName,
-    pub service: ServiceName,
-    #[serde(rename = "match")]
-    pub matcher: MatchConfig,
-    pub strip_prefix: bool,
-    pub rewrite: Option<String>,
-    #[serde(serialize_with = "as_humantime")]
-    pub timeout: Duration,
-    /// The plugin chain, in order.
-    pub plugins: Vec<plugins::RoutePlugin>,
-    /// What a plugin failure does to the request.
-    pub on_error: plugins::OnErrorConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum HostMatch {
-    /// `api.example.com`, lowercased.
-    Exact(String),
-    /// `*.example.com`: stored as the suffix `.example.com`; matches any depth of subdomain.
-    Wildcard(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum PathMatch {
-    /// An exact path or a template with `{param}` segments (and `{*rest}` catch-all).
-    Path(String),
-    /// A prefix on segment boundaries. `/` matches everything.
-    Prefix(String),
-}
-
-/// How a header or query value must look.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum ValueMatch {
-    Present,
-    Exact(String),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MatchConfig {
-    pub host: Option<HostMatch>,
-    pub path: PathMatch,
-    #[serde(serialize_with = "methods_as_strings")]
-    pub methods: Vec<Method>,
-    #[serde(serialize_with = "headers_as_strings")]
-    pub headers: Vec<(HeaderName, ValueMatch)>,
-    pub query: Vec<(String, ValueMatch)>,
-}
-
-fn as_humantime<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_duration(*d))
-}
-
-fn methods_as_strings<S: Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(methods.iter().map(Method::as_str))
-}
-
-fn headers_as_strings<S: Serializer>(
-    h: &[(HeaderName, ValueMatch)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(h.iter().map(|(n, v)| (n.as_str(), v)))
 }
 
 /// Why a configuration was rejected. Every variant names the file; parse and validation

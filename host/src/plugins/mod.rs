@@ -11,6 +11,7 @@ pub mod chain;
 pub mod manager;
 pub mod reload;
 pub mod runtime;
+mod spec;
 
 pub use chain::{ChainRun, OnError, PluginChain, RequestOutcome};
 pub use manager::{PluginManager, PluginRef, PluginSettings, PluginsError};
@@ -19,6 +20,7 @@ pub use runtime::bindings::types::UpstreamFailure;
 pub use runtime::capabilities::{NoServices, RequestMeta, ServiceCallError, ServiceCaller};
 pub use runtime::engine::PluginLimits;
 pub use runtime::error::{InvokeError, LoadError, Phase, PluginFailure};
+pub use spec::{PluginFile, RoutePlugin};
 
 use std::fmt;
 use std::sync::Arc;

@@ -13,8 +13,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::Limits;
 use crate::body::Body;
-use crate::config::Limits;
 
 /// Serves `listener` with `handler` until `shutdown` flips to true, then stops accepting and
 /// waits up to `drain` for in-flight requests. Returns how many connections were cut at the end.

@@ -23,8 +23,8 @@ use hyper::body::Incoming;
 use tokio::sync::{oneshot, watch};
 
 use super::server;
+use super::Limits;
 use crate::body::Body;
-use crate::config::Limits;
 
 /// Running workers; [`Workers::join`] waits for them to drain after the stop signal.
 pub struct Workers {

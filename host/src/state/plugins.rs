@@ -9,11 +9,10 @@ use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 
 use super::Snapshot;
-use crate::config::plugins::OnErrorConfig;
 use crate::config::Config;
 use crate::plugins::{
-    Body, OnError, PluginChain, PluginLimits, PluginManager, PluginName, PluginRef,
-    PluginSettings, PluginsError, ServiceCallError, ServiceCaller,
+    Body, PluginChain, PluginLimits, PluginManager, PluginName, PluginRef, PluginSettings,
+    PluginsError, ServiceCallError, ServiceCaller,
 };
 use crate::upstream::UpstreamError;
 
@@ -111,11 +110,7 @@ impl GatewayPlugins {
                         })
                     })
                     .collect();
-                let on_error = match r.on_error {
-                    OnErrorConfig::FailClosed => OnError::FailClosed,
-                    OnErrorConfig::FailOpen => OnError::FailOpen,
-                };
-                let chain = self.manager.chain(&r.name.0, &refs, on_error);
+                let chain = self.manager.chain(&r.name.0, &refs, r.on_error);
                 (r.name.0.clone(), chain)
             })
             .collect()

@@ -5,6 +5,10 @@
 //! health filtering, balancing, pooling, timeouts, retries and the circuit breaker
 //! ([`crate::resilience::UpstreamService`]).
 
+mod spec;
+
+pub use spec::{DiscoveryConfig, ServiceConfig, ServiceName, ServicePolicy};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +17,6 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 
 use crate::body::{self, Body};
-use crate::config::{Config, DiscoveryConfig, ServiceConfig, ServiceName};
 use crate::conn::{ConnError, ConnSettings};
 use crate::discovery::registry::Registry;
 use crate::discovery::{DnsSource, RegistrySource, Source, StaticSource};
@@ -191,14 +194,13 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Starts every service of `config`; `registry` backs `discovery = "registry"`. Must run
-    /// inside a tokio runtime.
-    pub fn new(config: &Config, registry: &Arc<Registry>) -> Self {
-        let services = config
-            .services
+    /// Starts every service of `services`, with connections for `workers` public listener
+    /// workers; `registry` backs `discovery = "registry"`. Must run inside a tokio runtime.
+    pub fn new(services: &[ServiceConfig], workers: usize, registry: &Arc<Registry>) -> Self {
+        let services = services
             .iter()
             .map(|s| {
-                let service = Service::new(s.clone(), registry, config.listen.workers);
+                let service = Service::new(s.clone(), registry, workers);
                 (s.name.clone(), Arc::new(service))
             })
             .collect();
