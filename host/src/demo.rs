@@ -11,8 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::proxy::server;
-use crate::proxy::Limits;
+use crate::listener::{server, Limits};
 
 /// Serves the echo origin on `listener` until `stop` flips to true.
 pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {

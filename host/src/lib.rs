@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod listener;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

@@ -1,4 +1,4 @@
-//! Which public listener worker the current thread is: set by `proxy::workers` when a worker
+//! Which public listener worker the current thread is: set by `listener::workers` when a worker
 //! starts, read by whatever shards per-worker state (the upstream connection pools).
 
 use std::cell::Cell;

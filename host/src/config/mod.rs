@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use crate::conn::Protocol;
-pub use crate::proxy::Limits;
+pub use crate::listener::Limits;
 pub use crate::routing::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName, ValueMatch};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::upstream::{DiscoveryConfig, ServiceConfig, ServiceName, ServicePolicy};
@@ -52,7 +52,7 @@ impl Config {
 pub struct Listen {
     pub public: SocketAddr,
     pub admin: SocketAddr,
-    /// Worker threads serving the public listener (see `proxy::workers`).
+    /// Worker threads serving the public listener (see `listener::workers`).
     pub workers: usize,
 }
 

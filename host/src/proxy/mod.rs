@@ -1,9 +1,4 @@
-//! The public listener and the request path through the gateway.
+//! The request path through the gateway, from an accepted request to its response.
 
 pub mod headers;
-mod limits;
 pub mod pipeline;
-pub mod server;
-pub mod workers;
-
-pub use limits::Limits;
