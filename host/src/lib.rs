@@ -3,13 +3,25 @@
 //! A request flows one way through the host:
 //!
 //! ```text
-//! client → proxy::server (HTTP/1.1 + h2c) → proxy::pipeline
+//! client → listener::server (HTTP/1.1 + h2c) → proxy::pipeline
 //!        → limits (414/431) → routing (host, path, method, headers, query → route)
 //!        → upstream (endpoint pick, pooled client, timeout) → response → telemetry (access log)
 //! ```
 //!
 //! Every error becomes an HTTP response in one place, [`error::ProxyError::to_response`].
 //! The active state is an immutable [`state::Snapshot`] behind an `ArcSwap`.
+//!
+//! The modules form layers, each using only those below it (`tests/all/layering.rs` checks
+//! there is no import circle), bottom to top:
+//!
+//! ```text
+//! body, worker, serialize, discovery, telemetry
+//! conn (one endpoint's connections), listener (public listener + Limits), plugins
+//! balancing (backends and their health state) → health (checkers) → resilience → upstream
+//! routing, error
+//! config (parses TOML, converts into the policy types each module above owns)
+//! state (Snapshot, state::plugins) → proxy (the request path), reload → admin → gateway
+//! ```
 
 pub mod admin;
 pub mod balancing;
