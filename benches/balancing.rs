@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gatehouse::balancing::{Algorithm, Backend, Balancer, PickContext};
+use gatehouse::conn::ConnSettings;
 use gatehouse::discovery::{Endpoint, EndpointMeta};
-use gatehouse::upstream::conn::ConnSettings;
 
 fn backends(n: usize) -> Vec<Arc<Backend>> {
     (0..n)

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::Criterion;
+use gatehouse::body;
 use gatehouse::plugins::runtime::cache::PluginCache;
 use gatehouse::plugins::runtime::capabilities::{Grants, PluginEnv};
 use gatehouse::plugins::runtime::host_impl::PluginCtx;
@@ -16,7 +17,6 @@ use gatehouse::plugins::{
     NoServices, OnError, PluginLimits, PluginManager, PluginName, PluginRef, PluginSettings,
     RequestMeta, RequestOutcome,
 };
-use gatehouse::proxy::body;
 use http_body_util::{BodyExt, Full};
 
 // The gateway binary's allocator (see host/src/main.rs).

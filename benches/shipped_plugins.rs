@@ -135,7 +135,7 @@ async fn request_phase(
         if let Some(a) = auth {
             req = req.header("authorization", format!("Bearer {a}"));
         }
-        let req: http::Request<Body> = req.body(gatehouse::proxy::body::empty()).expect("request");
+        let req: http::Request<Body> = req.body(gatehouse::body::empty()).expect("request");
         let meta = RequestMeta {
             client_addr: Some("127.0.0.1:1".parse().expect("address")),
             request_id: "bench".into(),

@@ -10,10 +10,9 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Limits;
-use crate::proxy::body::{self, Body};
-use crate::proxy::server;
-use crate::proxy::shedding::ListenerBudget;
+use crate::body::{self, Body};
+use crate::listener::shedding::ListenerBudget;
+use crate::listener::{server, Limits};
 
 /// Serves the echo origin on `listener` until `stop` flips to true.
 pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {
@@ -27,8 +26,8 @@ pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {
         body_idle_timeout: std::time::Duration::from_secs(30),
         max_requests_in_flight: None,
         max_connections: None,
-        max_body_bytes: crate::config::MaxBodyBytes::DEFAULT,
-        underscore_headers: crate::config::UnderscoreHeaders::Drop,
+        max_body_bytes: crate::body::limit::MaxBodyBytes::DEFAULT,
+        underscore_headers: crate::headers::refuse::UnderscoreHeaders::Drop,
     };
     server::serve(
         listener,

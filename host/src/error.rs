@@ -2,11 +2,12 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::body::limit::RequestBodyError;
+use crate::body::{self, Body};
+use crate::conn::ConnError;
+use crate::headers::refuse::Refusal;
+use crate::headers::REQUEST_ID;
 use crate::plugins::PluginFailure;
-use crate::proxy::body::{self, Body};
-use crate::upstream::conn::ConnError;
-use crate::proxy::body_limit::RequestBodyError;
-use crate::proxy::refuse::Refusal;
 use crate::upstream::UpstreamError;
 
 /// Why the gateway answered a request itself instead of relaying the upstream's response.
@@ -171,9 +172,6 @@ pub fn json_error(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(
-        crate::proxy::headers::REQUEST_ID.clone(),
-        request_id.clone(),
-    );
+    headers.insert(REQUEST_ID.clone(), request_id.clone());
     response
 }

@@ -12,12 +12,12 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::discovery::registry::Registry;
-use crate::plugins::gateway::GatewayPlugins;
+use crate::listener::shedding::{self, ListenerBudget};
+use crate::listener::{server, workers};
 use crate::proxy::pipeline::Pipeline;
-use crate::proxy::shedding::{self, ListenerBudget};
-use crate::proxy::{server, workers};
 use crate::reload::Reloader;
 use crate::routing::RouteError;
+use crate::state::plugins::GatewayPlugins;
 use crate::state::Snapshot;
 use crate::telemetry::Metrics;
 

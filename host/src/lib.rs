@@ -3,29 +3,47 @@
 //! A request flows one way through the host:
 //!
 //! ```text
-//! client → proxy::server (HTTP/1.1 + h2c) → proxy::pipeline
-//!        → limits (414/431) → routing (host, path, method, headers, query → route; deny)
-//!        → headers (forwarding trust, route request policy) → plugins (request)
-//!        → upstream (endpoint pick, pooled client, timeout, response head validation)
-//!        → plugins (response) → route response policy → telemetry (access log)
+//! client → listener::server (HTTP/1.1 + h2c) → proxy::pipeline
+//!        → limits (414/431), refusals → routing (host, path, method, headers, query → route;
+//!        deny) → body limit → headers (forwarding trust, route request policy)
+//!        → plugins (request) → upstream (endpoint pick, pooled client, timeout, response head
+//!        validation) → plugins (response) → route response policy → telemetry (access log)
 //! ```
 //!
 //! Every error becomes an HTTP response in one place, [`error::ProxyError::to_response`].
 //! The active state is an immutable [`state::Snapshot`] behind an `ArcSwap`.
+//!
+//! The modules form layers, each using only those below it (`tests/all/layering.rs` checks
+//! there is no import circle), bottom to top:
+//!
+//! ```text
+//! body, worker, serialize, discovery, telemetry
+//! conn (one endpoint's connections), listener (public listener + Limits), plugins
+//! balancing (backends and their health state) → health (checkers) → resilience → upstream
+//! routing, error
+//! config (parses TOML, converts into the policy types each module above owns)
+//! state (Snapshot, state::plugins) → proxy (the request path), reload → admin → gateway
+//! ```
 
 pub mod admin;
 pub mod balancing;
+pub mod body;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod gateway;
+pub mod headers;
 pub mod health;
+pub mod listener;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
 pub mod resilience;
 pub mod routing;
+mod serialize;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;

@@ -77,7 +77,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     };
     gatehouse::telemetry::init(&config.log);
     // The control runtime: admin API, health checks, discovery, reloads. Requests are served
-    // on the public listener's own worker threads (`gatehouse::proxy::workers`).
+    // on the public listener's own worker threads (`gatehouse::listener::workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

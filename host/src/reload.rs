@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::config::{self, Config, ConfigError};
 use crate::discovery::registry::Registry;
-use crate::plugins::gateway::GatewayPlugins;
 use crate::routing::RouteError;
+use crate::state::plugins::GatewayPlugins;
 use crate::state::Snapshot;
 
 /// Why a reload was refused. The running config is unchanged in every case.

@@ -2,12 +2,14 @@
 //! behind an `ArcSwap`. Readers never lock; a reload builds a new snapshot and swaps it in
 //! whole, so a request sees one config from start to end and never a mix of two.
 
+pub mod plugins;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use self::plugins::GatewayPlugins;
 use crate::config::Config;
 use crate::discovery::registry::Registry;
-use crate::plugins::gateway::GatewayPlugins;
 use crate::plugins::PluginChain;
 use crate::routing::{RouteError, RouteTable};
 use crate::upstream::Upstreams;
@@ -43,7 +45,12 @@ impl Snapshot {
         plugins: Option<&GatewayPlugins>,
     ) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
-        let upstreams = Upstreams::new(&config, registry);
+        let upstreams = Upstreams::new(
+            &config.services,
+            config.listen.workers,
+            config.limits.max_response_header_bytes,
+            registry,
+        );
         let chains = plugins.map(|p| p.chains(&config)).unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),

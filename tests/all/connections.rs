@@ -258,7 +258,7 @@ async fn a_body_dropped_midway_does_not_poison_the_pool() {
                 Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from("part")))
             });
             let chunks = futures::StreamExt::chain(first, futures::stream::pending());
-            http::Response::new(gatehouse::proxy::body::streaming(StreamBody::new(chunks)))
+            http::Response::new(gatehouse::body::streaming(StreamBody::new(chunks)))
         } else {
             origin::text(200, "ok")
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse::proxy::body::{self, Body, BoxError};
+use gatehouse::body::{self, Body, BoxError};
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use gatehouse::proxy::body::{self, Body, BoxError};
+use gatehouse::body::{self, Body, BoxError};
 use http::{Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;

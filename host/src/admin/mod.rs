@@ -9,8 +9,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::body::{self, Body};
 use crate::error::json_error;
-use crate::proxy::body::{self, Body};
 use crate::state::Snapshot;
 use crate::telemetry::Metrics;
 
@@ -36,7 +36,7 @@ pub struct Admin {
     /// Served under `/registry/` (docs/discovery.md).
     pub registry: Arc<crate::discovery::registry::Registry>,
     /// Loaded plugins, for `/admin/plugins`; `None` when no route uses plugins.
-    pub plugins: Option<Arc<crate::plugins::gateway::GatewayPlugins>>,
+    pub plugins: Option<Arc<crate::state::plugins::GatewayPlugins>>,
     /// `POST /admin/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
 }
@@ -44,7 +44,7 @@ pub struct Admin {
 impl Admin {
     pub async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let snapshot = self.state.load_full();
-        let request_id = crate::proxy::headers::request_id(req.headers());
+        let request_id = crate::headers::request_id(req.headers());
         let path = req.uri().path();
         if path == "/registry" || path.starts_with("/registry/") {
             // The registry checks its own token on write calls. Reads are open on loopback;
@@ -84,7 +84,7 @@ impl Admin {
             (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
             (&Method::GET, "/admin/plugins") => json(
                 StatusCode::OK,
-                &crate::plugins::gateway::GatewayPlugins::admin_status(self.plugins.as_deref()),
+                &crate::state::plugins::GatewayPlugins::admin_status(self.plugins.as_deref()),
             ),
             (&Method::POST, "/admin/reload") => match self.reloader.reload_file().await {
                 Ok(summary) => json(

@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::EndpointHealth;
+use crate::conn::{ConnSettings, Connections};
 use crate::discovery::Endpoint;
-use crate::health::EndpointHealth;
-use crate::upstream::conn::{ConnSettings, Connections};
 
 /// An endpoint with its in-flight counter, health and connections. The pool keeps one
 /// `Arc<Backend>` per endpoint id across discovery updates, so counters, health and pooled

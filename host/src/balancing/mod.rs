@@ -6,6 +6,7 @@
 
 mod backend;
 mod hash;
+mod health;
 pub mod pool;
 mod random;
 mod round_robin;
@@ -13,6 +14,7 @@ mod weighted;
 
 pub use backend::{Backend, Picked};
 pub use hash::{ClientAddr, HashKey, RingHash};
+pub use health::EndpointHealth;
 pub use random::{LeastRequest, Random};
 pub use round_robin::RoundRobin;
 pub use weighted::Weighted;
@@ -154,8 +156,8 @@ impl Balancer {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::Backend;
+    use crate::conn::ConnSettings;
     use crate::discovery::{Endpoint, EndpointMeta};
-    use crate::upstream::conn::ConnSettings;
     use std::net::SocketAddr;
     use std::sync::Arc;
 

@@ -9,8 +9,8 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::{Algorithm, Backend, Balancer};
+use crate::conn::ConnSettings;
 use crate::discovery::EndpointSet;
-use crate::upstream::conn::ConnSettings;
 
 /// Holds a service's backends (one `Arc<Backend>` per endpoint id, so in-flight counts and
 /// health survive updates) and the current [`Balancer`], rebuilt whenever the endpoint set or

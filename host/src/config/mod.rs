@@ -9,18 +9,22 @@ pub mod plugins;
 mod policy;
 mod validate;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
+pub use crate::conn::Protocol;
+pub use crate::listener::Limits;
+pub use crate::routing::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName, ValueMatch};
+pub use crate::telemetry::{LogConfig, LogFormat};
+pub use crate::upstream::{DiscoveryConfig, ServiceConfig, ServiceName, ServicePolicy};
 pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
-pub use policy::{DiscoveryConfig, ServicePolicy};
+// The policy types above are owned by the modules that use them; config converts into them.
+use crate::serialize::as_humantime;
 
-pub use crate::proxy::body_limit::MaxBodyBytes;
-pub use crate::proxy::refuse::UnderscoreHeaders;
+pub use crate::body::limit::MaxBodyBytes;
+pub use crate::headers::refuse::UnderscoreHeaders;
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -32,7 +36,7 @@ pub struct Config {
     pub limits: Limits,
     pub admin: AdminConfig,
     /// `[forwarding]`: trusted proxies.
-    pub forwarding: crate::proxy::forwarding::ForwardingPolicy,
+    pub forwarding: crate::headers::forwarding::ForwardingPolicy,
     pub shutdown: ShutdownConfig,
     pub services: Vec<ServiceConfig>,
     pub routes: Vec<RouteConfig>,
@@ -53,46 +57,8 @@ impl Config {
 pub struct Listen {
     pub public: SocketAddr,
     pub admin: SocketAddr,
-    /// Worker threads serving the public listener (see `proxy::workers`).
+    /// Worker threads serving the public listener (see `listener::workers`).
     pub workers: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Limits {
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
-    pub max_uri_length: usize,
-    #[serde(serialize_with = "as_humantime")]
-    pub default_timeout: Duration,
-    /// Largest upstream response head (HTTP/1.1 read buffer, HTTP/2 header list).
-    pub max_response_header_bytes: usize,
-    /// HTTP/2 streams open at once per client connection.
-    pub max_concurrent_streams: u32,
-    /// No request-body byte for this long: 408.
-    #[serde(serialize_with = "as_humantime")]
-    pub body_idle_timeout: Duration,
-    /// Requests awaiting their response head per listener; `None`: derived from the
-    /// descriptor limit at start (`proxy::shedding`).
-    pub max_requests_in_flight: Option<usize>,
-    /// Open client connections per listener; `None`: derived from the descriptor limit.
-    pub max_connections: Option<usize>,
-    /// The request-body limit of routes that set none.
-    pub max_body_bytes: MaxBodyBytes,
-    /// What happens to request headers whose name holds `_`.
-    pub underscore_headers: UnderscoreHeaders,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,138 +74,6 @@ pub struct AdminConfig {
 pub struct ShutdownConfig {
     #[serde(serialize_with = "as_humantime")]
     pub drain_timeout: Duration,
-}
-
-/// A service's unique name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ServiceName(pub String);
-
-/// Lets maps keyed by service name be probed with a `&str` (no allocation per request); the
-/// derived `Hash` of the newtype equals `str`'s, as `Borrow` requires.
-impl std::borrow::Borrow<str> for ServiceName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A route's unique name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct RouteName(pub String);
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for RouteName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Which HTTP version the gateway speaks to a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// HTTP/1.1 with pooled keep-alive connections.
-    Http1,
-    /// HTTP/2 over cleartext with prior knowledge (one multiplexed connection per endpoint).
-    H2c,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceConfig {
-    pub name: ServiceName,
-    pub endpoints: Vec<SocketAddr>,
-    pub protocol: Protocol,
-    #[serde(serialize_with = "as_humantime")]
-    pub connect_timeout: Duration,
-    /// Discovery, balancing, health and resilience (docs/discovery.md).
-    #[serde(flatten)]
-    pub policy: ServicePolicy,
-    /// Static endpoints drained by config (a subset of `endpoints`).
-    pub drained: Vec<SocketAddr>,
-    /// Whether no healthy endpoint means "use them all" (true) or 503 (false).
-    pub panic_mode: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RouteConfig {
-    pub name: RouteName,
-    pub service: ServiceName,
-    #[serde(rename = "match")]
-    pub matcher: MatchConfig,
-    pub strip_prefix: bool,
-    pub rewrite: Option<String>,
-    #[serde(serialize_with = "as_humantime")]
-    pub timeout: Duration,
-    /// This route's request-body limit (`limits.max_body_bytes` unless set).
-    pub max_body_bytes: MaxBodyBytes,
-    /// The plugin chain, in order.
-    pub plugins: Vec<plugins::RoutePlugin>,
-    /// What a plugin failure does to the request.
-    pub on_error: plugins::OnErrorConfig,
-    /// Applied to the request before the plugins run.
-    pub request_headers: crate::proxy::header_policy::HeaderPolicy,
-    /// Applied to the response last (after the response plugins).
-    pub response_headers: crate::proxy::header_policy::HeaderPolicy,
-    /// Every request gets this status, from the gateway.
-    pub deny: Option<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum HostMatch {
-    /// `api.example.com`, lowercased.
-    Exact(String),
-    /// `*.example.com`: stored as the suffix `.example.com`; matches any depth of subdomain.
-    Wildcard(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum PathMatch {
-    /// An exact path or a template with `{param}` segments (and `{*rest}` catch-all).
-    Path(String),
-    /// A prefix on segment boundaries. `/` matches everything.
-    Prefix(String),
-}
-
-/// How a header or query value must look.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum ValueMatch {
-    Present,
-    Exact(String),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MatchConfig {
-    pub host: Option<HostMatch>,
-    pub path: PathMatch,
-    #[serde(serialize_with = "methods_as_strings")]
-    pub methods: Vec<Method>,
-    #[serde(serialize_with = "headers_as_strings")]
-    pub headers: Vec<(HeaderName, ValueMatch)>,
-    pub query: Vec<(String, ValueMatch)>,
-}
-
-fn as_humantime<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_duration(*d))
-}
-
-fn methods_as_strings<S: Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(methods.iter().map(Method::as_str))
-}
-
-fn headers_as_strings<S: Serializer>(
-    h: &[(HeaderName, ValueMatch)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(h.iter().map(|(n, v)| (n.as_str(), v)))
 }
 
 /// Why a configuration was rejected. Every variant names the file; parse and validation

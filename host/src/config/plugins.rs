@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::load::line_col;
 use super::model::RawRoute;
 use super::Problem;
+pub use crate::plugins::{OnError as OnErrorConfig, PluginFile, RoutePlugin};
 
 /// `[plugins]`, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -64,16 +65,6 @@ pub struct RawRoutePlugin {
 /// the config and copied into the plugin on each read, so they are meant to be small.
 pub const PLUGIN_FILE_MAX_BYTES: u64 = 4 << 20;
 
-/// A data file granted to a plugin, read when the config was loaded.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginFile {
-    /// Where it was read from.
-    pub path: PathBuf,
-    /// Its contents (not shown in `/admin/config`).
-    #[serde(skip)]
-    pub bytes: Bytes,
-}
-
 /// The validated `[plugins]` table.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginsConfig {
@@ -86,30 +77,6 @@ pub struct PluginsConfig {
     pub memory_limit_mib: usize,
     pub body_limit_kib: usize,
     pub max_instances: u32,
-}
-
-/// A validated chain entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct RoutePlugin {
-    pub name: String,
-    /// The plugin's config as JSON.
-    pub config: serde_json::Value,
-    pub calls: Vec<String>,
-    pub cache: Option<String>,
-    pub reuse_instances: bool,
-    /// Granted data files by name.
-    pub files: BTreeMap<String, PluginFile>,
-}
-
-/// What a plugin failure does to a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnErrorConfig {
-    /// The request fails with the plugin's error.
-    #[default]
-    FailClosed,
-    /// The failing plugin is skipped.
-    FailOpen,
 }
 
 fn problem(

@@ -18,8 +18,8 @@ use super::{
     MaxBodyBytes, PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
     ShutdownConfig, UnderscoreHeaders, ValueMatch,
 };
-use crate::proxy::forwarding::ForwardingPolicy;
-use crate::proxy::header_policy::{self, HeaderPolicy};
+use crate::headers::forwarding::ForwardingPolicy;
+use crate::headers::policy::{self as header_policy, HeaderPolicy};
 use crate::routing::RouteTable;
 
 const DEFAULT_PUBLIC: &str = "0.0.0.0:8080";

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use super::reload::loader::LoadedPlugin;
 use super::reload::registry::{PluginRegistry, PluginSet};
 use super::runtime::bindings::types::{Decision, UpstreamFailure};
@@ -14,8 +16,9 @@ use super::runtime::message::{from_full_response, PluginRequest, PluginResponse}
 use super::runtime::shelf::Recycler;
 use super::Body;
 
-/// What a plugin failure does to the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a plugin failure does to the request (a route's `on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// The request fails with the plugin's error (500/503 + JSON). The default.
     #[default]

@@ -8,10 +8,10 @@
 //! ```
 
 pub mod chain;
-pub mod gateway;
 pub mod manager;
 pub mod reload;
 pub mod runtime;
+mod spec;
 
 pub use chain::{ChainRun, OnError, PluginChain, RequestOutcome};
 pub use manager::{PluginManager, PluginRef, PluginSettings, PluginsError};
@@ -20,12 +20,13 @@ pub use runtime::bindings::types::UpstreamFailure;
 pub use runtime::capabilities::{NoServices, RequestMeta, ServiceCallError, ServiceCaller};
 pub use runtime::engine::PluginLimits;
 pub use runtime::error::{InvokeError, LoadError, Phase, PluginFailure};
+pub use spec::{PluginFile, RoutePlugin};
 
 use std::fmt;
 use std::sync::Arc;
 
 /// The body type plugins see: the proxy's body.
-pub use crate::proxy::body::{Body, BoxError};
+pub use crate::body::{Body, BoxError};
 
 /// A plugin's name: its file name in the plugins directory without `.wasm`
 /// (ASCII letters, digits, `-` and `_`).

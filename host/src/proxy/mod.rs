@@ -1,13 +1,3 @@
-//! The public listener and the request path through the gateway.
+//! The request path through the gateway, from an accepted request to its response.
 
-pub mod body;
-pub mod forwarding;
-pub mod header_policy;
-pub mod body_idle;
-pub mod body_limit;
-pub mod headers;
 pub mod pipeline;
-pub mod refuse;
-pub mod server;
-pub mod shedding;
-pub mod workers;

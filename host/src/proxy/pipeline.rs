@@ -12,12 +12,11 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::body::{self, Body};
-use super::body_idle::{BodyIdle, IdleTimeout};
-use super::body_limit::{self, BodyWatch};
-use super::headers;
-use super::refuse;
+use crate::body::idle::{BodyIdle, IdleTimeout};
+use crate::body::limit::{self as body_limit, BodyWatch};
+use crate::body::{self, Body};
 use crate::error::ProxyError;
+use crate::headers::{self, refuse};
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::routing::Matched;
 use crate::state::Snapshot;

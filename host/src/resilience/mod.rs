@@ -8,4 +8,6 @@ mod timeout;
 pub use breaker::{Breaker, BreakerError, BreakerPermit, BreakerPolicy, BreakerState};
 pub use retry::{RetryBudget, RetryBudgetPolicy, RetryOn, RetryPolicy, TryFailure};
 pub use service::{BoxError, CallBody, CallError, ServiceSpec, UpstreamService, MAX_REPLAY_BODY};
-pub use timeout::{ConnectTimeout, Timeouts, TotalTimeout, TryTimeout};
+pub use timeout::{Timeouts, TotalTimeout, TryTimeout};
+
+pub use crate::conn::ConnectTimeout;

@@ -15,14 +15,14 @@ use tokio::time::Instant;
 use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
 use crate::balancing::pool::{Availability, BackendPool};
 use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
+use crate::body::{self, Body};
+use crate::conn::{self, ConnError, ConnSettings, PooledBody};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
-use crate::proxy::body::{self, Body};
-use crate::upstream::conn::{self, ConnError, ConnSettings, PooledBody};
 
-/// Request bodies on this path (the host's `proxy::body::Body`).
+/// Request bodies on this path (the host's `body::Body`).
 pub type CallBody = Body;
-pub use crate::proxy::body::BoxError;
+pub use crate::body::BoxError;
 
 /// Request bodies up to this size are buffered so that a retry can resend them; larger or
 /// unsized (chunked) bodies are sent once and never retried.
@@ -163,7 +163,7 @@ impl Drop for UpstreamService {
 
 impl UpstreamService {
     /// Starts discovery (and active checks) for `spec`; requests go out on each endpoint's
-    /// own connections ([`crate::upstream::conn`]). Must run inside a tokio runtime.
+    /// own connections ([`crate::conn`]). Must run inside a tokio runtime.
     pub fn start(spec: ServiceSpec) -> Self {
         let pool = BackendPool::with_availability(
             Arc::clone(&spec.name),

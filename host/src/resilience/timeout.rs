@@ -2,11 +2,6 @@
 
 use std::time::Duration;
 
-/// Establishing a connection to an endpoint, TCP connect and HTTP handshake
-/// (`connect_timeout`, default 2 s; applied by [`crate::upstream::conn`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectTimeout(pub Duration);
-
 /// One try: from sending the request to receiving the response head (`try_timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TryTimeout(pub Duration);

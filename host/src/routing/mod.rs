@@ -14,6 +14,7 @@
 //! 4. then file order: the route written first wins.
 
 mod route;
+mod spec;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -22,8 +23,7 @@ use std::sync::Arc;
 use http::request::Parts;
 
 pub use route::{Route, RouteId};
-
-use crate::config::{HostMatch, PathMatch, RouteConfig};
+pub use spec::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName, ValueMatch};
 
 /// A route that matched, with the parameters its path template captured.
 #[derive(Debug)]

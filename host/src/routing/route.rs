@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
-use crate::config::{PathMatch, RouteConfig, ValueMatch};
+use super::{PathMatch, RouteConfig, ValueMatch};
 
 /// Index of a route in the table, stable for the life of one config snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,9 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
 /// Returns false if a subscriber was already installed (as in tests).

@@ -5,7 +5,9 @@
 //! health filtering, balancing, pooling, timeouts, retries and the circuit breaker
 //! ([`crate::resilience::UpstreamService`]).
 
-pub mod conn;
+mod spec;
+
+pub use spec::{DiscoveryConfig, ServiceConfig, ServiceName, ServicePolicy};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,15 +17,14 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 
 use crate::balancing::pool::Availability;
-use crate::config::{Config, DiscoveryConfig, ServiceConfig, ServiceName};
+use crate::body::{self, Body};
+use crate::conn::{ConnError, ConnSettings};
 use crate::discovery::registry::Registry;
 use crate::discovery::{DnsSource, RegistrySource, Source, StaticSource};
-use crate::proxy::body::{self, Body};
 use crate::resilience::{
     BreakerError, CallError, ConnectTimeout, ServiceSpec, Timeouts, TotalTimeout, TryTimeout,
     UpstreamService,
 };
-use conn::{ConnError, ConnSettings};
 
 /// Why a request did not get a response from its service.
 #[derive(Debug, thiserror::Error)]
@@ -204,19 +205,19 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Starts every service of `config`; `registry` backs `discovery = "registry"`. Must run
-    /// inside a tokio runtime.
-    pub fn new(config: &Config, registry: &Arc<Registry>) -> Self {
-        let services = config
-            .services
+    /// Starts every service of `services`, with connections for `workers` public listener
+    /// workers that refuse response heads over `max_response_head` bytes; `registry` backs
+    /// `discovery = "registry"`. Must run inside a tokio runtime.
+    pub fn new(
+        services: &[ServiceConfig],
+        workers: usize,
+        max_response_head: usize,
+        registry: &Arc<Registry>,
+    ) -> Self {
+        let services = services
             .iter()
             .map(|s| {
-                let service = Service::new(
-                    s.clone(),
-                    registry,
-                    config.listen.workers,
-                    config.limits.max_response_header_bytes,
-                );
+                let service = Service::new(s.clone(), registry, workers, max_response_head);
                 (s.name.clone(), Arc::new(service))
             })
             .collect();

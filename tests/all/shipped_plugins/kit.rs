@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse::body;
 use gatehouse::gateway::RunningGateway;
-use gatehouse::proxy::body;
 use http::Response;
 
 use crate::plugins::guests;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gatehouse::proxy::body::{self, Body};
+use gatehouse::body::{self, Body};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;

@@ -25,8 +25,8 @@ use tokio::sync::Barrier;
 use tokio::task::AbortHandle;
 
 use super::{ConnError, ConnSettings, Connections, Kind};
+use crate::body::{self, Body};
 use crate::config::Protocol;
-use crate::proxy::body::{self, Body};
 use crate::resilience::ConnectTimeout;
 
 const DEADLINE: Duration = Duration::from_secs(10);

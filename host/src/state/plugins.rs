@@ -8,14 +8,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 
-use super::chain::{OnError, PluginChain};
-use super::manager::{PluginManager, PluginRef, PluginSettings, PluginsError};
-use super::runtime::capabilities::{ServiceCallError, ServiceCaller};
-use super::runtime::engine::PluginLimits;
-use super::{Body, PluginName};
-use crate::config::plugins::OnErrorConfig;
+use super::Snapshot;
 use crate::config::Config;
-use crate::state::Snapshot;
+use crate::plugins::{
+    Body, PluginChain, PluginLimits, PluginManager, PluginName, PluginRef, PluginSettings,
+    PluginsError, ServiceCallError, ServiceCaller,
+};
 use crate::upstream::UpstreamError;
 
 /// Plugin service calls go through the gateway's upstreams, like proxied requests.
@@ -112,11 +110,7 @@ impl GatewayPlugins {
                         })
                     })
                     .collect();
-                let on_error = match r.on_error {
-                    OnErrorConfig::FailClosed => OnError::FailClosed,
-                    OnErrorConfig::FailOpen => OnError::FailOpen,
-                };
-                let chain = self.manager.chain(&r.name.0, &refs, on_error);
+                let chain = self.manager.chain(&r.name.0, &refs, r.on_error);
                 (r.name.0.clone(), chain)
             })
             .collect()

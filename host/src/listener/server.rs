@@ -15,11 +15,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::body::Body;
-use super::headers;
 use super::shedding::ListenerBudget;
-use crate::config::Limits;
+use super::Limits;
+use crate::body::Body;
 use crate::error::json_error;
+use crate::headers;
 
 /// Serves `listener` with `handler` until `shutdown` flips to true, then stops accepting and
 /// waits up to `drain` for in-flight requests. Returns how many connections were cut at the end.

@@ -1,5 +1,10 @@
-//! Header rules for proxying: hop-by-hop removal, the request id (X-Forwarded-* and
-//! `Forwarded` are in [`super::forwarding`]).
+//! Header rules for proxying: hop-by-hop removal, the request id; X-Forwarded-* and
+//! `Forwarded` ([`forwarding`]), a route's header policy ([`policy`]), and the request heads
+//! refused before routing ([`refuse`]).
+
+pub mod forwarding;
+pub mod policy;
+pub mod refuse;
 
 use std::net::IpAddr;
 

@@ -13,7 +13,6 @@
 //! Everything else (admin API, health checks, discovery, plugin compiles and reloads) runs
 //! on the caller's runtime.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -24,20 +23,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{oneshot, watch};
 
-use super::body::Body;
 use super::server;
 use super::shedding::ListenerBudget;
-use crate::config::Limits;
-
-thread_local! {
-    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// The index of the worker running on this thread, or `None` off the workers (the control
-/// runtime, tests). Per-worker state such as upstream connection pools is sharded by it.
-pub fn current() -> Option<usize> {
-    WORKER.with(Cell::get)
-}
+use super::Limits;
+use crate::body::Body;
 
 /// Running workers; [`Workers::join`] waits for them to drain after the stop signal.
 pub struct Workers {
@@ -77,7 +66,7 @@ where
         std::thread::Builder::new()
             .name(format!("gatehouse-worker-{index}"))
             .spawn(move || {
-                WORKER.with(|w| w.set(Some(index)));
+                crate::worker::set_current(index);
                 // Every log line from this thread names its worker.
                 let _span = tracing::info_span!("worker", id = index).entered();
                 let serve = server::serve(listener, &limits, budget, handler, stop, drain);

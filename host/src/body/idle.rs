@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::body::BoxError;
+use super::BoxError;
 
 /// The client sent no body byte for this long.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{self, Body, BoxError};
+use super::{self as body, Body, BoxError};
 
 /// The request-body limit in bytes, `limits.max_body_bytes` or a route's override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

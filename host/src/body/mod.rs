@@ -1,5 +1,8 @@
 //! The one body type the host passes around: streaming from hyper, or bytes the host built.
 
+pub mod idle;
+pub mod limit;
+
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::http1::Pool;
-use crate::proxy::body::Body;
+use crate::body::Body;
 
 /// A response body as hyper streams it. For HTTP/1.1 it holds the connection's sender and
 /// returns it to the pool when the body reaches its end; dropped earlier, it drops the

@@ -11,7 +11,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, FORWARDED};
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
-use super::headers::ip_value;
+use super::ip_value;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::PooledBody;
 use super::{ConnError, Target};
-use crate::proxy::body::Body;
+use crate::body::Body;
 
 type Sender = http2::SendRequest<Body>;
 

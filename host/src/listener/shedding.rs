@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
-use crate::config::Limits;
+use super::Limits;
 use crate::telemetry::{ListenerEvent, LogThrottle, Metrics};
 
 /// The most connections (and requests in flight) a listener allows by default, however high

@@ -10,7 +10,7 @@ use hyper::client::conn::http1;
 
 use super::body::{Giveback, PooledBody};
 use super::{ConnError, ConnSettings, Shards, Target};
-use crate::proxy::body::Body;
+use crate::body::Body;
 
 /// How long a checkout waits for a pooled connection that is still finishing its previous
 /// exchange when no other one is ready. The usual case is a response body that just ended

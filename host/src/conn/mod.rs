@@ -30,9 +30,9 @@ use http::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::Protocol;
-use crate::proxy::body::Body;
-use crate::resilience::ConnectTimeout;
+use serde::Serialize;
+
+use crate::body::Body;
 
 pub use body::PooledBody;
 
@@ -45,6 +45,20 @@ pub const DEFAULT_MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// hyper's HTTP/1.1 client refuses (panics on) a smaller read buffer.
 const MIN_RESPONSE_HEAD: usize = 8192;
+/// Which HTTP version the gateway speaks to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (one multiplexed connection per endpoint).
+    H2c,
+}
+
+/// Establishing a connection to an endpoint, TCP connect and HTTP handshake
+/// (`connect_timeout`, default 2 s; applied by this module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectTimeout(pub Duration);
 
 /// How a service's endpoints are reached and how many idle connections each keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +167,7 @@ enum Kind {
     H2c(Shards<http2::Shared>),
 }
 
-/// One `T` per public listener worker (see `crate::proxy::workers`), picked by the calling
+/// One `T` per public listener worker (see `crate::worker`), picked by the calling
 /// thread. Threads that are not workers (tests, anything off the request path) share the
 /// first.
 struct Shards<T>(Box<[T]>);
@@ -165,7 +179,7 @@ impl<T> Shards<T> {
 
     /// The calling worker's shard.
     fn own(&self) -> &T {
-        let worker = crate::proxy::workers::current().unwrap_or(0);
+        let worker = crate::worker::current().unwrap_or(0);
         &self.0[worker % self.0.len()]
     }
 
@@ -239,7 +253,7 @@ impl Connections {
         // hyper's HTTP/1.1 read buffer bounds the head only roughly (a head that arrives in
         // one large read can pass it), so the limit is checked here exactly, as the request
         // side counts it. Dropping the response closes its HTTP/1.1 connection.
-        let bytes = crate::proxy::headers::header_bytes(response.headers());
+        let bytes = crate::headers::header_bytes(response.headers());
         if bytes > max {
             return Err(ConnError::HeadTooLarge { bytes, max });
         }

@@ -1,0 +1,96 @@
+//! What a route is, as config hands it over: its name, service, match and what it does.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use serde::{Serialize, Serializer};
+
+use crate::body::limit::MaxBodyBytes;
+use crate::headers::policy::HeaderPolicy;
+use crate::plugins::{OnError, RoutePlugin};
+use crate::serialize::as_humantime;
+use crate::upstream::ServiceName;
+
+/// A route's unique name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RouteName(pub String);
+
+impl fmt::Display for RouteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteConfig {
+    pub name: RouteName,
+    pub service: ServiceName,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    pub strip_prefix: bool,
+    pub rewrite: Option<String>,
+    #[serde(serialize_with = "as_humantime")]
+    pub timeout: Duration,
+    /// This route's request-body limit (`limits.max_body_bytes` unless set).
+    pub max_body_bytes: MaxBodyBytes,
+    /// The plugin chain, in order.
+    pub plugins: Vec<RoutePlugin>,
+    /// What a plugin failure does to the request.
+    pub on_error: OnError,
+    /// Applied to the request before the plugins run.
+    pub request_headers: HeaderPolicy,
+    /// Applied to the response last (after the response plugins).
+    pub response_headers: HeaderPolicy,
+    /// Every request gets this status, from the gateway.
+    pub deny: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub enum HostMatch {
+    /// `api.example.com`, lowercased.
+    Exact(String),
+    /// `*.example.com`: stored as the suffix `.example.com`; matches any depth of subdomain.
+    Wildcard(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub enum PathMatch {
+    /// An exact path or a template with `{param}` segments (and `{*rest}` catch-all).
+    Path(String),
+    /// A prefix on segment boundaries. `/` matches everything.
+    Prefix(String),
+}
+
+/// How a header or query value must look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub enum ValueMatch {
+    Present,
+    Exact(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchConfig {
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    #[serde(serialize_with = "methods_as_strings")]
+    pub methods: Vec<Method>,
+    #[serde(serialize_with = "headers_as_strings")]
+    pub headers: Vec<(HeaderName, ValueMatch)>,
+    pub query: Vec<(String, ValueMatch)>,
+}
+
+fn methods_as_strings<S: Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(methods.iter().map(Method::as_str))
+}
+
+fn headers_as_strings<S: Serializer>(
+    h: &[(HeaderName, ValueMatch)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(h.iter().map(|(n, v)| (n.as_str(), v)))
+}
