@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! client → proxy::server (HTTP/1.1 + h2c) → proxy::pipeline
-//!        → limits (414/431) → routing (host, path, method, headers, query → route)
+//!        → limits (414/431) → path (one canonical path, or 400)
+//!        → routing (host, path, method, headers, query → route)
 //!        → upstream (endpoint pick, pooled client, timeout) → response → telemetry (access log)
 //! ```
 //!
@@ -19,6 +20,7 @@ pub mod discovery;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod path;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
