@@ -15,6 +15,9 @@ pub enum ProxyError {
     UriTooLong { len: usize, max: usize },
     #[error("request headers exceed the limit ({what})")]
     HeadersTooLarge { what: String },
+    /// The request path has no canonical form (`crate::path`): 400 naming the reason.
+    #[error(transparent)]
+    BadPath(#[from] crate::path::PathError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
@@ -28,6 +31,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -46,6 +50,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::BadPath(_) => "bad_path",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => "no_healthy_upstream",

@@ -27,6 +27,8 @@ pub struct Config {
     pub listen: Listen,
     pub log: LogConfig,
     pub limits: Limits,
+    /// `[paths]`: the global path canonicalisation policy.
+    pub paths: crate::path::PathPolicy,
     pub admin: AdminConfig,
     pub shutdown: ShutdownConfig,
     pub services: Vec<ServiceConfig>,
@@ -151,6 +153,8 @@ pub struct RouteConfig {
     pub rewrite: Option<String>,
     #[serde(serialize_with = "as_humantime")]
     pub timeout: Duration,
+    /// Encoded separators (`%2F`, `%5C`) may reach this route, still encoded.
+    pub allow_encoded_slash: bool,
     /// The plugin chain, in order.
     pub plugins: Vec<plugins::RoutePlugin>,
     /// What a plugin failure does to the request.

@@ -21,6 +21,9 @@ pub struct RawConfig {
     /// Request limits on the public listener.
     #[serde(default)]
     pub limits: RawLimits,
+    /// How request paths are canonicalised (README, "Path canonicalisation").
+    #[serde(default)]
+    pub paths: RawPaths,
     /// Admin API protection.
     #[serde(default)]
     pub admin: RawAdmin,
@@ -73,6 +76,13 @@ pub struct RawLimits {
     pub max_uri_length: Option<Spanned<i64>>,
     /// Timeout for routes that set none. Default `30s`.
     pub default_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    /// Merge repeated slashes (`//a` → `/a`) before routing. Default true.
+    pub merge_slashes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +236,9 @@ pub struct RawRoute {
     pub rewrite: Option<Spanned<String>>,
     /// Time allowed for the upstream to answer with its response head. Default `limits.default_timeout`.
     pub timeout: Option<Spanned<String>>,
+    /// Let encoded separators (`%2F`, `%5C`) through to this route, still encoded. Default false.
+    #[serde(default)]
+    pub allow_encoded_slash: bool,
     /// The plugin chain, run in order. Default: none.
     #[serde(default)]
     pub plugins: Vec<super::plugins::RawRoutePlugin>,
