@@ -17,9 +17,15 @@ fn canonical(c: &mut Criterion) {
         ("typical/trailing-slash", "/static/css/"),
         ("typical/escape", "/search/caf%C3%A9%20bar"),
         ("hostile/dot-segments", "/public/../admin/./x/../users"),
-        ("hostile/encoded-dots", "/public/%2e%2E/%2E%2e/admin/%2e/users"),
+        (
+            "hostile/encoded-dots",
+            "/public/%2e%2E/%2E%2e/admin/%2e/users",
+        ),
         ("hostile/slashes", "//admin///users//42//"),
-        ("hostile/unreserved-escapes", "/%61%64%6d%69%6e/%75%73%65%72%73"),
+        (
+            "hostile/unreserved-escapes",
+            "/%61%64%6d%69%6e/%75%73%65%72%73",
+        ),
         ("refused/encoded-slash", "/files/a%2Fb/c"),
         ("refused/overlong-utf8", "/public/%C0%AE%C0%AE/admin"),
     ];

@@ -198,7 +198,10 @@ async fn dot_segments_and_their_encodings_route_by_the_canonical_path() {
         let got = raw_get(&gw, target, "").await;
         assert_eq!(got.status, 200, "{target}: {}", got.body);
         let body = got.json();
-        assert_eq!(body["origin"], want_origin, "{target} routed by its canonical path");
+        assert_eq!(
+            body["origin"], want_origin,
+            "{target} routed by its canonical path"
+        );
         assert_eq!(body["target"], want_target, "{target}");
         let (reached, untouched) = match want_origin {
             "admin" => (&admin, [&public, &other]),
@@ -244,7 +247,10 @@ async fn paths_with_no_canonical_form_get_400_and_reach_no_origin() {
         let body = got.json();
         assert_eq!(body["error"], "bad_path", "{target}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
-        assert!(message.contains(reason), "{target}: {message:?} names {reason:?}");
+        assert!(
+            message.contains(reason),
+            "{target}: {message:?} names {reason:?}"
+        );
         assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
     }
     for o in [&public, &admin, &other] {
@@ -282,8 +288,14 @@ async fn http2_paths_with_a_query_are_canonicalised_the_same_way() {
     assert_eq!(got.json()["origin"], "admin");
     assert_eq!(admin.take(), vec!["/admin/x?next=/a/../b&y=%2e".to_owned()]);
     for target in ["/public/a%2Fb", "/public/..;/admin", "/public/%C0%AE"] {
-        let got = support::send(&h2, "GET", &format!("{base}{target}"), &[], bytes::Bytes::new())
-            .await;
+        let got = support::send(
+            &h2,
+            "GET",
+            &format!("{base}{target}"),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
         assert_eq!(got.status, 400, "{target}: {}", got.text());
         assert_eq!(got.json()["error"], "bad_path", "{target}");
     }
@@ -456,7 +468,11 @@ match = {{ prefix = "/plain" }}
     ] {
         // The plugin answers from `request.path()` / `request.query()` on /meta ...
         let seen_by_plugin = raw_get(&gw, &format!("/meta/m{suffix}"), "").await;
-        assert_eq!(seen_by_plugin.status, 200, "{suffix}: {}", seen_by_plugin.body);
+        assert_eq!(
+            seen_by_plugin.status, 200,
+            "{suffix}: {}",
+            seen_by_plugin.body
+        );
         let plugin = seen_by_plugin.json();
         let plugin_path = plugin["path"].as_str().expect("path").to_owned();
         // ... and the same suffix on /plain goes upstream.
