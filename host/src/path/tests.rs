@@ -235,7 +235,7 @@ pub(crate) fn assert_canonical_output(out: &str, policy: &PathPolicy) {
     }
     assert!(!out.contains('\\'), "{out:?} has a raw backslash");
     assert!(
-        !out.bytes().any(|b| b < 0x20 || b >= 0x7F),
+        out.bytes().all(|b| (0x20..0x7F).contains(&b)),
         "{out:?} has a control or non-ASCII byte"
     );
 }
