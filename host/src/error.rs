@@ -36,6 +36,9 @@ pub enum ProxyError {
     /// Refused before routing or before the upstream: framing, method, header names.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// The request path has no canonical form (`crate::path`): 400 naming the reason.
+    #[error(transparent)]
+    BadPath(#[from] crate::path::PathError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
@@ -57,6 +60,7 @@ impl ProxyError {
             ProxyError::RequestBody(RequestBodyError::Malformed { .. }) => StatusCode::BAD_REQUEST,
             ProxyError::RequestBody(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Refused(refusal) => refusal.status(),
+            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             // A connect that never completed is a timeout to the client (504); a refused or
             // reset one is a bad gateway (502, below).
@@ -86,6 +90,7 @@ impl ProxyError {
             ProxyError::RequestBody(RequestBodyError::Malformed { .. }) => "bad_request_body",
             ProxyError::RequestBody(_) => "body_too_large",
             ProxyError::Refused(refusal) => refusal.code(),
+            ProxyError::BadPath(_) => "bad_path",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             ProxyError::Upstream(UpstreamError::Connect {
                 source: ConnError::ConnectTimeout(_),

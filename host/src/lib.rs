@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! client → listener::server (HTTP/1.1 + h2c) → proxy::pipeline
-//!        → limits (414/431), refusals → routing (host, path, method, headers, query → route;
-//!        deny) → body limit → headers (forwarding trust, route request policy)
-//!        → plugins (request) → upstream (endpoint pick, pooled client, timeout, response head
-//!        validation) → plugins (response) → route response policy → telemetry (access log)
+//!        → limits (414/431), refusals → path (one canonical path, or 400)
+//!        → routing (host, path, method, headers, query → route; deny) → body limit
+//!        → headers (forwarding trust, route request policy) → plugins (request)
+//!        → upstream (endpoint pick, pooled client, timeout, response head validation)
+//!        → plugins (response) → route response policy → telemetry (access log)
 //! ```
 //!
 //! Every error becomes an HTTP response in one place, [`error::ProxyError::to_response`].
@@ -37,6 +38,7 @@ pub mod gateway;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod path;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

@@ -8,6 +8,7 @@ mod config_errors;
 mod connections;
 mod discovery;
 mod edge_h2;
+mod edge_path;
 mod edge_requests;
 mod edge_trust;
 mod grpc;

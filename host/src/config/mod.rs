@@ -34,6 +34,8 @@ pub struct Config {
     pub listen: Listen,
     pub log: LogConfig,
     pub limits: Limits,
+    /// `[paths]`: the global path canonicalisation policy.
+    pub paths: crate::path::PathPolicy,
     pub admin: AdminConfig,
     /// `[forwarding]`: trusted proxies.
     pub forwarding: crate::headers::forwarding::ForwardingPolicy,

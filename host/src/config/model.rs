@@ -21,6 +21,9 @@ pub struct RawConfig {
     /// Request limits on the public listener.
     #[serde(default)]
     pub limits: RawLimits,
+    /// How request paths are canonicalised (README, "Path canonicalisation").
+    #[serde(default)]
+    pub paths: RawPaths,
     /// Admin API protection.
     #[serde(default)]
     pub admin: RawAdmin,
@@ -104,6 +107,13 @@ pub struct RawForwarding {
     /// kept and appended to. Default: none (those headers are replaced for every client).
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    /// Merge repeated slashes (`//a` → `/a`) before routing. Default true.
+    pub merge_slashes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +275,9 @@ pub struct RawRoute {
     pub timeout: Option<Spanned<String>>,
     /// Largest request body accepted on this route (413 beyond). Default `limits.max_body_bytes`.
     pub max_body_bytes: Option<Spanned<i64>>,
+    /// Let encoded separators (`%2F`, `%5C`) through to this route, still encoded. Default false.
+    #[serde(default)]
+    pub allow_encoded_slash: bool,
     /// The plugin chain, run in order. Default: none.
     #[serde(default)]
     pub plugins: Vec<super::plugins::RawRoutePlugin>,

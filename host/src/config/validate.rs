@@ -259,6 +259,12 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     };
     let forwarding = forwarding(&mut v, &raw.forwarding);
 
+    let paths = crate::path::PathPolicy {
+        merge_slashes: raw.paths.merge_slashes.unwrap_or(true),
+        // Only a route can allow encoded separators (`routes.allow_encoded_slash`).
+        allow_encoded_slash: false,
+    };
+
     let token = raw.admin.token.as_ref().and_then(|t| {
         if t.get_ref().trim().is_empty() {
             v.problem(t.span(), "admin.token", "must not be empty".to_owned());
@@ -323,6 +329,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         listen,
         log: LogConfig { format, level },
         limits,
+        paths,
         admin,
         forwarding,
         shutdown,
@@ -465,6 +472,7 @@ fn validate_routes(
                 &format!("{at}.max_body_bytes"),
                 limits.max_body_bytes,
             ),
+            allow_encoded_slash: r.allow_encoded_slash,
             plugins: super::plugins::validate_route(r, &at, known, v.base, v.text, &mut v.problems),
             on_error: super::plugins::on_error(r, &at, v.text, &mut v.problems),
             request_headers: header_policy(

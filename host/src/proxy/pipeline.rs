@@ -1,14 +1,17 @@
 //! The request path, in the one direction a request flows:
-//! limits and refusals → route (`deny` answers here) → body limit → upstream request
-//! (hop-by-hop, forwarding headers, the route's request header policy) → request plugins →
-//! `Upstreams::call` → response plugins → the route's response header policy → access log.
+//! limits and refusals → canonical path → route (`deny` answers here) → body limit →
+//! upstream request (hop-by-hop, forwarding headers, the route's request header policy) →
+//! request plugins → `Upstreams::call` → response plugins → the route's response header
+//! policy → access log.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use http::request::Parts;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
@@ -94,14 +97,7 @@ async fn proxy(
         }
     }
     let (mut parts, incoming) = req.into_parts();
-    let Matched { route, params } =
-        snapshot
-            .routes
-            .find(&parts)
-            .ok_or_else(|| ProxyError::NoRoute {
-                method: parts.method.to_string(),
-                path: parts.uri.path().to_owned(),
-            })?;
+    let Matched { route, params } = canonical_route(snapshot, &mut parts)?;
     log.route = Some(Arc::clone(&route.name));
     if let Some(status) = route.config.deny {
         // Refused by config: no plugin runs and the upstream is never contacted.
@@ -249,6 +245,69 @@ fn client_fault(watch: Option<&BodyWatch>) -> Option<ProxyError> {
     watch
         .and_then(BodyWatch::fault)
         .map(|fault| ProxyError::RequestBody(fault.clone()))
+}
+
+/// Canonicalises the request path once (`crate::path`), puts it in `parts.uri` (query kept as
+/// sent) and finds the route for it. From here on routing, plugins and the upstream all see
+/// this one path.
+///
+/// Encoded separators: the path is first canonicalised under the strict global policy. If
+/// the one thing wrong with it is an encoded `/` or `\`, it is canonicalised again with them
+/// allowed (kept encoded, so `a%2Fb` stays one segment) and routed; the request goes on only
+/// if the route it reaches opts in with `allow_encoded_slash`, else it gets the strict
+/// policy's 400. Such a path has no strict canonical form, so it could reach no route at all
+/// without the opt-in: the lenient form can only ever open the opted-in routes.
+fn canonical_route(snapshot: &Snapshot, parts: &mut Parts) -> Result<Matched, ProxyError> {
+    let policy = snapshot.config.paths;
+    match crate::path::canonicalize(parts.uri.path(), &policy) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(canonical)) => set_path(parts, &canonical)?,
+        Err(strict) if strict.is_encoded_separator() => {
+            let lenient = crate::path::PathPolicy {
+                allow_encoded_slash: true,
+                ..policy
+            };
+            let canonical = crate::path::canonicalize(parts.uri.path(), &lenient)
+                .map_err(ProxyError::BadPath)?
+                .into_owned();
+            set_path(parts, &canonical)?;
+            return match find_route(snapshot, parts) {
+                Ok(m) if m.route.config.allow_encoded_slash => Ok(m),
+                _ => Err(ProxyError::BadPath(strict)),
+            };
+        }
+        Err(error) => return Err(ProxyError::BadPath(error)),
+    }
+    find_route(snapshot, parts)
+}
+
+fn find_route(snapshot: &Snapshot, parts: &Parts) -> Result<Matched, ProxyError> {
+    snapshot
+        .routes
+        .find(parts)
+        .ok_or_else(|| ProxyError::NoRoute {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        })
+}
+
+/// Replaces the URI's path with `path`, keeping its query as sent and, for an absolute-form
+/// target, its scheme and authority.
+fn set_path(parts: &mut Parts, path: &str) -> Result<(), ProxyError> {
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    // The canonical form only holds characters the URI already held, or escapes of them.
+    uri.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| ProxyError::BadPath(crate::path::PathError::BadEscape))?,
+    );
+    parts.uri = http::Uri::from_parts(uri)
+        .map_err(|_| ProxyError::BadPath(crate::path::PathError::BadEscape))?;
+    Ok(())
 }
 
 /// The origin-form URI sent upstream (path and query only; the endpoint is chosen later).

@@ -35,6 +35,8 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// This route's request-body limit (`limits.max_body_bytes` unless set).
     pub max_body_bytes: MaxBodyBytes,
+    /// Encoded separators (`%2F`, `%5C`) may reach this route, still encoded.
+    pub allow_encoded_slash: bool,
     /// The plugin chain, in order.
     pub plugins: Vec<RoutePlugin>,
     /// What a plugin failure does to the request.
