@@ -40,6 +40,7 @@ impl Pipeline {
         // One snapshot for the whole request: a reload mid-request does not change its route.
         let snapshot = self.state.load_full();
         let request_id = headers::request_id(req.headers());
+        let client_version = req.version();
         let mut log = AccessLog::begin(&req, client, &request_id);
 
         let response = match proxy(&snapshot, req, client, &request_id, &mut log).await {
@@ -55,6 +56,10 @@ impl Pipeline {
                 error.to_response(&request_id)
             }
         };
+        // The client hears its own HTTP version, whatever the origin spoke (an HTTP/1.0 origin's
+        // version would otherwise be written on the client's status line).
+        let mut response = response;
+        *response.version_mut() = client_version;
         log.finish(response.status(), started.elapsed(), &self.metrics);
         Ok(response)
     }
