@@ -7,6 +7,7 @@ mod cli;
 mod config_errors;
 mod connections;
 mod discovery;
+mod first_hour;
 mod grpc;
 mod plugins;
 mod productdetails;
