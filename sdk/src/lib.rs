@@ -69,8 +69,9 @@ pub use bindings::gatehouse::plugin::types::{
     BodyError, Decision, FullResponse, HeaderError, Request, Response, UpstreamFailure,
 };
 pub use helpers::{
-    config, config_json, is_header_name, json_response, log, misconfigured, query_param,
-    query_without, strip_query_param, text_response, unauthorized, ConfigError, HeadersExt,
+    config, config_json, error_body, error_response, is_header_name, json_response, log,
+    misconfigured, query_param, query_without, strip_query_param, text_response, unauthorized,
+    ConfigError, HeadersExt,
 };
 
 /// Calling named services through the gateway (discovery, balancing, timeouts).

@@ -86,3 +86,48 @@ async fn an_http10_origin_answers_an_http11_client_in_http11() {
     assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
     assert!(answer.contains("from 1.0"), "{answer}");
 }
+
+/// Asserts `got` is an error in README's one shape: `error` and `message` strings and the
+/// response's own `x-request-id` as `request_id`. Returns the body for more checks.
+pub fn assert_error_schema(got: &support::Got) -> serde_json::Value {
+    assert_eq!(
+        got.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "{}",
+        got.text()
+    );
+    let body = got.json();
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(body["message"].is_string(), "{body}");
+    let id = got
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id on the response");
+    assert_eq!(body["request_id"], id, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn gateway_errors_have_the_one_error_shape() {
+    let gw = support::gateway(
+        "[[services]]\nname = \"s\"\nendpoints = [\"127.0.0.1:1\"]\n\
+         [[routes]]\nname = \"r\"\nservice = \"s\"\nmatch = { prefix = \"/api\" }\n",
+    )
+    .await;
+    let got = support::get(&format!("http://{}/nowhere", gw.public_addr), &[]).await;
+    assert_eq!(got.status, 404);
+    assert_eq!(assert_error_schema(&got)["error"], "no_route");
+    let got = support::get(
+        &format!("http://{}/api", gw.public_addr),
+        &[("x-request-id", "mine-1")],
+    )
+    .await;
+    assert_eq!(got.status, 502);
+    assert_eq!(assert_error_schema(&got)["request_id"], "mine-1");
+}
