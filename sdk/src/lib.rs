@@ -16,7 +16,7 @@
 //!                 let _ = req.set_header_str("x-authenticated", "true");
 //!                 Decision::Continue
 //!             }
-//!             _ => Decision::Respond(json_response(401, &json!({ "error": "missing API key" }))),
+//!             _ => Decision::Respond(error_response(401, "missing_api_key", "send the key in x-api-key")),
 //!         }
 //!     }
 //! }
@@ -123,9 +123,9 @@ pub mod cache {
 /// Everything a typical plugin needs, for `use gatehouse_sdk::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        cache, config, config_json, context, export_plugin, files, json_response, log,
-        misconfigured, services, text_response, unauthorized, Decision, FullResponse, HeadersExt,
-        Plugin, Request, Response, UpstreamFailure,
+        cache, config, config_json, context, error_response, export_plugin, files, json_response,
+        log, misconfigured, services, text_response, unauthorized, Decision, FullResponse,
+        HeadersExt, Plugin, Request, Response, UpstreamFailure,
     };
     pub use serde_json::json;
 }
