@@ -354,11 +354,10 @@ fn validate_routes(
         }
         let service = r.service.get_ref();
         if !known.contains(service.as_str()) {
-            let list = known.iter().copied().collect::<Vec<_>>().join(", ");
             v.problem(
                 r.service.span(),
                 format!("{at}.service"),
-                format!("no service named {service:?} (known: {list})"),
+                format!("no service named {service:?} {}", known_services(known)),
             );
         }
         let matcher = validate_match(v, &r.matcher, &at);
@@ -539,6 +538,15 @@ fn check_path(v: &mut Validator<'_>, p: &Spanned<String>, field: &str) {
             ),
         );
     }
+}
+
+/// "(known: a, b)", or that there are none, after "no service named …".
+pub(super) fn known_services(known: &BTreeSet<&str>) -> String {
+    if known.is_empty() {
+        return "(the file defines no [[services]])".to_owned();
+    }
+    let list = known.iter().copied().collect::<Vec<_>>().join(", ");
+    format!("(known: {list})")
 }
 
 /// A template's `{param}` segments are well formed. Found here rather than by the router, so
