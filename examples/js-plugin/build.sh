@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x node_modules/.bin/jco ]; then
-  # `npm ci` rejects this lock file (npm 11 wants every platform's optional binding listed);
-  # `npm install` honours the pinned versions and the lock where it can.
-  npm install --no-audit --no-fund
+  # `npm ci` installs exactly the lock and never rewrites it, so the tree stays clean. The lock
+  # lists every platform's optional native binding (npm 11 wants them all); after changing
+  # package.json, refresh it with `npm install` and commit it.
+  npm ci --no-audit --no-fund
 fi
 ./node_modules/.bin/jco componentize plugin.js \
   --wit ../../wit \

@@ -52,19 +52,33 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("gatehouse: {error:#}");
+            eprintln!("gatehouse: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, each said once: many errors already quote their cause
+/// ("cannot read: No such file or directory"), and `{:#}` would append it again.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load_file(path)?;
     println!(
-        "{}: ok ({} services, {} routes)",
+        "{}: ok ({}, {})",
         path.display(),
-        config.services.len(),
-        config.routes.len()
+        config::count(config.services.len(), "service"),
+        config::count(config.routes.len(), "route")
     );
     Ok(())
 }

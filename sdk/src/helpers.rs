@@ -59,6 +59,19 @@ pub fn unauthorized(challenge: &str, body: &serde_json::Value) -> FullResponse {
     resp
 }
 
+/// The body of an error a plugin answers with, in the gateway's one error shape:
+/// `{"error": code, "message": message}`. Add documented extra fields to the object if needed;
+/// the host adds `request_id` to every JSON error a plugin returns, so leave it out.
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": code, "message": message })
+}
+
+/// A JSON error response `{"error": code, "message": message}` with `status` (the host adds
+/// `request_id`).
+pub fn error_response(status: u16, code: &str, message: &str) -> FullResponse {
+    json_response(status, &error_body(code, message))
+}
+
 /// The 500 for a config the plugin cannot use:
 /// `{"error":"plugin_misconfigured","plugin":"<plugin>","message":"<message>"}`.
 /// The message should name the key path and what would be accepted.

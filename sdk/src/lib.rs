@@ -16,7 +16,7 @@
 //!                 let _ = req.set_header_str("x-authenticated", "true");
 //!                 Decision::Continue
 //!             }
-//!             _ => Decision::Respond(json_response(401, &json!({ "error": "missing API key" }))),
+//!             _ => Decision::Respond(error_response(401, "missing_api_key", "send the key in x-api-key")),
 //!         }
 //!     }
 //! }
@@ -69,8 +69,9 @@ pub use bindings::gatehouse::plugin::types::{
     BodyError, Decision, FullResponse, HeaderError, Request, Response, UpstreamFailure,
 };
 pub use helpers::{
-    config, config_json, is_header_name, json_response, log, misconfigured, query_param,
-    query_without, strip_query_param, text_response, unauthorized, ConfigError, HeadersExt,
+    config, config_json, error_body, error_response, is_header_name, json_response, log,
+    misconfigured, query_param, query_without, strip_query_param, text_response, unauthorized,
+    ConfigError, HeadersExt,
 };
 
 /// Calling named services through the gateway (discovery, balancing, timeouts).
@@ -122,9 +123,9 @@ pub mod cache {
 /// Everything a typical plugin needs, for `use gatehouse_sdk::prelude::*`.
 pub mod prelude {
     pub use crate::{
-        cache, config, config_json, context, export_plugin, files, json_response, log,
-        misconfigured, services, text_response, unauthorized, Decision, FullResponse, HeadersExt,
-        Plugin, Request, Response, UpstreamFailure,
+        cache, config, config_json, context, error_response, export_plugin, files, json_response,
+        log, misconfigured, services, text_response, unauthorized, Decision, FullResponse,
+        HeadersExt, Plugin, Request, Response, UpstreamFailure,
     };
     pub use serde_json::json;
 }

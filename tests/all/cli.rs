@@ -34,7 +34,7 @@ fn check_accepts_a_valid_file_and_rejects_a_bad_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 services, 0 routes)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 service, 0 routes)"));
 
     let bad = write_temp(
         "bad.toml",
@@ -57,7 +57,10 @@ fn check_accepts_a_valid_file_and_rejects_a_bad_one() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.toml: cannot read"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/no/such/file.toml: cannot read"), "{err}");
+    // The cause is said once, not once by the error and again by its source.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
 
 #[test]

@@ -209,9 +209,10 @@ async fn grpc_transcode_maps_grpc_status_to_http() {
         info!(body, "an error status from the service");
         let got = post(&gw, "/hello", body).await;
         assert_eq!(got.status, status, "{body}: {}", got.text());
+        let request_id = got.headers["x-request-id"].to_str().expect("request id");
         assert_eq!(
             got.json(),
-            json!({ "error": error, "grpc_status": code, "message": message }),
+            json!({ "error": error, "grpc_status": code, "message": message, "request_id": request_id }),
             "{body}"
         );
     }

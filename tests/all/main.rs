@@ -11,6 +11,7 @@ mod edge_h2;
 mod edge_path;
 mod edge_requests;
 mod edge_trust;
+mod first_hour;
 mod grpc;
 mod layering;
 mod plugins;

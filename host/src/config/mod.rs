@@ -96,7 +96,7 @@ pub enum ConfigError {
         field: String,
         message: String,
     },
-    #[error("{file}: {} problem(s):\n{}", problems.len(), render_problems(file, problems))]
+    #[error("{file}: {}:\n{}", count(problems.len(), "problem"), render_problems(file, problems))]
     Invalid {
         file: String,
         problems: Vec<Problem>,
@@ -111,6 +111,15 @@ pub struct Problem {
     /// Key path such as `routes[2].service`.
     pub field: String,
     pub message: String,
+}
+
+/// "1 problem", "3 problems".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn render_problems(file: &str, problems: &[Problem]) -> String {

@@ -224,13 +224,16 @@ pub(super) fn validate_route(
         }
         for c in &p.calls {
             if !services.contains(c.get_ref().as_str()) {
-                let list = services.iter().copied().collect::<Vec<_>>().join(", ");
                 problem(
                     text,
                     problems,
                     c.span(),
                     format!("{here}.calls"),
-                    format!("no service named {:?} (known: {list})", c.get_ref()),
+                    format!(
+                        "no service named {:?} {}",
+                        c.get_ref(),
+                        super::validate::known_services(services)
+                    ),
                 );
             }
         }

@@ -90,11 +90,18 @@ impl Validator<'_> {
                 default
             }
             Err(e) => {
+                // humantime's other errors name a byte offset ("expected number at 8").
+                let unit = match e {
+                    humantime::DurationError::UnknownUnit { unit, .. } => {
+                        format!(" (unknown unit {unit:?})")
+                    }
+                    _ => String::new(),
+                };
                 self.problem(
                     v.span(),
                     field,
                     format!(
-                        "{:?} is not a duration ({e}); expected e.g. \"250ms\", \"5s\", \"1m\"",
+                        "{:?} is not a duration{unit}; expected e.g. \"250ms\", \"5s\", \"1m\"",
                         v.get_ref()
                     ),
                 );
@@ -435,11 +442,10 @@ fn validate_routes(
         }
         let service = r.service.get_ref();
         if !known.contains(service.as_str()) {
-            let list = known.iter().copied().collect::<Vec<_>>().join(", ");
             v.problem(
                 r.service.span(),
                 format!("{at}.service"),
-                format!("no service named {service:?} (known: {list})"),
+                format!("no service named {service:?} {}", known_services(known)),
             );
         }
         let matcher = validate_match(v, &r.matcher, &at);
@@ -548,6 +554,7 @@ fn validate_match(v: &mut Validator<'_>, m: &RawMatch, at: &str) -> MatchConfig 
         }
         (Some(p), None) => {
             check_path(v, p, &format!("{at}.match.path"));
+            check_template(v, p, &format!("{at}.match.path"));
             PathMatch::Path(p.get_ref().clone())
         }
         (None, Some(p)) => {
@@ -641,15 +648,73 @@ fn check_path(v: &mut Validator<'_>, p: &Spanned<String>, field: &str) {
     }
 }
 
+/// "(known: a, b)", or that there are none, after "no service named …".
+pub(super) fn known_services(known: &BTreeSet<&str>) -> String {
+    if known.is_empty() {
+        return "(the file defines no [[services]])".to_owned();
+    }
+    let list = known.iter().copied().collect::<Vec<_>>().join(", ");
+    format!("(known: {list})")
+}
+
+/// A template's `{param}` segments are well formed. Found here rather than by the router, so
+/// that it is said in the file's terms and listed with every other problem.
+fn check_template(v: &mut Validator<'_>, p: &Spanned<String>, field: &str) {
+    if let Some(what) = template_problem(p.get_ref()) {
+        v.problem(
+            p.span(),
+            field,
+            format!("{:?} is not a valid template: {what}", p.get_ref()),
+        );
+    }
+}
+
+/// What is wrong with a path template's braces, if anything.
+fn template_problem(template: &str) -> Option<String> {
+    let segments: Vec<&str> = template.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let mut open: Option<usize> = None;
+        for (j, c) in segment.char_indices() {
+            match (c, open) {
+                ('{', Some(_)) => return Some(format!("`{{` inside a parameter in {segment:?}")),
+                ('{', None) => open = Some(j),
+                ('}', None) => {
+                    return Some(format!("`}}` without a `{{` before it in {segment:?}"))
+                }
+                ('}', Some(start)) => {
+                    let name = &segment[start + 1..j];
+                    let bare = name.strip_prefix('*').unwrap_or(name);
+                    if bare.is_empty() {
+                        return Some(format!("{segment:?} has a parameter without a name"));
+                    }
+                    if name.starts_with('*') && i + 1 != segments.len() {
+                        return Some(format!(
+                            "the catch-all {segment:?} must be the last segment"
+                        ));
+                    }
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = open {
+            return Some(format!("missing `}}` after {:?}", &segment[start..]));
+        }
+    }
+    None
+}
+
 /// Every `{param}` in a rewrite must be captured by the route's path template.
 fn check_rewrite(v: &mut Validator<'_>, rw: &Spanned<String>, path: &PathMatch, field: &str) {
     check_path(v, rw, field);
+    check_template(v, rw, field);
     let captured: Vec<&str> = match path {
         PathMatch::Path(p) => template_params(p).collect(),
         PathMatch::Prefix(_) => Vec::new(),
     };
     for param in template_params(rw.get_ref()) {
-        if !captured.contains(&param) {
+        // A nameless `{}` is reported by check_template.
+        if !param.is_empty() && !captured.contains(&param) {
             v.problem(
                 rw.span(),
                 field,

@@ -12,7 +12,9 @@ use super::runtime::capabilities::{PluginEnv, RequestMeta};
 use super::runtime::engine::PluginEngine;
 use super::runtime::error::{InvokeError, Phase, PluginFailure};
 use super::runtime::instance::PluginInstance;
-use super::runtime::message::{from_full_response, PluginRequest, PluginResponse};
+use super::runtime::message::{
+    from_full_response, stamp_request_id, PluginRequest, PluginResponse,
+};
 use super::runtime::shelf::Recycler;
 use super::Body;
 
@@ -213,10 +215,13 @@ impl ChainRun {
             req = back;
             match result {
                 Ok(Decision::Continue) => {}
-                Ok(Decision::Respond(full)) => match from_full_response(full, cap) {
-                    Ok(resp) => return Ok(RequestOutcome::Respond(resp)),
-                    Err(e) => self.fail(i, Phase::Request, e)?,
-                },
+                Ok(Decision::Respond(mut full)) => {
+                    stamp_request_id(&mut full, &self.meta.request_id);
+                    match from_full_response(full, cap) {
+                        Ok(resp) => return Ok(RequestOutcome::Respond(resp)),
+                        Err(e) => self.fail(i, Phase::Request, e)?,
+                    }
+                }
                 Err(e) => self.fail(i, Phase::Request, e)?,
             }
         }
@@ -274,10 +279,13 @@ impl ChainRun {
             };
             match inst.on_failure(failure.clone()).await {
                 Ok(None) => {}
-                Ok(Some(full)) => match from_full_response(full, cap) {
-                    Ok(resp) => return Ok(Some(resp)),
-                    Err(e) => self.fail(i, Phase::Failure, e)?,
-                },
+                Ok(Some(mut full)) => {
+                    stamp_request_id(&mut full, &self.meta.request_id);
+                    match from_full_response(full, cap) {
+                        Ok(resp) => return Ok(Some(resp)),
+                        Err(e) => self.fail(i, Phase::Failure, e)?,
+                    }
+                }
                 Err(e) => self.fail(i, Phase::Failure, e)?,
             }
         }

@@ -71,6 +71,10 @@ impl Pipeline {
                     response
                 }
             };
+        // The client hears its own HTTP version, whatever the origin spoke (an HTTP/1.0 origin's
+        // version would otherwise be written on the client's status line).
+        let mut response = response;
+        *response.version_mut() = version;
         log.finish(response.status(), started.elapsed(), &self.metrics);
         Ok(response)
     }

@@ -44,7 +44,7 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// The `error_description` sent to the client.
+    /// The `message` (and the challenge's `error_description`) sent to the client.
     pub fn description(&self) -> String {
         match self {
             TokenError::Missing => "no bearer token".into(),

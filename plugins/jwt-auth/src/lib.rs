@@ -83,13 +83,13 @@ pub fn unauthorized(realm: &str, error: &TokenError) -> FullResponse {
         // code, so a client learns how to authenticate without being told it failed.
         TokenError::Missing => (
             format!("Bearer realm=\"{realm}\""),
-            json!({ "error": "unauthorized", "error_description": description }),
+            gatehouse_sdk::error_body("unauthorized", &description),
         ),
         _ => (
             format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{description}\""
             ),
-            json!({ "error": "invalid_token", "error_description": description }),
+            gatehouse_sdk::error_body("invalid_token", &description),
         ),
     };
     gatehouse_sdk::unauthorized(&challenge, &body)

@@ -209,7 +209,8 @@ async fn a_plugin_that_answers_stops_the_chain() {
     );
     let (status, body) = answered(&chain, get("/")).await;
     assert_eq!(status, 403);
-    assert_eq!(body, json!({ "error": "denied" }));
+    // The host adds the request id to a plugin's JSON error.
+    assert_eq!(body, json!({ "error": "denied", "request_id": "req-1" }));
 }
 
 #[tokio::test]

@@ -98,7 +98,8 @@ plugins = [{}]
     ] {
         let got = support::get(&url(&gw, path), &headers).await;
         assert_eq!(got.status, 401, "{path} {headers:?}");
-        assert_eq!(got.json()["error"], error, "{path} {headers:?}");
+        let body = crate::first_hour::assert_error_schema(&got);
+        assert_eq!(body["error"], error, "{path} {headers:?}");
         assert_eq!(
             header(&got, "www-authenticate").as_deref(),
             Some("ApiKey realm=\"gatehouse\"")

@@ -284,9 +284,9 @@ async fn bad_tokens_are_rejected_with_401_and_never_reach_the_origin() {
             Some("application/json"),
             "{case}"
         );
-        let body = got.json();
+        let body = crate::first_hour::assert_error_schema(&got);
         assert_eq!(body["error"], "invalid_token", "{case}");
-        assert_eq!(body["error_description"], *description, "{case}");
+        assert_eq!(body["message"], *description, "{case}");
     }
 
     // No token at all, and another auth scheme: the bare challenge (RFC 6750 §3.1).
@@ -297,7 +297,8 @@ async fn bad_tokens_are_rejected_with_401_and_never_reach_the_origin() {
             header(&got, "www-authenticate").as_deref(),
             Some("Bearer realm=\"gatehouse\"")
         );
-        assert_eq!(got.json()["error"], "unauthorized");
+        let body = crate::first_hour::assert_error_schema(&got);
+        assert_eq!(body["error"], "unauthorized");
     }
     assert_eq!(
         hits.load(Ordering::SeqCst),
@@ -351,7 +352,7 @@ async fn unusable_config_fails_closed_with_500_naming_the_key() {
     .await;
     let got = support::get(&url(&gw, "/orders"), &[]).await;
     assert_eq!(got.status, 500);
-    let body = got.json();
+    let body = crate::first_hour::assert_error_schema(&got);
     assert_eq!(body["error"], "plugin_misconfigured");
     assert!(
         body["message"]

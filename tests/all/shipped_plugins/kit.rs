@@ -176,7 +176,7 @@ pub fn assert_part_failed(got: &support::Got, part: &str, service: &str) -> serd
         header(got, "content-type").as_deref(),
         Some("application/json")
     );
-    let body = got.json();
+    let body = crate::first_hour::assert_error_schema(got);
     assert_eq!(body["error"], "aggregate_part_failed", "{body}");
     assert_eq!(body["part"], part, "{body}");
     assert_eq!(body["failed"][0]["service"], service, "{body}");

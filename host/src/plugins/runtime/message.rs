@@ -333,6 +333,28 @@ impl PluginResponse {
     }
 }
 
+/// Puts the host's request id into a plugin's JSON error (`{"error": …}` with an error
+/// status and a JSON content type) that lacks one, so that every error a client gets has the
+/// same shape (README, "Errors") without each plugin asking for the id.
+pub fn stamp_request_id(resp: &mut FullResponse, request_id: &str) {
+    let json = resp.headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("content-type") && value.starts_with(b"application/json")
+    });
+    if resp.status < 400 || !json {
+        return;
+    }
+    let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice(&resp.body) else {
+        return;
+    };
+    let unset = body
+        .get("request_id")
+        .is_none_or(|id| id.is_null() || id.as_str() == Some(""));
+    if body.contains_key("error") && unset {
+        body.insert("request_id".to_owned(), request_id.into());
+        resp.body = serde_json::Value::Object(body).to_string().into_bytes();
+    }
+}
+
 /// Turn a plugin-built response into an HTTP response, checking every field.
 pub fn from_full_response(
     resp: FullResponse,
@@ -373,6 +395,34 @@ pub fn from_full_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_error(status: u16, body: &str) -> FullResponse {
+        FullResponse {
+            status,
+            headers: vec![("Content-Type".into(), b"application/json".to_vec())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn plugin_json_errors_get_the_request_id() {
+        let mut resp = json_error(401, r#"{"error":"unauthorized","message":"no key"}"#);
+        stamp_request_id(&mut resp, "rid-1");
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
+        assert_eq!(body["request_id"], "rid-1");
+        assert_eq!(body["message"], "no key");
+        // Not an error, not JSON, or an id already there: left as is.
+        for (status, body) in [
+            (200, r#"{"error":"x"}"#),
+            (404, r#"{"error":"x","request_id":"own"}"#),
+            (404, r#"{"items":[]}"#),
+            (404, "not json"),
+        ] {
+            let mut resp = json_error(status, body);
+            stamp_request_id(&mut resp, "rid-1");
+            assert_eq!(resp.body, body.as_bytes());
+        }
+    }
 
     fn req(body: &'static str) -> http::Request<Body> {
         http::Request::builder()
