@@ -277,7 +277,19 @@ impl PluginRequest {
         if !pq.starts_with('/') {
             return Err(format!("`{pq}` does not start with `/`"));
         }
-        let pq: http::uri::PathAndQuery = pq
+        // The gateway forwards only paths it checked: a plugin's path is canonicalised like a
+        // client's (dot segments, escapes, slashes), and what has no canonical form is refused.
+        let (path, query) = match pq.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (pq, None),
+        };
+        let path = crate::path::canonicalize(path, &crate::path::PathPolicy::default())
+            .map_err(|e| format!("path `{path}` refused: {e}"))?;
+        let canonical = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.into_owned(),
+        };
+        let pq: http::uri::PathAndQuery = canonical
             .parse()
             .map_err(|e| format!("invalid path and query `{pq}`: {e}"))?;
         let mut uri = std::mem::take(&mut self.parts.uri).into_parts();
@@ -447,6 +459,22 @@ mod tests {
         r.set_body(Bytes::from_static(b"hello"));
         let out = r.into_request();
         assert_eq!(out.headers()["content-length"], "5");
+    }
+
+    #[test]
+    fn a_plugin_path_is_canonicalised_or_refused() {
+        let mut r = PluginRequest::new(req(""), 4);
+        r.set_path_with_query("/public/%2e%2E//admin/./x?q=%2e%2e")
+            .expect("a path with a canonical form");
+        assert_eq!(r.into_request().uri(), "/admin/x?q=%2e%2e");
+        let mut r = PluginRequest::new(req(""), 4);
+        for refused in ["/a%2Fb", "/..", "/public/..;/admin", "/a%00"] {
+            assert!(
+                r.set_path_with_query(refused).is_err(),
+                "{refused} has no canonical form"
+            );
+        }
+        assert_eq!(r.into_request().uri(), "/a?b=c", "a refused path changes nothing");
     }
 
     #[test]
