@@ -10,6 +10,7 @@
 # Last, nginx as the same reverse proxy is counted the same way, for comparison.
 #
 # Usage: benches/proxy-instructions.sh [gatehouse-binary [other-binary]]
+#        KEEP_PROFILES=DIR keeps each measured window's callgrind profile there.
 # Needs: apt-get install -y nginx wrk valgrind; builds gatehouse in release mode by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,8 @@ measure_window() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local total
   total=$(callgrind_annotate "$WORK"/cg."$pid".1 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  # KEEP_PROFILES=DIR keeps each window's profile for callgrind_annotate.
+  [ -n "${KEEP_PROFILES:-}" ] && cp "$WORK"/cg."$pid".1 "$KEEP_PROFILES/cg.$(basename "${PROFILE_NAME:-$pid}").$pid"
   rm -f "$WORK"/cg.*
   echo "$((total / requests)) $requests"
 }
