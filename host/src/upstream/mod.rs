@@ -122,6 +122,11 @@ impl UpstreamError {
         }
     }
 
+    /// Whether every endpoint of the service was at its in-flight cap (fast 503).
+    pub fn is_saturated(&self) -> bool {
+        matches!(self, UpstreamError::Call(CallError::Saturated { .. }))
+    }
+
     /// Whether the circuit breaker refused the call (fast 503).
     pub fn is_breaker(&self) -> bool {
         matches!(
@@ -191,6 +196,7 @@ impl Service {
             availability: Availability {
                 drained: config.drained.clone(),
                 panic_mode: config.panic_mode,
+                max_per_endpoint: policy.max_requests_per_endpoint,
             },
         };
         let upstream = UpstreamService::start(spec);

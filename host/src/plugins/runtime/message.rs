@@ -474,7 +474,11 @@ mod tests {
                 "{refused} has no canonical form"
             );
         }
-        assert_eq!(r.into_request().uri(), "/a?b=c", "a refused path changes nothing");
+        assert_eq!(
+            r.into_request().uri(),
+            "/a?b=c",
+            "a refused path changes nothing"
+        );
     }
 
     #[test]
