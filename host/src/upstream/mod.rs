@@ -124,7 +124,15 @@ impl UpstreamError {
 
     /// Whether every endpoint of the service was at its in-flight cap (fast 503).
     pub fn is_saturated(&self) -> bool {
-        matches!(self, UpstreamError::Call(CallError::Saturated { .. }))
+        self.saturated_service().is_some()
+    }
+
+    /// The service whose endpoints were all at their in-flight cap, if that was the failure.
+    pub fn saturated_service(&self) -> Option<&str> {
+        match self {
+            UpstreamError::Call(CallError::Saturated { service, .. }) => Some(service),
+            _ => None,
+        }
     }
 
     /// Whether the circuit breaker refused the call (fast 503).
