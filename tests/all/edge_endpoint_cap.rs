@@ -11,23 +11,34 @@ use tokio::task::JoinHandle;
 
 use crate::support::{self, origin, Got};
 
-/// An origin that holds every request until released, counting the ones that arrived.
+/// An origin that holds every request until released, counting the ones that arrived; a
+/// request with `x-fail` is answered 500 at once instead (counted apart).
 struct Held {
     origin: origin::Origin,
     arrived: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
     release: watch::Sender<bool>,
 }
 
 impl Held {
     async fn start(name: &'static str) -> Self {
         let arrived = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
         let (release, released) = watch::channel(false);
         let origin = origin::start({
-            let arrived = Arc::clone(&arrived);
-            move |_req| {
-                arrived.fetch_add(1, Ordering::SeqCst);
+            let (arrived, failed) = (Arc::clone(&arrived), Arc::clone(&failed));
+            move |req| {
+                let fail = req.headers().contains_key("x-fail");
+                if fail {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                }
                 let mut released = released.clone();
                 async move {
+                    if fail {
+                        return origin::text(500, "failed");
+                    }
                     // Err: the test ended and dropped the sender; answer anyway.
                     let _ = released.wait_for(|r| *r).await;
                     origin::text(200, name)
@@ -38,12 +49,17 @@ impl Held {
         Held {
             origin,
             arrived,
+            failed,
             release,
         }
     }
 
     fn arrived(&self) -> usize {
         self.arrived.load(Ordering::SeqCst)
+    }
+
+    fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
     }
 
     fn release(&self) {
@@ -213,6 +229,55 @@ async fn round_robin_skips_the_full_endpoint() {
     assert_eq!(a.arrived(), 2, "a never got more than its cap");
     assert_eq!(b.arrived(), before_b + 6);
     a.release();
+    for h in pending {
+        assert_eq!(h.await.expect("request ends").status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_retry_that_finds_every_endpoint_full_answers_the_failed_try() {
+    let (a, b) = (Held::start("a").await, Held::start("b").await);
+    let gw = gateway(
+        &[&a, &b],
+        "[services.retry]\nmax_retries = 1\non = [\"5xx\"]\nbackoff = \"2s\"\n\
+         budget_min_per_sec = 100",
+    )
+    .await;
+    // Three held requests, one at a time: one endpoint full (2), the other with room for one.
+    let mut pending = Vec::new();
+    for n in 1..=3 {
+        pending.push(spawn_get(&gw, "k"));
+        support::eventually("the request is held", Duration::from_secs(10), async || {
+            a.arrived() + b.arrived() >= n
+        })
+        .await;
+    }
+    let (full, half) = if a.arrived() == 2 { (&a, &b) } else { (&b, &a) };
+    assert_eq!((full.arrived(), half.arrived()), (2, 1));
+
+    // A failing request takes the last slot, gets a 500, and backs off (1-3 s) before its
+    // retry; meanwhile a held request takes the slot it freed.
+    let url = format!("http://{}/work", gw.public_addr);
+    let failing = tokio::spawn(async move { support::get(&url, &[("x-fail", "1")]).await });
+    support::eventually("the failing try", Duration::from_secs(10), async || {
+        half.failed() == 1
+    })
+    .await;
+    pending.push(spawn_get(&gw, "k"));
+    wait_arrived(half, 2).await;
+    assert!(!failing.is_finished(), "still backing off");
+
+    // The retry finds both endpoints full: no wait, no spin, the failed try is the answer.
+    let got = tokio::time::timeout(Duration::from_secs(10), failing)
+        .await
+        .expect("the retry gives up at once")
+        .expect("request task");
+    assert_eq!(got.status, 500, "{}", got.text());
+    assert_eq!(got.text(), "failed");
+    assert_eq!(a.failed() + b.failed(), 1, "the retry was never sent");
+    assert!(pending.iter().all(|h| !h.is_finished()));
+    a.release();
+    b.release();
     for h in pending {
         assert_eq!(h.await.expect("request ends").status, 200);
     }
