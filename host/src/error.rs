@@ -98,6 +98,7 @@ impl ProxyError {
             }) => "upstream_connect_timeout",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => "no_healthy_upstream",
+            ProxyError::Upstream(e) if e.is_saturated() => "endpoints_saturated",
             ProxyError::Upstream(e @ UpstreamError::Call(_)) => match e.failure_kind() {
                 "circuit-open" => "circuit_open",
                 "overloaded" => "upstream_overloaded",

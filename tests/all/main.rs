@@ -7,6 +7,7 @@ mod cli;
 mod config_errors;
 mod connections;
 mod discovery;
+mod edge_endpoint_cap;
 mod edge_h2;
 mod edge_path;
 mod edge_requests;

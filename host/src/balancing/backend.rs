@@ -1,6 +1,7 @@
 //! Backend: one endpoint plus the live state balancers, health checks and requests share
 //! about it.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -67,6 +68,24 @@ impl Picked {
         Self {
             backend: Arc::clone(backend),
         }
+    }
+
+    /// Counts one more request on `backend` unless `cap` are already in flight there
+    /// (`None` with no cap: always). Compare-and-increment, so concurrent picks of the same
+    /// backend cannot all pass a cap that only one more request fits under.
+    pub(crate) fn within(backend: &Arc<Backend>, cap: Option<NonZeroUsize>) -> Option<Self> {
+        let Some(cap) = cap else {
+            return Some(Self::new(backend));
+        };
+        backend
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap.get()).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self {
+                backend: Arc::clone(backend),
+            })
     }
 
     pub fn backend(&self) -> &Arc<Backend> {

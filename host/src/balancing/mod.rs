@@ -20,6 +20,7 @@ pub use round_robin::RoundRobin;
 pub use weighted::Weighted;
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -91,6 +92,15 @@ impl FromStr for Algorithm {
     }
 }
 
+/// Why [`Balancer::pick`] found no backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// The snapshot holds no backend (none healthy, drained, or none discovered).
+    Empty,
+    /// Every backend already has the service's `max_requests_per_endpoint` in flight.
+    Saturated { cap: NonZeroUsize },
+}
+
 /// An immutable balancing snapshot: the backends traffic may go to, and the algorithm's state
 /// built for exactly them.
 #[derive(Debug)]
@@ -98,6 +108,8 @@ pub struct Balancer {
     backends: Arc<[Arc<Backend>]>,
     algorithm: Box<dyn Balance>,
     panic: bool,
+    /// In-flight requests one backend may have (`services.max_requests_per_endpoint`).
+    cap: Option<NonZeroUsize>,
 }
 
 impl Balancer {
@@ -109,7 +121,14 @@ impl Balancer {
             backends: backends.into(),
             algorithm,
             panic,
+            cap: None,
         }
+    }
+
+    /// The same snapshot, skipping backends that have `cap` requests in flight.
+    pub fn with_cap(mut self, cap: Option<NonZeroUsize>) -> Self {
+        self.cap = cap;
+        self
     }
 
     /// The backends this snapshot spreads traffic over.
@@ -123,33 +142,52 @@ impl Balancer {
     }
 
     /// Picks a backend, preferring one not in `tried` (retries go to a different instance
-    /// when there is one). The returned guard counts the request as in flight until dropped.
-    pub fn pick(&self, ctx: &PickContext, tried: &[Arc<Backend>]) -> Option<Picked> {
+    /// when there is one) and skipping those at the in-flight cap (the algorithm's choice
+    /// first, then the next ones in order: for `hash`, one hot key spills over to the next
+    /// instance instead of overloading its own). The returned guard counts the request as
+    /// in flight until dropped.
+    pub fn pick(&self, ctx: &PickContext, tried: &[Arc<Backend>]) -> Result<Picked, NoPick> {
         let backends = &self.backends[..];
-        let first = self.algorithm.pick(backends, ctx)?;
+        let n = backends.len();
+        let first = self
+            .algorithm
+            .pick(backends, ctx)
+            .filter(|&i| i < n)
+            .ok_or(NoPick::Empty)?;
+        let take = |i: usize| Picked::within(&backends[i], self.cap);
         let is_tried = |i: usize| tried.iter().any(|t| Arc::ptr_eq(t, &backends[i]));
-        if tried.is_empty() || !is_tried(first) {
-            return backends.get(first).map(Picked::new);
-        }
-        // The algorithm chose an instance already tried: ask again a couple of times (random
-        // and least-request usually move), then walk from its choice to the next untried one.
-        for extra in 1..=2 {
-            let again = PickContext {
-                attempt: ctx.attempt.saturating_add(extra),
-                ..*ctx
-            };
-            if let Some(i) = self.algorithm.pick(backends, &again) {
-                if !is_tried(i) {
-                    return backends.get(i).map(Picked::new);
+        if !is_tried(first) {
+            if let Some(p) = take(first) {
+                return Ok(p);
+            }
+        } else {
+            // The algorithm chose an instance already tried: ask again a couple of times
+            // (random and least-request usually move).
+            for extra in 1..=2 {
+                let again = PickContext {
+                    attempt: ctx.attempt.saturating_add(extra),
+                    ..*ctx
+                };
+                if let Some(i) = self.algorithm.pick(backends, &again) {
+                    if i < n && !is_tried(i) {
+                        if let Some(p) = take(i) {
+                            return Ok(p);
+                        }
+                    }
                 }
             }
         }
-        let n = backends.len();
-        let chosen = (1..n)
-            .map(|step| (first + step) % n)
-            .find(|&i| !is_tried(i))
-            .unwrap_or(first);
-        backends.get(chosen).map(Picked::new)
+        // Walk on from the algorithm's choice: untried backends first, then tried ones (a
+        // lone backend is retried), each only if under the cap.
+        let walk = (1..n).map(|step| (first + step) % n);
+        let untried = walk.clone().filter(|&i| !is_tried(i));
+        let retried = std::iter::once(first).chain(walk).filter(|&i| is_tried(i));
+        untried
+            .chain(retried)
+            .find_map(take)
+            .ok_or(NoPick::Saturated {
+                cap: self.cap.unwrap_or(NonZeroUsize::MIN),
+            })
     }
 }
 
@@ -224,10 +262,125 @@ mod tests {
         assert!(Arc::ptr_eq(p.backend(), &b[0]));
     }
 
+    const ALL: [Algorithm; 5] = [
+        Algorithm::RoundRobin,
+        Algorithm::Weighted,
+        Algorithm::Random,
+        Algorithm::LeastRequest,
+        Algorithm::Hash,
+    ];
+
+    fn cap(n: usize) -> Option<NonZeroUsize> {
+        NonZeroUsize::new(n)
+    }
+
+    #[test]
+    fn capped_backend_is_skipped_by_every_algorithm() {
+        for algo in ALL {
+            let b = backends(3, |_| 1);
+            let bal = Balancer::new(algo, b.clone(), false).with_cap(cap(2));
+            let ctx = PickContext {
+                hash: Some(7),
+                attempt: 0,
+            };
+            // Six requests fill three backends of cap 2 exactly, whatever the algorithm's
+            // preference (a hash key always prefers the same one).
+            let held: Vec<Picked> = (0..6)
+                .map(|_| bal.pick(&ctx, &[]).expect("room left"))
+                .collect();
+            for backend in &b {
+                assert_eq!(backend.in_flight(), 2, "{algo:?}");
+            }
+            assert_eq!(
+                bal.pick(&ctx, &[]).err(),
+                Some(NoPick::Saturated {
+                    cap: NonZeroUsize::MIN.saturating_add(1)
+                }),
+                "{algo:?}"
+            );
+            // A saturated pick counts nothing.
+            assert!(b.iter().all(|x| x.in_flight() == 2), "{algo:?}");
+            drop(held);
+            assert!(b.iter().all(|x| x.in_flight() == 0), "{algo:?}");
+            assert!(bal.pick(&ctx, &[]).is_ok(), "{algo:?} flows again");
+        }
+    }
+
+    #[test]
+    fn hot_hash_key_spills_over_to_the_next_backend() {
+        let b = backends(4, |_| 1);
+        let bal = Balancer::new(Algorithm::Hash, b.clone(), false).with_cap(cap(1));
+        let ctx = PickContext {
+            hash: Some(99),
+            attempt: 0,
+        };
+        let home = bal.pick(&ctx, &[]).expect("room");
+        let spill = bal.pick(&ctx, &[]).expect("room elsewhere");
+        assert!(!Arc::ptr_eq(home.backend(), spill.backend()));
+        drop(spill);
+        // Deterministic: the same key spills to the same next backend.
+        let again = bal.pick(&ctx, &[]).expect("room elsewhere");
+        let home_at = b.iter().position(|x| Arc::ptr_eq(x, home.backend()));
+        let again_at = b.iter().position(|x| Arc::ptr_eq(x, again.backend()));
+        assert_eq!(again_at, home_at.map(|i| (i + 1) % 4));
+    }
+
+    #[test]
+    fn retry_takes_a_tried_backend_under_its_cap_but_never_one_at_it() {
+        let b = backends(2, |_| 1);
+        let bal = Balancer::new(Algorithm::RoundRobin, b.clone(), false).with_cap(cap(1));
+        let _busy = bal.pick(&PickContext::default(), &[]).expect("room");
+        let free = b
+            .iter()
+            .find(|x| x.in_flight() == 0)
+            .cloned()
+            .expect("one free");
+        // Both were tried; only the free one has room.
+        let p = bal
+            .pick(
+                &PickContext {
+                    attempt: 1,
+                    ..PickContext::default()
+                },
+                &b,
+            )
+            .expect("the free one");
+        assert!(Arc::ptr_eq(p.backend(), &free));
+        assert!(matches!(
+            bal.pick(&PickContext::default(), &b),
+            Err(NoPick::Saturated { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_picks_never_exceed_the_cap() {
+        let b = backends(1, |_| 1);
+        let bal = Arc::new(Balancer::new(Algorithm::Random, b.clone(), false).with_cap(cap(3)));
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (bal, barrier) = (Arc::clone(&bal), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    bal.pick(&PickContext::default(), &[]).ok()
+                })
+            })
+            .collect();
+        let held: Vec<Picked> = threads
+            .into_iter()
+            .filter_map(|t| t.join().expect("thread ran"))
+            .collect();
+        assert_eq!(held.len(), 3);
+        assert_eq!(b[0].in_flight(), 3);
+    }
+
     #[test]
     fn empty_balancer_picks_nothing() {
         let bal = Balancer::new(Algorithm::LeastRequest, Vec::new(), false);
-        assert!(bal.pick(&PickContext::default(), &[]).is_none());
+        assert_eq!(
+            bal.pick(&PickContext::default(), &[]).err(),
+            Some(NoPick::Empty)
+        );
     }
 
     #[test]

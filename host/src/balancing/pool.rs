@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
@@ -39,6 +40,10 @@ pub struct Availability {
     pub drained: Vec<SocketAddr>,
     /// With no healthy backend, use all undrained ones (true) or none (false: fast 503).
     pub panic_mode: bool,
+    /// Requests one backend may have in flight; one at its cap is skipped, and with every
+    /// backend at its cap the request gets a fast 503 (`services.max_requests_per_endpoint`).
+    /// `None`: unbounded.
+    pub max_per_endpoint: Option<NonZeroUsize>,
 }
 
 impl Default for Availability {
@@ -46,6 +51,7 @@ impl Default for Availability {
         Self {
             drained: Vec::new(),
             panic_mode: true,
+            max_per_endpoint: None,
         }
     }
 }
@@ -148,8 +154,9 @@ impl BackendPool {
             }
             healthy
         };
-        self.balancer
-            .store(Arc::new(Balancer::new(self.algorithm, chosen, panic)));
+        let balancer = Balancer::new(self.algorithm, chosen, panic)
+            .with_cap(self.availability.max_per_endpoint);
+        self.balancer.store(Arc::new(balancer));
         self.health_changed.notify_one();
     }
 
@@ -310,6 +317,7 @@ mod tests {
         let availability = Availability {
             drained: Vec::new(),
             panic_mode: false,
+            max_per_endpoint: None,
         };
         let pool = BackendPool::with_availability(
             "svc",
@@ -331,6 +339,7 @@ mod tests {
         let availability = Availability {
             drained: vec![([127, 0, 0, 1], 1).into()],
             panic_mode: true,
+            max_per_endpoint: None,
         };
         let pool = BackendPool::with_availability(
             "svc",

@@ -173,6 +173,9 @@ pub struct RawService {
     /// With no healthy endpoint, spread traffic over all of them (`true`, default) or answer
     /// 503 at once (`false`).
     pub panic_mode: Option<bool>,
+    /// Requests one endpoint may have in flight; at the cap it is skipped, and with every
+    /// endpoint at its cap the request gets a fast 503. Default: unbounded.
+    pub max_requests_per_endpoint: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -360,7 +360,13 @@ fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceCo
                 format!("duplicate service name {name:?}"),
             );
         }
-        let policy = super::policy::service_policy(v, s, i);
+        let mut policy = super::policy::service_policy(v, s, i);
+        // Absent (or refused, reported above) reads as 0: no cap.
+        policy.max_requests_per_endpoint = std::num::NonZeroUsize::new(v.positive(
+            &s.max_requests_per_endpoint,
+            &format!("services[{i}].max_requests_per_endpoint"),
+            0,
+        ));
         if s.endpoints.is_empty() && policy.discovery == super::DiscoveryConfig::Static {
             v.problem(
                 s.name.span(),

@@ -56,7 +56,17 @@ impl Pipeline {
                 Err(error) => {
                     let route = log.route_name();
                     // Client mistakes are routine; gateway and upstream failures need attention.
-                    if error.status().is_server_error() {
+                    // A refusal at the endpoints' in-flight cap is load shedding that can come
+                    // in floods: counted in a metric, logged at debug only.
+                    let saturated = match &error {
+                        ProxyError::Upstream(e) => e.saturated_service(),
+                        _ => None,
+                    };
+                    if let Some(service) = saturated {
+                        self.metrics
+                            .upstream_refusal(service, "endpoints_saturated");
+                        tracing::debug!(?request_id, route, %error, "request shed");
+                    } else if error.status().is_server_error() {
                         tracing::warn!(?request_id, route, %error, "request failed");
                     } else {
                         tracing::debug!(?request_id, route, %error, "request rejected");

@@ -3,6 +3,7 @@
 //! retries elsewhere.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
 use crate::balancing::pool::{Availability, BackendPool};
-use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, PickContext};
+use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, NoPick, PickContext};
 use crate::body::{self, Body};
 use crate::conn::{self, ConnError, ConnSettings, PooledBody};
 use crate::discovery::{Discover, Source};
@@ -55,6 +56,13 @@ pub struct ServiceSpec {
 pub enum CallError {
     #[error("service \"{service}\": no endpoints available")]
     NoEndpoints { service: Arc<str> },
+    /// Every endpoint already had `cap` requests in flight
+    /// (`services.max_requests_per_endpoint`): refused at once, nothing sent.
+    #[error("service \"{service}\": every endpoint has {cap} requests in flight (max_requests_per_endpoint)")]
+    Saturated {
+        service: Arc<str>,
+        cap: NonZeroUsize,
+    },
     #[error(transparent)]
     Breaker(#[from] BreakerError),
     #[error("service \"{service}\", endpoint {endpoint}: connect failed: {source}")]
@@ -99,7 +107,7 @@ impl CallError {
     /// The status the client sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            CallError::NoEndpoints { .. } | CallError::Breaker(_) => {
+            CallError::NoEndpoints { .. } | CallError::Saturated { .. } | CallError::Breaker(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             // Never completed: a timeout to the client, as for the upstream path in error.rs.
@@ -120,7 +128,9 @@ impl CallError {
         match self {
             CallError::NoEndpoints { .. } => "no-endpoints",
             CallError::Breaker(BreakerError::Open { .. }) => "circuit-open",
-            CallError::Breaker(BreakerError::Overloaded { .. }) => "overloaded",
+            CallError::Breaker(BreakerError::Overloaded { .. }) | CallError::Saturated { .. } => {
+                "overloaded"
+            }
             CallError::Connect { .. } => "connect",
             CallError::Reset { .. } => "reset",
             CallError::TryTimeout { .. } | CallError::TotalTimeout { .. } => "timeout",
@@ -288,14 +298,35 @@ impl UpstreamService {
         let mut head = Some(parts);
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut attempt: u32 = 0;
+        // The previous try's failure, answered if a retry finds every endpoint at its cap.
+        let mut last = None;
         loop {
-            let picked = self
+            let picked = match self
                 .pool
                 .balancer()
                 .pick(&PickContext { hash, attempt }, &tried)
-                .ok_or_else(|| CallError::NoEndpoints {
-                    service: Arc::clone(&self.name),
-                })?;
+            {
+                Ok(picked) => picked,
+                // A retry that finds no room does not wait for any: the try it would have
+                // replaced is the answer (no spinning on saturated endpoints).
+                Err(no_pick) => match (last.take(), no_pick) {
+                    (Some(last), _) => {
+                        record(permit, false);
+                        return last;
+                    }
+                    (None, NoPick::Empty) => {
+                        return Err(CallError::NoEndpoints {
+                            service: Arc::clone(&self.name),
+                        })
+                    }
+                    (None, NoPick::Saturated { cap }) => {
+                        return Err(CallError::Saturated {
+                            service: Arc::clone(&self.name),
+                            cap,
+                        })
+                    }
+                },
+            };
             let backend = Arc::clone(picked.backend());
             let endpoint = backend.endpoint.addr;
             let body = match (&replay, once.take()) {
@@ -366,6 +397,7 @@ impl UpstreamService {
             }
             tracing::debug!(service = %self.name, %endpoint, ?failure, attempt, "retrying on another endpoint");
             tried.push(backend);
+            last = Some(result);
             attempt += 1;
             tokio::time::sleep(self.retry.backoff_for(attempt)).await;
         }

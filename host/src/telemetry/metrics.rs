@@ -55,6 +55,12 @@ impl ListenerEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    service: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -67,6 +73,7 @@ pub struct Metrics {
     duration: Family<RouteLabels, Histogram>,
     listener: Family<ListenerLabels, Counter>,
     underscore_headers: Family<ActionLabels, Counter>,
+    upstream_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,12 +106,19 @@ impl Default for Metrics {
             "Request headers whose name holds '_', by action (dropped, or rejected with 400)",
             underscore_headers.clone(),
         );
+        let upstream_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "upstream_refusals",
+            "Requests answered 503 at once without reaching an upstream, by service and reason",
+            upstream_refusals.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
             listener,
             underscore_headers,
+            upstream_refusals,
         }
     }
 }
@@ -152,6 +166,17 @@ impl Metrics {
         self.underscore_headers
             .get_or_create(&ActionLabels { action })
             .inc_by(n as u64);
+    }
+
+    /// Counts one request of `service` refused for `reason` (`endpoints_saturated`: every
+    /// endpoint was at `max_requests_per_endpoint`).
+    pub fn upstream_refusal(&self, service: &str, reason: &'static str) {
+        self.upstream_refusals
+            .get_or_create(&RefusalLabels {
+                service: service.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -122,6 +122,19 @@ impl UpstreamError {
         }
     }
 
+    /// Whether every endpoint of the service was at its in-flight cap (fast 503).
+    pub fn is_saturated(&self) -> bool {
+        self.saturated_service().is_some()
+    }
+
+    /// The service whose endpoints were all at their in-flight cap, if that was the failure.
+    pub fn saturated_service(&self) -> Option<&str> {
+        match self {
+            UpstreamError::Call(CallError::Saturated { service, .. }) => Some(service),
+            _ => None,
+        }
+    }
+
     /// Whether the circuit breaker refused the call (fast 503).
     pub fn is_breaker(&self) -> bool {
         matches!(
@@ -191,6 +204,7 @@ impl Service {
             availability: Availability {
                 drained: config.drained.clone(),
                 panic_mode: config.panic_mode,
+                max_per_endpoint: policy.max_requests_per_endpoint,
             },
         };
         let upstream = UpstreamService::start(spec);

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use http::Method;
@@ -77,6 +78,9 @@ pub struct ServicePolicy {
     /// `max_retries = 0` when `[services.retry]` is absent.
     pub retry: RetryPolicy,
     pub breaker: Option<BreakerPolicy>,
+    /// Requests one endpoint may have in flight (`max_requests_per_endpoint`); `None`:
+    /// unbounded.
+    pub max_requests_per_endpoint: Option<NonZeroUsize>,
 }
 
 impl Default for ServicePolicy {
@@ -94,6 +98,7 @@ impl Default for ServicePolicy {
                 ..RetryPolicy::default()
             },
             breaker: None,
+            max_requests_per_endpoint: None,
         }
     }
 }
@@ -117,6 +122,9 @@ impl ServicePolicy {
             "try_timeout": self.try_timeout.map(human),
             "timeout": self.timeout.map(human),
         });
+        if let Some(cap) = self.max_requests_per_endpoint {
+            v["max_requests_per_endpoint"] = json!(cap.get());
+        }
         v["discovery"] = match &self.discovery {
             DiscoveryConfig::Static => json!("static"),
             DiscoveryConfig::Registry => json!("registry"),
