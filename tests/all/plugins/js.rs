@@ -7,27 +7,23 @@ use serde_json::json;
 use super::guests;
 use super::runtime::{get, kit, plugin};
 
-/// The built JS component, or `None` (with a loud message) if build.sh has not run.
-pub fn js_plugin() -> Option<Vec<u8>> {
+/// The built JS component. A missing one fails the test with the command that builds it: a
+/// test that passes without its guest would prove nothing.
+pub fn js_plugin() -> Vec<u8> {
     let path = guests::workspace().join("examples/js-plugin/js-auth.wasm");
     match std::fs::read(&path) {
-        Ok(b) => Some(b),
-        Err(_) => {
-            eprintln!(
-                "\n!!!!! SKIPPING the JavaScript plugin test: {} is missing.\n\
-                 !!!!! Build it with examples/js-plugin/build.sh (needs node + npm).\n",
-                path.display()
-            );
-            None
-        }
+        Ok(b) => b,
+        Err(error) => panic!(
+            "the JavaScript plugin {} is missing ({error}): build it with \
+             examples/js-plugin/build.sh (needs node + npm), as README's test command does",
+            path.display()
+        ),
     }
 }
 
 #[tokio::test]
 async fn javascript_plugin_authenticates_requests() {
-    let Some(bytes) = js_plugin() else {
-        return;
-    };
+    let bytes = js_plugin();
     let kit = kit(&[("js-auth", bytes)]).await;
     let status = kit
         .manager
@@ -81,9 +77,7 @@ async fn javascript_plugin_authenticates_requests() {
 
 #[tokio::test]
 async fn javascript_plugin_artifacts_are_cached_for_the_concurrent_engine() {
-    let Some(bytes) = js_plugin() else {
-        return;
-    };
+    let bytes = js_plugin();
     let (cold, warm, artifacts) = super::load::load_twice_with_a_cache(bytes).await;
     assert_eq!((cold.status, warm.status), ("loaded", "loaded"), "{warm:?}");
     assert_eq!(cold.from_cache, Some(false));
