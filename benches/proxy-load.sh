@@ -11,6 +11,8 @@
 # ratios to nginx.
 #
 # Usage: benches/proxy-load.sh [duration per round=3s] [connections=50] [rounds=7]
+#        BEFORE=other-gatehouse-binary adds it as a contestant ("before"), on other ports and
+#        the same CPU, so two builds compare in one run; BIN=binary skips the build.
 # Needs: apt-get install -y nginx wrk; builds gatehouse in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +20,10 @@ DURATION=${1:-3s}
 CONNS=${2:-50}
 ROUNDS=${3:-7}
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs: apt-get install -y nginx wrk" >&2; exit 1; }
-cargo build --release -p gatehouse --quiet
-BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p gatehouse --quiet
+  BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
+fi
 WORK=$(mktemp -d)
 source benches/load-lib.sh
 trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; nginx_stop proxy; rm -rf "$WORK"' EXIT
@@ -42,13 +46,23 @@ nginx -c "$WORK/origin.conf" -p "$WORK"
 nginx -c "$WORK/proxy.conf" -p "$WORK"
 taskset -c 1 "$BIN" run --config "$WORK/gatehouse.toml" &
 wait_ready "$ADMIN"
+CONTESTANTS="direct gatehouse nginx"
+if [ -n "${BEFORE:-}" ]; then
+  OLD=127.0.0.1:18083; OLD_ADMIN=127.0.0.1:18902
+  sed -e "s/$GATEHOUSE/$OLD/" -e "s/$ADMIN/$OLD_ADMIN/" "$WORK/gatehouse.toml" > "$WORK/before.toml"
+  taskset -c 1 "$BEFORE" run --config "$WORK/before.toml" &
+  wait_ready "$OLD_ADMIN"
+  CONTESTANTS="direct gatehouse before nginx"
+fi
 
 for round in $(seq "$ROUNDS"); do
-  { measure direct "http://$ORIGIN/"; measure gatehouse "http://$GATEHOUSE/"; measure nginx "http://$NGINX/"; } |
+  { measure direct "http://$ORIGIN/"; measure gatehouse "http://$GATEHOUSE/"
+    [ -n "${BEFORE:-}" ] && measure before "http://$OLD/"
+    measure nginx "http://$NGINX/"; } |
     sed "s/^/$round /"
 done > "$WORK/rounds"
 echo "req/s (steal %) per round:"
-for who in direct gatehouse nginx; do
+for who in $CONTESTANTS; do
   printf '  %-10s' "$who"
   awk -v w="$who" '$2 == w { printf " %6d (%3.1f)", $3, $6 } END { print "" }' "$WORK/rounds"
 done
