@@ -197,6 +197,41 @@ async fn assert_refused_and_closed(addr: SocketAddr, request: &[u8], status: u16
     );
 }
 
+/// Once the origin is receiving the request on `s`, sends `rest` of its body and asserts the
+/// gateway refuses it mid-body: status, error code, `Connection: close`, a closed connection,
+/// and an upstream request that is aborted rather than completed.
+async fn assert_refused_mid_body(
+    s: &mut TcpStream,
+    log: &Log,
+    rest: &[u8],
+    status: u16,
+    code: &str,
+) {
+    eventually(
+        "the origin receives the request",
+        Duration::from_secs(10),
+        async || !seen(log).is_empty(),
+    )
+    .await;
+    s.write_all(rest).await.expect("rest of the body");
+    let raw = read_response(s).await;
+    assert_eq!(raw.status, status, "{}", raw.body);
+    assert_eq!(raw.json()["error"], code);
+    assert_eq!(raw.header("connection").as_deref(), Some("close"));
+    assert!(closed(s).await);
+    eventually(
+        "the origin's request ends",
+        Duration::from_secs(10),
+        async || seen(log)[0].body.is_some(),
+    )
+    .await;
+    let body = seen(log)[0].body.clone();
+    assert!(
+        matches!(body, Some(Err(_))),
+        "the upstream request is aborted, got {body:?}"
+    );
+}
+
 // --- body limits ---
 
 #[tokio::test]
@@ -294,30 +329,8 @@ async fn chunked_body_crossing_the_limit_gets_413_and_the_upstream_request_is_ab
     )
     .await
     .expect("head and first chunk");
-    // The first 600 bytes stream through: the origin is receiving the request.
-    eventually(
-        "the origin receives the request",
-        Duration::from_secs(10),
-        async || !seen(&log).is_empty(),
-    )
-    .await;
-    s.write_all(chunk.as_bytes()).await.expect("second chunk");
-    let raw = read_response(&mut s).await;
-    assert_eq!(raw.status, 413, "{}", raw.body);
-    assert_eq!(raw.json()["error"], "body_too_large");
-    assert_eq!(raw.header("connection").as_deref(), Some("close"));
-    assert!(closed(&mut s).await);
-    eventually(
-        "the origin's request ends",
-        Duration::from_secs(10),
-        async || seen(&log)[0].body.is_some(),
-    )
-    .await;
-    let body = seen(&log)[0].body.clone();
-    assert!(
-        matches!(body, Some(Err(_))),
-        "the origin must not see a complete body, got {body:?}"
-    );
+    // The first 600 bytes stream through; the second chunk crosses the limit.
+    assert_refused_mid_body(&mut s, &log, chunk.as_bytes(), 413, "body_too_large").await;
     gw.shutdown().await;
 }
 
@@ -429,31 +442,14 @@ async fn malformed_chunked_body_is_the_clients_fault() {
     )
     .await
     .expect("head and a good chunk");
-    eventually(
-        "the origin receives the request",
-        Duration::from_secs(10),
-        async || !seen(&log).is_empty(),
+    assert_refused_mid_body(
+        &mut s,
+        &log,
+        b"zz\r\nnot a chunk size\r\n",
+        400,
+        "bad_request_body",
     )
     .await;
-    s.write_all(b"zz\r\nnot a chunk size\r\n")
-        .await
-        .expect("bad chunk");
-    let raw = read_response(&mut s).await;
-    assert_eq!(raw.status, 400, "{}", raw.body);
-    assert_eq!(raw.json()["error"], "bad_request_body");
-    assert_eq!(raw.header("connection").as_deref(), Some("close"));
-    assert!(closed(&mut s).await);
-    eventually(
-        "the origin's request ends",
-        Duration::from_secs(10),
-        async || seen(&log)[0].body.is_some(),
-    )
-    .await;
-    let body = seen(&log)[0].body.clone();
-    assert!(
-        matches!(body, Some(Err(_))),
-        "the upstream request is aborted, got {body:?}"
-    );
     gw.shutdown().await;
 }
 
