@@ -375,6 +375,32 @@ impl ClosingOrigin {
             thread,
         }
     }
+
+    /// Sends the first request, waits until its connection is idle and ready in the pool, then
+    /// has the origin close it; returns once the origin has.
+    async fn close_an_idle_connection(&self) -> Connections {
+        let conns = Connections::new(self.addr, settings(Protocol::Http1));
+        assert_eq!(fetch(&conns, "/").await, "first");
+        eventually("the connection is idle and ready", || {
+            ready_idle(&conns) == 1
+        })
+        .await;
+        self.close.send(()).expect("origin listens");
+        self.closed.recv().expect("origin closed the connection");
+        conns
+    }
+
+    /// Asserts the next request goes out on a new connection rather than failing, then waits
+    /// for the origin thread (it answers once per connection and needs nothing from the
+    /// runtime).
+    async fn assert_next_request_uses_a_new_connection(self, conns: &Connections) {
+        let again = conns
+            .send(get(conns, "/"))
+            .await
+            .expect("sent on a new connection, not an error");
+        assert_eq!(text(again).await, "again");
+        self.thread.join().expect("origin thread");
+    }
 }
 
 /// The race the legacy client's `retry_canceled_requests` covered: the endpoint closed an
@@ -391,22 +417,11 @@ async fn a_request_handed_to_a_connection_the_endpoint_just_closed_is_resent() {
 
     let (side_std, side_origin) = std::os::unix::net::UnixStream::pair().expect("side channel");
     side_std.set_nonblocking(true).expect("nonblocking");
-    let ClosingOrigin {
-        addr,
-        close,
-        closed,
-        thread: origin,
-    } = ClosingOrigin::start(move || (&side_origin).write_all(b"!").expect("side channel"));
+    let origin =
+        ClosingOrigin::start(move || (&side_origin).write_all(b"!").expect("side channel"));
 
     let mut side = tokio::net::UnixStream::from_std(side_std).expect("register side channel");
-    let conns = Connections::new(addr, settings(Protocol::Http1));
-    assert_eq!(fetch(&conns, "/").await, "first");
-    eventually("the connection is idle and ready", || {
-        ready_idle(&conns) == 1
-    })
-    .await;
-    close.send(()).expect("origin listens");
-    closed.recv().expect("origin closed the connection");
+    let conns = origin.close_an_idle_connection().await;
     // Loopback delivers the FIN as the origin closes; this margin only guards against a slow
     // kernel. The runtime's one thread stays blocked, so nothing in it has seen anything yet.
     std::thread::sleep(Duration::from_millis(50));
@@ -417,13 +432,9 @@ async fn a_request_handed_to_a_connection_the_endpoint_just_closed_is_resent() {
         1,
         "the connection's task has not run yet"
     );
-    let again = conns
-        .send(get(&conns, "/"))
-        .await
-        .expect("resent on a new connection, not an error");
-    assert_eq!(text(again).await, "again");
-    // The origin thread answers once per connection and needs nothing from this runtime.
-    origin.join().expect("origin thread");
+    origin
+        .assert_next_request_uses_a_new_connection(&conns)
+        .await;
 }
 
 /// The endpoint closed an idle connection a while ago, but the runtime's I/O driver has not
@@ -432,31 +443,15 @@ async fn a_request_handed_to_a_connection_the_endpoint_just_closed_is_resent() {
 /// connection idle this long is re-checked first (`RECHECK_AFTER`).
 #[tokio::test]
 async fn a_long_idle_connection_whose_close_is_still_unseen_is_not_written_to() {
-    let ClosingOrigin {
-        addr,
-        close,
-        closed,
-        thread: origin,
-    } = ClosingOrigin::start(|| {});
-
-    let conns = Connections::new(addr, settings(Protocol::Http1));
-    assert_eq!(fetch(&conns, "/").await, "first");
-    eventually("the connection is idle and ready", || {
-        ready_idle(&conns) == 1
-    })
-    .await;
-    close.send(()).expect("origin listens");
-    closed.recv().expect("origin closed the connection");
+    let origin = ClosingOrigin::start(|| {});
+    let conns = origin.close_an_idle_connection().await;
     // The runtime's one thread stays blocked past `RECHECK_AFTER`, so nothing in it has seen
     // the close when the next request is sent.
     std::thread::sleep(super::http1::RECHECK_AFTER + Duration::from_millis(100));
     assert_eq!(ready_idle(&conns), 1, "the pool has not noticed the close");
-    let again = conns
-        .send(get(&conns, "/"))
-        .await
-        .expect("sent on a new connection, not an error");
-    assert_eq!(text(again).await, "again");
-    origin.join().expect("origin thread");
+    origin
+        .assert_next_request_uses_a_new_connection(&conns)
+        .await;
 }
 
 #[tokio::test]
