@@ -234,6 +234,30 @@ mod tests {
     use crate::health::{Outcome, OutlierDetector, OutlierPolicy};
     use std::time::Duration;
 
+    /// A round-robin pool over ports 1 and 2 with the given availability rules.
+    fn pool_of_two(drained: Vec<SocketAddr>, panic_mode: bool) -> Arc<BackendPool> {
+        let availability = Availability {
+            drained,
+            panic_mode,
+            max_per_endpoint: None,
+        };
+        let pool = BackendPool::with_availability(
+            "svc",
+            Algorithm::RoundRobin,
+            ConnSettings::default(),
+            availability,
+        );
+        pool.set_endpoints(&set(&[1, 2]));
+        pool
+    }
+
+    fn all_unhealthy(pool: &BackendPool) {
+        for b in pool.all_backends().iter() {
+            b.health.set_active_ok(false);
+        }
+        pool.rebuild();
+    }
+
     fn set(ports: &[u16]) -> EndpointSet {
         ports
             .iter()
@@ -299,10 +323,7 @@ mod tests {
     fn all_unhealthy_means_panic_mode_over_all_backends() {
         let pool = BackendPool::new("svc", Algorithm::RoundRobin, ConnSettings::default());
         pool.set_endpoints(&set(&[1, 2]));
-        for b in pool.all_backends().iter() {
-            b.health.set_active_ok(false);
-        }
-        pool.rebuild();
+        all_unhealthy(&pool);
         let bal = pool.balancer();
         assert!(bal.is_panic());
         assert_eq!(bal.backends().len(), 2);
@@ -314,40 +335,15 @@ mod tests {
 
     #[test]
     fn panic_mode_off_leaves_no_backend() {
-        let availability = Availability {
-            drained: Vec::new(),
-            panic_mode: false,
-            max_per_endpoint: None,
-        };
-        let pool = BackendPool::with_availability(
-            "svc",
-            Algorithm::RoundRobin,
-            ConnSettings::default(),
-            availability,
-        );
-        pool.set_endpoints(&set(&[1, 2]));
-        for b in pool.all_backends().iter() {
-            b.health.set_active_ok(false);
-        }
-        pool.rebuild();
+        let pool = pool_of_two(Vec::new(), false);
+        all_unhealthy(&pool);
         assert!(!pool.balancer().is_panic());
         assert!(pool.balancer().backends().is_empty());
     }
 
     #[test]
     fn drained_backends_take_no_traffic_even_in_panic_mode() {
-        let availability = Availability {
-            drained: vec![([127, 0, 0, 1], 1).into()],
-            panic_mode: true,
-            max_per_endpoint: None,
-        };
-        let pool = BackendPool::with_availability(
-            "svc",
-            Algorithm::RoundRobin,
-            ConnSettings::default(),
-            availability,
-        );
-        pool.set_endpoints(&set(&[1, 2]));
+        let pool = pool_of_two(vec![([127, 0, 0, 1], 1).into()], true);
         let only = |pool: &BackendPool| {
             let bal = pool.balancer();
             bal.backends()
@@ -356,10 +352,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(only(&pool), [2], "drained by config");
-        for b in pool.all_backends().iter() {
-            b.health.set_active_ok(false);
-        }
-        pool.rebuild();
+        all_unhealthy(&pool);
         assert_eq!(only(&pool), [2], "panic mode skips drained backends");
         assert!(pool.set_drained(([127, 0, 0, 1], 2).into(), true));
         assert!(only(&pool).is_empty());
