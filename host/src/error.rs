@@ -171,6 +171,32 @@ pub fn json_error(
         "message": message,
         "request_id": request_id.to_str().unwrap_or(""),
     });
+    json_error_body(status, body, request_id)
+}
+
+/// [`json_error`] for a request body at fault, plus the `field` it is about, as a path into
+/// the body (`split[1].weight`).
+pub fn json_field_error(
+    status: StatusCode,
+    code: &str,
+    field: &str,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": code,
+        "field": field,
+        "message": message,
+        "request_id": request_id.to_str().unwrap_or(""),
+    });
+    json_error_body(status, body, request_id)
+}
+
+fn json_error_body(
+    status: StatusCode,
+    body: serde_json::Value,
+    request_id: &HeaderValue,
+) -> Response<Body> {
     let mut response = Response::new(body::full(body.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();

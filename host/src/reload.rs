@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::{self, Config, ConfigError};
 use crate::discovery::registry::Registry;
-use crate::routing::RouteError;
+use crate::routing::{RouteError, RouteTarget};
 use crate::state::plugins::GatewayPlugins;
 use crate::state::Snapshot;
 
@@ -111,10 +111,49 @@ impl Reloader {
             routes: config.routes.len(),
         };
         let snapshot = Snapshot::build(config, &self.registry, self.plugins.as_deref())?;
+        // The file is the source of truth: run-time targets do not survive a reload.
+        for route in current.config.routes.iter() {
+            if route.target_set_at_run_time {
+                let now = snapshot.config.routes.iter().find(|r| r.name == route.name);
+                tracing::info!(route = %route.name, dropped = %route.target,
+                    now = %now.map_or_else(|| "(route removed)".to_owned(), |r| r.target.to_string()),
+                    "config reload drops the route's target set through the admin API; the file's applies");
+            }
+        }
         self.state.store(Arc::new(snapshot));
         tracing::info!(source = %summary.source, services = summary.services,
             routes = summary.routes, "config reloaded");
         Ok(summary)
+    }
+}
+
+impl Reloader {
+    /// Changes route targets at run time (the admin API's split and switch endpoints):
+    /// `plan` reads the current snapshot and returns `(route index, new target)` pairs, or
+    /// refuses. The new snapshot shares the services and plugin chains of the current one
+    /// and is swapped in whole; in-flight requests finish on the one they started with.
+    /// Serialized with reloads, so a change never lands on a snapshot a reload replaced.
+    pub fn change_targets<E: From<RouteError>>(
+        &self,
+        plan: impl FnOnce(&Snapshot) -> Result<Vec<(usize, RouteTarget)>, E>,
+    ) -> Result<Arc<Snapshot>, E> {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.state.load_full();
+        let changes = plan(&current)?;
+        let names: Vec<(String, String)> = changes
+            .iter()
+            .filter_map(|(i, target)| {
+                let route = current.config.routes.get(*i)?;
+                Some((route.name.0.clone(), target.to_string()))
+            })
+            .collect();
+        let snapshot = Arc::new(current.with_targets(changes)?);
+        self.state.store(Arc::clone(&snapshot));
+        for (route, target) in names {
+            tracing::info!(route, %target,
+                "route target set through the admin API; a config reload or restart puts back the file's");
+        }
+        Ok(snapshot)
     }
 }
 

@@ -11,14 +11,16 @@ use self::plugins::GatewayPlugins;
 use crate::config::Config;
 use crate::discovery::registry::Registry;
 use crate::plugins::PluginChain;
-use crate::routing::{RouteError, RouteTable};
+use crate::routing::{RouteError, RouteTable, RouteTarget};
 use crate::upstream::Upstreams;
 
 /// Everything a request needs, consistent with one config.
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: RouteTable,
-    pub upstreams: Upstreams,
+    /// Shared with the snapshots that only change route targets ([`Snapshot::with_targets`]):
+    /// their services keep their connections, health and breakers.
+    pub upstreams: Arc<Upstreams>,
     /// The plugin chain of every route that has plugins, by route name.
     pub chains: HashMap<String, Arc<PluginChain>>,
 }
@@ -45,12 +47,12 @@ impl Snapshot {
         plugins: Option<&GatewayPlugins>,
     ) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
-        let upstreams = Upstreams::new(
+        let upstreams = Arc::new(Upstreams::new(
             &config.services,
             config.listen.workers,
             config.limits.max_response_header_bytes,
             registry,
-        );
+        ));
         let chains = plugins.map(|p| p.chains(&config)).unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),
@@ -60,13 +62,33 @@ impl Snapshot {
         })
     }
 
+    /// This snapshot with the targets of some routes changed (`(route index, target)`), each
+    /// marked as set at run time. Services and plugin chains are shared, not rebuilt: only
+    /// the config and the route table are new. The caller checks that the targets name
+    /// existing services.
+    pub fn with_targets(&self, changes: Vec<(usize, RouteTarget)>) -> Result<Self, RouteError> {
+        let mut config = Config::clone(&self.config);
+        for (index, target) in changes {
+            if let Some(route) = config.routes.get_mut(index) {
+                route.target = target;
+                route.target_set_at_run_time = true;
+            }
+        }
+        Ok(Snapshot {
+            routes: RouteTable::new(&config.routes)?,
+            config: Arc::new(config),
+            upstreams: Arc::clone(&self.upstreams),
+            chains: self.chains.clone(),
+        })
+    }
+
     /// A snapshot with no routes or services, serving nothing: what the state holds while
     /// the gateway starts, before the first real snapshot.
     pub fn starting(config: Arc<Config>) -> Self {
         Snapshot {
             config,
             routes: RouteTable::default(),
-            upstreams: Upstreams::default(),
+            upstreams: Arc::default(),
             chains: HashMap::new(),
         }
     }

@@ -22,3 +22,4 @@ mod reload;
 mod shipped_plugins;
 mod shutdown;
 mod streaming;
+mod traffic;

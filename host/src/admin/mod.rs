@@ -1,5 +1,7 @@
 //! The admin listener: liveness, readiness, metrics and the active config (loopback by default).
 
+mod split;
+
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,6 +72,9 @@ impl Admin {
                 &request_id,
             ));
         }
+        if path.starts_with("/admin/routes/") {
+            return Ok(split::route_split(&self.reloader, &snapshot, req, &request_id).await);
+        }
         let response = match (req.method(), path) {
             (&Method::GET, "/healthz") => {
                 json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
@@ -101,6 +106,9 @@ impl Admin {
                     json_error(status, "reload_refused", &error.to_string(), &request_id)
                 }
             },
+            (method, p) if p.starts_with("/admin/services/") && p.contains("/switch-to/") => {
+                split::switch(&self.reloader, method, p, &request_id)
+            }
             (method, p) if p.starts_with("/admin/services/") => {
                 drain(&snapshot, method, p, &request_id)
             }

@@ -52,16 +52,33 @@ impl HashKey {
         match self {
             HashKey::Header(name) => headers.get(name).map(|v| hash64(v.as_bytes())),
             HashKey::ClientAddr => client.map(hash64),
-            HashKey::Cookie(name) => headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
+            HashKey::Cookie(name) => cookies(headers)
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| hash64(v)),
         }
     }
+}
+
+/// `header:NAME`, `cookie:NAME` or `client-address`: what [`HashKey::parse`] reads.
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::Header(h) => write!(f, "header:{h}"),
+            HashKey::Cookie(c) => write!(f, "cookie:{c}"),
+            HashKey::ClientAddr => f.write_str("client-address"),
+        }
+    }
+}
+
+/// The request's cookies as `(name, value)` pairs, in order, from every `Cookie` header
+/// (RFC 6265 §5.4: `a=1; b=2`). Borrows from the headers: nothing is copied.
+pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
 }
 
 /// A stable 64-bit hash (SipHash with fixed keys: same input, same ring, within a build).

@@ -13,7 +13,7 @@ mod round_robin;
 mod weighted;
 
 pub use backend::{Backend, Picked};
-pub use hash::{ClientAddr, HashKey, RingHash};
+pub use hash::{cookies, ClientAddr, HashKey, RingHash};
 pub use health::EndpointHealth;
 pub use random::{LeastRequest, Random};
 pub use round_robin::RoundRobin;

@@ -264,8 +264,13 @@ pub struct RawBreaker {
 pub struct RawRoute {
     /// Unique route name (shows in logs).
     pub name: Spanned<String>,
-    /// The service requests are proxied to.
-    pub service: Spanned<String>,
+    /// The service requests are proxied to. Exactly one of `service` and `split`.
+    pub service: Option<Spanned<String>>,
+    /// Several services with weights (`[[routes.split]]`): each request goes to one of them.
+    pub split: Option<Spanned<Vec<RawSplitTarget>>>,
+    /// With `split`: `header:NAME`, `cookie:NAME` or `client-address`, so that one key keeps
+    /// one target while the weights hold. Default: none (each request picks at random).
+    pub sticky: Option<Spanned<String>>,
     /// What a request must look like to take this route.
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
@@ -294,6 +299,16 @@ pub struct RawRoute {
     /// Answer every request with this status (400-599) and a JSON error, without plugins or
     /// the upstream. Default: none.
     pub deny: Option<Spanned<i64>>,
+}
+
+/// One `[[routes.split]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplitTarget {
+    /// A service name. Required.
+    pub service: Spanned<String>,
+    /// A positive integer; shares are `weight / sum of weights`. Required.
+    pub weight: Spanned<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,4 +343,7 @@ pub struct RawMatch {
     /// Query parameters that must be present with exactly these values (`"*"` = any value).
     #[serde(default)]
     pub query: BTreeMap<String, Spanned<String>>,
+    /// Cookies that must be present with exactly these values (`"*"` = any value).
+    #[serde(default)]
+    pub cookies: BTreeMap<String, Spanned<String>>,
 }

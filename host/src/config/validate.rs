@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
@@ -20,7 +21,8 @@ use super::{
 };
 use crate::headers::forwarding::ForwardingPolicy;
 use crate::headers::policy::{self as header_policy, HeaderPolicy};
-use crate::routing::RouteTable;
+use crate::balancing::HashKey;
+use crate::routing::{RouteTable, RouteTarget, Split, SplitError};
 
 const DEFAULT_PUBLIC: &str = "0.0.0.0:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
@@ -446,14 +448,7 @@ fn validate_routes(
                 format!("duplicate route name {name:?}"),
             );
         }
-        let service = r.service.get_ref();
-        if !known.contains(service.as_str()) {
-            v.problem(
-                r.service.span(),
-                format!("{at}.service"),
-                format!("no service named {service:?} {}", known_services(known)),
-            );
-        }
+        let target = route_target(v, r, &at, known);
         let matcher = validate_match(v, &r.matcher, &at);
         if r.strip_prefix && !matches!(matcher.path, PathMatch::Prefix(_)) {
             v.problem(
@@ -474,7 +469,8 @@ fn validate_routes(
         }
         out.push(RouteConfig {
             name: RouteName(name.clone()),
-            service: ServiceName(service.clone()),
+            target,
+            target_set_at_run_time: false,
             matcher,
             strip_prefix: r.strip_prefix,
             rewrite: r.rewrite.as_ref().map(|s| s.get_ref().clone()),
@@ -504,6 +500,114 @@ fn validate_routes(
         });
     }
     out
+}
+
+/// `service`, or `split` (with `sticky`): exactly one of the two.
+fn route_target(
+    v: &mut Validator<'_>,
+    r: &RawRoute,
+    at: &str,
+    known: &BTreeSet<&str>,
+) -> RouteTarget {
+    // What an invalid route gets; the config is refused anyway.
+    let placeholder = || RouteTarget::Service(ServiceName(String::new()));
+    let known_service = |v: &mut Validator<'_>, s: &Spanned<String>, field: String| {
+        let ok = known.contains(s.get_ref().as_str());
+        if !ok {
+            v.problem(
+                s.span(),
+                field,
+                format!("no service named {:?} {}", s.get_ref(), known_services(known)),
+            );
+        }
+        ok
+    };
+    let split = match (&r.service, &r.split) {
+        (Some(_), Some(split)) => {
+            v.problem(
+                split.span(),
+                format!("{at}.split"),
+                "service and split cannot be set together; use service for one service, split for several with weights".to_owned(),
+            );
+            return placeholder();
+        }
+        (None, None) => {
+            v.problem(
+                r.name.span(),
+                format!("{at}.service"),
+                "set service (one service) or split (several services with weights)".to_owned(),
+            );
+            return placeholder();
+        }
+        (Some(service), None) => {
+            if let Some(sticky) = &r.sticky {
+                v.problem(
+                    sticky.span(),
+                    format!("{at}.sticky"),
+                    "sticky needs split: a route to one service has no choice to keep".to_owned(),
+                );
+            }
+            known_service(v, service, format!("{at}.service"));
+            return RouteTarget::Service(ServiceName(service.get_ref().clone()));
+        }
+        (None, Some(split)) => split,
+    };
+    let mut ok = true;
+    if split.get_ref().is_empty() {
+        v.problem(
+            split.span(),
+            format!("{at}.split"),
+            SplitError::Empty.to_string(),
+        );
+        ok = false;
+    }
+    let mut targets = Vec::with_capacity(split.get_ref().len());
+    for (j, t) in split.get_ref().iter().enumerate() {
+        ok &= known_service(v, &t.service, format!("{at}.split[{j}].service"));
+        // The same checks and words as the admin API's (`routing::Split::check`).
+        let weight = *t.weight.get_ref();
+        if let Err(e) = Split::check([("", weight)]) {
+            v.problem(t.weight.span(), format!("{at}.split[{j}].weight"), e.to_string());
+            ok = false;
+        }
+        let earlier = split.get_ref()[..j]
+            .iter()
+            .any(|o| o.service.get_ref() == t.service.get_ref());
+        if earlier {
+            let e = SplitError::Duplicate {
+                index: j,
+                service: t.service.get_ref().clone(),
+            };
+            v.problem(t.service.span(), format!("{at}.split[{j}].service"), e.to_string());
+            ok = false;
+        }
+        let weight = u32::try_from(weight).unwrap_or(1);
+        targets.push((ServiceName(t.service.get_ref().clone()), weight));
+    }
+    let sticky = r.sticky.as_ref().and_then(|k| {
+        let key = HashKey::parse(k.get_ref());
+        if key.is_none() {
+            v.problem(
+                k.span(),
+                format!("{at}.sticky"),
+                format!(
+                    "{:?} is not a sticky key; expected \"header:NAME\", \"cookie:NAME\" or \"client-address\"",
+                    k.get_ref()
+                ),
+            );
+        }
+        key
+    });
+    if !ok {
+        return placeholder();
+    }
+    match Split::new(targets, sticky) {
+        Ok(split) => RouteTarget::Split(Arc::new(split)),
+        Err(e) => {
+            v.problem(split.span(), format!("{at}.{}", e.field()), e.to_string());
+            placeholder()
+        }
+    }
 }
 
 fn check_name(v: &mut Validator<'_>, name: &Spanned<String>, field: &str) {
@@ -624,6 +728,26 @@ fn validate_match(v: &mut Validator<'_>, m: &RawMatch, at: &str) -> MatchConfig 
         .iter()
         .map(|(k, val)| (k.clone(), value_match(val)))
         .collect();
+    let cookies = m
+        .cookies
+        .iter()
+        .filter_map(|(name, value)| {
+            // RFC 6265 cookie-name: a token; `=`, `;`, spaces and controls cannot be in it.
+            let is_token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !is_token {
+                v.problem(
+                    value.span(),
+                    format!("{at}.match.cookies.{name}"),
+                    format!("{name:?} is not a cookie name"),
+                );
+                return None;
+            }
+            Some((name.clone(), value_match(value)))
+        })
+        .collect();
 
     MatchConfig {
         host,
@@ -631,6 +755,7 @@ fn validate_match(v: &mut Validator<'_>, m: &RawMatch, at: &str) -> MatchConfig 
         methods,
         headers,
         query,
+        cookies,
     }
 }
 

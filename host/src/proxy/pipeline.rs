@@ -191,9 +191,15 @@ async fn proxy(
             }
         },
     };
+    // A split picks here, after the plugins: a sticky key may be a header a plugin set.
+    let (service, picked) = route
+        .config
+        .target
+        .service_for(upstream_req.headers(), client.ip());
+    log.service = picked.cloned();
     let upstream = match snapshot
         .upstreams
-        .call(&route.config.service.0, upstream_req, route.config.timeout)
+        .call(&service.0, upstream_req, route.config.timeout)
         .await
     {
         Ok(upstream) => upstream,

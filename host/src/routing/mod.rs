@@ -10,11 +10,12 @@
 //! 2. path: exact path, then template (static segments beat `{param}`, which beat `{*rest}`),
 //!    then the longest prefix;
 //! 3. among routes with the same host and path pattern: the one with more predicates
-//!    (methods counts as one, each header and query predicate as one);
+//!    (methods counts as one, each header, query and cookie predicate as one);
 //! 4. then file order: the route written first wins.
 
 mod route;
 mod spec;
+mod split;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use http::request::Parts;
 
 pub use route::{Route, RouteId};
 pub use spec::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName, ValueMatch};
+pub use split::{RouteTarget, Split, SplitError, SplitTarget, MAX_WEIGHT};
 
 /// A route that matched, with the parameters its path template captured.
 #[derive(Debug)]

@@ -1,10 +1,11 @@
-//! One compiled route: its predicates (method, headers, query) and its path rewrite.
+//! One compiled route: its predicates (method, headers, query, cookies) and its path rewrite.
 
 use std::sync::Arc;
 
 use http::request::Parts;
 
 use super::{PathMatch, RouteConfig, ValueMatch};
+use crate::balancing::cookies;
 
 /// Index of a route in the table, stable for the life of one config snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,7 +24,7 @@ impl Route {
     /// How specific the non-path predicates are; more specific routes are tried first.
     pub(super) fn specificity(&self) -> usize {
         let m = &self.config.matcher;
-        usize::from(!m.methods.is_empty()) + m.headers.len() + m.query.len()
+        usize::from(!m.methods.is_empty()) + m.headers.len() + m.query.len() + m.cookies.len()
     }
 
     /// Method, header and query predicates (host and path are matched by the table).
@@ -40,6 +41,18 @@ impl Route {
             }
         });
         if !headers_ok {
+            return false;
+        }
+        let cookies_ok = m.cookies.iter().all(|(name, want)| {
+            cookies(&req.headers).any(|(k, v)| {
+                k == name.as_str()
+                    && match want {
+                        ValueMatch::Present => true,
+                        ValueMatch::Exact(w) => v == w.as_str(),
+                    }
+            })
+        });
+        if !cookies_ok {
             return false;
         }
         if m.query.is_empty() {

@@ -9,8 +9,8 @@ use serde::{Serialize, Serializer};
 use crate::body::limit::MaxBodyBytes;
 use crate::headers::policy::HeaderPolicy;
 use crate::plugins::{OnError, RoutePlugin};
+use super::RouteTarget;
 use crate::serialize::as_humantime;
-use crate::upstream::ServiceName;
 
 /// A route's unique name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -26,7 +26,13 @@ impl fmt::Display for RouteName {
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteConfig {
     pub name: RouteName,
-    pub service: ServiceName,
+    /// `service = "x"` or a weighted `split`; serialized as those keys.
+    #[serde(flatten)]
+    pub target: RouteTarget,
+    /// The target was set through the admin API (`PUT /admin/routes/{name}/split`): the next
+    /// reload or a restart puts back the file's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub target_set_at_run_time: bool,
     #[serde(rename = "match")]
     pub matcher: MatchConfig,
     pub strip_prefix: bool,
@@ -67,7 +73,7 @@ pub enum PathMatch {
     Prefix(String),
 }
 
-/// How a header or query value must look.
+/// How a header, query or cookie value must look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "value")]
 pub enum ValueMatch {
@@ -84,6 +90,8 @@ pub struct MatchConfig {
     #[serde(serialize_with = "headers_as_strings")]
     pub headers: Vec<(HeaderName, ValueMatch)>,
     pub query: Vec<(String, ValueMatch)>,
+    /// Cookies (from `Cookie` headers) that must be present, with these values.
+    pub cookies: Vec<(String, ValueMatch)>,
 }
 
 fn methods_as_strings<S: Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {

@@ -256,3 +256,47 @@ match = { path = "/users/{name}" }
     assert!(err.contains("routes[1].match"), "{err}");
     assert!(err.contains("\"by-id\""), "{err}");
 }
+
+#[test]
+fn cookie_predicates_count_like_header_predicates() {
+    let t = table(
+        r#"
+[[routes]]
+name = "a"
+service = "s"
+match = { prefix = "/shop" }
+[[routes]]
+name = "b"
+service = "s"
+match = { prefix = "/shop", cookies = { ab = "b" } }
+[[routes]]
+name = "b-tester"
+service = "s"
+match = { prefix = "/shop", cookies = { ab = "b", tester = "*" } }
+[[routes]]
+name = "header-first"
+service = "s"
+match = { prefix = "/tie", headers = { x-b = "1" } }
+[[routes]]
+name = "cookie-second"
+service = "s"
+match = { prefix = "/tie", cookies = { b = "1" } }
+"#,
+    );
+    let at = |uri: &str, headers: &[(&str, &str)]| route_name(&t, &req("GET", uri, headers));
+    assert_eq!(at("/shop", &[]).as_deref(), Some("a"));
+    assert_eq!(at("/shop", &[("cookie", "ab=b")]).as_deref(), Some("b"));
+    assert_eq!(at("/shop", &[("cookie", "ab=bb")]).as_deref(), Some("a"));
+    assert_eq!(at("/shop", &[("cookie", "ab=b; tester=")]).as_deref(), Some("b-tester"));
+    assert_eq!(
+        at("/shop", &[("cookie", "tester=1"), ("cookie", "ab=b")]).as_deref(),
+        Some("b-tester"),
+        "cookies from every Cookie header"
+    );
+    // One predicate each: the file order breaks the tie.
+    assert_eq!(
+        at("/tie", &[("x-b", "1"), ("cookie", "b=1")]).as_deref(),
+        Some("header-first")
+    );
+    assert_eq!(at("/tie", &[("cookie", "b=1")]).as_deref(), Some("cookie-second"));
+}

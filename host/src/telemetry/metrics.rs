@@ -23,6 +23,12 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SplitLabels {
+    route: Arc<String>,
+    service: Arc<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
     event: &'static str,
@@ -74,6 +80,7 @@ pub struct Metrics {
     listener: Family<ListenerLabels, Counter>,
     underscore_headers: Family<ActionLabels, Counter>,
     upstream_refusals: Family<RefusalLabels, Counter>,
+    split_requests: Family<SplitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,7 +119,14 @@ impl Default for Metrics {
             "Requests answered 503 at once without reaching an upstream, by service and reason",
             upstream_refusals.clone(),
         );
+        let split_requests = Family::<SplitLabels, Counter>::default();
+        registry.register(
+            "split_requests",
+            "Requests a weighted split sent to each of its services, by route and service",
+            split_requests.clone(),
+        );
         Metrics {
+            split_requests,
             registry,
             requests,
             duration,
@@ -139,6 +153,16 @@ impl Metrics {
                 route: Arc::clone(route),
             })
             .observe(seconds);
+    }
+
+    /// Counts one request that the split of `route` sent to `service`.
+    pub fn split_request(&self, route: &Arc<String>, service: &Arc<String>) {
+        self.split_requests
+            .get_or_create(&SplitLabels {
+                route: Arc::clone(route),
+                service: Arc::clone(service),
+            })
+            .inc();
     }
 
     /// Counts one listener event.

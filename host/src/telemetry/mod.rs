@@ -60,6 +60,8 @@ pub struct AccessLog {
     pub route: Option<Arc<String>>,
     /// Set once an upstream endpoint answered.
     pub upstream: Option<SocketAddr>,
+    /// The service a split route picked (one-service routes leave it unset: the route says).
+    pub service: Option<Arc<String>>,
 }
 
 #[derive(Debug)]
@@ -83,6 +85,7 @@ impl AccessLog {
             }),
             route: None,
             upstream: None,
+            service: None,
         }
     }
 
@@ -94,6 +97,9 @@ impl AccessLog {
     /// Writes the line and records the metrics. `elapsed` runs until the response head is ready.
     pub fn finish(self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
         metrics.record(self.route.as_ref(), status.as_u16(), elapsed.as_secs_f64());
+        if let (Some(route), Some(service)) = (&self.route, &self.service) {
+            metrics.split_request(route, service);
+        }
         let Some(line) = &self.request else {
             return;
         };
@@ -103,6 +109,7 @@ impl AccessLog {
             path = line.uri.path(),
             route = self.route_name(),
             upstream = %self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+            service = self.service.as_deref().map_or("-", String::as_str),
             status = status.as_u16(),
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             request_id = %String::from_utf8_lossy(line.request_id.as_bytes()),
