@@ -216,7 +216,7 @@ async fn the_admin_api_reads_and_sets_a_split_and_validates_like_config() {
     bad(r#"{"split":[]}"#, "split").await;
     bad(r#"{"split":[{"service":"blue","weight":1},{"service":"blue","weight":1}]}"#, "split[1].service").await;
     bad(r#"{"split":[{"service":"blue","weight":1}],"sticky":"body"}"#, "sticky").await;
-    bad(r#"{"split":[{"service":"blue","weight":1,"zone":"a"}]}"#, "split[0]").await;
+    bad(r#"{"split":[{"service":"blue","weight":1,"zone":"a"}]}"#, "split[0].zone").await;
     let missing = admin(&gw, "PUT", "/admin/routes/nope/split", r#"{"split":[]}"#).await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"], "unknown_route");
