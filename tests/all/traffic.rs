@@ -26,9 +26,7 @@ async fn counting(name: &'static str) -> (origin::Origin, Arc<AtomicUsize>) {
 
 fn services(list: &[(&str, std::net::SocketAddr)]) -> String {
     list.iter()
-        .map(|(name, addr)| {
-            format!("[[services]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n")
-        })
+        .map(|(name, addr)| format!("[[services]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n"))
         .collect()
 }
 
@@ -94,7 +92,9 @@ async fn a_weighted_split_holds_its_share_over_10000_requests() {
     // 5 % ± 1 point: the binomial's standard deviation here is 0.22 points.
     assert!((0.04..0.06).contains(&share), "green got {g} of 10000");
 
-    let metrics = get(&format!("http://{}/metrics", gw.admin_addr), &[]).await.text();
+    let metrics = get(&format!("http://{}/metrics", gw.admin_addr), &[])
+        .await
+        .text();
     assert!(
         metrics.contains(&format!(
             r#"gatehouse_split_requests_total{{route="shop",service="green"}} {g}"#
@@ -122,20 +122,30 @@ async fn a_sticky_split_keeps_each_user_on_one_version() {
         let cookie = format!("theme=dark; user=u{user}");
         let mut seen = Vec::new();
         for _ in 0..5 {
-            let got = support::send(&client, "GET", &url, &[("cookie", &cookie)], Bytes::new()).await;
+            let got =
+                support::send(&client, "GET", &url, &[("cookie", &cookie)], Bytes::new()).await;
             seen.push(got.text());
         }
-        assert!(seen.iter().all(|s| *s == seen[0]), "user u{user} moved: {seen:?}");
+        assert!(
+            seen.iter().all(|s| *s == seen[0]),
+            "user u{user} moved: {seen:?}"
+        );
         on_green += usize::from(seen[0] == "green");
     }
-    assert!((70..130).contains(&on_green), "{on_green} of 200 users on green");
+    assert!(
+        (70..130).contains(&on_green),
+        "{on_green} of 200 users on green"
+    );
 
     // Without the cookie: the weights still hold, at random.
     let mut keyless_green = 0;
     for _ in 0..200 {
         keyless_green += usize::from(get(&url, &[]).await.text() == "green");
     }
-    assert!((60..140).contains(&keyless_green), "{keyless_green} of 200 keyless on green");
+    assert!(
+        (60..140).contains(&keyless_green),
+        "{keyless_green} of 200 keyless on green"
+    );
     gw.shutdown().await;
 }
 
@@ -166,13 +176,23 @@ async fn a_cookie_predicate_routes_the_b_group() {
     // The cookie route comes second in the file and wins by having one more predicate.
     assert_eq!(at("/shop", &[("cookie", "ab=b")]).await, "b");
     assert_eq!(at("/shop", &[("cookie", "x=1; ab=b")]).await, "b");
-    assert_eq!(at("/shop", &[("cookie", "x=1"), ("cookie", "ab=b")]).await, "b");
+    assert_eq!(
+        at("/shop", &[("cookie", "x=1"), ("cookie", "ab=b")]).await,
+        "b"
+    );
     assert_eq!(at("/shop", &[("cookie", "ab=a")]).await, "a");
-    assert_eq!(at("/shop", &[("cookie", "ab=bb")]).await, "a", "exact value");
+    assert_eq!(
+        at("/shop", &[("cookie", "ab=bb")]).await,
+        "a",
+        "exact value"
+    );
     assert_eq!(at("/shop", &[]).await, "a");
     // "*": present with any value; two predicates beat one.
     assert_eq!(at("/beta", &[("cookie", "beta=")]).await, "b");
-    assert_eq!(at("/beta", &[("cookie", "beta=yes"), ("x-beta", "1")]).await, "a");
+    assert_eq!(
+        at("/beta", &[("cookie", "beta=yes"), ("x-beta", "1")]).await,
+        "a"
+    );
     assert_eq!(at("/beta", &[]).await, "404");
     gw.shutdown().await;
 }
@@ -209,18 +229,52 @@ async fn the_admin_api_reads_and_sets_a_split_and_validates_like_config() {
             assert_eq!(got.json()["field"], field, "{body}: {}", got.text());
         }
     };
-    bad(r#"{"split":[{"service":"nope","weight":1}]}"#, "split[0].service").await;
-    bad(r#"{"split":[{"service":"blue","weight":0}]}"#, "split[0].weight").await;
-    bad(r#"{"split":[{"service":"blue","weight":9},{"service":"green","weight":-1}]}"#, "split[1].weight").await;
-    bad(r#"{"split":[{"service":"blue","weight":1.5}]}"#, "split[0].weight").await;
+    bad(
+        r#"{"split":[{"service":"nope","weight":1}]}"#,
+        "split[0].service",
+    )
+    .await;
+    bad(
+        r#"{"split":[{"service":"blue","weight":0}]}"#,
+        "split[0].weight",
+    )
+    .await;
+    bad(
+        r#"{"split":[{"service":"blue","weight":9},{"service":"green","weight":-1}]}"#,
+        "split[1].weight",
+    )
+    .await;
+    bad(
+        r#"{"split":[{"service":"blue","weight":1.5}]}"#,
+        "split[0].weight",
+    )
+    .await;
     bad(r#"{"split":[]}"#, "split").await;
-    bad(r#"{"split":[{"service":"blue","weight":1},{"service":"blue","weight":1}]}"#, "split[1].service").await;
-    bad(r#"{"split":[{"service":"blue","weight":1}],"sticky":"body"}"#, "sticky").await;
-    bad(r#"{"split":[{"service":"blue","weight":1,"zone":"a"}]}"#, "split[0].zone").await;
+    bad(
+        r#"{"split":[{"service":"blue","weight":1},{"service":"blue","weight":1}]}"#,
+        "split[1].service",
+    )
+    .await;
+    bad(
+        r#"{"split":[{"service":"blue","weight":1}],"sticky":"body"}"#,
+        "sticky",
+    )
+    .await;
+    bad(
+        r#"{"split":[{"service":"blue","weight":1,"zone":"a"}]}"#,
+        "split[0].zone",
+    )
+    .await;
     let missing = admin(&gw, "PUT", "/admin/routes/nope/split", r#"{"split":[]}"#).await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"], "unknown_route");
-    assert_eq!(get(&format!("http://{}/", gw.public_addr), &[]).await.text(), "blue", "nothing applied");
+    assert_eq!(
+        get(&format!("http://{}/", gw.public_addr), &[])
+            .await
+            .text(),
+        "blue",
+        "nothing applied"
+    );
 
     let set = admin(
         &gw,
@@ -231,7 +285,9 @@ async fn the_admin_api_reads_and_sets_a_split_and_validates_like_config() {
     .await;
     assert_eq!(set.status, 200, "{}", set.text());
     assert_eq!(set.json()["set_at_run_time"], true);
-    assert!(set.json()["note"].as_str().is_some_and(|n| n.contains("reload")));
+    assert!(set.json()["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("reload")));
     let dump = admin(&gw, "GET", "/admin/config", "").await.json();
     assert_eq!(
         dump["routes"][0]["split"],
@@ -242,13 +298,33 @@ async fn the_admin_api_reads_and_sets_a_split_and_validates_like_config() {
     assert!(dump["routes"][0].get("service").is_none());
 
     // Sticky: kept when the body leaves it out, dropped by `null`.
-    let again = admin(&gw, "PUT", path, r#"{"split":[{"service":"blue","weight":50},{"service":"green","weight":50}]}"#).await;
+    let again = admin(
+        &gw,
+        "PUT",
+        path,
+        r#"{"split":[{"service":"blue","weight":50},{"service":"green","weight":50}]}"#,
+    )
+    .await;
     assert_eq!(again.json()["sticky"], "header:x-user");
-    let plain = admin(&gw, "PUT", path, r#"{"split":[{"service":"green","weight":1}],"sticky":null}"#).await;
+    let plain = admin(
+        &gw,
+        "PUT",
+        path,
+        r#"{"split":[{"service":"green","weight":1}],"sticky":null}"#,
+    )
+    .await;
     assert_eq!(plain.json()["sticky"], serde_json::Value::Null);
     let dump = admin(&gw, "GET", "/admin/config", "").await.json();
-    assert_eq!(dump["routes"][0]["service"], "green", "one target reads as service");
-    assert_eq!(get(&format!("http://{}/", gw.public_addr), &[]).await.text(), "green");
+    assert_eq!(
+        dump["routes"][0]["service"], "green",
+        "one target reads as service"
+    );
+    assert_eq!(
+        get(&format!("http://{}/", gw.public_addr), &[])
+            .await
+            .text(),
+        "green"
+    );
     gw.shutdown().await;
 }
 
@@ -264,20 +340,41 @@ async fn switch_to_moves_every_route_of_a_service() {
          [[routes.split]]\nservice = \"blue\"\nweight = 3\n\
          [[routes.split]]\nservice = \"green\"\nweight = 1\n\
          [[routes]]\nname = \"c\"\nservice = \"other\"\nmatch = {{ prefix = \"/c\" }}\n",
-        services(&[("blue", blue.addr), ("green", green.addr), ("other", other.addr)])
+        services(&[
+            ("blue", blue.addr),
+            ("green", green.addr),
+            ("other", other.addr)
+        ])
     ))
     .await;
     let switched = admin(&gw, "POST", "/admin/services/blue/switch-to/green", "").await;
     assert_eq!(switched.status, 200, "{}", switched.text());
     let routes = &switched.json()["routes"];
     assert_eq!(routes.as_array().map(Vec::len), Some(2), "{routes}");
-    assert_eq!(routes[1]["split"], serde_json::json!([{ "service": "green", "weight": 4 }]));
+    assert_eq!(
+        routes[1]["split"],
+        serde_json::json!([{ "service": "green", "weight": 4 }])
+    );
     for p in ["/a", "/b", "/b", "/b"] {
-        assert_eq!(get(&format!("http://{}{p}", gw.public_addr), &[]).await.text(), "green");
+        assert_eq!(
+            get(&format!("http://{}{p}", gw.public_addr), &[])
+                .await
+                .text(),
+            "green"
+        );
     }
-    assert_eq!(get(&format!("http://{}/c", gw.public_addr), &[]).await.text(), "other");
+    assert_eq!(
+        get(&format!("http://{}/c", gw.public_addr), &[])
+            .await
+            .text(),
+        "other"
+    );
     let again = admin(&gw, "POST", "/admin/services/blue/switch-to/green", "").await;
-    assert_eq!(again.json()["routes"], serde_json::json!([]), "nothing left on blue");
+    assert_eq!(
+        again.json()["routes"],
+        serde_json::json!([]),
+        "nothing left on blue"
+    );
     let unknown = admin(&gw, "POST", "/admin/services/blue/switch-to/teal", "").await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["error"], "unknown_service");
@@ -320,9 +417,11 @@ async fn a_blue_green_switch_under_load_fails_no_request() {
             sent
         }));
     }
-    support::eventually("traffic flows to blue", Duration::from_secs(10), async || {
-        blue_hits.load(Ordering::SeqCst) >= 500
-    })
+    support::eventually(
+        "traffic flows to blue",
+        Duration::from_secs(10),
+        async || blue_hits.load(Ordering::SeqCst) >= 500,
+    )
     .await;
     let put = admin(
         &gw,
@@ -334,17 +433,27 @@ async fn a_blue_green_switch_under_load_fails_no_request() {
     assert_eq!(put.status, 200, "{}", put.text());
     switched.store(true, Ordering::SeqCst);
     let green_at_switch = green_hits.load(Ordering::SeqCst);
-    support::eventually("traffic flows to green", Duration::from_secs(10), async || {
-        green_hits.load(Ordering::SeqCst) >= green_at_switch + 500
-    })
+    support::eventually(
+        "traffic flows to green",
+        Duration::from_secs(10),
+        async || green_hits.load(Ordering::SeqCst) >= green_at_switch + 500,
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     let mut sent = 0;
     for c in clients {
         sent += c.await.expect("client task");
     }
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "failed requests out of {sent}");
-    assert_eq!(blue_after.load(Ordering::SeqCst), 0, "requests sent after the switch on blue");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "failed requests out of {sent}"
+    );
+    assert_eq!(
+        blue_after.load(Ordering::SeqCst),
+        0,
+        "requests sent after the switch on blue"
+    );
     gw.shutdown().await;
 }
 
@@ -364,13 +473,25 @@ async fn a_reload_puts_back_the_file_target() {
         .await
         .expect("gateway starts");
     let url = format!("http://{}/", gw.public_addr);
-    let put = admin(&gw, "PUT", "/admin/routes/shop/split", r#"{"split":[{"service":"green","weight":1}]}"#).await;
+    let put = admin(
+        &gw,
+        "PUT",
+        "/admin/routes/shop/split",
+        r#"{"split":[{"service":"green","weight":1}]}"#,
+    )
+    .await;
     assert_eq!(put.status, 200, "{}", put.text());
     assert_eq!(get(&url, &[]).await.text(), "green");
     let reloaded = admin(&gw, "POST", "/admin/reload", "").await;
     assert_eq!(reloaded.status, 200, "{}", reloaded.text());
-    assert_eq!(get(&url, &[]).await.text(), "blue", "the file is the source of truth");
-    let now = admin(&gw, "GET", "/admin/routes/shop/split", "").await.json();
+    assert_eq!(
+        get(&url, &[]).await.text(),
+        "blue",
+        "the file is the source of truth"
+    );
+    let now = admin(&gw, "GET", "/admin/routes/shop/split", "")
+        .await
+        .json();
     assert_eq!(now["set_at_run_time"], false);
     gw.shutdown().await;
 }

@@ -169,7 +169,9 @@ pub(super) fn switch(
         return json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            &format!("no admin endpoint at {path}; expected /admin/services/{{from}}/switch-to/{{to}}"),
+            &format!(
+                "no admin endpoint at {path}; expected /admin/services/{{from}}/switch-to/{{to}}"
+            ),
             request_id,
         );
     };
@@ -197,9 +199,7 @@ pub(super) fn switch(
             }
         }
         if from == to {
-            return Err(Refused::Bad(format!(
-                "cannot switch {from} to itself"
-            )));
+            return Err(Refused::Bad(format!("cannot switch {from} to itself")));
         }
         let mut changes = Vec::new();
         for (i, route) in current.config.routes.iter().enumerate() {
@@ -286,19 +286,19 @@ fn parse_split(
     let parsed: SplitBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         Refused::Field {
-            field: if field == "." { "(body)".to_owned() } else { field },
+            field: if field == "." {
+                "(body)".to_owned()
+            } else {
+                field
+            },
             message: e.into_inner().to_string(),
         }
     })?;
-    Split::check(
-        parsed
-            .split
-            .iter()
-            .map(|t| (t.service.as_str(), t.weight)),
-    )
-    .map_err(|e| Refused::Field {
-        field: e.field(),
-        message: e.to_string(),
+    Split::check(parsed.split.iter().map(|t| (t.service.as_str(), t.weight))).map_err(|e| {
+        Refused::Field {
+            field: e.field(),
+            message: e.to_string(),
+        }
     })?;
     for (i, t) in parsed.split.iter().enumerate() {
         if snapshot.upstreams.service(&t.service).is_none() {

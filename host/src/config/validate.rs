@@ -19,9 +19,9 @@ use super::{
     MaxBodyBytes, PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
     ShutdownConfig, UnderscoreHeaders, ValueMatch,
 };
+use crate::balancing::HashKey;
 use crate::headers::forwarding::ForwardingPolicy;
 use crate::headers::policy::{self as header_policy, HeaderPolicy};
-use crate::balancing::HashKey;
 use crate::routing::{RouteTable, RouteTarget, Split, SplitError};
 
 const DEFAULT_PUBLIC: &str = "0.0.0.0:8080";
@@ -517,7 +517,11 @@ fn route_target(
             v.problem(
                 s.span(),
                 field,
-                format!("no service named {:?} {}", s.get_ref(), known_services(known)),
+                format!(
+                    "no service named {:?} {}",
+                    s.get_ref(),
+                    known_services(known)
+                ),
             );
         }
         ok
@@ -567,7 +571,11 @@ fn route_target(
         // The same checks and words as the admin API's (`routing::Split::check`).
         let weight = *t.weight.get_ref();
         if let Err(e) = Split::check([("", weight)]) {
-            v.problem(t.weight.span(), format!("{at}.split[{j}].weight"), e.to_string());
+            v.problem(
+                t.weight.span(),
+                format!("{at}.split[{j}].weight"),
+                e.to_string(),
+            );
             ok = false;
         }
         let earlier = split.get_ref()[..j]
@@ -578,7 +586,11 @@ fn route_target(
                 index: j,
                 service: t.service.get_ref().clone(),
             };
-            v.problem(t.service.span(), format!("{at}.split[{j}].service"), e.to_string());
+            v.problem(
+                t.service.span(),
+                format!("{at}.split[{j}].service"),
+                e.to_string(),
+            );
             ok = false;
         }
         let weight = u32::try_from(weight).unwrap_or(1);

@@ -6,10 +6,10 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use serde::{Serialize, Serializer};
 
+use super::RouteTarget;
 use crate::body::limit::MaxBodyBytes;
 use crate::headers::policy::HeaderPolicy;
 use crate::plugins::{OnError, RoutePlugin};
-use super::RouteTarget;
 use crate::serialize::as_humantime;
 
 /// A route's unique name.

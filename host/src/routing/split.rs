@@ -63,7 +63,9 @@ pub enum SplitError {
     Empty,
     #[error("{weight} is not a weight; expected a positive integer up to {MAX_WEIGHT}")]
     Weight { index: usize, weight: i64 },
-    #[error("service {service:?} appears twice in the split; give it one entry with the summed weight")]
+    #[error(
+        "service {service:?} appears twice in the split; give it one entry with the summed weight"
+    )]
     Duplicate { index: usize, service: String },
 }
 
@@ -341,7 +343,11 @@ mod tests {
         let share = green as f64 / 20_000.0;
         assert!((0.085..0.115).contains(&share), "green share {share}");
         for (u, name) in first.iter().enumerate() {
-            assert_eq!(s.pick(&user(u as u64), ip()).service.0, *name, "user {u} moved");
+            assert_eq!(
+                s.pick(&user(u as u64), ip()).service.0,
+                *name,
+                "user {u} moved"
+            );
         }
     }
 
@@ -364,8 +370,9 @@ mod tests {
         assert!((0.04..0.06).contains(&share), "moved share {share}");
         // Scaling the weights (95/5 → 950/50) moves no one.
         let scaled = split(&[("blue", 950), ("green", 50)], Some("header:x-user"));
-        assert!((0..n).all(|u| before.pick(&user(u), ip()).service.0
-            == scaled.pick(&user(u), ip()).service.0));
+        assert!((0..n).all(
+            |u| before.pick(&user(u), ip()).service.0 == scaled.pick(&user(u), ip()).service.0
+        ));
     }
 
     #[test]
@@ -392,7 +399,9 @@ mod tests {
         let blue = ServiceName("blue".into());
         let green = ServiceName("green".into());
         let t = RouteTarget::Split(Arc::new(split(&[("blue", 95), ("green", 5)], None)));
-        let switched = t.replace_service(&blue, &green).expect("blue is in the split");
+        let switched = t
+            .replace_service(&blue, &green)
+            .expect("blue is in the split");
         assert_eq!(switched.targets(), vec![(green.clone(), 100)]);
         let one = RouteTarget::Service(blue.clone());
         assert_eq!(

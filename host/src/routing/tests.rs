@@ -287,7 +287,10 @@ match = { prefix = "/tie", cookies = { b = "1" } }
     assert_eq!(at("/shop", &[]).as_deref(), Some("a"));
     assert_eq!(at("/shop", &[("cookie", "ab=b")]).as_deref(), Some("b"));
     assert_eq!(at("/shop", &[("cookie", "ab=bb")]).as_deref(), Some("a"));
-    assert_eq!(at("/shop", &[("cookie", "ab=b; tester=")]).as_deref(), Some("b-tester"));
+    assert_eq!(
+        at("/shop", &[("cookie", "ab=b; tester=")]).as_deref(),
+        Some("b-tester")
+    );
     assert_eq!(
         at("/shop", &[("cookie", "tester=1"), ("cookie", "ab=b")]).as_deref(),
         Some("b-tester"),
@@ -298,5 +301,8 @@ match = { prefix = "/tie", cookies = { b = "1" } }
         at("/tie", &[("x-b", "1"), ("cookie", "b=1")]).as_deref(),
         Some("header-first")
     );
-    assert_eq!(at("/tie", &[("cookie", "b=1")]).as_deref(), Some("cookie-second"));
+    assert_eq!(
+        at("/tie", &[("cookie", "b=1")]).as_deref(),
+        Some("cookie-second")
+    );
 }
