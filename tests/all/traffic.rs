@@ -495,3 +495,67 @@ async fn a_reload_puts_back_the_file_target() {
     assert_eq!(now["set_at_run_time"], false);
     gw.shutdown().await;
 }
+
+/// The real binary: the access log names the service a split picked, and SIGHUP drops a
+/// run-time target with an info line naming the route.
+#[tokio::test]
+async fn the_logs_name_the_picked_service_and_the_dropped_target() {
+    let (blue, _) = counting("blue").await;
+    let (green, _) = counting("green").await;
+    let (public, admin_addr) = (origin::closed_port().await, origin::closed_port().await);
+    let dir = TempDir::new("traffic-logs");
+    let path = dir.join("gatehouse.toml");
+    let text = format!(
+        "[listen]\npublic = \"{public}\"\nadmin = \"{admin_addr}\"\n[log]\nformat = \"json\"\n{TOKEN}{}\
+         [[routes]]\nname = \"shop\"\n[[routes.split]]\nservice = \"blue\"\nweight = 1\n\
+         [[routes.split]]\nservice = \"green\"\nweight = 1\n",
+        services(&[("blue", blue.addr), ("green", green.addr)])
+    );
+    std::fs::write(&path, text).expect("write config");
+    let child = support::spawn_gatehouse(&path, admin_addr, true).await;
+    let url = format!("http://{public}/");
+    let first = get(&url, &[]).await.text();
+    let put = support::send(
+        &support::http1(),
+        "PUT",
+        &format!("http://{admin_addr}/admin/routes/shop/split"),
+        &[("authorization", "Bearer s3cret")],
+        Bytes::from_static(br#"{"split":[{"service":"green","weight":1}]}"#),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    support::signal(&child, "-HUP");
+    support::eventually(
+        "the reload puts blue back",
+        Duration::from_secs(10),
+        async || get(&url, &[]).await.text() == "blue",
+    )
+    .await;
+    support::signal(&child, "-TERM");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("gatehouse exits")
+        .expect("output");
+    let logs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["target"] == "gatehouse::access" && l["service"] == first.as_str()),
+        "an access line names {first}: {logs:?}"
+    );
+    let dropped = logs
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("reload drops"))
+        })
+        .unwrap_or_else(|| panic!("no line about the dropped target: {logs:?}"));
+    assert_eq!(dropped["level"], "INFO");
+    assert_eq!(dropped["route"], "shop");
+    assert_eq!(dropped["dropped"], "green");
+    assert_eq!(dropped["now"], "blue=1, green=1");
+}
