@@ -1,5 +1,6 @@
 //! Route matching cost with 10, 1 000 and 10 000 routes: it must stay flat, because the table
-//! is a radix tree plus hash maps, never a scan. Run: `cargo bench -p gatehouse --bench routing`.
+//! is a radix tree plus hash maps, never a scan; and what a route's target (one service or a
+//! weighted split) costs once matched. Run: `cargo bench -p gatehouse --bench routing`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gatehouse::config::load_str;
@@ -65,5 +66,28 @@ fn bench_routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_routing);
+/// What a route's target costs per request once it matched: a one-service route (the branch
+/// every plain route pays), a 95/5 split picked at random, and one sticky by cookie.
+fn bench_split(c: &mut Criterion) {
+    let text = "[[services]]\nname = \"blue\"\nendpoints = [\"127.0.0.1:1\"]\n\
+        [[services]]\nname = \"green\"\nendpoints = [\"127.0.0.1:2\"]\n\
+        [[routes]]\nname = \"plain\"\nservice = \"blue\"\nmatch = { prefix = \"/plain\" }\n\
+        [[routes]]\nname = \"split\"\nmatch = { prefix = \"/split\" }\n\
+        split = [{ service = \"blue\", weight = 95 }, { service = \"green\", weight = 5 }]\n\
+        [[routes]]\nname = \"sticky\"\nsticky = \"cookie:user\"\nmatch = { prefix = \"/sticky\" }\n\
+        split = [{ service = \"blue\", weight = 95 }, { service = \"green\", weight = 5 }]\n";
+    let config = load_str(text, "bench.toml").expect("valid config");
+    let mut group = c.benchmark_group("route_target");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("cookie", "theme=dark; user=u-1234".parse().expect("cookie"));
+    let client = std::net::IpAddr::from([192, 0, 2, 1]);
+    for route in &config.routes {
+        group.bench_function(route.name.0.as_str(), |b| {
+            b.iter(|| route.target.service_for(&headers, client).0 .0.len())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_routing, bench_split);
 criterion_main!(benches);
