@@ -18,7 +18,7 @@
 //! there is no import circle), bottom to top:
 //!
 //! ```text
-//! body, worker, serialize, discovery, telemetry
+//! body, worker, serialize, discovery, telemetry, ratelimit (limits and their counters)
 //! conn (one endpoint's connections), listener (public listener + Limits), plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
 //! routing, error
@@ -41,6 +41,7 @@ pub mod listener;
 pub mod path;
 pub mod plugins;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod resilience;
 pub mod routing;

@@ -110,7 +110,7 @@ impl Reloader {
             services: config.services.len(),
             routes: config.routes.len(),
         };
-        let snapshot = Snapshot::build(config, &self.registry, self.plugins.as_deref())?;
+        let snapshot = Snapshot::build(config, &self.registry, self.plugins.as_deref(), &current)?;
         self.state.store(Arc::new(snapshot));
         tracing::info!(source = %summary.source, services = summary.services,
             routes = summary.routes, "config reloaded");

@@ -11,6 +11,7 @@ use self::plugins::GatewayPlugins;
 use crate::config::Config;
 use crate::discovery::registry::Registry;
 use crate::plugins::PluginChain;
+use crate::ratelimit::Limits;
 use crate::routing::{RouteError, RouteTable};
 use crate::upstream::Upstreams;
 
@@ -21,6 +22,8 @@ pub struct Snapshot {
     pub upstreams: Upstreams,
     /// The plugin chain of every route that has plugins, by route name.
     pub chains: HashMap<String, Arc<PluginChain>>,
+    /// Every route's rate limits and in-flight cap, by route index (`RouteId`).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -36,13 +39,15 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// `registry` is the process's built-in registry (it outlives snapshots); `plugins` builds
-    /// the routes' chains (`None` when the gateway runs without plugins). Must run inside a
+    /// the routes' chains (`None` when the gateway runs without plugins); `previous` is the
+    /// snapshot this one replaces, whose unchanged limits keep their counters. Must run inside a
     /// tokio runtime: it starts the services' discovery and health tasks, which stop when
     /// the snapshot is dropped.
     pub fn build(
         config: Config,
         registry: &Arc<Registry>,
         plugins: Option<&GatewayPlugins>,
+        previous: &Snapshot,
     ) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
         let upstreams = Upstreams::new(
@@ -51,12 +56,19 @@ impl Snapshot {
             config.limits.max_response_header_bytes,
             registry,
         );
-        let chains = plugins.map(|p| p.chains(&config)).unwrap_or_default();
+        let limits = Limits::build(
+            config.routes.iter().map(|r| (r.name.0.as_str(), &r.limits)),
+            &previous.limits,
+        );
+        let chains = plugins
+            .map(|p| p.chains(&config, &limits))
+            .unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             upstreams,
             chains,
+            limits,
         })
     }
 
@@ -68,6 +80,7 @@ impl Snapshot {
             routes: RouteTable::default(),
             upstreams: Upstreams::default(),
             chains: HashMap::new(),
+            limits: Limits::default(),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The request path, in the one direction a request flows:
-//! limits and refusals → canonical path → route (`deny` answers here) → body limit →
+//! limits and refusals → canonical path → route (`deny` answers here) → the route's rate
+//! limits keyed by route or client address, and its in-flight cap → body limit →
 //! upstream request (hop-by-hop, forwarding headers, the route's request header policy) →
-//! request plugins → `Upstreams::call` → response plugins → the route's response header
-//! policy → access log.
+//! request plugins → rate limits keyed by header or cookie → `Upstreams::call` → response
+//! plugins → the route's response header policy → access log.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, refuse};
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
+use crate::ratelimit::{InFlightPermit, PermitBody};
 use crate::routing::Matched;
 use crate::state::Snapshot;
 use crate::telemetry::{AccessLog, Metrics};
@@ -49,38 +51,56 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
         let version = req.version();
+        // The place in flight of a route with `max_in_flight`, held until the body ends.
+        let mut in_flight = None;
 
-        let response =
-            match proxy(&snapshot, &self.metrics, req, client, &request_id, &mut log).await {
-                Ok(response) => response,
-                Err(error) => {
-                    let route = log.route_name();
-                    // Client mistakes are routine; gateway and upstream failures need attention.
-                    // A refusal at the endpoints' in-flight cap is load shedding that can come
-                    // in floods: counted in a metric, logged at debug only.
-                    let saturated = match &error {
-                        ProxyError::Upstream(e) => e.saturated_service(),
-                        _ => None,
-                    };
-                    if let Some(service) = saturated {
-                        self.metrics
-                            .upstream_refusal(service, "endpoints_saturated");
-                        tracing::debug!(?request_id, route, %error, "request shed");
-                    } else if error.status().is_server_error() {
-                        tracing::warn!(?request_id, route, %error, "request failed");
-                    } else {
-                        tracing::debug!(?request_id, route, %error, "request rejected");
-                    }
-                    let mut response = error.to_response(&request_id);
-                    if error.closes_connection() && version <= http::Version::HTTP_11 {
-                        // hyper closes an HTTP/1.x connection after a response saying so.
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    response
+        let response = match proxy(
+            &snapshot,
+            &self.metrics,
+            req,
+            client,
+            &request_id,
+            &mut log,
+            &mut in_flight,
+        )
+        .await
+        {
+            Ok(response) => match in_flight {
+                None => response,
+                Some(permit) => response.map(|body| body::streaming(PermitBody::new(body, permit))),
+            },
+            Err(error) => {
+                let route = log.route_name();
+                // Client mistakes are routine; gateway and upstream failures need attention.
+                // A refusal at the endpoints' in-flight cap is load shedding that can come
+                // in floods: counted in a metric, logged at debug only.
+                let saturated = match &error {
+                    ProxyError::Upstream(e) => e.saturated_service(),
+                    _ => None,
+                };
+                if let Some(service) = saturated {
+                    self.metrics
+                        .upstream_refusal(service, "endpoints_saturated");
+                    tracing::debug!(?request_id, route, %error, "request shed");
+                } else if let (ProxyError::Limited(refusal), Some(route)) = (&error, &log.route) {
+                    // Floods of these are what limits are for: counted, logged at debug.
+                    self.metrics.rate_limited(route, refusal.limit());
+                    tracing::debug!(?request_id, %route, %error, "request rate limited");
+                } else if error.status().is_server_error() {
+                    tracing::warn!(?request_id, route, %error, "request failed");
+                } else {
+                    tracing::debug!(?request_id, route, %error, "request rejected");
                 }
-            };
+                let mut response = error.to_response(&request_id);
+                if error.closes_connection() && version <= http::Version::HTTP_11 {
+                    // hyper closes an HTTP/1.x connection after a response saying so.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        };
         // The client hears its own HTTP version, whatever the origin spoke (an HTTP/1.0 origin's
         // version would otherwise be written on the client's status line).
         let mut response = response;
@@ -97,6 +117,7 @@ async fn proxy(
     client: SocketAddr,
     request_id: &HeaderValue,
     log: &mut AccessLog,
+    in_flight: &mut Option<InFlightPermit>,
 ) -> Result<Response<Body>, ProxyError> {
     check_limits(snapshot, &req)?;
     refuse::check_request(req.method(), req.version(), req.headers())?;
@@ -121,6 +142,12 @@ async fn proxy(
         });
     }
     refuse::check_trace(&parts.method, &route.config.matcher.methods)?;
+    // Limits keyed by the route or the client address are known now: a refusal costs no
+    // body, header work, plugin or upstream. Header and cookie keys wait for the plugins.
+    let limits = snapshot.limits.route(route.id.0);
+    if let Some(limits) = limits {
+        *in_flight = limits.admit(client.ip(), Instant::now())?;
+    }
     // A declared length over the limit is refused here, before the body is polled: hyper
     // sends `100 Continue` only when it is, so an `Expect: 100-continue` client sends nothing.
     let (request_body, watch) = body_limit::limit(incoming, route.config.max_body_bytes)?;
@@ -191,6 +218,11 @@ async fn proxy(
             }
         },
     };
+    // The key as it goes upstream: after the route's header policy and the request plugins,
+    // so a header an auth plugin set (`x-consumer`) is the key, not what the client claimed.
+    if let Some(limits) = limits.filter(|l| l.checks_upstream()) {
+        limits.check_upstream(upstream_req.headers(), Instant::now())?;
+    }
     let upstream = match snapshot
         .upstreams
         .call(&route.config.service.0, upstream_req, route.config.timeout)

@@ -61,6 +61,12 @@ struct RefusalLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    route: Arc<String>,
+    limit: Arc<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -74,6 +80,7 @@ pub struct Metrics {
     listener: Family<ListenerLabels, Counter>,
     underscore_headers: Family<ActionLabels, Counter>,
     upstream_refusals: Family<RefusalLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,7 +119,14 @@ impl Default for Metrics {
             "Requests answered 503 at once without reaching an upstream, by service and reason",
             upstream_refusals.clone(),
         );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 by a route's rate limit (or `max_in_flight`), by route and limit",
+            rate_limited.clone(),
+        );
         Metrics {
+            rate_limited,
             registry,
             requests,
             duration,
@@ -175,6 +189,16 @@ impl Metrics {
             .get_or_create(&RefusalLabels {
                 service: service.to_owned(),
                 reason,
+            })
+            .inc();
+    }
+
+    /// Counts one request of `route` refused by its limit `limit`.
+    pub fn rate_limited(&self, route: &Arc<String>, limit: &Arc<String>) {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                route: Arc::clone(route),
+                limit: Arc::clone(limit),
             })
             .inc();
     }
