@@ -63,7 +63,7 @@ pub(super) fn route_limits(v: &mut Validator<'_>, r: &RawRoute, at: &str) -> Rou
                 format!("duplicate limit name {name:?} on this route"),
             );
         }
-        let requests = count(v, &raw.requests, &format!("{here}.requests"), "requests");
+        let requests = count(v, &raw.requests, &format!("{here}.requests"), "request count");
         let per = v.duration(
             &Some(raw.per.clone()),
             &format!("{here}.per"),
@@ -155,7 +155,7 @@ pub(super) fn route_limits(v: &mut Validator<'_>, r: &RawRoute, at: &str) -> Rou
     let max_in_flight = r
         .max_in_flight
         .as_ref()
-        .map(|m| count(v, m, &format!("{at}.max_in_flight"), "max_in_flight"));
+        .map(|m| count(v, m, &format!("{at}.max_in_flight"), "in-flight cap"));
     RouteLimitsSpec {
         rate_limits,
         max_in_flight,
@@ -171,9 +171,14 @@ fn count(v: &mut Validator<'_>, raw: &Spanned<i64>, field: &str, what: &str) -> 
                 raw.span(),
                 field,
                 format!(
-                    "{} is not a valid {what}; expected a whole number from 1 to {}",
+                    "{} is not a valid {what}: expected a whole number from 1 to {}{}",
                     raw.get_ref(),
-                    u32::MAX
+                    u32::MAX,
+                    if *raw.get_ref() == 0 && what == "request count" {
+                        " (to refuse every request, use `deny = 429`)"
+                    } else {
+                        ""
+                    }
                 ),
             );
             NonZeroU32::MIN
