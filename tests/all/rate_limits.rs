@@ -343,13 +343,16 @@ plugins = [{{ name = "kit", config = {{ mode = "limits" }} }}]
     assert_eq!(call("globex", "2").await.status, 200);
     let too_big = call("initech", "3").await;
     assert_eq!(too_big.status, 500);
-    assert_eq!(too_big.json()["message"], "BadCost(2)");
+    assert_eq!(too_big.json()["message"], "LimitError::BadCost(2)");
     assert_eq!(hits.load(Ordering::SeqCst), 3);
 
     // Without the grant the call fails with a clear error, not a trap.
     let got = support::get(&url(&gw, "/ungranted"), &[("x-tenant", "acme")]).await;
     assert_eq!(got.status, 500, "{}", got.text());
     assert_eq!(got.json()["error"], "limit_error");
-    assert_eq!(got.json()["message"], "NotAllowed(\"per-tenant\")");
+    assert_eq!(
+        got.json()["message"],
+        "LimitError::NotAllowed(\"per-tenant\")"
+    );
     gw.shutdown().await;
 }

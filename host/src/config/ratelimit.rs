@@ -63,7 +63,12 @@ pub(super) fn route_limits(v: &mut Validator<'_>, r: &RawRoute, at: &str) -> Rou
                 format!("duplicate limit name {name:?} on this route"),
             );
         }
-        let requests = count(v, &raw.requests, &format!("{here}.requests"), "request count");
+        let requests = count(
+            v,
+            &raw.requests,
+            &format!("{here}.requests"),
+            "request count",
+        );
         let per = v.duration(
             &Some(raw.per.clone()),
             &format!("{here}.per"),
