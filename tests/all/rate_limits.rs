@@ -356,3 +356,45 @@ plugins = [{{ name = "kit", config = {{ mode = "limits" }} }}]
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_counters_of_unchanged_limits() {
+    let origin = origin::echo("echo").await;
+    let text = |key: &str| {
+        format!(
+            r#"[listen]
+public = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[[services]]
+name = "api"
+endpoints = ["{}"]
+
+[[routes]]
+name = "api"
+service = "api"
+rate_limits = [{{ name = "per-client", requests = 2, per = "1h", key = "{key}" }}]
+"#,
+            origin.addr
+        )
+    };
+    let gw = support::gateway(&text("client-address")).await;
+    let status = || {
+        let url = url(&gw, "/");
+        async move { support::get(&url, &[]).await.status }
+    };
+    assert_eq!(status().await, 200);
+    assert_eq!(status().await, 200);
+    assert_eq!(status().await, 429);
+    let apply = |key: &str| {
+        let config = gatehouse::config::load_str(&text(key), "test.toml").expect("valid");
+        gw.reloader.apply(config).expect("reload applies");
+    };
+    // The same limit: a reload does not hand out a fresh quota.
+    apply("client-address");
+    assert_eq!(status().await, 429);
+    // Another key kind is another limit: it starts afresh.
+    apply("route");
+    assert_eq!(status().await, 200);
+    gw.shutdown().await;
+}

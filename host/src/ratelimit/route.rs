@@ -197,13 +197,19 @@ impl Limits {
         routes: impl IntoIterator<Item = (&'a str, &'a RouteLimitsSpec)>,
         previous: &Limits,
     ) -> Self {
+        let before: HashMap<&str, &RouteLimiters> = previous
+            .routes
+            .iter()
+            .flatten()
+            .map(|(name, limiters)| (name.as_str(), &**limiters))
+            .collect();
         let routes = routes
             .into_iter()
             .map(|(route, spec)| {
                 if spec.is_empty() {
                     return None;
                 }
-                let old = previous.by_name(route);
+                let old = before.get(route).copied();
                 let mut limiters = RouteLimiters::default();
                 for limit in &spec.rate_limits {
                     let kept = old
@@ -238,14 +244,6 @@ impl Limits {
     #[inline]
     pub fn route(&self, index: usize) -> Option<&RouteLimiters> {
         self.routes.get(index)?.as_ref().map(|(_, l)| &**l)
-    }
-
-    fn by_name(&self, route: &str) -> Option<&RouteLimiters> {
-        self.routes
-            .iter()
-            .flatten()
-            .find(|(name, _)| name == route)
-            .map(|(_, l)| &**l)
     }
 }
 
