@@ -51,56 +51,43 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
         let version = req.version();
-        // The place in flight of a route with `max_in_flight`, held until the body ends.
-        let mut in_flight = None;
 
-        let response = match proxy(
-            &snapshot,
-            &self.metrics,
-            req,
-            client,
-            &request_id,
-            &mut log,
-            &mut in_flight,
-        )
-        .await
-        {
-            Ok(response) => match in_flight {
-                None => response,
-                Some(permit) => response.map(|body| body::streaming(PermitBody::new(body, permit))),
-            },
-            Err(error) => {
-                let route = log.route_name();
-                // Client mistakes are routine; gateway and upstream failures need attention.
-                // A refusal at the endpoints' in-flight cap is load shedding that can come
-                // in floods: counted in a metric, logged at debug only.
-                let saturated = match &error {
-                    ProxyError::Upstream(e) => e.saturated_service(),
-                    _ => None,
-                };
-                if let Some(service) = saturated {
-                    self.metrics
-                        .upstream_refusal(service, "endpoints_saturated");
-                    tracing::debug!(?request_id, route, %error, "request shed");
-                } else if let (ProxyError::Limited(refusal), Some(route)) = (&error, &log.route) {
-                    // Floods of these are what limits are for: counted, logged at debug.
-                    self.metrics.rate_limited(route, refusal.limit());
-                    tracing::debug!(?request_id, %route, %error, "request rate limited");
-                } else if error.status().is_server_error() {
-                    tracing::warn!(?request_id, route, %error, "request failed");
-                } else {
-                    tracing::debug!(?request_id, route, %error, "request rejected");
-                }
-                let mut response = error.to_response(&request_id);
-                if error.closes_connection() && version <= http::Version::HTTP_11 {
-                    // hyper closes an HTTP/1.x connection after a response saying so.
+        let response =
+            match proxy(&snapshot, &self.metrics, req, client, &request_id, &mut log).await {
+                Ok(response) => response,
+                Err(error) => {
+                    let route = log.route_name();
+                    // Client mistakes are routine; gateway and upstream failures need attention.
+                    // A refusal at the endpoints' in-flight cap is load shedding that can come
+                    // in floods: counted in a metric, logged at debug only.
+                    let saturated = match &error {
+                        ProxyError::Upstream(e) => e.saturated_service(),
+                        _ => None,
+                    };
+                    if let Some(service) = saturated {
+                        self.metrics
+                            .upstream_refusal(service, "endpoints_saturated");
+                        tracing::debug!(?request_id, route, %error, "request shed");
+                    } else if let ProxyError::Limited(refusal) = &error {
+                        // Floods of these are what limits are for: counted, logged at debug.
+                        self.metrics
+                            .rate_limited(log.route.as_ref(), refusal.limit());
+                        tracing::debug!(?request_id, route, %error, "request rate limited");
+                    } else if error.status().is_server_error() {
+                        tracing::warn!(?request_id, route, %error, "request failed");
+                    } else {
+                        tracing::debug!(?request_id, route, %error, "request rejected");
+                    }
+                    let mut response = error.to_response(&request_id);
+                    if error.closes_connection() && version <= http::Version::HTTP_11 {
+                        // hyper closes an HTTP/1.x connection after a response saying so.
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                response
-            }
-        };
+            };
         // The client hears its own HTTP version, whatever the origin spoke (an HTTP/1.0 origin's
         // version would otherwise be written on the client's status line).
         let mut response = response;
@@ -117,7 +104,6 @@ async fn proxy(
     client: SocketAddr,
     request_id: &HeaderValue,
     log: &mut AccessLog,
-    in_flight: &mut Option<InFlightPermit>,
 ) -> Result<Response<Body>, ProxyError> {
     check_limits(snapshot, &req)?;
     refuse::check_request(req.method(), req.version(), req.headers())?;
@@ -144,10 +130,12 @@ async fn proxy(
     refuse::check_trace(&parts.method, &route.config.matcher.methods)?;
     // Limits keyed by the route or the client address are known now: a refusal costs no
     // body, header work, plugin or upstream. Header and cookie keys wait for the plugins.
+    // A place in flight (`max_in_flight`) is held until the response body ends.
     let limits = snapshot.limits.route(route.id.0);
-    if let Some(limits) = limits {
-        *in_flight = limits.admit(client.ip(), Instant::now())?;
-    }
+    let in_flight = match limits {
+        Some(limits) => limits.admit(client.ip(), Instant::now())?,
+        None => None,
+    };
     // A declared length over the limit is refused here, before the body is polled: hyper
     // sends `100 Continue` only when it is, so an `Expect: 100-continue` client sends nothing.
     let (request_body, watch) = body_limit::limit(incoming, route.config.max_body_bytes)?;
@@ -214,7 +202,7 @@ async fn proxy(
         {
             RequestOutcome::Continue(req) => req,
             RequestOutcome::Respond(response) => {
-                return Ok(finish(response, &route, request_id));
+                return Ok(finish(response, &route, request_id, in_flight));
             }
         },
     };
@@ -249,7 +237,7 @@ async fn proxy(
                     message: error.to_string(),
                 };
                 if let Some(response) = Box::pin(run.on_failure(failure)).await? {
-                    return Ok(finish(response, &route, request_id));
+                    return Ok(finish(response, &route, request_id, in_flight));
                 }
             }
             return Err(error.into());
@@ -268,22 +256,26 @@ async fn proxy(
     if let Some(run) = &mut chain {
         response = Box::pin(run.on_response(response)).await?;
     }
-    Ok(finish(response, &route, request_id))
+    Ok(finish(response, &route, request_id, in_flight))
 }
 
 /// The last touches on a response the route produced (upstream, plugin or fallback): the
 /// route's response header policy, after the plugins so it has the final word, then the
-/// request id.
+/// request id; the body carries the request's place in flight, if it holds one, to its end.
 fn finish(
     mut response: Response<Body>,
     route: &crate::routing::Route,
     request_id: &HeaderValue,
+    in_flight: Option<InFlightPermit>,
 ) -> Response<Body> {
     route.config.response_headers.apply(response.headers_mut());
     response
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
-    response
+    match in_flight {
+        None => response,
+        Some(permit) => response.map(|body| body::streaming(PermitBody::new(body, permit))),
+    }
 }
 
 /// The client body's fault, if reading it failed (over the limit, malformed, cut short).

@@ -194,10 +194,10 @@ impl Metrics {
     }
 
     /// Counts one request of `route` refused by its limit `limit`.
-    pub fn rate_limited(&self, route: &Arc<String>, limit: &Arc<String>) {
+    pub fn rate_limited(&self, route: Option<&Arc<String>>, limit: &Arc<String>) {
         self.rate_limited
             .get_or_create(&LimitLabels {
-                route: Arc::clone(route),
+                route: Arc::clone(route.unwrap_or(&NO_ROUTE)),
                 limit: Arc::clone(limit),
             })
             .inc();
