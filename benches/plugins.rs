@@ -43,6 +43,7 @@ fn plugin(name: &str, config: serde_json::Value) -> PluginRef {
         cache: None,
         reuse_instances: false,
         files: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -13,6 +13,9 @@
 # Usage: benches/proxy-load.sh [duration per round=3s] [connections=50] [rounds=7]
 #        BEFORE=other-gatehouse-binary adds it as a contestant ("before"), on other ports and
 #        the same CPU, so two builds compare in one run; BIN=binary skips the build.
+#        LIMITED=1 adds a contestant "limited": the same gateway on a route with a rate limit
+#        keyed by client address and a max_in_flight, both too high to refuse anything, so
+#        gatehouse/limited is the cost of the limiter checks in one run.
 # Needs: apt-get install -y nginx wrk; builds gatehouse in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +43,12 @@ endpoints = ["$ORIGIN"]
 [[routes]]
 name = "all"
 service = "origin"
+[[routes]]
+name = "limited"
+service = "origin"
+match = { prefix = "/limited" }
+max_in_flight = 100000
+rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
 CONF
 
 nginx -c "$WORK/origin.conf" -p "$WORK"
@@ -54,11 +63,13 @@ if [ -n "${BEFORE:-}" ]; then
   wait_ready "$OLD_ADMIN"
   CONTESTANTS="direct gatehouse before nginx"
 fi
+[ -n "${LIMITED:-}" ] && CONTESTANTS="$CONTESTANTS limited"
 
 for round in $(seq "$ROUNDS"); do
   { measure direct "http://$ORIGIN/"; measure gatehouse "http://$GATEHOUSE/"
     [ -n "${BEFORE:-}" ] && measure before "http://$OLD/"
-    measure nginx "http://$NGINX/"; } |
+    measure nginx "http://$NGINX/"
+    [ -n "${LIMITED:-}" ] && measure limited "http://$GATEHOUSE/limited/"; } |
     sed "s/^/$round /"
 done > "$WORK/rounds"
 echo "req/s (steal %) per round:"
@@ -68,3 +79,7 @@ for who in $CONTESTANTS; do
 done
 echo
 summarize_rounds nginx "$WORK/rounds"
+if [ -n "${LIMITED:-}" ]; then
+  echo
+  summarize_rounds gatehouse "$WORK/rounds"   # "limited" against the plain route, same gateway
+fi

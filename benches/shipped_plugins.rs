@@ -125,6 +125,7 @@ async fn request_phase(
             cache: None,
             reuse_instances: false,
             files: Default::default(),
+            limits: Default::default(),
         }],
         OnError::FailClosed,
     );

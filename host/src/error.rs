@@ -8,6 +8,7 @@ use crate::conn::ConnError;
 use crate::headers::refuse::Refusal;
 use crate::headers::REQUEST_ID;
 use crate::plugins::PluginFailure;
+use crate::ratelimit::LimitRefusal;
 use crate::upstream::UpstreamError;
 
 /// Why the gateway answered a request itself instead of relaying the upstream's response.
@@ -44,6 +45,16 @@ pub enum ProxyError {
     /// A plugin trapped, ran out of time or memory, returned something invalid, or is not loaded.
     #[error(transparent)]
     Plugin(#[from] PluginFailure),
+    /// Over one of the route's rate limits or its in-flight cap: 429 (boxed: it is rare, and
+    /// this error sits in every request's `Result`).
+    #[error(transparent)]
+    Limited(Box<LimitRefusal>),
+}
+
+impl From<LimitRefusal> for ProxyError {
+    fn from(refusal: LimitRefusal) -> Self {
+        ProxyError::Limited(Box::new(refusal))
+    }
 }
 
 impl ProxyError {
@@ -76,6 +87,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Plugin(failure) => failure.status(),
+            ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -108,6 +120,7 @@ impl ProxyError {
             },
             ProxyError::Upstream(_) => "upstream_failed",
             ProxyError::Plugin(_) => "plugin_failed",
+            ProxyError::Limited(refusal) => refusal.code(),
         }
     }
 
@@ -149,6 +162,17 @@ impl ProxyError {
             // Plugin failures also say which plugin, in which phase, and what kind of failure.
             let mut body = failure.to_json();
             body["request_id"] = request_id.to_str().unwrap_or("").into();
+            *response.body_mut() = body::full(body.to_string());
+        }
+        if let ProxyError::Limited(refusal) = self {
+            // Retry-After and the RateLimit fields; the body names the limit.
+            refusal.headers(response.headers_mut());
+            let body = serde_json::json!({
+                "error": self.code(),
+                "message": self.to_string(),
+                "limit": refusal.limit().as_str(),
+                "request_id": request_id.to_str().unwrap_or(""),
+            });
             *response.body_mut() = body::full(body.to_string());
         }
         response

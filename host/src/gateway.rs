@@ -90,11 +90,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.clone(),
     ))));
     let plugins = GatewayPlugins::start(&config, &state).await?;
-    state.store(Arc::new(Snapshot::build(
-        config,
-        &registry,
-        plugins.as_deref(),
-    )?));
+    let first = Snapshot::build(config, &registry, plugins.as_deref(), &state.load())?;
+    state.store(Arc::new(first));
     let reloader = Arc::new(Reloader::new(
         state.clone(),
         registry.clone(),

@@ -5,9 +5,10 @@
 //! ```text
 //! client → listener::server (HTTP/1.1 + h2c) → proxy::pipeline
 //!        → limits (414/431), refusals → path (one canonical path, or 400)
-//!        → routing (host, path, method, headers, query → route; deny) → body limit
+//!        → routing (host, path, method, headers, query → route; deny)
+//!        → ratelimit (limits keyed by route or client address; max_in_flight) → body limit
 //!        → headers (forwarding trust, route request policy) → plugins (request)
-//!        → upstream (endpoint pick, pooled client, timeout, response head validation)
+//!        → ratelimit (limits keyed by header or cookie) → upstream (endpoint pick, pooled client, timeout, response head validation)
 //!        → plugins (response) → route response policy → telemetry (access log)
 //! ```
 //!
@@ -18,7 +19,7 @@
 //! there is no import circle), bottom to top:
 //!
 //! ```text
-//! body, worker, serialize, discovery, telemetry
+//! body, worker, serialize, discovery, telemetry, ratelimit (limits and their counters)
 //! conn (one endpoint's connections), listener (public listener + Limits), plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
 //! routing, error
@@ -41,6 +42,7 @@ pub mod listener;
 pub mod path;
 pub mod plugins;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod resilience;
 pub mod routing;

@@ -110,7 +110,7 @@ impl Reloader {
             services: config.services.len(),
             routes: config.routes.len(),
         };
-        let snapshot = Snapshot::build(config, &self.registry, self.plugins.as_deref())?;
+        let snapshot = Snapshot::build(config, &self.registry, self.plugins.as_deref(), &current)?;
         // The file is the source of truth: run-time targets do not survive a reload.
         for route in current.config.routes.iter() {
             if route.target_set_at_run_time {

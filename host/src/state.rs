@@ -11,6 +11,7 @@ use self::plugins::GatewayPlugins;
 use crate::config::Config;
 use crate::discovery::registry::Registry;
 use crate::plugins::PluginChain;
+use crate::ratelimit::Limits;
 use crate::routing::{RouteError, RouteTable, RouteTarget};
 use crate::upstream::Upstreams;
 
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub upstreams: Arc<Upstreams>,
     /// The plugin chain of every route that has plugins, by route name.
     pub chains: HashMap<String, Arc<PluginChain>>,
+    /// Every route's rate limits and in-flight cap, by route index (`RouteId`).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -38,13 +41,15 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// `registry` is the process's built-in registry (it outlives snapshots); `plugins` builds
-    /// the routes' chains (`None` when the gateway runs without plugins). Must run inside a
+    /// the routes' chains (`None` when the gateway runs without plugins); `previous` is the
+    /// snapshot this one replaces, whose unchanged limits keep their counters. Must run inside a
     /// tokio runtime: it starts the services' discovery and health tasks, which stop when
     /// the snapshot is dropped.
     pub fn build(
         config: Config,
         registry: &Arc<Registry>,
         plugins: Option<&GatewayPlugins>,
+        previous: &Snapshot,
     ) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
         let upstreams = Arc::new(Upstreams::new(
@@ -53,12 +58,19 @@ impl Snapshot {
             config.limits.max_response_header_bytes,
             registry,
         ));
-        let chains = plugins.map(|p| p.chains(&config)).unwrap_or_default();
+        let limits = Limits::build(
+            config.routes.iter().map(|r| (r.name.0.as_str(), &r.limits)),
+            &previous.limits,
+        );
+        let chains = plugins
+            .map(|p| p.chains(&config, &limits))
+            .unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             upstreams,
             chains,
+            limits,
         })
     }
 
@@ -79,6 +91,8 @@ impl Snapshot {
             config: Arc::new(config),
             upstreams: Arc::clone(&self.upstreams),
             chains: self.chains.clone(),
+            // The same routes in the same order: the same limiters, counters and all.
+            limits: self.limits.clone(),
         })
     }
 
@@ -90,6 +104,7 @@ impl Snapshot {
             routes: RouteTable::default(),
             upstreams: Arc::default(),
             chains: HashMap::new(),
+            limits: Limits::default(),
         }
     }
 }

@@ -39,8 +39,8 @@
 //! response), [`Plugin::on_failure`] (return a fallback when the upstream failed).
 //! Host services are plain blocking calls: [`services::call`] and [`services::call_batch`]
 //! (run concurrently by the host; responses carry headers, body and trailers), [`cache`],
-//! [`log`], [`config_json`], granted data files in [`files`] and the request metadata in
-//! [`context`]. Authentication plugins share [`unauthorized`] (401 with a challenge),
+//! [`log`], [`config_json`], granted data files in [`files`], rate limits to charge in
+//! [`limits`] and the request metadata in [`context`]. Authentication plugins share [`unauthorized`] (401 with a challenge),
 //! [`misconfigured`] (500 for an unusable config), [`query_param`] and [`strip_query_param`]
 //! (credentials in the URL) and [`is_header_name`].
 #![deny(missing_docs)]
@@ -120,11 +120,50 @@ pub mod cache {
     pub use crate::bindings::gatehouse::plugin::cache::{delete, get, set, CacheError};
 }
 
+/// Rate limits the plugin may charge with keys it computes (a plan tier, a tenant): limits
+/// declared on the route with `key = "plugin"` and granted to the plugin by name
+/// (`limits = ["plan"]` in its chain entry).
+///
+/// ```no_run
+/// use gatehouse_sdk::prelude::*;
+///
+/// fn charge(tenant: &str) -> Option<FullResponse> {
+///     match limits::take("per-tenant", tenant, 1) {
+///         Ok(limits::Charge::Allowed(_)) => None,
+///         Ok(limits::Charge::Limited(retry_ms)) => Some(limits::too_many_requests("per-tenant", retry_ms)),
+///         // No grant (a config mistake) or an unreachable store: let the request through.
+///         Err(e) => {
+///             log::warn(&format!("rate limit not charged: {e:?}"));
+///             None
+///         }
+///     }
+/// }
+/// ```
+pub mod limits {
+    pub use crate::bindings::gatehouse::plugin::limits::{take, Charge, LimitError, Quota};
+
+    /// The gateway's 429 for a refused charge: `Retry-After` (whole seconds, rounded up) and
+    /// `{"error":"rate_limited","message":…,"limit":<limit>}` (the host adds `request_id`).
+    pub fn too_many_requests(limit: &str, retry_after_ms: u64) -> crate::FullResponse {
+        let seconds = retry_after_ms.div_ceil(1000).max(1);
+        let mut body = crate::error_body(
+            "rate_limited",
+            &format!("rate limit \"{limit}\" exceeded; retry in {seconds} s"),
+        );
+        body["limit"] = limit.into();
+        let mut response = crate::json_response(429, &body);
+        response
+            .headers
+            .push(("retry-after".to_string(), seconds.to_string().into_bytes()));
+        response
+    }
+}
+
 /// Everything a typical plugin needs, for `use gatehouse_sdk::prelude::*`.
 pub mod prelude {
     pub use crate::{
         cache, config, config_json, context, error_response, export_plugin, files, json_response,
-        log, misconfigured, services, text_response, unauthorized, Decision, FullResponse,
+        limits, log, misconfigured, services, text_response, unauthorized, Decision, FullResponse,
         HeadersExt, Plugin, Request, Response, UpstreamFailure,
     };
     pub use serde_json::json;

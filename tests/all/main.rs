@@ -18,6 +18,7 @@ mod layering;
 mod plugins;
 mod productdetails;
 mod proxy;
+mod rate_limits;
 mod reload;
 mod shipped_plugins;
 mod shutdown;

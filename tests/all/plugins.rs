@@ -7,3 +7,4 @@ pub mod guests;
 mod js;
 mod load;
 mod runtime;
+mod versions;

@@ -7,6 +7,7 @@ mod load;
 pub mod model;
 pub mod plugins;
 mod policy;
+pub mod ratelimit;
 mod validate;
 
 use std::net::SocketAddr;

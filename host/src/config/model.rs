@@ -299,6 +299,11 @@ pub struct RawRoute {
     /// Answer every request with this status (400-599) and a JSON error, without plugins or
     /// the upstream. Default: none.
     pub deny: Option<Spanned<i64>>,
+    /// Rate limits (docs/traffic.md, "Rate limits"). Default: none.
+    #[serde(default)]
+    pub rate_limits: Vec<super::ratelimit::RawRateLimit>,
+    /// Requests in flight on this route at once; beyond, 429. Default: unbounded.
+    pub max_in_flight: Option<Spanned<i64>>,
 }
 
 /// One `[[routes.split]]` entry.

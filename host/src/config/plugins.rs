@@ -59,6 +59,9 @@ pub struct RawRoutePlugin {
     /// Paths are relative to the config file's directory. Default: none.
     #[serde(default)]
     pub files: BTreeMap<String, Spanned<String>>,
+    /// Rate limits of the route (`key = "plugin"`) the plugin may charge. Default: none.
+    #[serde(default)]
+    pub limits: Vec<Spanned<String>>,
 }
 
 /// The largest data file a plugin may be granted. Files are held in memory for the life of
@@ -280,6 +283,7 @@ pub(super) fn validate_route(
             cache: p.cache.as_ref().map(|c| c.get_ref().clone()),
             reuse_instances: p.reuse_instances,
             files,
+            limits: p.limits.iter().map(|l| l.get_ref().clone()).collect(),
         });
     }
     out

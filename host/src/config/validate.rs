@@ -135,7 +135,12 @@ impl Validator<'_> {
         }
     }
 
-    fn positive(&mut self, value: &Option<Spanned<i64>>, field: &str, default: usize) -> usize {
+    pub(super) fn positive(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        field: &str,
+        default: usize,
+    ) -> usize {
         let Some(v) = value else { return default };
         match usize::try_from(*v.get_ref()) {
             Ok(n) if n > 0 => n,
@@ -497,6 +502,7 @@ fn validate_routes(
                 .deny
                 .as_ref()
                 .and_then(|d| deny_status(v, d, &format!("{at}.deny"))),
+            limits: super::ratelimit::route_limits(v, r, &at),
         });
     }
     out

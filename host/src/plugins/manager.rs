@@ -17,6 +17,7 @@ use super::runtime::capabilities::{Grants, PluginEnv, ServiceCaller};
 use super::runtime::engine::{EngineError, PluginEngine, PluginLimits};
 use super::runtime::shelf::{InstanceShelf, Lifetime, Recycler};
 use super::PluginName;
+use crate::ratelimit::Limiter;
 
 /// How the plugin subsystem is set up (from the `[plugins]` config table).
 #[derive(Debug, Clone)]
@@ -61,6 +62,8 @@ pub struct PluginRef {
     pub reuse_instances: bool,
     /// Its granted data files, by grant name.
     pub files: Arc<HashMap<String, Bytes>>,
+    /// Its granted rate limits, by name.
+    pub limits: Arc<HashMap<String, Arc<Limiter>>>,
 }
 
 /// Why the plugin subsystem could not start.
@@ -141,6 +144,7 @@ impl PluginManager {
                         services: p.calls.iter().cloned().collect::<HashSet<_>>(),
                         cache_namespace: p.cache.clone(),
                         files: p.files.clone(),
+                        limits: p.limits.clone(),
                     },
                     services: self.services.clone(),
                     cache: self.cache.clone(),

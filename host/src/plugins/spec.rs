@@ -27,4 +27,7 @@ pub struct RoutePlugin {
     pub reuse_instances: bool,
     /// Granted data files by name.
     pub files: BTreeMap<String, PluginFile>,
+    /// Granted rate limits (`key = "plugin"` limits of the route), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
 }

@@ -1,8 +1,9 @@
 //! The request path, in the one direction a request flows:
-//! limits and refusals → canonical path → route (`deny` answers here) → body limit →
+//! limits and refusals → canonical path → route (`deny` answers here) → the route's rate
+//! limits keyed by route or client address, and its in-flight cap → body limit →
 //! upstream request (hop-by-hop, forwarding headers, the route's request header policy) →
-//! request plugins → `Upstreams::call` → response plugins → the route's response header
-//! policy → access log.
+//! request plugins → rate limits keyed by header or cookie → `Upstreams::call` → response
+//! plugins → the route's response header policy → access log.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, refuse};
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
+use crate::ratelimit::{InFlightPermit, PermitBody};
 use crate::routing::Matched;
 use crate::state::Snapshot;
 use crate::telemetry::{AccessLog, Metrics};
@@ -66,6 +68,11 @@ impl Pipeline {
                         self.metrics
                             .upstream_refusal(service, "endpoints_saturated");
                         tracing::debug!(?request_id, route, %error, "request shed");
+                    } else if let ProxyError::Limited(refusal) = &error {
+                        // Floods of these are what limits are for: counted, logged at debug.
+                        self.metrics
+                            .rate_limited(log.route.as_ref(), refusal.limit());
+                        tracing::debug!(?request_id, route, %error, "request rate limited");
                     } else if error.status().is_server_error() {
                         tracing::warn!(?request_id, route, %error, "request failed");
                     } else {
@@ -121,6 +128,14 @@ async fn proxy(
         });
     }
     refuse::check_trace(&parts.method, &route.config.matcher.methods)?;
+    // Limits keyed by the route or the client address are known now: a refusal costs no
+    // body, header work, plugin or upstream. Header and cookie keys wait for the plugins.
+    // A place in flight (`max_in_flight`) is held until the response body ends.
+    let limits = snapshot.limits.route(route.id.0);
+    let in_flight = match limits {
+        Some(limits) => limits.admit(client.ip(), Instant::now())?,
+        None => None,
+    };
     // A declared length over the limit is refused here, before the body is polled: hyper
     // sends `100 Continue` only when it is, so an `Expect: 100-continue` client sends nothing.
     let (request_body, watch) = body_limit::limit(incoming, route.config.max_body_bytes)?;
@@ -187,10 +202,15 @@ async fn proxy(
         {
             RequestOutcome::Continue(req) => req,
             RequestOutcome::Respond(response) => {
-                return Ok(finish(response, &route, request_id));
+                return Ok(finish(response, &route, request_id, in_flight));
             }
         },
     };
+    // The key as it goes upstream: after the route's header policy and the request plugins,
+    // so a header an auth plugin set (`x-consumer`) is the key, not what the client claimed.
+    if let Some(limits) = limits.filter(|l| l.checks_upstream()) {
+        limits.check_upstream(upstream_req.headers(), Instant::now())?;
+    }
     // A split picks here, after the plugins: a sticky key may be a header a plugin set.
     let (service, picked) = route
         .config
@@ -223,7 +243,7 @@ async fn proxy(
                     message: error.to_string(),
                 };
                 if let Some(response) = Box::pin(run.on_failure(failure)).await? {
-                    return Ok(finish(response, &route, request_id));
+                    return Ok(finish(response, &route, request_id, in_flight));
                 }
             }
             return Err(error.into());
@@ -242,22 +262,26 @@ async fn proxy(
     if let Some(run) = &mut chain {
         response = Box::pin(run.on_response(response)).await?;
     }
-    Ok(finish(response, &route, request_id))
+    Ok(finish(response, &route, request_id, in_flight))
 }
 
 /// The last touches on a response the route produced (upstream, plugin or fallback): the
 /// route's response header policy, after the plugins so it has the final word, then the
-/// request id.
+/// request id; the body carries the request's place in flight, if it holds one, to its end.
 fn finish(
     mut response: Response<Body>,
     route: &crate::routing::Route,
     request_id: &HeaderValue,
+    in_flight: Option<InFlightPermit>,
 ) -> Response<Body> {
     route.config.response_headers.apply(response.headers_mut());
     response
         .headers_mut()
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
-    response
+    match in_flight {
+        None => response,
+        Some(permit) => response.map(|body| body::streaming(PermitBody::new(body, permit))),
+    }
 }
 
 /// The client body's fault, if reading it failed (over the limit, malformed, cut short).

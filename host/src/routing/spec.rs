@@ -10,6 +10,7 @@ use super::RouteTarget;
 use crate::body::limit::MaxBodyBytes;
 use crate::headers::policy::HeaderPolicy;
 use crate::plugins::{OnError, RoutePlugin};
+use crate::ratelimit::RouteLimitsSpec;
 use crate::serialize::as_humantime;
 
 /// A route's unique name.
@@ -53,6 +54,9 @@ pub struct RouteConfig {
     pub response_headers: HeaderPolicy,
     /// Every request gets this status, from the gateway.
     pub deny: Option<u16>,
+    /// Rate limits and the in-flight cap (none by default).
+    #[serde(skip_serializing_if = "RouteLimitsSpec::is_empty")]
+    pub limits: RouteLimitsSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -14,6 +14,7 @@ use crate::plugins::{
     Body, PluginChain, PluginLimits, PluginManager, PluginName, PluginRef, PluginSettings,
     PluginsError, ServiceCallError, ServiceCaller,
 };
+use crate::ratelimit::Limits;
 use crate::upstream::UpstreamError;
 
 /// Plugin service calls go through the gateway's upstreams, like proxied requests.
@@ -82,13 +83,16 @@ impl GatewayPlugins {
         Ok(Some(Arc::new(GatewayPlugins { manager })))
     }
 
-    /// Every route's chain for `config`, by route name (part of each config snapshot).
-    pub fn chains(&self, config: &Config) -> HashMap<String, Arc<PluginChain>> {
+    /// Every route's chain for `config`, by route name (part of each config snapshot);
+    /// `limits` holds the routes' limiters, which plugins are granted by name.
+    pub fn chains(&self, config: &Config, limits: &Limits) -> HashMap<String, Arc<PluginChain>> {
         config
             .routes
             .iter()
-            .filter(|r| !r.plugins.is_empty())
-            .map(|r| {
+            .enumerate()
+            .filter(|(_, r)| !r.plugins.is_empty())
+            .map(|(index, r)| {
+                let route_limits = limits.route(index);
                 let refs: Vec<PluginRef> = r
                     .plugins
                     .iter()
@@ -105,6 +109,16 @@ impl GatewayPlugins {
                                 p.files
                                     .iter()
                                     .map(|(k, f)| (k.clone(), f.bytes.clone()))
+                                    .collect(),
+                            ),
+                            // Validation checked that each names a `plugin` limit of the route.
+                            limits: Arc::new(
+                                p.limits
+                                    .iter()
+                                    .filter_map(|name| {
+                                        let limiter = route_limits?.plugin_limit(name)?;
+                                        Some((name.clone(), Arc::clone(limiter)))
+                                    })
                                     .collect(),
                             ),
                         })

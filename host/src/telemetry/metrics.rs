@@ -67,6 +67,12 @@ struct RefusalLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    route: Arc<String>,
+    limit: Arc<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -81,6 +87,7 @@ pub struct Metrics {
     underscore_headers: Family<ActionLabels, Counter>,
     upstream_refusals: Family<RefusalLabels, Counter>,
     split_requests: Family<SplitLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -125,8 +132,15 @@ impl Default for Metrics {
             "Requests a weighted split sent to each of its services, by route and service",
             split_requests.clone(),
         );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 by a route's rate limit (or `max_in_flight`), by route and limit",
+            rate_limited.clone(),
+        );
         Metrics {
             split_requests,
+            rate_limited,
             registry,
             requests,
             duration,
@@ -199,6 +213,16 @@ impl Metrics {
             .get_or_create(&RefusalLabels {
                 service: service.to_owned(),
                 reason,
+            })
+            .inc();
+    }
+
+    /// Counts one request of `route` refused by its limit `limit`.
+    pub fn rate_limited(&self, route: Option<&Arc<String>>, limit: &Arc<String>) {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                route: Arc::clone(route.unwrap_or(&NO_ROUTE)),
+                limit: Arc::clone(limit),
             })
             .inc();
     }

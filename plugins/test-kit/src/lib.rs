@@ -151,6 +151,29 @@ impl Plugin for TestKit {
                 log::info("hello from test-kit");
                 Decision::Continue
             }
+            // Charges the limit `limit` (config) with a key it computes: "tenant:" + the
+            // x-tenant header, costing x-cost (default 1). Over the limit: the SDK's 429.
+            "limits" => {
+                let limit = cfg()["limit"].as_str().unwrap_or("per-tenant").to_string();
+                let tenant = req.header_str("x-tenant").unwrap_or_default();
+                let cost = req
+                    .header_str("x-cost")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                match limits::take(&limit, &format!("tenant:{tenant}"), cost) {
+                    Ok(limits::Charge::Allowed(quota)) => {
+                        let _ = req.set_header_str("x-remaining", &quota.remaining.to_string());
+                        Decision::Continue
+                    }
+                    Ok(limits::Charge::Limited(retry_ms)) => {
+                        Decision::Respond(limits::too_many_requests(&limit, retry_ms))
+                    }
+                    Err(e) => Decision::Respond(json_response(
+                        500,
+                        &json!({ "error": "limit_error", "message": format!("{e:?}") }),
+                    )),
+                }
+            }
             other => Decision::Respond(json_response(
                 500,
                 &json!({ "error": format!("unknown mode {other}") }),

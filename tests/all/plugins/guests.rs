@@ -14,7 +14,7 @@ pub fn workspace() -> PathBuf {
 }
 
 /// Every guest crate under plugins/: the runtime's test guests and the shipped plugins.
-const GUESTS: [&str; 8] = [
+const GUESTS: [&str; 9] = [
     "noop",
     "header-rewrite",
     "test-kit",
@@ -23,6 +23,8 @@ const GUESTS: [&str; 8] = [
     "aggregate",
     "fallback",
     "grpc-transcode",
+    // Built against the previous WIT (wit/0.1.0): the gateway must keep loading it.
+    "wit-0-1-0",
 ];
 
 /// Build every guest crate for wasm32-wasip2 (once per process, in one cargo call, shared by

@@ -111,6 +111,7 @@ pub fn plugin(name: &str, config: Value) -> PluginRef {
         cache: None,
         reuse_instances: false,
         files: Default::default(),
+        limits: Default::default(),
     }
 }
 

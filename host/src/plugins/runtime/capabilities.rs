@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use super::cache::PluginCache;
 use super::shelf::InstanceShelf;
 use crate::plugins::{Body, PluginName};
+use crate::ratelimit::Limiter;
 
 /// Why the host could not complete a service call for a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,8 @@ pub struct Grants {
     /// Read-only data files by grant name (`files = { name = "path" }`), read at config load.
     /// Shared by every instance of the plugin on this route; empty means none.
     pub files: Arc<HashMap<String, Bytes>>,
+    /// Rate limits the plugin may charge (`limits = [...]`), by name; empty means none.
+    pub limits: Arc<HashMap<String, Arc<Limiter>>>,
 }
 
 /// Everything fixed for one plugin on one route: shared by all its per-request instances.

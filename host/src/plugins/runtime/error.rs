@@ -32,7 +32,7 @@ pub enum LoadError {
     #[error("does not fit the gatehouse:plugin world: {0}")]
     World(String),
     /// The component exports none of the hook interfaces.
-    #[error("exports no hook: expected at least one of gatehouse:plugin/request-hook@0.1.0, response-hook@0.1.0, failure-hook@0.1.0")]
+    #[error("exports no hook: expected at least one of gatehouse:plugin/request-hook, response-hook, failure-hook (version 0.1.x)")]
     NoHooks,
     /// A hook interface is exported with the wrong signature.
     #[error("hook `{hook}` has the wrong shape: {reason}")]

@@ -8,7 +8,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{cache, context, services, types};
+use super::bindings::{cache, context, limits, services, types};
 use super::capabilities::{PluginEnv, RequestMeta, ServiceCallError};
 use super::clock::CpuClock;
 use super::instance::HookSet;
@@ -466,6 +466,50 @@ impl cache::Host for PluginCtx {
         key: String,
     ) -> Result<std::result::Result<bool, cache::CacheError>> {
         Ok(self.namespace().map(|ns| self.env.cache.delete(ns, &key)))
+    }
+}
+
+// --- impl limits ---
+
+/// The longest key a plugin may charge, in bytes.
+const MAX_LIMIT_KEY: usize = 1024;
+
+impl limits::Host for PluginCtx {
+    async fn take(
+        &mut self,
+        limit: String,
+        key: String,
+        cost: u32,
+    ) -> Result<std::result::Result<limits::Charge, limits::LimitError>> {
+        let Some(limiter) = self.env.grants.limits.get(&limit).cloned() else {
+            tracing::debug!(plugin = %self.env.name, route = %self.env.route, limit = %limit,
+                "plugin charged a limit it has no grant for; refused");
+            return Ok(Err(limits::LimitError::NotAllowed(limit)));
+        };
+        let burst = limiter.rate().burst.get();
+        if cost == 0 || cost > burst {
+            return Ok(Err(limits::LimitError::BadCost(burst)));
+        }
+        if key.is_empty() || key.len() > MAX_LIMIT_KEY {
+            return Ok(Err(limits::LimitError::BadKey));
+        }
+        let now = std::time::Instant::now();
+        let decided = match limiter.take(key.as_bytes(), cost, now) {
+            crate::ratelimit::Take::Ready(decided) => decided,
+            pending => self.waiting(pending).await,
+        };
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Ok(match decided {
+            Ok(d) if d.allowed => Ok(limits::Charge::Allowed(limits::Quota {
+                remaining: d.remaining,
+                reset_ms: millis(d.reset),
+            })),
+            // Rounded up: a plugin that waits this long is not refused again for it.
+            Ok(d) => Ok(limits::Charge::Limited(millis(
+                d.retry_after + Duration::from_nanos(999_999),
+            ))),
+            Err(e) => Err(limits::LimitError::Unavailable(e.to_string())),
+        })
     }
 }
 
