@@ -21,6 +21,7 @@
 //! body, worker, serialize, discovery, telemetry
 //! conn (one endpoint's connections), listener (public listener + Limits), plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
+//! mirror (copies of a route's requests to another service)
 //! routing, error
 //! config (parses TOML, converts into the policy types each module above owns)
 //! state (Snapshot, state::plugins) → proxy (the request path), reload → admin → gateway
@@ -38,6 +39,7 @@ pub mod gateway;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod mirror;
 pub mod path;
 pub mod plugins;
 pub mod proxy;

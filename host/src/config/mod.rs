@@ -7,6 +7,7 @@ mod load;
 pub mod model;
 pub mod plugins;
 mod policy;
+mod traffic;
 mod validate;
 
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The request path, in the one direction a request flows:
 //! limits and refusals → canonical path → route (`deny` answers here) → body limit →
 //! upstream request (hop-by-hop, forwarding headers, the route's request header policy) →
-//! request plugins → `Upstreams::call` → response plugins → the route's response header
+//! request plugins → mirror (a background copy) → `Upstreams::call` → response plugins → the route's response header
 //! policy → access log.
 
 use std::borrow::Cow;
@@ -190,6 +190,13 @@ async fn proxy(
                 return Ok(finish(response, &route, request_id));
             }
         },
+    };
+    let upstream_req = match &route.config.mirror {
+        None => upstream_req,
+        // Boxed like the plugin hooks: only mirrored routes carry its future.
+        Some(mirror) => {
+            Box::pin(mirror.tee(&route.name, &snapshot.upstreams, metrics, upstream_req)).await
+        }
     };
     let upstream = match snapshot
         .upstreams

@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::body::limit::MaxBodyBytes;
 use crate::headers::policy::HeaderPolicy;
+use crate::mirror::MirrorPolicy;
 use crate::plugins::{OnError, RoutePlugin};
 use crate::serialize::as_humantime;
 use crate::upstream::ServiceName;
@@ -47,6 +48,8 @@ pub struct RouteConfig {
     pub response_headers: HeaderPolicy,
     /// Every request gets this status, from the gateway.
     pub deny: Option<u16>,
+    /// A copy of a share of the requests goes to this mirror (docs/traffic.md).
+    pub mirror: Option<MirrorPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

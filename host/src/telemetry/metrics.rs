@@ -61,6 +61,12 @@ struct RefusalLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DropLabels {
+    route: Arc<String>,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -74,6 +80,8 @@ pub struct Metrics {
     listener: Family<ListenerLabels, Counter>,
     underscore_headers: Family<ActionLabels, Counter>,
     upstream_refusals: Family<RefusalLabels, Counter>,
+    mirror_sent: Family<RouteLabels, Counter>,
+    mirror_dropped: Family<DropLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,7 +120,21 @@ impl Default for Metrics {
             "Requests answered 503 at once without reaching an upstream, by service and reason",
             upstream_refusals.clone(),
         );
+        let mirror_sent = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "mirror_requests",
+            "Requests copied to a route's mirror service, by route",
+            mirror_sent.clone(),
+        );
+        let mirror_dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "mirror_dropped",
+            "Requests a route would have mirrored but did not, by route and reason",
+            mirror_dropped.clone(),
+        );
         Metrics {
+            mirror_sent,
+            mirror_dropped,
             registry,
             requests,
             duration,
@@ -174,6 +196,26 @@ impl Metrics {
         self.upstream_refusals
             .get_or_create(&RefusalLabels {
                 service: service.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts one request copied to `route`'s mirror.
+    pub fn mirror_sent(&self, route: &Arc<String>) {
+        self.mirror_sent
+            .get_or_create(&RouteLabels {
+                route: Arc::clone(route),
+            })
+            .inc();
+    }
+
+    /// Counts one request of `route` not mirrored for `reason` (`full`, `body_too_large`,
+    /// `body_error`).
+    pub fn mirror_dropped(&self, route: &Arc<String>, reason: &'static str) {
+        self.mirror_dropped
+            .get_or_create(&DropLabels {
+                route: Arc::clone(route),
                 reason,
             })
             .inc();
