@@ -175,7 +175,12 @@ impl Load {
         }
         let statuses = self.statuses.lock().expect("statuses").clone();
         let bad: Vec<_> = statuses.iter().filter(|&&s| s != 200).collect();
-        assert!(bad.is_empty(), "{} of {} failed: {bad:?}", bad.len(), statuses.len());
+        assert!(
+            bad.is_empty(),
+            "{} of {} failed: {bad:?}",
+            bad.len(),
+            statuses.len()
+        );
         statuses.len()
     }
 }
@@ -196,9 +201,16 @@ async fn gray_instances_get_no_traffic_until_a_rule_sends_it() {
 
     info!("plain requests: only the base set (v1)");
     assert_eq!(requests(&gw, 200, &[]).await, 200);
-    assert_eq!((v2.hits(), v3.hits()), (0, 0), "registered gray instances leak no traffic");
+    assert_eq!(
+        (v2.hits(), v3.hits()),
+        (0, 0),
+        "registered gray instances leak no traffic"
+    );
     assert_eq!(v1a.hits() + v1b.hits(), 200);
-    assert!(v1a.hits() > 50 && v1b.hits() > 50, "spread over the base set");
+    assert!(
+        v1a.hits() > 50 && v1b.hits() > 50,
+        "spread over the base set"
+    );
 
     info!("a header sends to v2, a cookie to v3");
     assert_eq!(requests(&gw, 50, &[("x-canary", "1")]).await, 50);
@@ -206,7 +218,11 @@ async fn gray_instances_get_no_traffic_until_a_rule_sends_it() {
     assert_eq!(requests(&gw, 50, &[("cookie", "a=b; beta=on")]).await, 50);
     assert_eq!(v3.hits(), 50);
     assert_eq!(requests(&gw, 20, &[("cookie", "beta=off")]).await, 20);
-    assert_eq!((v2.hits(), v3.hits()), (50, 50), "a cookie with another value");
+    assert_eq!(
+        (v2.hits(), v3.hits()),
+        (50, 50),
+        "a cookie with another value"
+    );
     gw.shutdown().await;
 }
 
@@ -214,7 +230,8 @@ async fn gray_instances_get_no_traffic_until_a_rule_sends_it() {
 async fn a_gray_weight_holds_its_share() {
     let v1 = Instance::start("v1", "v1", "eu-1").await;
     let v2 = Instance::start("v2", "v2", "eu-1").await;
-    let (gw, registry) = gateway("[[services.gray]]\nmetadata = { version = \"v2\" }\nweight = 20\n").await;
+    let (gw, registry) =
+        gateway("[[services.gray]]\nmetadata = { version = \"v2\" }\nweight = 20\n").await;
     register(&registry, &[&v1, &v2]).await;
     pool_size(&gw, 2).await;
     assert_eq!(requests(&gw, 2000, &[]).await, 2000);
@@ -253,8 +270,14 @@ async fn gray_traffic_falls_back_to_the_base_set_when_v2_dies() {
     assert_eq!(v1.hits(), 0, "v2b is still there");
 
     info!("v2b deregisters: canary traffic falls back to v1");
-    registry.deregister("api", "v2b").await.expect("deregister v2b");
-    eventually("v1 takes the canary traffic", DEADLINE, async || v1.hits() > 30).await;
+    registry
+        .deregister("api", "v2b")
+        .await
+        .expect("deregister v2b");
+    eventually("v1 takes the canary traffic", DEADLINE, async || {
+        v1.hits() > 30
+    })
+    .await;
     let served = load.finish_all_ok().await;
     info!(served, "no request failed");
 
@@ -284,8 +307,12 @@ async fn a_gray_subset_whose_lease_lapses_falls_back_without_errors() {
     // v1 keeps its lease by heartbeat; v2 registers once and goes silent.
     let _v1 = registry
         .register("api", v1.spec(), Duration::from_millis(100))
-        .await.expect("register v1");
-    registry.register_once("api", &v2.spec()).await.expect("register v2");
+        .await
+        .expect("register v1");
+    registry
+        .register_once("api", &v2.spec())
+        .await
+        .expect("register v2");
     pool_size(&gw, 2).await;
     let load = Load::start(&gw, &[]);
     eventually("v2 takes its share", DEADLINE, async || v2.hits() > 20).await;
@@ -310,7 +337,11 @@ async fn zone_aware_prefers_the_local_zone_and_spills_over() {
     register(&registry, &[&eu_a, &eu_b, &us]).await;
     pool_size(&gw, 3).await;
     assert_eq!(requests(&gw, 100, &[]).await, 100);
-    assert_eq!(us.hits(), 0, "two healthy local instances keep traffic in eu-1");
+    assert_eq!(
+        us.hits(),
+        0,
+        "two healthy local instances keep traffic in eu-1"
+    );
 
     info!("eu-a fails: one local instance is below the minimum of 2, spill over");
     let load = Load::start(&gw, &[]);
@@ -356,15 +387,24 @@ async fn zones_apply_inside_a_gray_subset() {
     let client = http1();
     for _ in 0..40 {
         let url = format!("http://{}/work?gray=1", gw.public_addr);
-        assert_eq!(send(&client, "GET", &url, &[], Bytes::new()).await.status, 200);
+        assert_eq!(
+            send(&client, "GET", &url, &[], Bytes::new()).await.status,
+            200
+        );
     }
     assert_eq!((v2_eu.hits(), v2_us.hits(), v1.hits()), (40, 0, 0));
     info!("the local v2 leaves: the subset spills over to us-1, not to v1");
-    registry.deregister("api", "v2-eu").await.expect("deregister");
+    registry
+        .deregister("api", "v2-eu")
+        .await
+        .expect("deregister");
     pool_size(&gw, 2).await;
     for _ in 0..20 {
         let url = format!("http://{}/work?gray=1", gw.public_addr);
-        assert_eq!(send(&client, "GET", &url, &[], Bytes::new()).await.status, 200);
+        assert_eq!(
+            send(&client, "GET", &url, &[], Bytes::new()).await.status,
+            200
+        );
     }
     assert_eq!((v2_us.hits(), v1.hits()), (20, 0));
     gw.shutdown().await;

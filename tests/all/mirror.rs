@@ -28,11 +28,22 @@ async fn recording(status: u16) -> (Origin, Seen) {
             let seen = seen.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-                seen.lock()
-                    .expect("seen")
-                    .push((parts.method.to_string(), pq, parts.headers, body));
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                seen.lock().expect("seen").push((
+                    parts.method.to_string(),
+                    pq,
+                    parts.headers,
+                    body,
+                ));
                 origin::text(status, "mirror")
             }
         })
@@ -111,16 +122,33 @@ async fn a_hanging_mirror_does_not_slow_the_main_path_and_full_drops_are_counted
         assert_eq!(got.status, 200, "{}", got.text());
     }
     let total = started.elapsed();
-    info!(?total, ?slowest, "50 requests with a mirror that never answers");
+    info!(
+        ?total,
+        ?slowest,
+        "50 requests with a mirror that never answers"
+    );
     // The mirror hangs for 60 s; the origin answers at once. A request that waited for the
     // mirror would take a minute.
-    assert!(slowest < Duration::from_secs(1), "slowest request took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest request took {slowest:?}"
+    );
     assert!(total < Duration::from_secs(5), "50 requests took {total:?}");
 
-    eventually("the 4 mirrored requests arrive", DEADLINE, async || count(&seen) == 4).await;
-    assert_eq!(metric(&gw, "gatehouse_mirror_requests_total{route=\"r\"}").await, 4);
+    eventually("the 4 mirrored requests arrive", DEADLINE, async || {
+        count(&seen) == 4
+    })
+    .await;
     assert_eq!(
-        metric(&gw, "gatehouse_mirror_dropped_total{route=\"r\",reason=\"full\"}").await,
+        metric(&gw, "gatehouse_mirror_requests_total{route=\"r\"}").await,
+        4
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "gatehouse_mirror_dropped_total{route=\"r\",reason=\"full\"}"
+        )
+        .await,
         46,
         "the mirror was full for every later request"
     );
@@ -140,28 +168,53 @@ async fn a_mirror_gets_its_share_with_the_upstream_path_headers_and_body() {
     .await;
     let client = http1();
     let url = format!("http://{}/orders/7?x=1", gw.public_addr);
-    let got = send(&client, "POST", &url, &[("x-user", "ann")], Bytes::from("hello")).await;
+    let got = send(
+        &client,
+        "POST",
+        &url,
+        &[("x-user", "ann")],
+        Bytes::from("hello"),
+    )
+    .await;
     assert_eq!(got.status, 200);
-    assert_eq!(got.json()["body"], "hello", "the main upstream gets the whole body");
+    assert_eq!(
+        got.json()["body"],
+        "hello",
+        "the main upstream gets the whole body"
+    );
     eventually("the copy arrives", DEADLINE, async || count(&seen) == 1).await;
     let (method, pq, headers, body) = seen.lock().expect("seen")[0].clone();
     assert_eq!((method.as_str(), pq.as_str()), ("POST", "/orders/7?x=1"));
     assert_eq!(body, "hello");
     assert_eq!(headers["x-user"], "ann");
     assert_eq!(headers["x-env"], "prod", "after the route's header policy");
-    assert_eq!(headers["x-gatehouse-mirror"], "r", "marked as a mirror copy");
+    assert_eq!(
+        headers["x-gatehouse-mirror"], "r",
+        "marked as a mirror copy"
+    );
     assert!(headers.contains_key("x-request-id"));
     gw.shutdown().await;
 
     info!("percent = 30: about 30 % of 1000 requests are copied");
     let (mirror, seen) = recording(200).await;
-    let gw = gateway(&main, mirror.addr, "[routes.mirror]\nservice = \"shadow\"\npercent = 30\n").await;
+    let gw = gateway(
+        &main,
+        mirror.addr,
+        "[routes.mirror]\nservice = \"shadow\"\npercent = 30\n",
+    )
+    .await;
     let url = format!("http://{}/work", gw.public_addr);
     for _ in 0..1000 {
-        assert_eq!(send(&client, "GET", &url, &[], Bytes::new()).await.status, 200);
+        assert_eq!(
+            send(&client, "GET", &url, &[], Bytes::new()).await.status,
+            200
+        );
     }
     let sent = metric(&gw, "gatehouse_mirror_requests_total{route=\"r\"}").await;
-    eventually("every copy arrives", DEADLINE, async || count(&seen) as u64 == sent).await;
+    eventually("every copy arrives", DEADLINE, async || {
+        count(&seen) as u64 == sent
+    })
+    .await;
     // 30 % of 1000: the standard deviation is 14.5, so ±70 is over 4 sigma.
     assert!((230..=370).contains(&sent), "mirrored {sent} of 1000");
     gw.shutdown().await;
@@ -181,7 +234,10 @@ async fn bodies_over_the_cap_or_of_unknown_length_are_not_mirrored() {
     let url = format!("http://{}/up", gw.public_addr);
     let big = Bytes::from(vec![b'x'; 11]);
     let got = send(&client, "POST", &url, &[], big).await;
-    assert_eq!((got.status, got.json()["body"].as_str().map(str::len)), (200, Some(11)));
+    assert_eq!(
+        (got.status, got.json()["body"].as_str().map(str::len)),
+        (200, Some(11))
+    );
 
     // A chunked body: its length is unknown until it ends.
     let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(
@@ -200,10 +256,17 @@ async fn bodies_over_the_cap_or_of_unknown_length_are_not_mirrored() {
 
     let got = send(&client, "POST", &url, &[], Bytes::from("0123456789")).await;
     assert_eq!(got.status, 200);
-    eventually("the small body is mirrored", DEADLINE, async || count(&seen) == 1).await;
+    eventually("the small body is mirrored", DEADLINE, async || {
+        count(&seen) == 1
+    })
+    .await;
     assert_eq!(seen.lock().expect("seen")[0].3, "0123456789");
     assert_eq!(
-        metric(&gw, "gatehouse_mirror_dropped_total{route=\"r\",reason=\"body_too_large\"}").await,
+        metric(
+            &gw,
+            "gatehouse_mirror_dropped_total{route=\"r\",reason=\"body_too_large\"}"
+        )
+        .await,
         2
     );
     gw.shutdown().await;
@@ -214,7 +277,10 @@ async fn a_failing_mirror_never_fails_the_client() {
     let main = origin::echo("main").await;
     let (erroring, seen) = recording(500).await;
     let closed = origin::closed_port().await;
-    for (what, mirror) in [("answers 500", erroring.addr), ("refuses connections", closed)] {
+    for (what, mirror) in [
+        ("answers 500", erroring.addr),
+        ("refuses connections", closed),
+    ] {
         info!(what, "mirror");
         let gw = gateway(&main, mirror, "[routes.mirror]\nservice = \"shadow\"\n").await;
         let client = http1();
@@ -225,5 +291,8 @@ async fn a_failing_mirror_never_fails_the_client() {
         }
         gw.shutdown().await;
     }
-    eventually("the 500 mirror saw the copies", DEADLINE, async || count(&seen) == 30).await;
+    eventually("the 500 mirror saw the copies", DEADLINE, async || {
+        count(&seen) == 30
+    })
+    .await;
 }

@@ -158,12 +158,17 @@ impl GrayPolicy {
     /// The subset a request goes to, `None` for the base set. Predicates first, in config
     /// order; then the weights share a roll of 0..100, taken from `hash` (the service's
     /// `hash_key`) when the request has one, so one user stays on one side, else at random.
-    pub fn select(&self, headers: &HeaderMap, query: Option<&str>, hash: Option<u64>) -> Option<usize> {
-        if let Some(i) = self
-            .subsets
-            .iter()
-            .position(|s| s.matcher.as_ref().is_some_and(|m| m.matches(headers, query)))
-        {
+    pub fn select(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        hash: Option<u64>,
+    ) -> Option<usize> {
+        if let Some(i) = self.subsets.iter().position(|s| {
+            s.matcher
+                .as_ref()
+                .is_some_and(|m| m.matches(headers, query))
+        }) {
             return Some(i);
         }
         let roll = match hash {
@@ -223,12 +228,19 @@ impl Placement {
     /// group and one group per subset, each resolved to what traffic for it goes to: a subset
     /// with no candidate falls back to the base group, and an empty base group to every
     /// candidate; then the zone preference narrows each.
-    pub fn groups(&self, candidates: Vec<Arc<Backend>>) -> (Vec<Arc<Backend>>, Vec<Vec<Arc<Backend>>>) {
+    pub fn groups(
+        &self,
+        candidates: Vec<Arc<Backend>>,
+    ) -> (Vec<Arc<Backend>>, Vec<Vec<Arc<Backend>>>) {
         let n = self.gray.as_ref().map_or(0, |g| g.subsets().len());
         let mut base = Vec::with_capacity(candidates.len());
         let mut subsets = vec![Vec::new(); n];
         for b in &candidates {
-            match self.gray.as_ref().and_then(|g| g.member_of(&b.endpoint.meta)) {
+            match self
+                .gray
+                .as_ref()
+                .and_then(|g| g.member_of(&b.endpoint.meta))
+            {
                 Some(i) => subsets[i].push(Arc::clone(b)),
                 None => base.push(Arc::clone(b)),
             }
@@ -307,8 +319,14 @@ mod tests {
             ..RequestMatch::default()
         };
         let policy = GrayPolicy::new(vec![v2(0, Some(q))]);
-        assert_eq!(policy.select(&HeaderMap::new(), Some("a=1&gray=on"), None), Some(0));
-        assert_eq!(policy.select(&HeaderMap::new(), Some("gray=off"), None), None);
+        assert_eq!(
+            policy.select(&HeaderMap::new(), Some("a=1&gray=on"), None),
+            Some(0)
+        );
+        assert_eq!(
+            policy.select(&HeaderMap::new(), Some("gray=off"), None),
+            None
+        );
     }
 
     #[test]
@@ -347,7 +365,11 @@ mod tests {
             gray: Some(Arc::new(GrayPolicy::new(vec![v2(5, None)]))),
             zone: None,
         };
-        let ids = |v: &[Arc<Backend>]| v.iter().map(|b| b.endpoint.id.to_string()).collect::<Vec<_>>();
+        let ids = |v: &[Arc<Backend>]| {
+            v.iter()
+                .map(|b| b.endpoint.id.to_string())
+                .collect::<Vec<_>>()
+        };
         let (base, subs) = placement.groups(vec![v1a.clone(), v1b.clone(), v2a.clone()]);
         assert_eq!(ids(&base), ["b0", "b1"], "v2 gets no ordinary traffic");
         assert_eq!(ids(&subs[0]), ["b2"]);
@@ -377,7 +399,17 @@ mod tests {
             }),
             gray: None,
         };
+        let (base, _) = two.groups(vec![v1a.clone(), v1b.clone()]);
+        assert_eq!(
+            ids(&base),
+            ["b0", "b1"],
+            "one local is below the minimum of 2"
+        );
         let (base, _) = two.groups(vec![v1a, v1b, v2a]);
-        assert_eq!(ids(&base), ["b0", "b1", "b2"], "one local is below the minimum of 2");
+        assert_eq!(
+            ids(&base),
+            ["b0", "b2"],
+            "two local ones keep traffic local"
+        );
     }
 }

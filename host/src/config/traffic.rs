@@ -168,7 +168,10 @@ fn gray(v: &mut Validator<'_>, g: &RawGray, at: &str) -> GraySubset {
         v.problem(
             g.metadata.span(),
             format!("{at}.metadata"),
-            format!("is empty; expected at least one of {}", MetadataSelector::KEYS),
+            format!(
+                "is empty; expected at least one of {}",
+                MetadataSelector::KEYS
+            ),
         );
     }
     for (key, value) in g.metadata.get_ref() {
