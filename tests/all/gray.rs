@@ -240,6 +240,15 @@ async fn a_gray_weight_holds_its_share() {
     // 20 % of 2000: the standard deviation is about 0.9 %, so ±4 % is over 4 sigma.
     assert!((0.16..0.24).contains(&share), "v2 got {share}");
     assert_eq!(v1.hits() + v2.hits(), 2000);
+    let config = support::get(&format!("http://{}/admin/config", gw.admin_addr), &[]).await;
+    let gray = &config.json()["services"][0]["gray"][0];
+    assert_eq!(
+        (
+            gray["metadata"]["version"].as_str(),
+            gray["weight"].as_u64()
+        ),
+        (Some("v2"), Some(20))
+    );
     gw.shutdown().await;
 }
 

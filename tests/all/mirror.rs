@@ -193,6 +193,12 @@ async fn a_mirror_gets_its_share_with_the_upstream_path_headers_and_body() {
         "marked as a mirror copy"
     );
     assert!(headers.contains_key("x-request-id"));
+    let config = support::get(&format!("http://{}/admin/config", gw.admin_addr), &[]).await;
+    let mirror = &config.json()["routes"][0]["mirror"];
+    assert_eq!(
+        (mirror["service"].as_str(), mirror["percent"].as_u64()),
+        (Some("shadow"), Some(100))
+    );
     gw.shutdown().await;
 
     info!("percent = 30: about 30 % of 1000 requests are copied");
