@@ -302,3 +302,43 @@ async fn a_failing_mirror_never_fails_the_client() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_body_that_goes_silent_while_buffered_for_the_mirror_still_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let main = origin::echo("main").await;
+    let (mirror, seen) = recording(200).await;
+    let gw = support::gateway(&format!(
+        "[limits]\nbody_idle_timeout = \"300ms\"\n\
+         [[services]]\nname = \"main\"\nendpoints = [\"{}\"]\n\
+         [[services]]\nname = \"shadow\"\nendpoints = [\"{}\"]\n\
+         [[routes]]\nname = \"r\"\nservice = \"main\"\nmatch = {{ prefix = \"/\" }}\n\
+         [routes.mirror]\nservice = \"shadow\"\n",
+        main.addr, mirror.addr
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.public_addr)
+        .await
+        .expect("connect");
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n012")
+        .await
+        .expect("head and part of the body");
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut answer))
+        .await
+        .expect("the gateway answers and closes")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_idle_timeout"), "{answer}");
+    assert_eq!(
+        metric(
+            &gw,
+            "gatehouse_mirror_dropped_total{route=\"r\",reason=\"body_error\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&seen), 0, "nothing was mirrored");
+    gw.shutdown().await;
+}
