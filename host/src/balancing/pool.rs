@@ -383,4 +383,69 @@ mod tests {
         assert_eq!(only(&pool), [1]);
         assert!(!pool.set_drained(([127, 0, 0, 1], 9).into(), true));
     }
+
+    #[test]
+    fn gray_groups_follow_panic_mode_and_drain() {
+        use crate::balancing::{GrayPolicy, GraySubset, MetadataSelector};
+        use crate::discovery::EndpointMeta;
+        let gray = GrayPolicy::new(vec![GraySubset {
+            metadata: MetadataSelector {
+                version: Some("v2".into()),
+                ..MetadataSelector::default()
+            },
+            weight: 0,
+            matcher: None,
+        }]);
+        let availability = Availability {
+            placement: Placement {
+                gray: Some(Arc::new(gray)),
+                zone: None,
+            },
+            ..Availability::default()
+        };
+        let pool = BackendPool::with_availability(
+            "svc",
+            Algorithm::RoundRobin,
+            ConnSettings::default(),
+            availability,
+        );
+        let endpoint = |port: u16, version: &str| Endpoint {
+            meta: EndpointMeta {
+                version: Some(version.into()),
+                ..EndpointMeta::default()
+            },
+            ..Endpoint::from_addr(([127, 0, 0, 1], port).into())
+        };
+        pool.set_endpoints(&EndpointSet::from(vec![
+            endpoint(1, "v1"),
+            endpoint(2, "v2"),
+        ]));
+        let ports = |pool: &BackendPool, subset: Option<usize>| {
+            let bal = pool.balancer();
+            bal.subset(subset)
+                .backends()
+                .iter()
+                .map(|b| b.endpoint.addr.port())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(&pool, None), [1]);
+        assert_eq!(ports(&pool, Some(0)), [2]);
+        all_unhealthy(&pool);
+        assert!(pool.balancer().is_panic());
+        assert_eq!(ports(&pool, None), [1], "panic mode keeps the groups");
+        assert_eq!(ports(&pool, Some(0)), [2]);
+        // Only v2 healthy: its subset keeps it, and the base set falls back to it.
+        pool.all_backends()[1].health.set_active_ok(true);
+        pool.rebuild();
+        assert_eq!(
+            (ports(&pool, None), ports(&pool, Some(0))),
+            (vec![2], vec![2])
+        );
+        // v2 drained: the subset falls back to the base set (in panic over v1).
+        assert!(pool.set_drained(([127, 0, 0, 1], 2).into(), true));
+        assert_eq!(
+            (ports(&pool, None), ports(&pool, Some(0))),
+            (vec![1], vec![1])
+        );
+    }
 }
