@@ -418,3 +418,58 @@ async fn zones_apply_inside_a_gray_subset() {
     assert_eq!((v2_us.hits(), v1.hits()), (20, 0));
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_by_reload_moves_traffic_to_v2_without_a_failed_request() {
+    let v1 = Instance::start("v1", "v1", "eu-1").await;
+    let v2 = Instance::start("v2", "v2", "eu-1").await;
+    let dir = crate::plugins::guests::TempDir::new("gray-rollout");
+    let text = |weight: u8| {
+        format!(
+            "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[admin]\ntoken = \"{TOKEN}\"\n\
+             [registry]\ntoken = \"{TOKEN}\"\n\
+             [[services]]\nname = \"api\"\ndiscovery = \"registry\"\n\
+             [[services.gray]]\nmetadata = {{ version = \"v2\" }}\nweight = {weight}\n\
+             [[routes]]\nname = \"all\"\nservice = \"api\"\nmatch = {{ prefix = \"/\" }}\n"
+        )
+    };
+    let path = dir.join("gatehouse.toml");
+    std::fs::write(&path, text(0)).expect("write config");
+    let config = gatehouse::config::load_file(&path).expect("valid config");
+    let gw = gatehouse::gateway::start(config)
+        .await
+        .expect("gateway starts");
+    let registry = RegistryClient::new(gw.admin_addr, TOKEN);
+    register(&registry, &[&v1, &v2]).await;
+    pool_size(&gw, 2).await;
+    let reload = async |weight: u8| {
+        std::fs::write(&path, text(weight)).expect("rewrite config");
+        let got = send(
+            &http1(),
+            "POST",
+            &format!("http://{}/admin/reload", gw.admin_addr),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+    };
+
+    let load = Load::start(&gw, &[]);
+    load.wait_for(100).await;
+    assert_eq!(v2.hits(), 0, "weight 0: v2 is registered but idle");
+    info!("weight 50");
+    reload(50).await;
+    eventually("v2 takes traffic", DEADLINE, async || v2.hits() > 50).await;
+    info!("weight 100");
+    reload(100).await;
+    eventually("v1 gets nothing new", DEADLINE, async || {
+        let before = v1.hits();
+        load.wait_for(50).await;
+        v1.hits() == before
+    })
+    .await;
+    let served = load.finish_all_ok().await;
+    info!(served, "rollout without a failed request");
+    gw.shutdown().await;
+}
