@@ -7,7 +7,9 @@
 //!        → limits (414/431), refusals → path (one canonical path, or 400)
 //!        → routing (host, path, method, headers, query → route; deny) → body limit
 //!        → headers (forwarding trust, route request policy) → plugins (request)
-//!        → upstream (endpoint pick, pooled client, timeout, response head validation)
+//!        → mirror (a background copy, never waited for)
+//!        → upstream (gray subset and zone, endpoint pick, pooled client, timeout,
+//!          response head validation)
 //!        → plugins (response) → route response policy → telemetry (access log)
 //! ```
 //!
