@@ -1,4 +1,5 @@
-//! Balancer pick cost: ns per pick for each algorithm with 10 and 1 000 backends.
+//! Balancer pick cost: ns per pick for each algorithm with 10 and 1 000 backends, and what a
+//! gray subset adds (docs/traffic.md): choosing the subset from the request, then the pick.
 //!
 //! Measures `Balancer::pick`, what a request pays: the algorithm's choice plus the in-flight
 //! guard (one atomic increment, one decrement on drop, one `Arc` clone).
@@ -8,7 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use gatehouse::balancing::{Algorithm, Backend, Balancer, PickContext};
+use gatehouse::balancing::{
+    Algorithm, Backend, Balancer, GrayPolicy, GraySubset, MetadataSelector, PickContext,
+    RequestMatch, ValueMatch,
+};
 use gatehouse::conn::ConnSettings;
 use gatehouse::discovery::{Endpoint, EndpointMeta};
 
@@ -59,5 +63,41 @@ fn picks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, picks);
+/// Per request on a gray service: `GrayPolicy::select` (one header predicate that does not
+/// match, then a 5 % weight roll) and the pick in the chosen group, against the plain pick.
+fn gray(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gray");
+    let policy = GrayPolicy::new(vec![GraySubset {
+        metadata: MetadataSelector {
+            version: Some("v2".into()),
+            ..MetadataSelector::default()
+        },
+        weight: 5,
+        matcher: Some(RequestMatch {
+            headers: vec![(
+                http::HeaderName::from_static("x-canary"),
+                ValueMatch::Present,
+            )],
+            ..RequestMatch::default()
+        }),
+    }]);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-user", http::HeaderValue::from_static("ann"));
+    let balancer = Balancer::new(Algorithm::RoundRobin, backends(10), false).with_subsets(vec![
+        Balancer::new(Algorithm::RoundRobin, backends(2), false),
+    ]);
+    let ctx = PickContext::default();
+    group.bench_function("plain pick", |b| {
+        b.iter(|| black_box(balancer.subset(None).pick(&ctx, &[])))
+    });
+    group.bench_function("select + pick", |b| {
+        b.iter(|| {
+            let subset = policy.select(black_box(&headers), Some("a=1"), None);
+            black_box(balancer.subset(subset).pick(&ctx, &[]))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, picks, gray);
 criterion_main!(benches);

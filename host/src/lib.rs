@@ -8,7 +8,10 @@
 //!        → routing (host, path, method, headers, query → route; deny)
 //!        → ratelimit (limits keyed by route or client address; max_in_flight) → body limit
 //!        → headers (forwarding trust, route request policy) → plugins (request)
-//!        → ratelimit (limits keyed by header or cookie) → upstream (endpoint pick, pooled client, timeout, response head validation)
+//!        → ratelimit (limits keyed by header or cookie) → split (the route's service pick)
+//!        → mirror (a background copy, never waited for)
+//!        → upstream (gray subset and zone, endpoint pick, pooled client, timeout,
+//!          response head validation)
 //!        → plugins (response) → route response policy → telemetry (access log)
 //! ```
 //!
@@ -22,6 +25,7 @@
 //! body, worker, serialize, discovery, telemetry, ratelimit (limits and their counters)
 //! conn (one endpoint's connections), listener (public listener + Limits), plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
+//! mirror (copies of a route's requests to another service)
 //! routing, error
 //! config (parses TOML, converts into the policy types each module above owns)
 //! state (Snapshot, state::plugins) → proxy (the request path), reload → admin → gateway
@@ -39,6 +43,7 @@ pub mod gateway;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod mirror;
 pub mod path;
 pub mod plugins;
 pub mod proxy;

@@ -10,6 +10,7 @@ mod health;
 pub mod pool;
 mod random;
 mod round_robin;
+mod subset;
 mod weighted;
 
 pub use backend::{Backend, Picked};
@@ -17,6 +18,9 @@ pub use hash::{cookies, ClientAddr, HashKey, RingHash};
 pub use health::EndpointHealth;
 pub use random::{LeastRequest, Random};
 pub use round_robin::RoundRobin;
+pub use subset::{
+    GrayPolicy, GraySubset, MetadataSelector, Placement, RequestMatch, ValueMatch, ZonePolicy,
+};
 pub use weighted::Weighted;
 
 use std::fmt;
@@ -110,6 +114,9 @@ pub struct Balancer {
     panic: bool,
     /// In-flight requests one backend may have (`services.max_requests_per_endpoint`).
     cap: Option<NonZeroUsize>,
+    /// One snapshot per gray subset (`services.gray`), fallback already resolved; empty for
+    /// a service without subsets.
+    subsets: Box<[Balancer]>,
 }
 
 impl Balancer {
@@ -122,7 +129,20 @@ impl Balancer {
             algorithm,
             panic,
             cap: None,
+            subsets: Box::default(),
         }
+    }
+
+    /// The same snapshot, with one snapshot per gray subset.
+    pub fn with_subsets(mut self, subsets: Vec<Balancer>) -> Self {
+        self.subsets = subsets.into();
+        self
+    }
+
+    /// The snapshot for gray subset `subset` (see [`GrayPolicy::select`]), or this one (the
+    /// base set) for `None`.
+    pub fn subset(&self, subset: Option<usize>) -> &Balancer {
+        subset.and_then(|i| self.subsets.get(i)).unwrap_or(self)
     }
 
     /// The same snapshot, skipping backends that have `cap` requests in flight.

@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, Guard};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::{Algorithm, Backend, Balancer};
+use super::{Algorithm, Backend, Balancer, GrayPolicy, Placement};
 use crate::conn::ConnSettings;
 use crate::discovery::EndpointSet;
 
@@ -44,6 +44,8 @@ pub struct Availability {
     /// backend at its cap the request gets a fast 503 (`services.max_requests_per_endpoint`).
     /// `None`: unbounded.
     pub max_per_endpoint: Option<NonZeroUsize>,
+    /// Gray subsets and zone preference (docs/traffic.md). Default: neither.
+    pub placement: Placement,
 }
 
 impl Default for Availability {
@@ -52,6 +54,7 @@ impl Default for Availability {
             drained: Vec::new(),
             panic_mode: true,
             max_per_endpoint: None,
+            placement: Placement::default(),
         }
     }
 }
@@ -86,6 +89,11 @@ impl BackendPool {
 
     pub fn service(&self) -> &Arc<str> {
         &self.service
+    }
+
+    /// The service's gray subsets, which a request's [`GrayPolicy::select`] chooses among.
+    pub fn gray(&self) -> Option<&GrayPolicy> {
+        self.availability.placement.gray.as_deref()
     }
 
     /// The current balancing snapshot (lock-free).
@@ -154,8 +162,22 @@ impl BackendPool {
             }
             healthy
         };
-        let balancer = Balancer::new(self.algorithm, chosen, panic)
-            .with_cap(self.availability.max_per_endpoint);
+        let cap = self.availability.max_per_endpoint;
+        let placement = &self.availability.placement;
+        let balancer = if placement.is_plain() {
+            Balancer::new(self.algorithm, chosen, panic).with_cap(cap)
+        } else {
+            // Gray subsets and zones: one snapshot per group, each already resolved to the
+            // backends its traffic goes to (fallbacks, zone spill-over).
+            let (base, subsets) = placement.groups(chosen);
+            let subsets = subsets
+                .into_iter()
+                .map(|s| Balancer::new(self.algorithm, s, panic).with_cap(cap))
+                .collect();
+            Balancer::new(self.algorithm, base, panic)
+                .with_cap(cap)
+                .with_subsets(subsets)
+        };
         self.balancer.store(Arc::new(balancer));
         self.health_changed.notify_one();
     }
@@ -240,6 +262,7 @@ mod tests {
             drained,
             panic_mode,
             max_per_endpoint: None,
+            placement: Placement::default(),
         };
         let pool = BackendPool::with_availability(
             "svc",
@@ -359,5 +382,70 @@ mod tests {
         assert!(pool.set_drained(([127, 0, 0, 1], 1).into(), false));
         assert_eq!(only(&pool), [1]);
         assert!(!pool.set_drained(([127, 0, 0, 1], 9).into(), true));
+    }
+
+    #[test]
+    fn gray_groups_follow_panic_mode_and_drain() {
+        use crate::balancing::{GrayPolicy, GraySubset, MetadataSelector};
+        use crate::discovery::EndpointMeta;
+        let gray = GrayPolicy::new(vec![GraySubset {
+            metadata: MetadataSelector {
+                version: Some("v2".into()),
+                ..MetadataSelector::default()
+            },
+            weight: 0,
+            matcher: None,
+        }]);
+        let availability = Availability {
+            placement: Placement {
+                gray: Some(Arc::new(gray)),
+                zone: None,
+            },
+            ..Availability::default()
+        };
+        let pool = BackendPool::with_availability(
+            "svc",
+            Algorithm::RoundRobin,
+            ConnSettings::default(),
+            availability,
+        );
+        let endpoint = |port: u16, version: &str| Endpoint {
+            meta: EndpointMeta {
+                version: Some(version.into()),
+                ..EndpointMeta::default()
+            },
+            ..Endpoint::from_addr(([127, 0, 0, 1], port).into())
+        };
+        pool.set_endpoints(&EndpointSet::from(vec![
+            endpoint(1, "v1"),
+            endpoint(2, "v2"),
+        ]));
+        let ports = |pool: &BackendPool, subset: Option<usize>| {
+            let bal = pool.balancer();
+            bal.subset(subset)
+                .backends()
+                .iter()
+                .map(|b| b.endpoint.addr.port())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(&pool, None), [1]);
+        assert_eq!(ports(&pool, Some(0)), [2]);
+        all_unhealthy(&pool);
+        assert!(pool.balancer().is_panic());
+        assert_eq!(ports(&pool, None), [1], "panic mode keeps the groups");
+        assert_eq!(ports(&pool, Some(0)), [2]);
+        // Only v2 healthy: its subset keeps it, and the base set falls back to it.
+        pool.all_backends()[1].health.set_active_ok(true);
+        pool.rebuild();
+        assert_eq!(
+            (ports(&pool, None), ports(&pool, Some(0))),
+            (vec![2], vec![2])
+        );
+        // v2 drained: the subset falls back to the base set (in panic over v1).
+        assert!(pool.set_drained(([127, 0, 0, 1], 2).into(), true));
+        assert_eq!(
+            (ports(&pool, None), ports(&pool, Some(0))),
+            (vec![1], vec![1])
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod model;
 pub mod plugins;
 mod policy;
 pub mod ratelimit;
+mod traffic;
 mod validate;
 
 use std::net::SocketAddr;

@@ -45,6 +45,9 @@ pub struct RawConfig {
     /// WebAssembly plugins: where they live and the limits they run under.
     #[serde(default)]
     pub plugins: super::plugins::RawPlugins,
+    /// This gateway instance: its zone (docs/traffic.md).
+    #[serde(default)]
+    pub gateway: super::traffic::RawGateway,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +179,14 @@ pub struct RawService {
     /// Requests one endpoint may have in flight; at the cap it is skipped, and with every
     /// endpoint at its cap the request gets a fast 503. Default: unbounded.
     pub max_requests_per_endpoint: Option<Spanned<i64>>,
+    // --- gray release and zones (docs/traffic.md) ---
+    /// Gray subsets by instance metadata. Default: none.
+    #[serde(default)]
+    pub gray: Vec<super::traffic::RawGray>,
+    /// Prefer instances whose zone is `gateway.zone`. Default false.
+    pub zone_aware: Option<Spanned<bool>>,
+    /// Fewest healthy local instances that keep traffic in the zone. Default 1.
+    pub zone_min_healthy: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +315,8 @@ pub struct RawRoute {
     pub rate_limits: Vec<super::ratelimit::RawRateLimit>,
     /// Requests in flight on this route at once; beyond, 429. Default: unbounded.
     pub max_in_flight: Option<Spanned<i64>>,
+    /// Copy a share of the requests to another service (docs/traffic.md). Default: none.
+    pub mirror: Option<super::traffic::RawMirror>,
 }
 
 /// One `[[routes.split]]` entry.

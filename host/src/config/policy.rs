@@ -22,7 +22,7 @@ impl Validator<'_> {
     }
 
     /// An integer in `min..=max`.
-    fn int(
+    pub(super) fn int(
         &mut self,
         value: &Option<Spanned<i64>>,
         field: &str,

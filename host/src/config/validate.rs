@@ -311,7 +311,12 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         ),
     };
 
-    let services = validate_services(&mut v, &raw.services);
+    let mut services = validate_services(&mut v, &raw.services);
+    let zone = super::traffic::gateway_zone(&mut v, &raw.gateway);
+    for (i, (s, out)) in raw.services.iter().zip(&mut services).enumerate() {
+        let zone_set = raw.gateway.zone.is_some();
+        super::traffic::service(&mut v, s, i, zone.as_ref(), zone_set, &mut out.policy);
+    }
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
     let routes = validate_routes(&mut v, &raw.routes, &known, &limits);
@@ -503,7 +508,13 @@ fn validate_routes(
                 .as_ref()
                 .and_then(|d| deny_status(v, d, &format!("{at}.deny"))),
             limits: super::ratelimit::route_limits(v, r, &at),
+            mirror: None,
         });
+        let timeout = out.last().map_or(limits.default_timeout, |r| r.timeout);
+        let mirror = super::traffic::mirror(v, r, &at, known, timeout);
+        if let Some(route) = out.last_mut() {
+            route.mirror = mirror;
+        }
     }
     out
 }

@@ -15,8 +15,8 @@ pub struct Endpoint {
     pub meta: EndpointMeta,
 }
 
-/// Metadata an instance may carry. Only `weight` changes how traffic is spread today; zone,
-/// version and tags are listed by the registry API for operators and future routing.
+/// Metadata an instance may carry: `weight` feeds the weighted balancer; `version`, `zone`
+/// and `tags` select gray subsets and the local zone (`balancing::Placement`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointMeta {
     /// Relative share for the weighted balancer (default 1, at least 1).

@@ -2,8 +2,9 @@
 //! limits and refusals → canonical path → route (`deny` answers here) → the route's rate
 //! limits keyed by route or client address, and its in-flight cap → body limit →
 //! upstream request (hop-by-hop, forwarding headers, the route's request header policy) →
-//! request plugins → rate limits keyed by header or cookie → `Upstreams::call` → response
-//! plugins → the route's response header policy → access log.
+//! request plugins → rate limits keyed by header or cookie → split pick → mirror (a background
+//! copy) → `Upstreams::call` → response plugins → the route's response header policy → access
+//! log.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -217,6 +218,13 @@ async fn proxy(
         .target
         .service_for(upstream_req.headers(), client.ip());
     log.service = picked.cloned();
+    let upstream_req = match &route.config.mirror {
+        None => upstream_req,
+        // Boxed like the plugin hooks: only mirrored routes carry its future.
+        Some(mirror) => {
+            Box::pin(mirror.tee(&route.name, &snapshot.upstreams, metrics, upstream_req)).await
+        }
+    };
     let upstream = match snapshot
         .upstreams
         .call(&service.0, upstream_req, route.config.timeout)

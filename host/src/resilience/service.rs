@@ -272,6 +272,11 @@ impl UpstreamService {
             .hash_key
             .as_ref()
             .and_then(|k| k.hash_of(&parts.headers, client));
+        // Gray release: the subset this request goes to, chosen once for all its tries.
+        let subset = self
+            .pool
+            .gray()
+            .and_then(|g| g.select(&parts.headers, parts.uri.query(), hash));
         let path = parts
             .uri
             .path_and_query()
@@ -304,6 +309,7 @@ impl UpstreamService {
             let picked = match self
                 .pool
                 .balancer()
+                .subset(subset)
                 .pick(&PickContext { hash, attempt }, &tried)
             {
                 Ok(picked) => picked,

@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use super::RouteTarget;
 use crate::body::limit::MaxBodyBytes;
 use crate::headers::policy::HeaderPolicy;
+use crate::mirror::MirrorPolicy;
 use crate::plugins::{OnError, RoutePlugin};
 use crate::ratelimit::RouteLimitsSpec;
 use crate::serialize::as_humantime;
@@ -57,6 +58,8 @@ pub struct RouteConfig {
     /// Rate limits and the in-flight cap (none by default).
     #[serde(skip_serializing_if = "RouteLimitsSpec::is_empty")]
     pub limits: RouteLimitsSpec,
+    /// A copy of a share of the requests goes to this mirror (docs/traffic.md).
+    pub mirror: Option<MirrorPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

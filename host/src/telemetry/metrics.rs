@@ -73,6 +73,12 @@ struct LimitLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DropLabels {
+    route: Arc<String>,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -88,6 +94,8 @@ pub struct Metrics {
     upstream_refusals: Family<RefusalLabels, Counter>,
     split_requests: Family<SplitLabels, Counter>,
     rate_limited: Family<LimitLabels, Counter>,
+    mirror_sent: Family<RouteLabels, Counter>,
+    mirror_dropped: Family<DropLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -138,9 +146,23 @@ impl Default for Metrics {
             "Requests answered 429 by a route's rate limit (or `max_in_flight`), by route and limit",
             rate_limited.clone(),
         );
+        let mirror_sent = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "mirror_requests",
+            "Requests copied to a route's mirror service, by route",
+            mirror_sent.clone(),
+        );
+        let mirror_dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "mirror_dropped",
+            "Requests a route would have mirrored but did not, by route and reason",
+            mirror_dropped.clone(),
+        );
         Metrics {
             split_requests,
             rate_limited,
+            mirror_sent,
+            mirror_dropped,
             registry,
             requests,
             duration,
@@ -223,6 +245,26 @@ impl Metrics {
             .get_or_create(&LimitLabels {
                 route: Arc::clone(route.unwrap_or(&NO_ROUTE)),
                 limit: Arc::clone(limit),
+            })
+            .inc();
+    }
+
+    /// Counts one request copied to `route`'s mirror.
+    pub fn mirror_sent(&self, route: &Arc<String>) {
+        self.mirror_sent
+            .get_or_create(&RouteLabels {
+                route: Arc::clone(route),
+            })
+            .inc();
+    }
+
+    /// Counts one request of `route` not mirrored for `reason` (`full`, `body_too_large`,
+    /// `body_error`).
+    pub fn mirror_dropped(&self, route: &Arc<String>, reason: &'static str) {
+        self.mirror_dropped
+            .get_or_create(&DropLabels {
+                route: Arc::clone(route),
+                reason,
             })
             .inc();
     }

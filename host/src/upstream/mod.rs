@@ -17,6 +17,7 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 
 use crate::balancing::pool::Availability;
+use crate::balancing::Placement;
 use crate::body::{self, Body};
 use crate::conn::{ConnError, ConnSettings};
 use crate::discovery::registry::Registry;
@@ -205,6 +206,10 @@ impl Service {
                 drained: config.drained.clone(),
                 panic_mode: config.panic_mode,
                 max_per_endpoint: policy.max_requests_per_endpoint,
+                placement: Placement {
+                    gray: policy.gray.clone(),
+                    zone: policy.zone.clone(),
+                },
             },
         };
         let upstream = UpstreamService::start(spec);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Method;
 use serde::Serialize;
 
-use crate::balancing::{Algorithm, HashKey};
+use crate::balancing::{Algorithm, GrayPolicy, HashKey, ZonePolicy};
 use crate::conn::Protocol;
 use crate::health::{ActiveCheck, OutlierPolicy};
 use crate::resilience::{BreakerPolicy, RetryPolicy};
@@ -81,6 +81,10 @@ pub struct ServicePolicy {
     /// Requests one endpoint may have in flight (`max_requests_per_endpoint`); `None`:
     /// unbounded.
     pub max_requests_per_endpoint: Option<NonZeroUsize>,
+    /// Gray subsets by instance metadata (`[[services.gray]]`, docs/traffic.md).
+    pub gray: Option<std::sync::Arc<GrayPolicy>>,
+    /// Zone preference (`zone_aware`, with `gateway.zone`).
+    pub zone: Option<ZonePolicy>,
 }
 
 impl Default for ServicePolicy {
@@ -99,6 +103,8 @@ impl Default for ServicePolicy {
             },
             breaker: None,
             max_requests_per_endpoint: None,
+            gray: None,
+            zone: None,
         }
     }
 }
@@ -136,6 +142,12 @@ impl ServicePolicy {
                 json!({ "dns": { "name": name, "port": port, "interval": human(*interval) } })
             }
         };
+        if let Some(g) = &self.gray {
+            v["gray"] = json!(&**g);
+        }
+        if let Some(z) = &self.zone {
+            v["zone_aware"] = json!({ "zone": &*z.local, "min_healthy": z.min_healthy });
+        }
         if let Some(k) = &self.hash_key {
             v["hash_key"] = json!(match k {
                 HashKey::Header(h) => format!("header:{h}"),
