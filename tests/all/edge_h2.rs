@@ -74,9 +74,28 @@ match = {{ prefix = "/" }}
     .await
 }
 
-/// Descriptors this test process has open (the gateway runs in it).
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+/// Open TCP connections of this test's gateway: those it accepted on its public port and
+/// those it opened to the origin. Counted from the kernel's socket tables rather than the
+/// process's descriptors, which every other test running in this process moves too (a
+/// leaked connection sits in ESTABLISHED or CLOSE_WAIT; TIME_WAIT holds no descriptor).
+fn gateway_sockets(gw: &RunningGateway, origin: SocketAddr) -> usize {
+    let (public, upstream) = (gw.public_addr.port(), origin.port());
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |addr: &str| {
+                addr.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            let open = matches!(fields.get(3), Some(&"01") | Some(&"08"));
+            open && (fields.get(1).and_then(|a| port(a)) == Some(public)
+                || fields.get(2).and_then(|a| port(a)) == Some(upstream))
+        })
+        .count()
 }
 
 /// Resident memory of this test process, in KiB (other tests share the process: bounds on it
@@ -269,7 +288,7 @@ async fn rapid_reset_is_cut_off_and_others_are_served() {
     let o = counting_origin().await;
     let gw = gateway(o.origin.addr, "").await;
     assert_served(&gw, "before").await;
-    let before = open_fds();
+    let before = gateway_sockets(&gw, o.origin.addr);
     let rss_before = rss_kib();
 
     let mut tcp = raw_h2(gw.public_addr).await;
@@ -299,9 +318,9 @@ async fn rapid_reset_is_cut_off_and_others_are_served() {
     );
     drop(tcp);
     assert!(
-        open_fds() < before + 100,
+        gateway_sockets(&gw, o.origin.addr) < before + 100,
         "descriptors: {before} -> {}",
-        open_fds()
+        gateway_sockets(&gw, o.origin.addr)
     );
     assert_served(&gw, "after rapid reset").await;
     gw.shutdown().await;
@@ -311,7 +330,7 @@ async fn rapid_reset_is_cut_off_and_others_are_served() {
 async fn continuation_flood_gets_goaway_counted_not_logged_per_connection() {
     let o = counting_origin().await;
     let gw = gateway(o.origin.addr, "").await;
-    let before = open_fds();
+    let before = gateway_sockets(&gw, o.origin.addr);
     const CONNECTIONS: usize = 5;
     for _ in 0..CONNECTIONS {
         let mut tcp = raw_h2(gw.public_addr).await;
@@ -340,9 +359,9 @@ async fn continuation_flood_gets_goaway_counted_not_logged_per_connection() {
     )
     .await;
     assert!(
-        open_fds() < before + 50,
+        gateway_sockets(&gw, o.origin.addr) < before + 50,
         "descriptors: {before} -> {}",
-        open_fds()
+        gateway_sockets(&gw, o.origin.addr)
     );
     gw.shutdown().await;
 }
@@ -351,7 +370,7 @@ async fn continuation_flood_gets_goaway_counted_not_logged_per_connection() {
 async fn settings_and_ping_floods_stay_bounded() {
     let o = counting_origin().await;
     let gw = gateway(o.origin.addr, "").await;
-    let before = open_fds();
+    let before = gateway_sockets(&gw, o.origin.addr);
     let rss_before = rss_kib();
     // SETTINGS frames to acknowledge and PINGs to answer, never reading the answers: the
     // gateway must stop reading (backpressure) or close, not queue answers without bound.
@@ -370,9 +389,9 @@ async fn settings_and_ping_floods_stay_bounded() {
         drop(tcp);
     }
     assert!(
-        open_fds() < before + 50,
+        gateway_sockets(&gw, o.origin.addr) < before + 50,
         "descriptors: {before} -> {}",
-        open_fds()
+        gateway_sockets(&gw, o.origin.addr)
     );
     assert_served(&gw, "after SETTINGS and PING floods").await;
     assert_eq!(o.arrived.load(Ordering::SeqCst), 3);
@@ -412,7 +431,7 @@ async fn stalled_streams(
 async fn stalled_bodies_are_bounded_per_connection_and_end_in_408() {
     let o = counting_origin().await;
     let gw = gateway(o.origin.addr, "body_idle_timeout = \"3s\"").await;
-    let before = open_fds();
+    let before = gateway_sockets(&gw, o.origin.addr);
     let rss_before = rss_kib();
     const CONNECTIONS: usize = 2;
     // A client that ignores the advertised limit: streams past 128 are refused. (POSTs: the
@@ -442,7 +461,7 @@ async fn stalled_bodies_are_bounded_per_connection_and_end_in_408() {
         async || o.arrived.load(Ordering::SeqCst) >= CONNECTIONS * 128,
     )
     .await;
-    let during = open_fds();
+    let during = gateway_sockets(&gw, o.origin.addr);
     let rss_during = rss_kib();
     eprintln!("stalled streams: fds {before} -> {during}, RSS {rss_before} -> {rss_during} KiB");
     assert!(
@@ -483,7 +502,7 @@ async fn stalled_bodies_are_bounded_per_connection_and_end_in_408() {
     eventually(
         "upstream descriptors are released",
         Duration::from_secs(10),
-        async || open_fds() < before + 50,
+        async || gateway_sockets(&gw, o.origin.addr) < before + 50,
     )
     .await;
     gw.shutdown().await;
