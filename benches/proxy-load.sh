@@ -15,7 +15,9 @@
 #        the same CPU, so two builds compare in one run; BIN=binary skips the build.
 #        LIMITED=1 adds a contestant "limited": the same gateway on a route with a rate limit
 #        keyed by client address and a max_in_flight, both too high to refuse anything, so
-#        gatehouse/limited is the cost of the limiter checks in one run.
+#        gatehouse/limited is the cost of the limiter checks in one run; and a contestant
+#        "traffic": a 95/5 weighted split over two services (both the same origin) plus that
+#        rate limit, the issue-15 features a route would typically combine.
 # Needs: apt-get install -y nginx wrk; builds gatehouse in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,20 @@ service = "origin"
 match = { prefix = "/limited" }
 max_in_flight = 100000
 rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
+[[services]]
+name = "origin-canary"
+endpoints = ["$ORIGIN"]
+[[routes]]
+name = "traffic"
+match = { prefix = "/traffic" }
+max_in_flight = 100000
+rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
+[[routes.split]]
+service = "origin"
+weight = 95
+[[routes.split]]
+service = "origin-canary"
+weight = 5
 CONF
 
 nginx -c "$WORK/origin.conf" -p "$WORK"
@@ -63,13 +79,15 @@ if [ -n "${BEFORE:-}" ]; then
   wait_ready "$OLD_ADMIN"
   CONTESTANTS="direct gatehouse before nginx"
 fi
-[ -n "${LIMITED:-}" ] && CONTESTANTS="$CONTESTANTS limited"
+[ -n "${LIMITED:-}" ] && CONTESTANTS="$CONTESTANTS limited traffic"
 
 for round in $(seq "$ROUNDS"); do
   { measure direct "http://$ORIGIN/"; measure gatehouse "http://$GATEHOUSE/"
     [ -n "${BEFORE:-}" ] && measure before "http://$OLD/"
     measure nginx "http://$NGINX/"
-    [ -n "${LIMITED:-}" ] && measure limited "http://$GATEHOUSE/limited/"; } |
+    if [ -n "${LIMITED:-}" ]; then
+      measure limited "http://$GATEHOUSE/limited/"; measure traffic "http://$GATEHOUSE/traffic/"
+    fi; } |
     sed "s/^/$round /"
 done > "$WORK/rounds"
 echo "req/s (steal %) per round:"
@@ -81,5 +99,5 @@ echo
 summarize_rounds nginx "$WORK/rounds"
 if [ -n "${LIMITED:-}" ]; then
   echo
-  summarize_rounds gatehouse "$WORK/rounds"   # "limited" against the plain route, same gateway
+  summarize_rounds gatehouse "$WORK/rounds"   # "limited", "traffic" against the plain route
 fi
