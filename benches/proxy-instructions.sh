@@ -11,6 +11,9 @@
 #
 # Usage: benches/proxy-instructions.sh [gatehouse-binary [other-binary]]
 #        KEEP_PROFILES=DIR keeps each measured window's callgrind profile there.
+#        TRAFFIC=1 adds two routes and counts each (after the plain route, same binary):
+#        /limited/ (a rate limit and max_in_flight that never refuse) and /traffic/ (the same
+#        plus a 95/5 weighted split over two services on the one origin).
 # Needs: apt-get install -y nginx wrk valgrind; builds gatehouse in release mode by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +43,29 @@ endpoints = ["$ORIGIN"]
 name = "all"
 service = "origin"
 CONF
+if [ -n "${TRAFFIC:-}" ]; then cat >> "$WORK/gatehouse.toml" <<CONF
+[[routes]]
+name = "limited"
+service = "origin"
+match = { prefix = "/limited" }
+max_in_flight = 100000
+rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
+[[services]]
+name = "origin-canary"
+endpoints = ["$ORIGIN"]
+[[routes]]
+name = "traffic"
+match = { prefix = "/traffic" }
+max_in_flight = 100000
+rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
+[[routes.split]]
+service = "origin"
+weight = 95
+[[routes.split]]
+service = "origin-canary"
+weight = 5
+CONF
+fi
 nginx -c "$WORK/origin.conf" -p "$WORK"
 
 answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }
@@ -67,12 +93,12 @@ measure_window() {
   echo "$((total / requests)) $requests"
 }
 
-count_instructions() { # $1 = binary → "instructions-per-request requests"
+count_instructions() { # $1 = binary, $2 = path (default /) → "instructions-per-request requests"
   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$WORK/cg.%p" "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
   local pid=$!
   for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.5; done
-  measure_window "$pid" "http://$PUBLIC/" answered
+  measure_window "$pid" "http://$PUBLIC${2:-/}" answered
 }
 
 # nginx as the same reverse proxy (keep-alive upstream pool), for comparison: one process in
@@ -91,6 +117,12 @@ count_nginx_instructions() { # → "instructions-per-request requests"
 for bin in "$@"; do
   read -r per_request requests < <(count_instructions "$bin")
   printf '%-50s %8d instructions/request (%d requests)\n' "$bin" "$per_request" "$requests"
+  if [ -n "${TRAFFIC:-}" ]; then
+    for path in /limited/ /traffic/; do
+      read -r per_request requests < <(count_instructions "$bin" "$path")
+      printf '%-50s %8d instructions/request (%d requests)\n' "  $path" "$per_request" "$requests"
+    done
+  fi
 done
 read -r per_request requests < <(count_nginx_instructions)
 printf '%-50s %8d instructions/request (%d requests)\n' "nginx (same proxy, for comparison)" "$per_request" "$requests"
