@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 use tracing::info;
 
+use crate::support::load::{assert_all_ok, Load};
 use crate::support::{self, eventually, get, http1, send};
 
 const TOKEN: &str = "s3cret";
@@ -142,69 +143,6 @@ fn url(gw: &RunningGateway, path: &str) -> String {
     format!("http://{}{}", gw.public_addr, path)
 }
 
-/// Runs `workers` client loops against the gateway until stopped; collects every status.
-struct Load {
-    stop: Arc<AtomicBool>,
-    statuses: Arc<Mutex<Vec<u16>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(target: String, workers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let statuses: Arc<Mutex<Vec<u16>>> = Arc::default();
-        let tasks = (0..workers)
-            .map(|_| {
-                let (stop, statuses, target) = (stop.clone(), statuses.clone(), target.clone());
-                tokio::spawn(async move {
-                    let client = http1();
-                    while !stop.load(Ordering::SeqCst) {
-                        let got = send(&client, "GET", &target, &[], Bytes::new()).await;
-                        statuses.lock().expect("statuses lock").push(got.status);
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            statuses,
-            tasks,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.statuses.lock().expect("statuses lock").len()
-    }
-
-    async fn wait_for(&self, more: usize) {
-        let target = self.count() + more;
-        eventually("load makes progress", DEADLINE, async || {
-            self.count() >= target
-        })
-        .await;
-    }
-
-    async fn finish(self) -> Vec<u16> {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.expect("load worker");
-        }
-        Arc::try_unwrap(self.statuses)
-            .map(|m| m.into_inner().expect("statuses lock"))
-            .unwrap_or_default()
-    }
-}
-
-fn assert_all_ok(statuses: &[u16]) {
-    let bad: Vec<_> = statuses.iter().filter(|&&s| s != 200).collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} requests failed: {bad:?}",
-        bad.len(),
-        statuses.len()
-    );
-}
-
 /// How many endpoints the service's balancer currently spreads over.
 fn balancer_size(gw: &RunningGateway, service: &str) -> usize {
     let snapshot = gw.state.load_full();
@@ -251,7 +189,7 @@ async fn an_instance_killed_mid_traffic_costs_no_client_error() {
         route("api")
     ))
     .await;
-    let load = Load::start(url(&gw, "/work"), 4);
+    let load = Load::start(url(&gw, "/work"), &[], 4);
     load.wait_for(200).await;
     info!("killing b mid-traffic");
     b.kill();
@@ -291,7 +229,7 @@ async fn instances_register_and_deregister_under_load() {
         .register_once("api", &b.spec())
         .await
         .expect("register b");
-    let load = Load::start(url(&gw, "/work"), 4);
+    let load = Load::start(url(&gw, "/work"), &[], 4);
     load.wait_for(100).await;
 
     info!("registering c under load");

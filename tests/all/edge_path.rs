@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::shipped_plugins::kit::{self, plugin, PluginsDir};
+use crate::shipped_plugins::kit::{self, api_key_sha256, plugin, PluginsDir};
 use crate::support::{self, origin};
 
 /// An origin that records the path and query of every request it gets, and answers with
@@ -352,21 +352,13 @@ async fn allow_encoded_slash_lets_encoded_separators_through_only_to_that_route(
     }
 }
 
-fn sha256_hex(key: &str) -> String {
-    use sha2::{Digest as _, Sha256};
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auth_plugin_on_a_guarded_route_cannot_be_bypassed() {
     let app = Recording::start("app").await;
     let dir = PluginsDir::new();
     let auth = plugin(
         "api-key",
-        json!({ "keys": [{ "sha256": sha256_hex("s3cret"), "consumer": "ops" }] }),
+        json!({ "keys": [{ "sha256": api_key_sha256("s3cret"), "consumer": "ops" }] }),
         &[],
         None,
     );

@@ -2,8 +2,8 @@
 //! registry instances (metadata: version, zone) on 127.0.0.1 (docs/traffic.md).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use http::Request;
 use hyper::body::Incoming;
 use tracing::info;
 
+use crate::support::load::Load;
 use crate::support::origin::{self, Origin};
 use crate::support::{self, eventually, http1, send};
 
@@ -112,77 +113,21 @@ async fn pool_size(gw: &RunningGateway, n: usize) {
     .await;
 }
 
+/// The URL every test here sends its traffic to.
+fn work_url(gw: &RunningGateway) -> String {
+    format!("http://{}/work", gw.public_addr)
+}
+
 /// Sends `n` GETs with `headers`; returns how many got 200.
 async fn requests(gw: &RunningGateway, n: usize, headers: &[(&str, &str)]) -> usize {
     let client = http1();
-    let url = format!("http://{}/work", gw.public_addr);
+    let url = work_url(gw);
     let mut ok = 0;
     for _ in 0..n {
         let got = send(&client, "GET", &url, headers, Bytes::new()).await;
         ok += usize::from(got.status == 200);
     }
     ok
-}
-
-/// Client loops sending `headers` until stopped; every status is kept.
-struct Load {
-    stop: Arc<AtomicBool>,
-    statuses: Arc<Mutex<Vec<u16>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(gw: &RunningGateway, headers: &'static [(&'static str, &'static str)]) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let statuses: Arc<Mutex<Vec<u16>>> = Arc::default();
-        let url = format!("http://{}/work", gw.public_addr);
-        let tasks = (0..3)
-            .map(|_| {
-                let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.clone());
-                tokio::spawn(async move {
-                    let client = http1();
-                    while !stop.load(Ordering::SeqCst) {
-                        let got = send(&client, "GET", &url, headers, Bytes::new()).await;
-                        statuses.lock().expect("statuses").push(got.status);
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            statuses,
-            tasks,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.statuses.lock().expect("statuses").len()
-    }
-
-    async fn wait_for(&self, more: usize) {
-        let target = self.count() + more;
-        eventually("load makes progress", DEADLINE, async || {
-            self.count() >= target
-        })
-        .await;
-    }
-
-    /// Stops the load; asserts every request got 200.
-    async fn finish_all_ok(self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.expect("load worker");
-        }
-        let statuses = self.statuses.lock().expect("statuses").clone();
-        let bad: Vec<_> = statuses.iter().filter(|&&s| s != 200).collect();
-        assert!(
-            bad.is_empty(),
-            "{} of {} failed: {bad:?}",
-            bad.len(),
-            statuses.len()
-        );
-        statuses.len()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +209,7 @@ async fn gray_traffic_falls_back_to_the_base_set_when_v2_dies() {
     .await;
     register(&registry, &[&v1, &v2a, &v2b]).await;
     pool_size(&gw, 3).await;
-    let load = Load::start(&gw, &[("x-canary", "1")]);
+    let load = Load::start(work_url(&gw), &[("x-canary", "1")], 3);
     load.wait_for(100).await;
     assert_eq!(v1.hits(), 0, "canary traffic stays on v2");
 
@@ -323,7 +268,7 @@ async fn a_gray_subset_whose_lease_lapses_falls_back_without_errors() {
         .await
         .expect("register v2");
     pool_size(&gw, 2).await;
-    let load = Load::start(&gw, &[]);
+    let load = Load::start(work_url(&gw), &[], 3);
     eventually("v2 takes its share", DEADLINE, async || v2.hits() > 20).await;
     pool_size(&gw, 1).await;
     let settled = v2.hits();
@@ -353,7 +298,7 @@ async fn zone_aware_prefers_the_local_zone_and_spills_over() {
     );
 
     info!("eu-a fails: one local instance is below the minimum of 2, spill over");
-    let load = Load::start(&gw, &[]);
+    let load = Load::start(work_url(&gw), &[], 3);
     load.wait_for(50).await;
     eu_a.set_health(503);
     eventually("us takes traffic", DEADLINE, async || us.hits() > 20).await;
@@ -455,7 +400,7 @@ async fn a_rollout_by_reload_moves_traffic_to_v2_without_a_failed_request() {
         assert_eq!(got.status, 200, "{}", got.text());
     };
 
-    let load = Load::start(&gw, &[]);
+    let load = Load::start(work_url(&gw), &[], 3);
     load.wait_for(100).await;
     assert_eq!(v2.hits(), 0, "weight 0: v2 is registered but idle");
     info!("weight 50");

@@ -11,11 +11,10 @@ use bytes::Bytes;
 use gatehouse::gateway::RunningGateway;
 use http_body_util::StreamBody;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::plugins::guests::{self, TempDir};
-use crate::shipped_plugins::kit::{self, plugin, url};
+use crate::shipped_plugins::kit::{self, api_key_sha256, plugin, url};
 use crate::support::{self, origin};
 
 /// A gateway whose plugins directory holds `files` (gateway name → guest crate).
@@ -108,20 +107,13 @@ match = {{ prefix = "/plain" }}
     gw.shutdown().await;
 }
 
-fn sha256_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_set_by_an_auth_plugin_is_the_key_not_what_the_client_sent() {
     let (origin, hits) = kit::counting_echo().await;
     let dir = kit::PluginsDir::new();
     let keys = json!({ "keys": [
-        { "sha256": sha256_hex("mobile-key"), "consumer": "mobile-app" },
-        { "sha256": sha256_hex("web-key"), "consumer": "web" },
+        { "sha256": api_key_sha256("mobile-key"), "consumer": "mobile-app" },
+        { "sha256": api_key_sha256("web-key"), "consumer": "web" },
     ] });
     let gw = kit::gateway(
         &dir,

@@ -112,12 +112,7 @@ impl Admin {
             (method, p) if p.starts_with("/admin/services/") => {
                 drain(&snapshot, method, p, &request_id)
             }
-            (_, "/admin/reload") => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                &format!("{} is not allowed on {path}; use POST", req.method()),
-                &request_id,
-            ),
+            (_, "/admin/reload") => method_not_allowed(req.method(), path, "POST", &request_id),
             (&Method::GET, "/metrics") => {
                 let mut response = Response::new(body::full(self.metrics.encode()));
                 response.headers_mut().insert(
@@ -129,12 +124,7 @@ impl Admin {
                 response
             }
             (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins") => {
-                json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    &format!("{} is not allowed on {path}; use GET", req.method()),
-                    &request_id,
-                )
+                method_not_allowed(req.method(), path, "GET", &request_id)
             }
             _ => json_error(
                 StatusCode::NOT_FOUND,
@@ -169,12 +159,7 @@ fn drain(
         );
     };
     if method != Method::POST {
-        return json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{method} is not allowed on {path}; use POST"),
-            request_id,
-        );
+        return method_not_allowed(method, path, "POST", request_id);
     }
     let Some(svc) = snapshot.upstreams.service(service) else {
         return json_error(
@@ -221,6 +206,21 @@ fn authorized<B>(req: &Request<B>, token: Option<&str>) -> bool {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 405 for `method` on `path`, naming the methods the endpoint takes (`allowed`).
+fn method_not_allowed(
+    method: &Method,
+    path: &str,
+    allowed: &str,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{method} is not allowed on {path}; use {allowed}"),
+        request_id,
+    )
 }
 
 fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Deserializer};
 
-use super::json;
+use super::{json, method_not_allowed};
 use crate::balancing::HashKey;
 use crate::body::Body;
 use crate::error::{json_error, json_field_error};
@@ -143,12 +143,7 @@ pub(super) async fn route_split(
                 Err(refused) => refused.into_response(request_id),
             }
         }
-        ref other => json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{other} is not allowed on {path}; use GET or PUT"),
-            request_id,
-        ),
+        ref other => method_not_allowed(other, &path, "GET or PUT", request_id),
     }
 }
 
@@ -176,12 +171,7 @@ pub(super) fn switch(
         );
     };
     if method != Method::POST {
-        return json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{method} is not allowed on {path}; use POST"),
-            request_id,
-        );
+        return method_not_allowed(method, path, "POST", request_id);
     }
     let (from, to) = (ServiceName(from.to_owned()), ServiceName(to.to_owned()));
     let mut switched: Vec<String> = Vec::new();

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName};
 use rand::RngExt;
 use serde::Serialize;
 
+use super::hash::cookies;
 use super::Backend;
 use crate::discovery::EndpointMeta;
 
@@ -110,16 +111,6 @@ impl RequestMatch {
                 .any(|(_, v)| want.accepts(v.as_bytes()))
         })
     }
-}
-
-/// The `name=value` pairs of every `Cookie` header.
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
 }
 
 /// One gray subset (`[[services.gray]]`).

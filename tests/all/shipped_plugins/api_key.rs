@@ -5,17 +5,9 @@
 use std::sync::atomic::Ordering;
 
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 
-use super::kit::{self, header, plugin, url, PluginsDir};
+use super::kit::{self, api_key_sha256, header, plugin, url, PluginsDir};
 use crate::support;
-
-fn sha256_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_from_header_or_query_are_checked_forwarded_and_stripped() {
@@ -24,9 +16,9 @@ async fn api_keys_from_header_or_query_are_checked_forwarded_and_stripped() {
     let cfg = json!({
         "query": "api_key",
         "keys": [
-            { "sha256": sha256_hex("mobile-key-1"), "consumer": "mobile-app",
+            { "sha256": api_key_sha256("mobile-key-1"), "consumer": "mobile-app",
               "headers": { "x-plan": "gold", "x-tenant": "acme" } },
-            { "sha256": sha256_hex("web-key-2"), "consumer": "web" },
+            { "sha256": api_key_sha256("web-key-2"), "consumer": "web" },
         ],
     });
     let toml = format!(

@@ -74,6 +74,15 @@ pub fn plugin(
     entry
 }
 
+/// How the `api-key` plugin's config names a key: the lowercase hex SHA-256 of it.
+pub fn api_key_sha256(key: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A gateway over `dir` with the rest of the config in `toml`.
 pub async fn gateway(dir: &PluginsDir, toml: &str) -> RunningGateway {
     // Compiled artifacts are cached across tests and runs (keyed by content hash), so each
