@@ -100,3 +100,32 @@ summarize_rounds() {
       }
     }' "$2"
 }
+
+# The issue-15 routes both proxy benches add (TOML on stdout), on the origin $1: /limited/ (a
+# client-address rate limit and max_in_flight, too high to refuse anything) and /traffic/ (the
+# same plus a 95/5 weighted split over two services that are both that origin).
+traffic_routes() {
+  local ORIGIN=$1
+  cat <<CONF
+[[routes]]
+name = "limited"
+service = "origin"
+match = { prefix = "/limited" }
+max_in_flight = 100000
+rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
+[[services]]
+name = "origin-canary"
+endpoints = ["$ORIGIN"]
+[[routes]]
+name = "traffic"
+match = { prefix = "/traffic" }
+max_in_flight = 100000
+rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
+[[routes.split]]
+service = "origin"
+weight = 95
+[[routes.split]]
+service = "origin-canary"
+weight = 5
+CONF
+}

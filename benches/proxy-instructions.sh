@@ -43,29 +43,7 @@ endpoints = ["$ORIGIN"]
 name = "all"
 service = "origin"
 CONF
-if [ -n "${TRAFFIC:-}" ]; then cat >> "$WORK/gatehouse.toml" <<CONF
-[[routes]]
-name = "limited"
-service = "origin"
-match = { prefix = "/limited" }
-max_in_flight = 100000
-rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
-[[services]]
-name = "origin-canary"
-endpoints = ["$ORIGIN"]
-[[routes]]
-name = "traffic"
-match = { prefix = "/traffic" }
-max_in_flight = 100000
-rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
-[[routes.split]]
-service = "origin"
-weight = 95
-[[routes.split]]
-service = "origin-canary"
-weight = 5
-CONF
-fi
+[ -n "${TRAFFIC:-}" ] && traffic_routes "$ORIGIN" >> "$WORK/gatehouse.toml"
 nginx -c "$WORK/origin.conf" -p "$WORK"
 
 answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }

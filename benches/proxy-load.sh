@@ -45,27 +45,8 @@ endpoints = ["$ORIGIN"]
 [[routes]]
 name = "all"
 service = "origin"
-[[routes]]
-name = "limited"
-service = "origin"
-match = { prefix = "/limited" }
-max_in_flight = 100000
-rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
-[[services]]
-name = "origin-canary"
-endpoints = ["$ORIGIN"]
-[[routes]]
-name = "traffic"
-match = { prefix = "/traffic" }
-max_in_flight = 100000
-rate_limits = [{ name = "per-client", requests = 1000000000, per = "1s", key = "client-address" }]
-[[routes.split]]
-service = "origin"
-weight = 95
-[[routes.split]]
-service = "origin-canary"
-weight = 5
 CONF
+traffic_routes "$ORIGIN" >> "$WORK/gatehouse.toml"
 
 nginx -c "$WORK/origin.conf" -p "$WORK"
 nginx -c "$WORK/proxy.conf" -p "$WORK"
