@@ -11,10 +11,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gatehouse::balancing::{
     Algorithm, Backend, Balancer, GrayPolicy, GraySubset, MetadataSelector, PickContext,
-    RequestMatch, ValueMatch,
 };
 use gatehouse::conn::ConnSettings;
 use gatehouse::discovery::{Endpoint, EndpointMeta};
+use gatehouse::matching::{RequestMatch, ValueMatch};
 
 fn backends(n: usize) -> Vec<Arc<Backend>> {
     (0..n)

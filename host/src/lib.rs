@@ -43,6 +43,7 @@ pub mod gateway;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod matching;
 pub mod mirror;
 pub mod path;
 pub mod plugins;

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::headers::cookies;
+
 use super::{Backend, Balance, PickContext, Random};
 
 /// The client's address, attached to a request as an extension by the proxy so that
@@ -68,17 +70,6 @@ impl std::fmt::Display for HashKey {
             HashKey::ClientAddr => f.write_str("client-address"),
         }
     }
-}
-
-/// The request's cookies as `(name, value)` pairs, in order, from every `Cookie` header
-/// (RFC 6265 §5.4: `a=1; b=2`). Borrows from the headers: nothing is copied.
-pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
 }
 
 /// A stable 64-bit hash (SipHash with fixed keys: same input, same ring, within a build).

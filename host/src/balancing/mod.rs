@@ -14,13 +14,11 @@ mod subset;
 mod weighted;
 
 pub use backend::{Backend, Picked};
-pub use hash::{cookies, ClientAddr, HashKey, RingHash};
+pub use hash::{ClientAddr, HashKey, RingHash};
 pub use health::EndpointHealth;
 pub use random::{LeastRequest, Random};
 pub use round_robin::RoundRobin;
-pub use subset::{
-    GrayPolicy, GraySubset, MetadataSelector, Placement, RequestMatch, ValueMatch, ZonePolicy,
-};
+pub use subset::{GrayPolicy, GraySubset, MetadataSelector, Placement, ZonePolicy};
 pub use weighted::Weighted;
 
 use std::fmt;

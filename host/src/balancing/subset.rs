@@ -10,13 +10,13 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use rand::RngExt;
 use serde::Serialize;
 
-use super::hash::cookies;
 use super::Backend;
 use crate::discovery::EndpointMeta;
+use crate::matching::RequestMatch;
 
 /// Which instances form a subset: every key given must match (`version`, `zone`, and `tag`,
 /// which must be one of the instance's tags).
@@ -46,70 +46,6 @@ impl MetadataSelector {
                 .tag
                 .as_ref()
                 .is_none_or(|t| meta.tags.iter().any(|x| x == t))
-    }
-}
-
-/// How a header, cookie or query value must look.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum ValueMatch {
-    /// `"*"`: present, any value.
-    Present,
-    Exact(String),
-}
-
-impl ValueMatch {
-    /// `"*"` means present with any value; anything else is an exact value.
-    pub fn parse(s: &str) -> Self {
-        if s == "*" {
-            ValueMatch::Present
-        } else {
-            ValueMatch::Exact(s.to_owned())
-        }
-    }
-
-    fn accepts(&self, value: &[u8]) -> bool {
-        match self {
-            ValueMatch::Present => true,
-            ValueMatch::Exact(want) => want.as_bytes() == value,
-        }
-    }
-}
-
-/// A predicate on the request as it goes upstream: every listed header, cookie and query
-/// parameter must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RequestMatch {
-    #[serde(serialize_with = "header_pairs")]
-    pub headers: Vec<(HeaderName, ValueMatch)>,
-    pub cookies: Vec<(String, ValueMatch)>,
-    pub query: Vec<(String, ValueMatch)>,
-}
-
-fn header_pairs<S: serde::Serializer>(
-    h: &[(HeaderName, ValueMatch)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(h.iter().map(|(n, v)| (n.as_str(), v)))
-}
-
-impl RequestMatch {
-    /// Whether the request with these headers and query matches.
-    pub fn matches(&self, headers: &HeaderMap, query: Option<&str>) -> bool {
-        self.headers.iter().all(|(name, want)| {
-            headers
-                .get_all(name)
-                .iter()
-                .any(|v| want.accepts(v.as_bytes()))
-        }) && self.cookies.iter().all(|(name, want)| {
-            cookies(headers)
-                .filter(|(k, _)| k == name)
-                .any(|(_, v)| want.accepts(v.as_bytes()))
-        }) && self.query.iter().all(|(name, want)| {
-            form_urlencoded::parse(query.unwrap_or("").as_bytes())
-                .filter(|(k, _)| k == name)
-                .any(|(_, v)| want.accepts(v.as_bytes()))
-        })
     }
 }
 
@@ -256,6 +192,8 @@ impl Placement {
 mod tests {
     use super::*;
     use crate::balancing::test_support::backends;
+    use crate::matching::ValueMatch;
+    use http::HeaderName;
 
     fn meta(version: Option<&str>, zone: Option<&str>, tags: &[&str]) -> EndpointMeta {
         EndpointMeta {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 pub use crate::conn::Protocol;
 pub use crate::listener::Limits;
-pub use crate::routing::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName, ValueMatch};
+pub use crate::routing::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::upstream::{DiscoveryConfig, ServiceConfig, ServiceName, ServicePolicy};
 pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};

@@ -13,9 +13,8 @@ use toml::Spanned;
 use super::model::{RawRoute, RawService};
 use super::validate::Validator;
 use super::{DiscoveryConfig, ServiceName, ServicePolicy};
-use crate::balancing::{
-    GrayPolicy, GraySubset, MetadataSelector, RequestMatch, ValueMatch, ZonePolicy,
-};
+use crate::balancing::{GrayPolicy, GraySubset, MetadataSelector, ZonePolicy};
+use crate::matching::{RequestMatch, ValueMatch};
 use crate::mirror::MirrorPolicy;
 
 /// `[gateway]`: this gateway instance.

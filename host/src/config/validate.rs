@@ -17,11 +17,12 @@ use super::model::{
 use super::{
     AdminConfig, Config, ConfigError, HostMatch, Limits, Listen, LogConfig, LogFormat, MatchConfig,
     MaxBodyBytes, PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
-    ShutdownConfig, UnderscoreHeaders, ValueMatch,
+    ShutdownConfig, UnderscoreHeaders,
 };
 use crate::balancing::HashKey;
 use crate::headers::forwarding::ForwardingPolicy;
 use crate::headers::policy::{self as header_policy, HeaderPolicy};
+use crate::matching::{RequestMatch, ValueMatch};
 use crate::routing::{RouteTable, RouteTarget, Split, SplitError};
 
 const DEFAULT_PUBLIC: &str = "0.0.0.0:8080";
@@ -782,17 +783,16 @@ fn validate_match(v: &mut Validator<'_>, m: &RawMatch, at: &str) -> MatchConfig 
         host,
         path,
         methods,
-        headers,
-        query,
-        cookies,
+        request: RequestMatch {
+            headers,
+            cookies,
+            query,
+        },
     }
 }
 
 fn value_match(v: &Spanned<String>) -> ValueMatch {
-    match v.get_ref().as_str() {
-        "*" => ValueMatch::Present,
-        exact => ValueMatch::Exact(exact.to_owned()),
-    }
+    ValueMatch::parse(v.get_ref())
 }
 
 fn check_path(v: &mut Validator<'_>, p: &Spanned<String>, field: &str) {

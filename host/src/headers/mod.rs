@@ -139,6 +139,19 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// The request's cookies as `(name, value)` pairs, in order, from every `Cookie` header
+/// (RFC 6265 §5.4: `a=1; b=2`). Borrows from the headers: nothing is copied. Routing's cookie
+/// predicates, sticky splits, hash balancing, gray subsets and rate limits all read cookies
+/// through this one parser, so they agree on what a cookie is.
+pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+}
+
 /// Total bytes of header names and values, as a client would have sent them.
 pub fn header_bytes(headers: &HeaderMap) -> usize {
     headers

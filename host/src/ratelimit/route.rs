@@ -137,7 +137,9 @@ impl RouteLimiters {
         for limiter in &self.upstream {
             let key = match &limiter.spec.key {
                 LimitKey::Header(name) => headers.get(name).map(|v| v.as_bytes()),
-                LimitKey::Cookie(name) => cookie(headers, name),
+                LimitKey::Cookie(name) => crate::headers::cookies(headers)
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_bytes()),
                 _ => None,
             };
             limiter.check(key, now)?;
@@ -166,19 +168,6 @@ impl RouteLimiters {
             .chain(&self.upstream)
             .chain(self.plugin.values())
     }
-}
-
-/// The value of the first cookie called `name` in the `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii_start();
-            let rest = pair.strip_prefix(name.as_bytes())?;
-            rest.strip_prefix(b"=")
-        })
 }
 
 /// Every route's limiters in one snapshot, by route index (the order of `routes` in the

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use http::request::Parts;
 
 pub use route::{Route, RouteId};
-pub use spec::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName, ValueMatch};
+pub use spec::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName};
 pub use split::{RouteTarget, Split, SplitError, SplitTarget, MAX_WEIGHT};
 
 /// A route that matched, with the parameters its path template captured.

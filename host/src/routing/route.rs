@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
-use super::{PathMatch, RouteConfig, ValueMatch};
-use crate::balancing::cookies;
+use super::{PathMatch, RouteConfig};
 
 /// Index of a route in the table, stable for the life of one config snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,50 +23,16 @@ impl Route {
     /// How specific the non-path predicates are; more specific routes are tried first.
     pub(super) fn specificity(&self) -> usize {
         let m = &self.config.matcher;
-        usize::from(!m.methods.is_empty()) + m.headers.len() + m.query.len() + m.cookies.len()
+        usize::from(!m.methods.is_empty()) + m.request.len()
     }
 
-    /// Method, header and query predicates (host and path are matched by the table).
+    /// Method, header, cookie and query predicates (host and path are matched by the table).
     pub(super) fn predicates_match(&self, req: &Parts) -> bool {
         let m = &self.config.matcher;
         if !m.methods.is_empty() && !m.methods.contains(&req.method) {
             return false;
         }
-        let headers_ok = m.headers.iter().all(|(name, want)| {
-            let mut values = req.headers.get_all(name).iter();
-            match want {
-                ValueMatch::Present => values.next().is_some(),
-                ValueMatch::Exact(v) => values.any(|have| have.as_bytes() == v.as_bytes()),
-            }
-        });
-        if !headers_ok {
-            return false;
-        }
-        let cookies_ok = m.cookies.iter().all(|(name, want)| {
-            cookies(&req.headers).any(|(k, v)| {
-                k == name.as_str()
-                    && match want {
-                        ValueMatch::Present => true,
-                        ValueMatch::Exact(w) => v == w.as_str(),
-                    }
-            })
-        });
-        if !cookies_ok {
-            return false;
-        }
-        if m.query.is_empty() {
-            return true;
-        }
-        let query = req.uri.query().unwrap_or("");
-        m.query.iter().all(|(key, want)| {
-            form_urlencoded::parse(query.as_bytes()).any(|(k, v)| {
-                k == key.as_str()
-                    && match want {
-                        ValueMatch::Present => true,
-                        ValueMatch::Exact(w) => v == w.as_str(),
-                    }
-            })
-        })
+        m.request.matches(&req.headers, req.uri.query())
     }
 
     /// Whether the upstream gets the client's path and query unchanged.

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use http::Method;
 use serde::{Serialize, Serializer};
 
 use super::RouteTarget;
 use crate::body::limit::MaxBodyBytes;
 use crate::headers::policy::HeaderPolicy;
+use crate::matching::RequestMatch;
 use crate::mirror::MirrorPolicy;
 use crate::plugins::{OnError, RoutePlugin};
 use crate::ratelimit::RouteLimitsSpec;
@@ -80,34 +81,17 @@ pub enum PathMatch {
     Prefix(String),
 }
 
-/// How a header, query or cookie value must look.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
-pub enum ValueMatch {
-    Present,
-    Exact(String),
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct MatchConfig {
     pub host: Option<HostMatch>,
     pub path: PathMatch,
     #[serde(serialize_with = "methods_as_strings")]
     pub methods: Vec<Method>,
-    #[serde(serialize_with = "headers_as_strings")]
-    pub headers: Vec<(HeaderName, ValueMatch)>,
-    pub query: Vec<(String, ValueMatch)>,
-    /// Cookies (from `Cookie` headers) that must be present, with these values.
-    pub cookies: Vec<(String, ValueMatch)>,
+    /// Header, cookie and query predicates (shown as `headers`, `cookies`, `query`).
+    #[serde(flatten)]
+    pub request: RequestMatch,
 }
 
 fn methods_as_strings<S: Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(methods.iter().map(Method::as_str))
-}
-
-fn headers_as_strings<S: Serializer>(
-    h: &[(HeaderName, ValueMatch)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(h.iter().map(|(n, v)| (n.as_str(), v)))
 }
