@@ -22,7 +22,8 @@
 //! there is no import circle), bottom to top:
 //!
 //! ```text
-//! body, worker, serialize, discovery, telemetry, ratelimit (limits and their counters)
+//! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
+//! discovery, telemetry, ratelimit (limits and their counters)
 //! conn (one endpoint's connections), listener (public listener + Limits), plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
 //! mirror (copies of a route's requests to another service)
