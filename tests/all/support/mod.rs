@@ -1,5 +1,6 @@
 //! Test support: real origin servers on 127.0.0.1:0, an in-process gateway, HTTP clients.
 
+pub mod certs;
 pub mod load;
 pub mod origin;
 
