@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
-//! discovery, telemetry, ratelimit (limits and their counters)
+//! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys)
 //! conn (one endpoint's connections), listener (public listener + Limits), plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
 //! mirror (copies of a route's requests to another service)
@@ -56,5 +56,6 @@ pub mod routing;
 mod serialize;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
