@@ -44,25 +44,28 @@ wait_ready() {
 # CPU time the hypervisor gave to other guests (steal), in ticks, over all CPUs.
 steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
 
-# Loads URL $2 with wrk on CPU 0 (a short warm-up, then DURATION) and prints
+# Loads URL $2 with wrk on CPU 0 (a short warm-up, then DURATION; further arguments go to wrk,
+# e.g. -H 'Connection: close' for a new connection per request) and prints
 # "$1 req/s p50_µs p99_µs steal_%", steal_% being the share of the machine's CPU time the
 # hypervisor took during the run. Fails on non-2xx responses: a broken route must not pass
 # for a fast one.
 measure() {
-  taskset -c 0 wrk -t1 -c"$CONNS" -d1s "$2" >/dev/null
+  local name=$1 url=$2
+  shift 2
+  taskset -c 0 wrk -t1 -c"$CONNS" -d1s "$@" "$url" >/dev/null
   local steal0 start
   steal0=$(steal_ticks); start=$(date +%s%N)
-  taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$2" > "$WORK/$1.wrk"
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" > "$WORK/$name.wrk"
   local steal=$(( $(steal_ticks) - steal0 )) elapsed=$(( $(date +%s%N) - start ))
-  if grep -q 'Non-2xx' "$WORK/$1.wrk"; then
-    echo "$1: non-2xx responses" >&2
-    cat "$WORK/$1.wrk" >&2
+  if grep -q 'Non-2xx' "$WORK/$name.wrk"; then
+    echo "$name: non-2xx responses" >&2
+    cat "$WORK/$name.wrk" >&2
     return 1
   fi
-  awk -v n="$1" -v steal="$steal" -v ns="$elapsed" -v cpus="$(nproc)" -v hz="$(getconf CLK_TCK)" '
+  awk -v n="$name" -v steal="$steal" -v ns="$elapsed" -v cpus="$(nproc)" -v hz="$(getconf CLK_TCK)" '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; return (v+0)*1000000 }
     /Requests\/sec/ { rps=$2 } / 50%/ { p50=us($2) } / 99%/ { p99=us($2) }
-    END { printf "%s %.0f %.0f %.0f %.1f\n", n, rps, p50, p99, 100 * steal / hz / (ns / 1e9) / cpus }' "$WORK/$1.wrk"
+    END { printf "%s %.0f %.0f %.0f %.1f\n", n, rps, p50, p99, 100 * steal / hz / (ns / 1e9) / cpus }' "$WORK/$name.wrk"
 }
 
 # Summarises rounds of `measure` lines, each prefixed with its round number ("round name
