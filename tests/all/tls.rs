@@ -653,3 +653,52 @@ fn check_reports_a_mismatched_key_and_warns_of_an_expired_certificate() {
         "{warnings:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_sees_the_client_certificate() {
+    use crate::plugins::guests;
+    use crate::shipped_plugins::kit::toml_inline;
+
+    let origin = origin::echo("plain").await;
+    let dir = certs::temp_dir("tls-plugin");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    std::fs::copy(guests::path("test-kit"), plugins.join("kit.wasm")).expect("copy plugin");
+    let cache = guests::workspace().join("target/guests/artifact-cache");
+    let (server_ca, text) = mtls_gateway_text(&dir, origin.addr, "optional");
+    // The client CA the config trusts, replaced by one whose key this test holds.
+    let clients = Ca::new("client CA");
+    clients.write(&dir, "clients.pem");
+    let text = text.replace(
+        "match = { prefix = \"/\" }",
+        "match = { prefix = \"/\" }\nplugins = [{ name = \"kit\", config = { mode = \"client-certificate\", subject = \"CN=alice\" } }]",
+    );
+    let text = format!(
+        "{text}[plugins]\ndir = {}\ncache_dir = {}\nwatch = false\n",
+        toml_inline(&serde_json::json!(plugins.display().to_string())),
+        toml_inline(&serde_json::json!(cache.display().to_string())),
+    );
+    let gw = start_in(&dir, &text).await;
+
+    let alice = clients.client("alice", None);
+    let stream = connect(gw.public_addr, "localhost", client(&server_ca, &[b"h2"], Some(&alice)))
+        .await
+        .expect("handshake");
+    let (_, got) = get(stream, "localhost", "/", &[]).await.expect("request");
+    assert_eq!(got.status, 200, "{}", got.text());
+    let seen = &got.json()["headers"];
+    assert_eq!(seen["x-plugin-saw-subject"], "CN=alice");
+    let header = seen["x-client-cert"].as_str().expect("identity header");
+    let sha = seen["x-plugin-saw-sha256"].as_str().expect("fingerprint");
+    assert!(header.starts_with(&format!("Hash={sha};")), "{header}");
+
+    let bob = clients.client("bob", None);
+    for identity in [Some(&bob), None] {
+        let stream = connect(gw.public_addr, "localhost", client(&server_ca, &[b"h2"], identity))
+            .await
+            .expect("handshake");
+        let (_, got) = get(stream, "localhost", "/", &[]).await.expect("request");
+        assert_eq!(got.status, 403, "{}", got.text());
+    }
+    gw.shutdown().await;
+}
