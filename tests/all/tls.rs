@@ -221,18 +221,28 @@ async fn http1_and_http2_over_tls_reach_a_plain_origin() {
     )
     .await;
 
-    let stream = connect(gw.public_addr, "localhost", client(&ca, &[b"h2", b"http/1.1"], None))
-        .await
-        .expect("TLS handshake");
+    let stream = connect(
+        gw.public_addr,
+        "localhost",
+        client(&ca, &[b"h2", b"http/1.1"], None),
+    )
+    .await
+    .expect("TLS handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (version, got) = get(stream, "localhost", "/over/h2", &[]).await.expect("h2 request");
+    let (version, got) = get(stream, "localhost", "/over/h2", &[])
+        .await
+        .expect("h2 request");
     assert_eq!((version, got.status), (http::Version::HTTP_2, 200));
     assert_eq!(got.json()["path"], "/over/h2");
     assert_eq!(got.json()["origin"], "plain");
 
-    let stream = connect(gw.public_addr, "localhost", client(&ca, &[b"http/1.1"], None))
-        .await
-        .expect("TLS handshake");
+    let stream = connect(
+        gw.public_addr,
+        "localhost",
+        client(&ca, &[b"http/1.1"], None),
+    )
+    .await
+    .expect("TLS handshake");
     let (version, got) = get(stream, "localhost", "/over/h1", &[])
         .await
         .expect("http/1.1 request");
@@ -243,7 +253,9 @@ async fn http1_and_http2_over_tls_reach_a_plain_origin() {
     let stream = connect(gw.public_addr, "localhost", client(&ca, &[], None))
         .await
         .expect("TLS handshake");
-    let (_, got) = get(stream, "localhost", "/no-alpn", &[]).await.expect("request");
+    let (_, got) = get(stream, "localhost", "/no-alpn", &[])
+        .await
+        .expect("request");
     assert_eq!(got.status, 200);
 
     let text = metrics(&gw).await;
@@ -331,12 +343,16 @@ async fn a_swapped_certificate_reaches_new_handshakes_and_a_broken_one_keeps_the
     let second = ca.server(&["localhost", "second.test"]);
     std::fs::write(&key_path, &second.key_pem).expect("write key");
     std::fs::write(&cert_path, &second.cert_pem).expect("write cert");
-    support::eventually("a new handshake sees the new certificate", DEADLINE, async || {
-        let Ok(stream) = connect(gw.public_addr, "localhost", config.clone()).await else {
-            return false;
-        };
-        leaf_der(&stream) != first_fingerprint
-    })
+    support::eventually(
+        "a new handshake sees the new certificate",
+        DEADLINE,
+        async || {
+            let Ok(stream) = connect(gw.public_addr, "localhost", config.clone()).await else {
+                return false;
+            };
+            leaf_der(&stream) != first_fingerprint
+        },
+    )
     .await;
     let (_, got) = get(open, "localhost", "/still-open", &[])
         .await
@@ -370,9 +386,11 @@ async fn a_swapped_certificate_reaches_new_handshakes_and_a_broken_one_keeps_the
     let third = ca.server(&["localhost"]);
     std::fs::write(&key_path, &third.key_pem).expect("write key");
     std::fs::write(&cert_path, &third.cert_pem).expect("write cert");
-    support::eventually("the error clears once the files load", DEADLINE, async || {
-        admin_tls(&gw).await["certificates"][0]["last_error"].is_null()
-    })
+    support::eventually(
+        "the error clears once the files load",
+        DEADLINE,
+        async || admin_tls(&gw).await["certificates"][0]["last_error"].is_null(),
+    )
     .await;
     gw.shutdown().await;
 }
@@ -431,7 +449,10 @@ async fn mtls_required_refuses_missing_and_foreign_certificates_and_forwards_the
     )
     .await;
 
-    assert!(refused(&gw, client(&server_ca, &[b"http/1.1"], None)).await, "no certificate");
+    assert!(
+        refused(&gw, client(&server_ca, &[b"http/1.1"], None)).await,
+        "no certificate"
+    );
     let stranger = Ca::new("another CA").client("mallory", None);
     assert!(
         refused(&gw, client(&server_ca, &[b"http/1.1"], Some(&stranger))).await,
@@ -440,9 +461,13 @@ async fn mtls_required_refuses_missing_and_foreign_certificates_and_forwards_the
 
     let alice = clients.client("alice", Some("alice.clients.test"));
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-        let stream = connect(gw.public_addr, "localhost", client(&server_ca, &[alpn], Some(&alice)))
-            .await
-            .expect("handshake with a good client certificate");
+        let stream = connect(
+            gw.public_addr,
+            "localhost",
+            client(&server_ca, &[alpn], Some(&alice)),
+        )
+        .await
+        .expect("handshake with a good client certificate");
         let (_, got) = get(
             stream,
             "localhost",
@@ -465,10 +490,7 @@ async fn mtls_required_refuses_missing_and_foreign_certificates_and_forwards_the
     }
 
     let text = metrics(&gw).await;
-    assert!(
-        text.contains("result=\"client_cert_missing\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("result=\"client_cert_missing\"} 1"), "{text}");
     assert!(text.contains("result=\"client_cert_invalid\"} 1"), "{text}");
     gw.shutdown().await;
 }
@@ -479,9 +501,13 @@ async fn mtls_optional_serves_clients_without_a_certificate_and_strips_a_spoofed
     let dir = certs::temp_dir("tls-mtls-optional");
     let (server_ca, text) = mtls_gateway_text(&dir, origin.addr, "optional");
     let gw = start_in(&dir, &text).await;
-    let stream = connect(gw.public_addr, "localhost", client(&server_ca, &[b"h2"], None))
-        .await
-        .expect("handshake without a client certificate");
+    let stream = connect(
+        gw.public_addr,
+        "localhost",
+        client(&server_ca, &[b"h2"], None),
+    )
+    .await
+    .expect("handshake without a client certificate");
     let (_, got) = get(
         stream,
         "localhost",
@@ -603,7 +629,11 @@ async fn a_config_reload_applies_new_certificate_files_but_not_turning_tls_off()
     assert_eq!(peer_subject(&stream), "CN=localhost");
 
     std::fs::write(&path, format!("{LISTEN}{}", routes_to(origin.addr))).expect("rewrite");
-    let error = gw.reloader.reload_file().await.expect_err("TLS off needs a restart");
+    let error = gw
+        .reloader
+        .reload_file()
+        .await
+        .expect_err("TLS off needs a restart");
     assert!(error.to_string().contains("[listen]"), "{error}");
     gw.shutdown().await;
 }
@@ -633,7 +663,10 @@ fn check_reports_a_mismatched_key_and_warns_of_an_expired_certificate() {
         error.contains(":6:") && error.contains("listen.tls.certificates[0].key: the key in"),
         "{error}"
     );
-    assert!(error.contains("does not match the certificate in"), "{error}");
+    assert!(
+        error.contains("does not match the certificate in"),
+        "{error}"
+    );
     assert!(
         error.contains(":7:") && error.contains("listen.tls.certificates[1].cert:"),
         "{error}"
@@ -642,7 +675,9 @@ fn check_reports_a_mismatched_key_and_warns_of_an_expired_certificate() {
 
     std::fs::write(
         &path,
-        format!("{LISTEN}[listen.tls]\ncertificates = [{{ cert = \"old.pem\", key = \"old.key\" }}]\n"),
+        format!(
+            "{LISTEN}[listen.tls]\ncertificates = [{{ cert = \"old.pem\", key = \"old.key\" }}]\n"
+        ),
     )
     .expect("write config");
     let config = config::load_file(&path).expect("an expired certificate is only a warning");
@@ -681,9 +716,13 @@ async fn a_plugin_sees_the_client_certificate() {
     let gw = start_in(&dir, &text).await;
 
     let alice = clients.client("alice", None);
-    let stream = connect(gw.public_addr, "localhost", client(&server_ca, &[b"h2"], Some(&alice)))
-        .await
-        .expect("handshake");
+    let stream = connect(
+        gw.public_addr,
+        "localhost",
+        client(&server_ca, &[b"h2"], Some(&alice)),
+    )
+    .await
+    .expect("handshake");
     let (_, got) = get(stream, "localhost", "/", &[]).await.expect("request");
     assert_eq!(got.status, 200, "{}", got.text());
     let seen = &got.json()["headers"];
@@ -694,9 +733,13 @@ async fn a_plugin_sees_the_client_certificate() {
 
     let bob = clients.client("bob", None);
     for identity in [Some(&bob), None] {
-        let stream = connect(gw.public_addr, "localhost", client(&server_ca, &[b"h2"], identity))
-            .await
-            .expect("handshake");
+        let stream = connect(
+            gw.public_addr,
+            "localhost",
+            client(&server_ca, &[b"h2"], identity),
+        )
+        .await
+        .expect("handshake");
         let (_, got) = get(stream, "localhost", "/", &[]).await.expect("request");
         assert_eq!(got.status, 403, "{}", got.text());
     }

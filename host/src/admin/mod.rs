@@ -95,10 +95,7 @@ impl Admin {
             ),
             (&Method::GET, "/admin/tls") => match &self.tls {
                 Some(tls) => json(StatusCode::OK, &tls.terminator.status()),
-                None => json(
-                    StatusCode::OK,
-                    &crate::listener::tls::TlsStatus::disabled(),
-                ),
+                None => json(StatusCode::OK, &crate::listener::tls::TlsStatus::disabled()),
             },
             (&Method::POST, "/admin/reload") => match self.reloader.reload_file().await {
                 Ok(summary) => json(
@@ -136,9 +133,7 @@ impl Admin {
                 _,
                 "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins"
                 | "/admin/tls",
-            ) => {
-                method_not_allowed(req.method(), path, "GET", &request_id)
-            }
+            ) => method_not_allowed(req.method(), path, "GET", &request_id),
             _ => json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",

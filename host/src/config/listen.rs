@@ -80,8 +80,15 @@ pub(super) fn tls(v: &mut Validator<'_>, raw: &RawListen) -> Option<TlsPolicy> {
     let client_ca = match (&raw_tls.client_ca, client_auth) {
         (None, ClientAuth::Off) => None,
         (None, auth) => {
-            let span = raw_tls.client_auth.as_ref().map_or(spanned.span(), |a| a.span());
-            let mode = if auth == ClientAuth::Required { "required" } else { "optional" };
+            let span = raw_tls
+                .client_auth
+                .as_ref()
+                .map_or(spanned.span(), |a| a.span());
+            let mode = if auth == ClientAuth::Required {
+                "required"
+            } else {
+                "optional"
+            };
             v.problem(
                 span,
                 "listen.tls.client_auth",
@@ -172,7 +179,9 @@ fn loaded_names(
         Ok(key) => key.cert.first().and_then(|leaf| pem::describe(leaf).ok()),
         Err(e) => {
             let on_key = match &e {
-                PemError::NoKey { .. } | PemError::BadKey { .. } | PemError::KeyMismatch { .. } => true,
+                PemError::NoKey { .. } | PemError::BadKey { .. } | PemError::KeyMismatch { .. } => {
+                    true
+                }
                 PemError::Read { path, .. } | PemError::Malformed { path, .. } => path == &spec.key,
                 _ => false,
             };
@@ -236,8 +245,14 @@ pub(super) fn plaintext(
     let Some(http) = &raw.http else {
         for (key, span) in [
             ("http_mode", raw.http_mode.as_ref().map(Spanned::span)),
-            ("redirect_status", raw.redirect_status.as_ref().map(Spanned::span)),
-            ("redirect_port", raw.redirect_port.as_ref().map(Spanned::span)),
+            (
+                "redirect_status",
+                raw.redirect_status.as_ref().map(Spanned::span),
+            ),
+            (
+                "redirect_port",
+                raw.redirect_port.as_ref().map(Spanned::span),
+            ),
         ] {
             if let Some(span) = span {
                 v.problem(
@@ -304,4 +319,3 @@ pub(super) fn plaintext(
     };
     Some(PlaintextListener { addr, mode })
 }
-

@@ -75,7 +75,12 @@ impl Validator<'_> {
         });
     }
 
-    pub(super) fn addr(&mut self, value: &Option<Spanned<String>>, field: &str, default: &str) -> SocketAddr {
+    pub(super) fn addr(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        default: &str,
+    ) -> SocketAddr {
         let fallback = || {
             default
                 .parse()

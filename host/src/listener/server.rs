@@ -83,7 +83,8 @@ where
         // The handshake runs in the connection's task, never in this loop: a slow or silent
         // client holds only its own connection slot, for at most `HANDSHAKE_TIMEOUT`.
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-        let (handler, budget, builder) = (handler.clone(), Arc::clone(&budget), Arc::clone(&shared));
+        let (handler, budget, builder) =
+            (handler.clone(), Arc::clone(&budget), Arc::clone(&shared));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;

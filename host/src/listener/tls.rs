@@ -333,7 +333,9 @@ impl TlsTerminator {
                         changed = true;
                     }
                 }
-                Err(error) => record_failure(&mut cert.last_error, error.to_string(), "certificate"),
+                Err(error) => {
+                    record_failure(&mut cert.last_error, error.to_string(), "certificate")
+                }
             }
         }
         if let Some(ca) = &mut loaded.client_ca {
@@ -351,7 +353,9 @@ impl TlsTerminator {
         if changed {
             match loaded.server_config() {
                 Ok(config) => self.current.store(config),
-                Err(error) => tracing::warn!(%error, "TLS reload failed; keeping the running TLS setup"),
+                Err(error) => {
+                    tracing::warn!(%error, "TLS reload failed; keeping the running TLS setup")
+                }
             }
         }
     }

@@ -67,7 +67,8 @@ impl CertificateWatch {
                 Ok(event) if may_change_content(&event.kind) => {
                     let watched = filter.lock().unwrap_or_else(|p| p.into_inner());
                     let ours = event.paths.iter().any(|p| {
-                        p.file_name().is_some_and(|name| watched.names.contains(name))
+                        p.file_name()
+                            .is_some_and(|name| watched.names.contains(name))
                     });
                     if ours {
                         // The receiver is gone only when the watch is being dropped.
@@ -109,7 +110,10 @@ impl CertificateWatch {
     /// a config reload that names other files.
     pub fn follow(&self, files: &[PathBuf]) {
         let dirs: BTreeSet<PathBuf> = files.iter().map(|f| directory(f)).collect();
-        let names = files.iter().filter_map(|f| f.file_name()).map(OsString::from);
+        let names = files
+            .iter()
+            .filter_map(|f| f.file_name())
+            .map(OsString::from);
         let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         for gone in watched.dirs.difference(&dirs) {
