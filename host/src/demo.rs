@@ -33,6 +33,7 @@ pub async fn serve_echo(listener: TcpListener, stop: watch::Receiver<bool>) {
         listener,
         &limits,
         std::sync::Arc::new(ListenerBudget::unbounded("echo", None)),
+        None,
         |req, _| echo(req),
         stop,
         std::time::Duration::from_secs(1),

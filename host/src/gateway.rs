@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::discovery::registry::Registry;
+use crate::listener::redirect::{self, PlaintextMode};
 use crate::listener::shedding::{self, ListenerBudget};
+use crate::listener::tls::InboundTls;
 use crate::listener::{server, workers};
 use crate::proxy::pipeline::Pipeline;
 use crate::reload::Reloader;
@@ -37,6 +39,8 @@ pub enum StartError {
     Plugins(#[from] crate::plugins::PluginsError),
     #[error("cannot start the public listener's workers: {0}")]
     Workers(#[source] std::io::Error),
+    #[error("listen.tls: {0}")]
+    Tls(#[from] crate::listener::tls::TlsError),
 }
 
 /// A started gateway. [`RunningGateway::shutdown`] stops it; dropping it stops it too, but
@@ -44,6 +48,8 @@ pub enum StartError {
 pub struct RunningGateway {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The plaintext listener beside a TLS public listener (`listen.http`).
+    pub http_addr: Option<SocketAddr>,
     /// The built-in service registry (its REST API is on the admin listener).
     pub registry: Arc<Registry>,
     pub state: Arc<ArcSwap<Snapshot>>,
@@ -53,6 +59,7 @@ pub struct RunningGateway {
     stop: watch::Sender<bool>,
     public: workers::Workers,
     admin: JoinHandle<usize>,
+    http: Option<JoinHandle<usize>>,
 }
 
 /// What a shutdown left behind.
@@ -75,8 +82,24 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     };
     let public_listener = bind("public", config.listen.public).await?;
     let admin_listener = bind("admin", config.listen.admin).await?;
+    let http_listener = match &config.listen.http {
+        Some(http) => Some(bind("http", http.addr).await?),
+        None => None,
+    };
     let public_addr = local_addr(&public_listener, config.listen.public);
     let admin_addr = local_addr(&admin_listener, config.listen.admin);
+    let http_addr = http_listener
+        .as_ref()
+        .zip(config.listen.http.as_ref())
+        .map(|(l, http)| local_addr(l, http.addr));
+    for warning in config.warning_lines() {
+        tracing::warn!("{warning}");
+    }
+    let tls = match &config.listen.tls {
+        Some(policy) => Some(Arc::new(InboundTls::start(policy)?)),
+        None => None,
+    };
+    let plaintext = config.listen.http.clone();
     let limits = config.limits.clone();
     let drain = config.shutdown.drain_timeout;
     let workers = config.listen.workers;
@@ -96,6 +119,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         state.clone(),
         registry.clone(),
         plugins.clone(),
+        tls.clone(),
     ));
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);
@@ -105,15 +129,52 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let nofile = shedding::raise_nofile_limit();
     let budget = Arc::new(ListenerBudget::public(&limits, nofile, metrics.clone()));
     let pipeline = Pipeline::new(state.clone(), metrics.clone());
-    let handler = move |req, peer| pipeline.clone().handle(req, peer);
+    let handler = {
+        let pipeline = pipeline.clone();
+        move |req, peer| pipeline.clone().handle(req, peer)
+    };
+    let terminator = tls.as_ref().map(|tls| Arc::clone(&tls.terminator));
     let public = public_listener
         .into_std()
         .and_then(|listener| {
             workers::spawn(
-                listener, workers, &limits, &budget, handler, &stopped, drain,
+                listener,
+                workers,
+                &limits,
+                &budget,
+                terminator.as_ref(),
+                handler,
+                &stopped,
+                drain,
             )
         })
         .map_err(StartError::Workers)?;
+    let http = http_listener.zip(plaintext).map(|(listener, plaintext)| {
+        let stopped = stopped.clone();
+        let limits = limits.clone();
+        match plaintext.mode {
+            PlaintextMode::Redirect { status, port } => {
+                let port = port.unwrap_or(public_addr.port());
+                let budget = Arc::new(ListenerBudget::unbounded("http", Some(metrics.clone())));
+                let handler = move |req: http::Request<hyper::body::Incoming>, _peer| async move {
+                    Ok::<_, std::convert::Infallible>(redirect::redirect(&req, status, port))
+                };
+                tokio::spawn(async move {
+                    server::serve(listener, &limits, budget, None, handler, stopped, drain).await
+                })
+            }
+            // Served on the control runtime: the plaintext side is the minor one.
+            PlaintextMode::Serve => {
+                let budget = Arc::new(
+                    ListenerBudget::public(&limits, nofile, metrics.clone()).named("http"),
+                );
+                let handler = move |req, peer| pipeline.clone().handle(req, peer);
+                tokio::spawn(async move {
+                    server::serve(listener, &limits, budget, None, handler, stopped, drain).await
+                })
+            }
+        }
+    });
     let admin_budget = Arc::new(ListenerBudget::unbounded("admin", Some(metrics.clone())));
     let admin_api = Admin {
         state: state.clone(),
@@ -122,6 +183,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         registry: registry.clone(),
         plugins,
         reloader: reloader.clone(),
+        tls,
     };
     let admin = tokio::spawn(async move {
         let handler = move |req, _peer| admin_api.clone().handle(req);
@@ -129,6 +191,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             admin_listener,
             &limits,
             admin_budget,
+            None,
             handler,
             stopped,
             Duration::from_secs(1),
@@ -137,10 +200,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     });
 
     ready.set(true);
-    tracing::info!(%public_addr, %admin_addr, "gatehouse started");
+    tracing::info!(%public_addr, %admin_addr, http_addr = ?http_addr, tls = terminator.is_some(), "gatehouse started");
     Ok(RunningGateway {
         public_addr,
         admin_addr,
+        http_addr,
         registry,
         state,
         reloader,
@@ -148,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         stop,
         public,
         admin,
+        http,
     })
 }
 
@@ -164,9 +229,13 @@ impl RunningGateway {
         let _ = self.stop.send(true);
         let cut_public = self.public.join().await;
         let cut_admin = self.admin.await.unwrap_or(0);
+        let cut_http = match self.http {
+            Some(http) => http.await.unwrap_or(0),
+            None => 0,
+        };
         tracing::info!("gatehouse stopped");
         ShutdownReport {
-            cut_connections: cut_public + cut_admin,
+            cut_connections: cut_public + cut_admin + cut_http,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! A request flows one way through the host:
 //!
 //! ```text
-//! client → listener::server (HTTP/1.1 + h2c) → proxy::pipeline
+//! client → listener::server (HTTP/1.1 + h2c, or TLS: SNI, ALPN, mTLS) → proxy::pipeline
 //!        → limits (414/431), refusals → path (one canonical path, or 400)
 //!        → routing (host, path, method, headers, query → route; deny)
 //!        → ratelimit (limits keyed by route or client address; max_in_flight) → body limit

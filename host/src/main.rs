@@ -74,6 +74,9 @@ fn describe(error: &anyhow::Error) -> String {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load_file(path)?;
+    for warning in config.warning_lines() {
+        println!("warning: {warning}");
+    }
     println!(
         "{}: ok ({}, {})",
         path.display(),

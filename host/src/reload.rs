@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::config::{self, Config, ConfigError};
 use crate::discovery::registry::Registry;
+use crate::listener::tls::{InboundTls, TlsError};
 use crate::routing::{RouteError, RouteTarget};
 use crate::state::plugins::GatewayPlugins;
 use crate::state::Snapshot;
@@ -33,6 +34,8 @@ pub enum ReloadError {
     PluginsNotRunning,
     #[error("routes: {0} (nothing was applied)")]
     Routes(#[from] RouteError),
+    #[error("listen.tls: {0} (nothing was applied)")]
+    Tls(#[from] TlsError),
     #[error("the reload task failed: {0}")]
     Task(String),
 }
@@ -41,7 +44,10 @@ impl ReloadError {
     /// Whether the new config itself is at fault (400), rather than the running gateway's
     /// situation (409).
     pub fn is_bad_config(&self) -> bool {
-        matches!(self, ReloadError::Config(_) | ReloadError::Routes(_))
+        matches!(
+            self,
+            ReloadError::Config(_) | ReloadError::Routes(_) | ReloadError::Tls(_)
+        )
     }
 }
 
@@ -58,6 +64,8 @@ pub struct Reloader {
     state: Arc<ArcSwap<Snapshot>>,
     registry: Arc<Registry>,
     plugins: Option<Arc<GatewayPlugins>>,
+    /// The public listener's TLS: `[listen.tls]` certificates and CA apply on reload.
+    tls: Option<Arc<InboundTls>>,
     /// Serializes reloads (SIGHUP and the admin call may race).
     applying: Mutex<()>,
 }
@@ -67,11 +75,13 @@ impl Reloader {
         state: Arc<ArcSwap<Snapshot>>,
         registry: Arc<Registry>,
         plugins: Option<Arc<GatewayPlugins>>,
+        tls: Option<Arc<InboundTls>>,
     ) -> Self {
         Reloader {
             state,
             registry,
             plugins,
+            tls,
             applying: Mutex::new(()),
         }
     }
@@ -111,6 +121,10 @@ impl Reloader {
             routes: config.routes.len(),
         };
         let snapshot = Snapshot::build(config, &self.registry, self.plugins.as_deref(), &current)?;
+        // Last of what can fail: new handshakes use the new certificates from here on.
+        if let (Some(tls), Some(policy)) = (&self.tls, &snapshot.config.listen.tls) {
+            tls.apply(policy)?;
+        }
         // The file is the source of truth: run-time targets do not survive a reload.
         for route in current.config.routes.iter() {
             if route.target_set_at_run_time {
@@ -165,7 +179,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
     }
     let mut changed = Vec::new();
-    if !same(&old.listen, &new.listen) {
+    // `[listen.tls]` certificates, CA and client auth apply on reload; the addresses and
+    // turning TLS on or off do not.
+    let (o, n) = (&old.listen, &new.listen);
+    if o.public != n.public
+        || o.admin != n.admin
+        || o.workers != n.workers
+        || o.http != n.http
+        || o.tls.is_some() != n.tls.is_some()
+    {
         changed.push("[listen]");
     }
     if !same(&old.shutdown, &new.shutdown) {

@@ -90,12 +90,10 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, PemEr
 pub fn load_roots(path: &Path) -> Result<RootCertStore, PemError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certificates(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| PemError::BadCertificate {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+        roots.add(cert).map_err(|e| PemError::BadCertificate {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(roots)
 }
@@ -139,7 +137,9 @@ pub fn describe(cert: &CertificateDer<'_>) -> Result<CertificateInfo, String> {
         not_before: time_of(parsed.validity().not_before.timestamp()),
         not_after: time_of(parsed.validity().not_after.timestamp()),
     };
-    let san = parsed.subject_alternative_name().map_err(|e| e.to_string())?;
+    let san = parsed
+        .subject_alternative_name()
+        .map_err(|e| e.to_string())?;
     for name in san.iter().flat_map(|ext| ext.value.general_names.iter()) {
         match name {
             GeneralName::DNSName(dns) => info.dns_names.push(dns.to_ascii_lowercase()),
@@ -156,6 +156,80 @@ pub fn describe(cert: &CertificateDer<'_>) -> Result<CertificateInfo, String> {
         }
     }
     Ok(info)
+}
+
+/// A client certificate the listener verified: who the client is, for plugins (`context`) and
+/// for the upstream (`listen.tls.client_cert_header`). Built once per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The subject, e.g. `CN=client-1, O=Acme`.
+    pub subject: String,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+    pub emails: Vec<String>,
+    /// SHA-256 of the leaf certificate's DER, lower-case hex.
+    pub sha256: String,
+    /// The upstream header value, Envoy's XFCC form:
+    /// `Hash=<hex>;Subject="...";URI=...;DNS=...`, made once so a request only clones it.
+    pub header_value: http::HeaderValue,
+}
+
+/// The verified client certificate of a request's connection (a request extension).
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Arc<PeerIdentity>);
+
+impl PeerIdentity {
+    /// The identity in a leaf certificate; `None` if it cannot be parsed (rustls verified it,
+    /// so that does not happen for a verified chain).
+    pub fn from_leaf(leaf: &CertificateDer<'_>) -> Option<Self> {
+        use sha2::Digest;
+        let info = describe(leaf).ok()?;
+        let digest = sha2::Sha256::digest(leaf.as_ref());
+        let sha256: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let mut xfcc = format!("Hash={sha256};Subject=\"{}\"", xfcc_escape(&info.subject));
+        for uri in &info.uris {
+            xfcc.push_str(";URI=");
+            xfcc.push_str(&xfcc_value(uri));
+        }
+        for dns in &info.dns_names {
+            xfcc.push_str(";DNS=");
+            xfcc.push_str(&xfcc_value(dns));
+        }
+        let header_value = http::HeaderValue::from_str(&xfcc).ok()?;
+        Some(PeerIdentity {
+            subject: info.subject,
+            dns_names: info.dns_names,
+            uris: info.uris,
+            emails: info.emails,
+            sha256,
+            header_value,
+        })
+    }
+}
+
+/// A value quoted when it holds a separator of the XFCC grammar (`,;=`).
+fn xfcc_value(value: &str) -> String {
+    if value.contains([',', ';', '=', '"']) {
+        format!("\"{}\"", xfcc_escape(value))
+    } else {
+        xfcc_escape(value)
+    }
+}
+
+/// Escapes quotes and backslashes; drops what a header value cannot carry.
+fn xfcc_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn time_of(unix_seconds: i64) -> SystemTime {

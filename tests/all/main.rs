@@ -25,4 +25,5 @@ mod reload;
 mod shipped_plugins;
 mod shutdown;
 mod streaming;
+mod tls;
 mod traffic;

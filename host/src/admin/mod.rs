@@ -41,6 +41,8 @@ pub struct Admin {
     pub plugins: Option<Arc<crate::state::plugins::GatewayPlugins>>,
     /// `POST /admin/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
+    /// The public listener's TLS, for `/admin/tls`; `None` when it is plaintext.
+    pub tls: Option<Arc<crate::listener::tls::InboundTls>>,
 }
 
 impl Admin {
@@ -91,6 +93,10 @@ impl Admin {
                 StatusCode::OK,
                 &crate::state::plugins::GatewayPlugins::admin_status(self.plugins.as_deref()),
             ),
+            (&Method::GET, "/admin/tls") => match &self.tls {
+                Some(tls) => json(StatusCode::OK, &tls.terminator.status()),
+                None => json(StatusCode::OK, &crate::listener::tls::TlsStatus::disabled()),
+            },
             (&Method::POST, "/admin/reload") => match self.reloader.reload_file().await {
                 Ok(summary) => json(
                     StatusCode::OK,
@@ -123,9 +129,11 @@ impl Admin {
                 );
                 response
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins") => {
-                method_not_allowed(req.method(), path, "GET", &request_id)
-            }
+            (
+                _,
+                "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins"
+                | "/admin/tls",
+            ) => method_not_allowed(req.method(), path, "GET", &request_id),
             _ => json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -3,6 +3,7 @@
 //! Loading is two steps (see [`load`]): the raw serde shape in [`model`], then [`validate`]
 //! which turns it into [`Config`], whose types cannot hold bad values.
 
+mod listen;
 mod load;
 pub mod model;
 pub mod plugins;
@@ -48,6 +49,10 @@ pub struct Config {
     #[serde(skip)]
     pub registry: crate::discovery::registry::RegistryConfig,
     pub plugins: plugins::PluginsConfig,
+    /// Problems that do not make the config invalid (an expired certificate), each rendered
+    /// like an error; `gatehouse check` prints them and the gateway logs them at start.
+    #[serde(skip)]
+    pub warnings: Vec<Problem>,
 }
 
 impl Config {
@@ -63,6 +68,10 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// Worker threads serving the public listener (see `listener::workers`).
     pub workers: usize,
+    /// `[listen.tls]`: the public listener terminates TLS. `None`: plaintext.
+    pub tls: Option<crate::listener::tls::TlsPolicy>,
+    /// `listen.http`: a plaintext listener beside the TLS one.
+    pub http: Option<crate::listener::redirect::PlaintextListener>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +130,21 @@ pub fn count(n: usize, noun: &str) -> String {
         format!("1 {noun}")
     } else {
         format!("{n} {noun}s")
+    }
+}
+
+impl Config {
+    /// The warnings as `file:line:column: field: message` lines.
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}:{}: {}: {}",
+                    self.source, p.line, p.column, p.field, p.message
+                )
+            })
+            .collect()
     }
 }
 

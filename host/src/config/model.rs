@@ -60,6 +60,45 @@ pub struct RawListen {
     /// Worker threads serving the public listener, each with its own event loop. Default:
     /// the CPUs this process may run on.
     pub workers: Option<Spanned<i64>>,
+    /// A plaintext listener beside the TLS one (needs `[listen.tls]`). Default: none.
+    pub http: Option<Spanned<String>>,
+    /// What `http` does: `redirect` (default) to https, or `serve` routes as usual.
+    pub http_mode: Option<Spanned<String>>,
+    /// The redirect's status: 308 (default) or 301.
+    pub redirect_status: Option<Spanned<i64>>,
+    /// The port redirects name. Default: the port of `public`.
+    pub redirect_port: Option<Spanned<i64>>,
+    /// TLS on the public listener (docs/tls.md). Default: none (plaintext).
+    pub tls: Option<Spanned<RawListenTls>>,
+}
+
+/// `[listen.tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTls {
+    /// Certificate chains and keys, picked by SNI. At least one.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    /// `off` (default), `optional` or `required`.
+    pub client_auth: Option<Spanned<String>>,
+    /// CA bundle for client certificates. Required with `client_auth`.
+    pub client_ca: Option<Spanned<String>>,
+    /// Header that carries the verified client identity upstream. Default: none.
+    pub client_cert_header: Option<Spanned<String>>,
+}
+
+/// One `[listen.tls] certificates` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM certificate chain, leaf first. Required.
+    pub cert: Spanned<String>,
+    /// PEM private key of the leaf. Required.
+    pub key: Spanned<String>,
+    /// SNI names (exact or `*.wildcard`). Default: the certificate's DNS names.
+    pub names: Option<Vec<Spanned<String>>>,
+    /// Served when no name matches. Default: the first certificate is.
+    pub default: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,9 +35,12 @@ const DEFAULT_BODY_IDLE: Duration = Duration::from_secs(30);
 /// Collects problems while walking the raw config.
 pub(super) struct Validator<'a> {
     text: &'a str,
-    /// The config file's directory: relative paths in it (plugin `files`) resolve here.
-    base: &'a Path,
+    /// The config file's directory: relative paths in it (plugin `files`, certificates)
+    /// resolve here.
+    pub(super) base: &'a Path,
     problems: Vec<Problem>,
+    /// What `gatehouse check` prints and the gateway logs, without refusing the config.
+    warnings: Vec<Problem>,
 }
 
 impl Validator<'_> {
@@ -56,7 +59,28 @@ impl Validator<'_> {
         });
     }
 
-    fn addr(&mut self, value: &Option<Spanned<String>>, field: &str, default: &str) -> SocketAddr {
+    /// A problem that does not make the config invalid (an expired certificate).
+    pub(super) fn warning(
+        &mut self,
+        span: std::ops::Range<usize>,
+        field: impl Into<String>,
+        message: String,
+    ) {
+        let (line, column) = line_col(self.text, span.start);
+        self.warnings.push(Problem {
+            line,
+            column,
+            field: field.into(),
+            message,
+        });
+    }
+
+    pub(super) fn addr(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        default: &str,
+    ) -> SocketAddr {
         let fallback = || {
             default
                 .parse()
@@ -167,13 +191,19 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         text,
         base: Path::new(file).parent().unwrap_or(Path::new("")),
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
 
     let listen = Listen {
         public: v.addr(&raw.listen.public, "listen.public", DEFAULT_PUBLIC),
         admin: v.addr(&raw.listen.admin, "listen.admin", DEFAULT_ADMIN),
         workers: v.positive(&raw.listen.workers, "listen.workers", default_workers()),
+        tls: None,
+        http: None,
     };
+    let mut listen = listen;
+    listen.tls = super::listen::tls(&mut v, &raw.listen);
+    listen.http = super::listen::plaintext(&mut v, &raw.listen, listen.tls.is_some());
 
     let format = match raw
         .log
@@ -357,6 +387,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         routes,
         registry,
         plugins,
+        warnings: v.warnings,
     })
 }
 

@@ -1,6 +1,8 @@
-//! Accepting connections: HTTP/1.1 and h2c (prior knowledge) on one listener, with graceful
-//! drain, within the listener's connection and in-flight caps (`shedding`).
+//! Accepting connections: HTTP/1.1 and h2c (prior knowledge) on one listener, or HTTP/1.1 and
+//! HTTP/2 over TLS (`tls`, ALPN), with graceful drain, within the listener's connection and
+//! in-flight caps (`shedding`).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,10 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::shedding::ListenerBudget;
+use super::tls::{TlsTerminator, HANDSHAKE_TIMEOUT};
 use super::Limits;
 use crate::body::Body;
 use crate::error::json_error;
 use crate::headers;
+use crate::tls::{ClientCertificate, PeerIdentity};
 
 /// Serves `listener` with `handler` until `shutdown` flips to true, then stops accepting and
 /// waits up to `drain` for in-flight requests. Returns how many connections were cut at the end.
@@ -27,6 +31,7 @@ pub async fn serve<H, F>(
     listener: TcpListener,
     limits: &Limits,
     budget: Arc<ListenerBudget>,
+    tls: Option<Arc<TlsTerminator>>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -36,6 +41,8 @@ where
     F: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
 {
     let builder = connection_builder(limits);
+    // TLS connections are served from their own task, after the handshake.
+    let shared = Arc::new(builder.clone());
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -59,33 +66,50 @@ where
         };
         // Best effort: latency matters more than packet count for a proxy.
         let _ = stream.set_nodelay(true);
-        let (handler, requests) = (handler.clone(), Arc::clone(&budget));
-        let service = service_fn(move |req: Request<Incoming>| {
-            // The slot is held until the response head: while the request waits on its
-            // body, its plugins or its upstream, which is what holds descriptors and memory.
-            // The request's future is boxed: hyper keeps the service future in place, and
-            // moving the pipeline's large future there cost ~12k instructions of memcpy per
-            // request (callgrind, benches/README.md); a box moves one pointer.
-            let admitted = match requests.request() {
-                Some(slot) => Ok((Box::pin(handler(req, peer)), slot)),
-                None => Err(overloaded(&req)),
-            };
-            async move {
-                match admitted {
-                    Ok((handled, slot)) => {
-                        let response = handled.await;
-                        drop(slot);
-                        response
-                    }
-                    Err(response) => Ok(response),
+        let Some(tls) = &tls else {
+            let service = request_service(handler.clone(), Arc::clone(&budget), peer, None);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn.into_owned());
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    let (kind, abuse) = classify(&*error);
+                    budget.connection_error(kind, abuse, &error);
                 }
-            }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        let budget = Arc::clone(&budget);
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, never in this loop: a slow or silent
+        // client holds only its own connection slot, for at most `HANDSHAKE_TIMEOUT`.
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        let (handler, budget, builder) =
+            (handler.clone(), Arc::clone(&budget), Arc::clone(&shared));
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    budget.handshake(handshake_failure(&error), Some(&error));
+                    return;
+                }
+                Err(_) => {
+                    budget.handshake("timeout", Some(&"no handshake within the timeout"));
+                    return;
+                }
+            };
+            budget.handshake("ok", None);
+            let client_cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(PeerIdentity::from_leaf)
+                .map(|identity| ClientCertificate(Arc::new(identity)));
+            let service = request_service(handler, Arc::clone(&budget), peer, client_cert);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(conn.into_owned()).await {
                 let (kind, abuse) = classify(&*error);
                 budget.connection_error(kind, abuse, &error);
             }
@@ -109,6 +133,75 @@ where
             );
             open
         }
+    }
+}
+
+/// The per-connection service: admits each request within the in-flight cap and hands it,
+/// with the connection's verified client certificate if any, to `handler`.
+fn request_service<H, F>(
+    handler: H,
+    requests: Arc<ListenerBudget>,
+    peer: SocketAddr,
+    client_cert: Option<ClientCertificate>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
+       + 'static
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    service_fn(move |mut req: Request<Incoming>| {
+        if let Some(cert) = &client_cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        // The slot is held until the response head: while the request waits on its
+        // body, its plugins or its upstream, which is what holds descriptors and memory.
+        // The request's future is boxed: hyper keeps the service future in place, and
+        // moving the pipeline's large future there cost ~12k instructions of memcpy per
+        // request (callgrind, benches/README.md); a box moves one pointer.
+        let admitted = match requests.request() {
+            Some(slot) => Ok((Box::pin(handler(req, peer)), slot)),
+            None => Err(overloaded(&req)),
+        };
+        async move {
+            match admitted {
+                Ok((handled, slot)) => {
+                    let response = handled.await;
+                    drop(slot);
+                    response
+                }
+                Err(response) => Ok(response),
+            }
+        }
+    })
+}
+
+/// Names a failed handshake for `gatehouse_tls_handshakes_total`.
+fn handshake_failure(error: &std::io::Error) -> &'static str {
+    use rustls::Error as Tls;
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return match error.kind() {
+            std::io::ErrorKind::UnexpectedEof => "eof",
+            _ => "io",
+        };
+    };
+    match tls {
+        Tls::NoCertificatesPresented => "client_cert_missing",
+        Tls::InvalidCertificate(_) => "client_cert_invalid",
+        Tls::PeerIncompatible(_) | Tls::NoApplicationProtocol => "incompatible",
+        Tls::AlertReceived(_) => "alert_received",
+        Tls::InvalidMessage(_)
+        | Tls::InappropriateMessage { .. }
+        | Tls::InappropriateHandshakeMessage { .. }
+        | Tls::PeerMisbehaved(_) => "protocol",
+        _ => "other",
     }
 }
 

@@ -94,6 +94,12 @@ impl ListenerBudget {
         Self::new("public", max_connections, max_in_flight, Some(metrics))
     }
 
+    /// The same budget under another listener name (in logs and metrics).
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// No caps (the admin and demo listeners), still logging accept failures rate-limited.
     pub fn unbounded(name: &'static str, metrics: Option<Arc<Metrics>>) -> Self {
         Self::new(name, usize::MAX, usize::MAX, metrics)
@@ -176,6 +182,17 @@ impl ListenerBudget {
         self.count(ListenerEvent::AcceptFailed);
         if let Some(more) = self.accept_log.allow() {
             tracing::warn!(listener = self.name, %error, failed_since_last_line = more, "accept failed");
+        }
+    }
+
+    /// A TLS handshake ended with `result` (`ok` or a failure reason): counted; a failure
+    /// is logged at debug only, since any client can cause one per connection.
+    pub fn handshake(&self, result: &'static str, error: Option<&dyn std::fmt::Display>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.tls_handshake(self.name, result);
+        }
+        if let Some(error) = error {
+            tracing::debug!(listener = self.name, result, %error, "TLS handshake failed");
         }
     }
 

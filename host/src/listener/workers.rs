@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::server;
 use super::shedding::ListenerBudget;
+use super::tls::TlsTerminator;
 use super::Limits;
 use crate::body::Body;
 
@@ -36,11 +37,14 @@ pub struct Workers {
 /// Starts `count` workers serving `listener` with `handler` until `stop` flips to true (or
 /// its sender is dropped); each then drains its own connections for up to `drain`. The workers
 /// share the listener's `budget` (its connection and in-flight caps).
+// One argument per thing each worker gets; a struct for them would only be unpacked again.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn<H, F>(
     listener: std::net::TcpListener,
     count: usize,
     limits: &Limits,
     budget: &Arc<ListenerBudget>,
+    tls: Option<&Arc<TlsTerminator>>,
     handler: H,
     stop: &watch::Receiver<bool>,
     drain: Duration,
@@ -62,6 +66,7 @@ where
         };
         let (limits, handler, stop) = (limits.clone(), handler.clone(), stop.clone());
         let budget = Arc::clone(budget);
+        let tls = tls.cloned();
         let (finished, finished_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("gatehouse-worker-{index}"))
@@ -69,7 +74,7 @@ where
                 crate::worker::set_current(index);
                 // Every log line from this thread names its worker.
                 let _span = tracing::info_span!("worker", id = index).entered();
-                let serve = server::serve(listener, &limits, budget, handler, stop, drain);
+                let serve = server::serve(listener, &limits, budget, tls, handler, stop, drain);
                 let cut = runtime.block_on(serve);
                 // Dropping the runtime ends this worker's upstream connections and other
                 // background tasks; only then is the worker done.

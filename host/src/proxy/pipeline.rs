@@ -27,6 +27,7 @@ use crate::ratelimit::{InFlightPermit, PermitBody};
 use crate::routing::Matched;
 use crate::state::Snapshot;
 use crate::telemetry::{AccessLog, Metrics};
+use crate::tls::ClientCertificate;
 
 /// Handles requests on the public listener against the current snapshot.
 #[derive(Clone)]
@@ -168,6 +169,18 @@ async fn proxy(
     parts
         .headers
         .insert(headers::REQUEST_ID.clone(), request_id.clone());
+    // The client identity header carries only what this listener verified: a client-sent
+    // one is always dropped. Plaintext gateways (no `[listen.tls]`) skip this whole block.
+    if let Some(tls) = &snapshot.config.listen.tls {
+        if let Some(name) = &tls.client_cert_header {
+            parts.headers.remove(name);
+            if let Some(cert) = parts.extensions.get::<ClientCertificate>() {
+                parts
+                    .headers
+                    .insert(name.clone(), cert.0.header_value.clone());
+            }
+        }
+    }
     // The route's header policy runs before the plugins: a header it removes (say an identity
     // header only an auth plugin may set) cannot be smuggled past them by the client.
     route.config.request_headers.apply(&mut parts.headers);
@@ -190,6 +203,10 @@ async fn proxy(
     let mut chain = snapshot.chains.get(&route.config.name.0).map(|chain| {
         chain.start(RequestMeta {
             client_addr: Some(client),
+            client_certificate: upstream_req
+                .extensions()
+                .get::<ClientCertificate>()
+                .map(|cert| Arc::clone(&cert.0)),
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
         })
     });

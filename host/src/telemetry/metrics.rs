@@ -61,6 +61,12 @@ impl ListenerEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HandshakeLabels {
+    listener: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefusalLabels {
     service: String,
     reason: &'static str,
@@ -90,6 +96,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     listener: Family<ListenerLabels, Counter>,
+    tls_handshakes: Family<HandshakeLabels, Counter>,
     underscore_headers: Family<ActionLabels, Counter>,
     upstream_refusals: Family<RefusalLabels, Counter>,
     split_requests: Family<SplitLabels, Counter>,
@@ -121,6 +128,12 @@ impl Default for Metrics {
             "listener_events",
             "Load shed and client-caused connection failures, by listener and event",
             listener.clone(),
+        );
+        let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on a listener, by result (`ok`, or why it failed)",
+            tls_handshakes.clone(),
         );
         let underscore_headers = Family::<ActionLabels, Counter>::default();
         registry.register(
@@ -167,6 +180,7 @@ impl Default for Metrics {
             requests,
             duration,
             listener,
+            tls_handshakes,
             underscore_headers,
             upstream_refusals,
         }
@@ -219,6 +233,13 @@ impl Metrics {
                 event: event.as_str(),
             })
             .get()
+    }
+
+    /// Counts one TLS handshake on `listener`: `ok`, or the reason it failed.
+    pub fn tls_handshake(&self, listener: &'static str, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&HandshakeLabels { listener, result })
+            .inc();
     }
 
     /// Counts `n` request headers with `_` in their name, `dropped` or `rejected`.

@@ -84,6 +84,23 @@ impl Plugin for TestKit {
                              "hop": format!("{hop:?}") }),
                 ))
             }
+            // Denies (403) unless the connection's verified client certificate has the
+            // subject in `config.subject`; tags the request with it otherwise.
+            "client-certificate" => {
+                let want = cfg()["subject"].as_str().unwrap_or_default().to_string();
+                match context::client_certificate() {
+                    Some(cert) if cert.subject == want => {
+                        let _ = req.set_header_str("x-plugin-saw-subject", &cert.subject);
+                        let _ = req.set_header_str("x-plugin-saw-sha256", &cert.sha256);
+                        Decision::Continue
+                    }
+                    seen => Decision::Respond(json_response(
+                        403,
+                        &json!({ "error": "forbidden",
+                                 "subject": seen.map(|c| c.subject) }),
+                    )),
+                }
+            }
             "meta" => Decision::Respond(json_response(
                 200,
                 &json!({

@@ -1,6 +1,6 @@
 //! A plugin built against the previous WIT version, `gatehouse:plugin@0.1.0`
 //! (`wit/0.1.0/plugin.wit`), with wit-bindgen directly rather than the SDK (which follows the
-//! current version). The gateway provides 0.1.1 and must keep loading components like this
+//! current version). The gateway provides 0.1.2 and must keep loading components like this
 //! one: the tests run it through the gateway, using a host import (`context`), the request
 //! resource, and the request and response hooks.
 // A plugin only makes sense as a wasm component; on the host target the crate is empty.

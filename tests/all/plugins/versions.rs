@@ -1,7 +1,7 @@
-//! WIT versions: the host provides `gatehouse:plugin@0.1.1` and keeps loading components
+//! WIT versions: the host provides `gatehouse:plugin@0.1.2` and keeps loading components
 //! built against 0.1.0 (`wit/0.1.0/plugin.wit`, guest `plugins/wit-0-1-0`, built with
 //! wit-bindgen directly): wasmtime links their `@0.1.0` imports and exports to the host's
-//! semver-compatible `@0.1.1`.
+//! semver-compatible `@0.1.2`.
 
 use super::guests::{self, TempDir};
 use crate::shipped_plugins::kit;
@@ -14,7 +14,7 @@ async fn a_plugin_built_against_wit_0_1_0_still_loads_and_runs() {
     let text = String::from_utf8_lossy(&wasm);
     assert!(text.contains("gatehouse:plugin/request-hook@0.1.0"));
     assert!(text.contains("gatehouse:plugin/context@0.1.0"));
-    assert!(!text.contains("@0.1.1"));
+    assert!(!text.contains("@0.1.1") && !text.contains("@0.1.2"));
 
     let echo = origin::echo("echo").await;
     let dir = TempDir::new("wit-versions");

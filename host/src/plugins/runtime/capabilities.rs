@@ -91,4 +91,6 @@ pub struct RequestMeta {
     pub client_addr: Option<SocketAddr>,
     /// The request id.
     pub request_id: String,
+    /// The client certificate the listener verified (mTLS), if any.
+    pub client_certificate: Option<std::sync::Arc<crate::tls::PeerIdentity>>,
 }

@@ -532,6 +532,19 @@ impl context::Host for PluginCtx {
     async fn request_id(&mut self) -> Result<String> {
         Ok(self.meta.request_id.clone())
     }
+    async fn client_certificate(&mut self) -> Result<Option<context::PeerCertificate>> {
+        Ok(self
+            .meta
+            .client_certificate
+            .as_deref()
+            .map(|cert| context::PeerCertificate {
+                subject: cert.subject.clone(),
+                dns_names: cert.dns_names.clone(),
+                uris: cert.uris.clone(),
+                emails: cert.emails.clone(),
+                sha256: cert.sha256.clone(),
+            }))
+    }
     async fn file(&mut self, name: String) -> Result<Option<Vec<u8>>> {
         Ok(self.env.grants.files.get(&name).map(|b| b.to_vec()))
     }
