@@ -4,6 +4,8 @@
 mod limits;
 pub mod server;
 pub mod shedding;
+mod upgrade;
 pub mod workers;
 
 pub use limits::Limits;
+pub use upgrade::UpgradeLease;

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::shedding::ListenerBudget;
+use super::upgrade::Leases;
 use super::Limits;
 use crate::body::Body;
 use crate::error::json_error;
@@ -37,6 +38,7 @@ where
 {
     let builder = connection_builder(limits);
     let graceful = GracefulShutdown::new();
+    let leases = Arc::new(Leases::new());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -60,7 +62,18 @@ where
         // Best effort: latency matters more than packet count for a proxy.
         let _ = stream.set_nodelay(true);
         let (handler, requests) = (handler.clone(), Arc::clone(&budget));
-        let service = service_fn(move |req: Request<Incoming>| {
+        // Shared with the upgraded connection, if this one upgrades (`listener::upgrade`).
+        let permit = Arc::new(permit);
+        let upgrades = (Arc::clone(&leases), Arc::clone(&permit));
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            if req
+                .extensions()
+                .get::<hyper::upgrade::OnUpgrade>()
+                .is_some()
+            {
+                let lease = upgrades.0.lease(&upgrades.1);
+                req.extensions_mut().insert(lease);
+            }
             // The slot is held until the response head: while the request waits on its
             // body, its plugins or its upstream, which is what holds descriptors and memory.
             // The request's future is boxed: hyper keeps the service future in place, and
@@ -98,9 +111,11 @@ where
     tracing::info!(
         listener = name,
         open_connections = open,
+        upgraded_connections = leases.open(),
         "stopped accepting; draining"
     );
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
+    let deadline = tokio::time::Instant::now() + drain;
+    let cut = match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
         Ok(()) => 0,
         Err(_) => {
             tracing::warn!(
@@ -109,7 +124,17 @@ where
             );
             open
         }
+    };
+    // Upgraded connections left hyper's count at the upgrade; they get the same deadline.
+    let tunnels = leases.drain(deadline).await;
+    if tunnels > 0 {
+        tracing::warn!(
+            listener = name,
+            upgraded_connections = tunnels,
+            "drain timeout reached; closed upgraded connections"
+        );
     }
+    cut + tunnels
 }
 
 /// The fast answer past `limits.max_requests_in_flight`.
