@@ -61,7 +61,8 @@ async fn echo_server() -> (SocketAddr, Arc<Seen>) {
                             let _ = ws.close(Some(frame)).await;
                         }
                         Message::Text(_) | Message::Binary(_) => {
-                            if ws.send(message).await.is_err() {
+                            let echoed = ws.send(message).await;
+                            if echoed.is_err() {
                                 break;
                             }
                         }
