@@ -15,6 +15,11 @@
 //!        → plugins (response) → route response policy → telemetry (access log)
 //! ```
 //!
+//! A WebSocket handshake on a route with `upgrades` takes the same path up to the upstream,
+//! which it reaches on a dedicated connection (`conn::upgrade`); after the 101,
+//! `proxy::upgrade` relays the two upgraded connections (`tunnel`) instead of the response
+//! phase.
+//!
 //! Every error becomes an HTTP response in one place, [`error::ProxyError::to_response`].
 //! The active state is an immutable [`state::Snapshot`] behind an `ArcSwap`.
 //!
@@ -23,7 +28,8 @@
 //!
 //! ```text
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
-//! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys)
+//! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys),
+//! tunnel (upgrade policy and the byte relay of upgraded connections)
 //! conn (one endpoint's connections), listener (public listener + Limits), plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
 //! mirror (copies of a route's requests to another service)
@@ -57,5 +63,6 @@ mod serialize;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod worker;

@@ -27,3 +27,4 @@ mod shutdown;
 mod streaming;
 mod tls;
 mod traffic;
+mod websocket;

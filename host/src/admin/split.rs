@@ -194,6 +194,9 @@ pub(super) fn switch(
         let mut changes = Vec::new();
         for (i, route) in current.config.routes.iter().enumerate() {
             if let Some(target) = route.target.replace_service(&from, &to) {
+                if let Some(message) = upgrade_conflict(current, route, &to.0) {
+                    return Err(Refused::Bad(message));
+                }
                 switched.push(route.name.0.clone());
                 changes.push((i, target));
             }
@@ -301,6 +304,12 @@ fn parse_split(
                 ),
             });
         }
+        if let Some(message) = upgrade_conflict(snapshot, route, &t.service) {
+            return Err(Refused::Field {
+                field: format!("split[{i}].service"),
+                message,
+            });
+        }
     }
     let sticky = match parsed.sticky {
         None => route.target.sticky().cloned(),
@@ -327,6 +336,19 @@ fn parse_split(
         message: e.to_string(),
     })?;
     Ok(RouteTarget::Split(Arc::new(split)))
+}
+
+/// Why `route` cannot send to `service`: it has `upgrades` and the service speaks h2c, which
+/// cannot carry an HTTP/1.1 upgrade (the config file's rule).
+fn upgrade_conflict(snapshot: &Snapshot, route: &RouteConfig, service: &str) -> Option<String> {
+    route.upgrade.as_ref()?;
+    let svc = snapshot.upstreams.service(service)?;
+    (svc.config.protocol == crate::conn::Protocol::H2c).then(|| {
+        format!(
+            "route {:?} has upgrades and service {service:?} speaks h2c, which cannot carry an HTTP/1.1 upgrade",
+            route.name.0
+        )
+    })
 }
 
 /// "(known: a, b)".

@@ -10,6 +10,7 @@ pub mod plugins;
 mod policy;
 pub mod ratelimit;
 mod traffic;
+mod upgrade;
 mod validate;
 
 use std::net::SocketAddr;

@@ -356,6 +356,11 @@ pub struct RawRoute {
     pub max_in_flight: Option<Spanned<i64>>,
     /// Copy a share of the requests to another service (docs/traffic.md). Default: none.
     pub mirror: Option<super::traffic::RawMirror>,
+    /// HTTP/1.1 upgrades this route proxies: `["websocket"]` (docs/websocket.md). Default:
+    /// none (an upgrade request is served as a plain request).
+    pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    /// An upgraded connection silent both ways this long is closed. Default `5m`.
+    pub upgrade_idle_timeout: Option<Spanned<String>>,
 }
 
 /// One `[[routes.split]]` entry.

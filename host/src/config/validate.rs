@@ -352,6 +352,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
     let routes = validate_routes(&mut v, &raw.routes, &known, &limits);
     let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
+    super::upgrade::check_protocols(&mut v, &raw.routes, &routes, &services);
 
     // Route conflicts (two templates the radix tree cannot tell apart) are found by building the
     // real table: validation and the running router can never disagree.
@@ -541,6 +542,7 @@ fn validate_routes(
                 .and_then(|d| deny_status(v, d, &format!("{at}.deny"))),
             limits: super::ratelimit::route_limits(v, r, &at),
             mirror: None,
+            upgrade: super::upgrade::route(v, r, &at),
         });
         let timeout = out.last().map_or(limits.default_timeout, |r| r.timeout);
         let mirror = super::traffic::mirror(v, r, &at, known, timeout);

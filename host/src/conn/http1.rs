@@ -186,6 +186,11 @@ impl Pool {
         }
     }
 
+    /// Where this pool connects; upgrades open their own connections there.
+    pub(super) fn target(&self) -> &Target {
+        &self.target
+    }
+
     pub(super) fn max_response_head(&self) -> usize {
         self.target.max_response_head
     }

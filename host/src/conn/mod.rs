@@ -16,6 +16,7 @@ mod http1;
 mod http2;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 
 use std::error::Error as _;
 use std::fmt;
@@ -35,6 +36,7 @@ use serde::Serialize;
 use crate::body::Body;
 
 pub use body::PooledBody;
+pub use upgrade::UpgradeRequest;
 
 /// How often each service closes connections idle past their timeout. Checkouts and returns
 /// evict too; this sweep is for endpoints that get no traffic at all.
@@ -122,11 +124,20 @@ pub enum ConnError {
     /// (and its connection closed), never relayed.
     #[error("response head of {bytes} bytes exceeds the limit of {max}")]
     HeadTooLarge { bytes: usize, max: usize },
-    /// A 1xx as the final response: hyper skips 100 and 103, but returns a 101 even though
-    /// the gateway never forwards `Upgrade`. Relayed, it would tell the client the protocol
-    /// switched; its connection is closed instead.
+    /// A 1xx as the final response on a pooled connection: hyper skips 100 and 103, but
+    /// returns a 101 even though `Upgrade` only goes out on dedicated connections
+    /// ([`UpgradeRequest`]). Relayed, it would tell the client the protocol switched; its
+    /// connection is closed instead.
     #[error("the endpoint answered {0} as its final response")]
     Informational(http::StatusCode),
+    /// An upgrade ([`UpgradeRequest`]) to a service spoken to over h2c, which cannot carry
+    /// HTTP/1.1's `Upgrade` (config refuses `upgrades` on such routes; a run-time split can
+    /// still point one there). Nothing was sent.
+    #[error("an HTTP/1.1 upgrade cannot be sent to an h2c service")]
+    UpgradeOverH2c,
+    /// The endpoint switched to another protocol than the request's `Upgrade` named.
+    #[error("the endpoint switched protocols to {got} when asked for {asked}")]
+    UpgradeMismatch { asked: String, got: String },
 }
 
 impl ConnError {
@@ -136,7 +147,10 @@ impl ConnError {
     pub fn is_connect(&self) -> bool {
         !matches!(
             self,
-            ConnError::Send(_) | ConnError::HeadTooLarge { .. } | ConnError::Informational(_)
+            ConnError::Send(_)
+                | ConnError::HeadTooLarge { .. }
+                | ConnError::Informational(_)
+                | ConnError::UpgradeMismatch { .. }
         )
     }
 }
@@ -242,8 +256,18 @@ impl Connections {
     /// detected and the request resent on a new one, transparently, as long as it was never
     /// written. Cancel-safe: dropping the future closes the HTTP/1.1 connection it was using
     /// (its state is unknown), or resets its h2c stream.
+    ///
+    /// A request marked [`UpgradeRequest`] goes on a dedicated connection instead (see
+    /// `conn::upgrade`), and may be answered `101`.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<PooledBody>, ConnError> {
+        let upgrade = req.extensions().get::<UpgradeRequest>().is_some();
         let (response, max) = match &self.kind {
+            // Boxed: a rare path, kept out of every pooled request's future.
+            Kind::Http1(pool) if upgrade => (
+                Box::pin(upgrade::send(pool.target(), req)).await?,
+                pool.max_response_head(),
+            ),
+            Kind::H2c(_) if upgrade => return Err(ConnError::UpgradeOverH2c),
             Kind::Http1(pool) => (pool.send(req).await?, pool.max_response_head()),
             Kind::H2c(shared) => {
                 let shared = shared.own();

@@ -7,6 +7,8 @@ pub mod redirect;
 pub mod server;
 pub mod shedding;
 pub mod tls;
+mod upgrade;
 pub mod workers;
 
 pub use limits::Limits;
+pub use upgrade::UpgradeLease;

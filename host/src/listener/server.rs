@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::shedding::ListenerBudget;
+use super::shedding::Permit;
 use super::tls::{TlsTerminator, HANDSHAKE_TIMEOUT};
+use super::upgrade::Leases;
 use super::Limits;
 use crate::body::Body;
 use crate::error::json_error;
@@ -44,6 +46,7 @@ where
     // TLS connections are served from their own task, after the handshake.
     let shared = Arc::new(builder.clone());
     let graceful = GracefulShutdown::new();
+    let leases = Arc::new(Leases::new());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -66,8 +69,15 @@ where
         };
         // Best effort: latency matters more than packet count for a proxy.
         let _ = stream.set_nodelay(true);
+        // Shared with the upgraded connection, if this one upgrades (`listener::upgrade`).
+        let permit = Arc::new(permit);
+        let upgrades = Upgrades {
+            leases: Arc::clone(&leases),
+            permit: Arc::clone(&permit),
+        };
         let Some(tls) = &tls else {
-            let service = request_service(handler.clone(), Arc::clone(&budget), peer, None);
+            let service =
+                request_service(handler.clone(), Arc::clone(&budget), peer, None, upgrades);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let conn = graceful.watch(conn.into_owned());
             let budget = Arc::clone(&budget);
@@ -107,7 +117,8 @@ where
                 .and_then(|chain| chain.first())
                 .and_then(PeerIdentity::from_leaf)
                 .map(|identity| ClientCertificate(Arc::new(identity)));
-            let service = request_service(handler, Arc::clone(&budget), peer, client_cert);
+            let service =
+                request_service(handler, Arc::clone(&budget), peer, client_cert, upgrades);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(conn.into_owned()).await {
                 let (kind, abuse) = classify(&*error);
@@ -122,9 +133,11 @@ where
     tracing::info!(
         listener = name,
         open_connections = open,
+        upgraded_connections = leases.open(),
         "stopped accepting; draining"
     );
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
+    let deadline = tokio::time::Instant::now() + drain;
+    let cut = match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
         Ok(()) => 0,
         Err(_) => {
             tracing::warn!(
@@ -133,7 +146,24 @@ where
             );
             open
         }
+    };
+    // Upgraded connections left hyper's count at the upgrade; they get the same deadline.
+    let tunnels = leases.drain(deadline).await;
+    if tunnels > 0 {
+        tracing::warn!(
+            listener = name,
+            upgraded_connections = tunnels,
+            "drain timeout reached; closed upgraded connections"
+        );
     }
+    cut + tunnels
+}
+
+/// What a request that may upgrade needs: the listener's tunnels, and the connection's
+/// permit, which an upgraded connection keeps holding after hyper lets go of it.
+struct Upgrades {
+    leases: Arc<Leases>,
+    permit: Arc<Permit>,
 }
 
 /// The per-connection service: admits each request within the in-flight cap and hands it,
@@ -143,6 +173,7 @@ fn request_service<H, F>(
     requests: Arc<ListenerBudget>,
     peer: SocketAddr,
     client_cert: Option<ClientCertificate>,
+    upgrades: Upgrades,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -157,6 +188,14 @@ where
     service_fn(move |mut req: Request<Incoming>| {
         if let Some(cert) = &client_cert {
             req.extensions_mut().insert(cert.clone());
+        }
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+        {
+            let lease = upgrades.leases.lease(&upgrades.permit);
+            req.extensions_mut().insert(lease);
         }
         // The slot is held until the response head: while the request waits on its
         // body, its plugins or its upstream, which is what holds descriptors and memory.

@@ -29,6 +29,8 @@ use crate::state::Snapshot;
 use crate::telemetry::{AccessLog, Metrics};
 use crate::tls::ClientCertificate;
 
+use super::upgrade::{ClientUpgrade, PendingTunnel};
+
 /// Handles requests on the public listener against the current snapshot.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -53,48 +55,65 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
         let version = req.version();
+        // Set when the answer is a 101: the relay starts once hyper has written it.
+        let mut tunnel = None;
 
-        let response =
-            match proxy(&snapshot, &self.metrics, req, client, &request_id, &mut log).await {
-                Ok(response) => response,
-                Err(error) => {
-                    let route = log.route_name();
-                    // Client mistakes are routine; gateway and upstream failures need attention.
-                    // A refusal at the endpoints' in-flight cap is load shedding that can come
-                    // in floods: counted in a metric, logged at debug only.
-                    let saturated = match &error {
-                        ProxyError::Upstream(e) => e.saturated_service(),
-                        _ => None,
-                    };
-                    if let Some(service) = saturated {
-                        self.metrics
-                            .upstream_refusal(service, "endpoints_saturated");
-                        tracing::debug!(?request_id, route, %error, "request shed");
-                    } else if let ProxyError::Limited(refusal) = &error {
-                        // Floods of these are what limits are for: counted, logged at debug.
-                        self.metrics
-                            .rate_limited(log.route.as_ref(), refusal.limit());
-                        tracing::debug!(?request_id, route, %error, "request rate limited");
-                    } else if error.status().is_server_error() {
-                        tracing::warn!(?request_id, route, %error, "request failed");
-                    } else {
-                        tracing::debug!(?request_id, route, %error, "request rejected");
-                    }
-                    let mut response = error.to_response(&request_id);
-                    if error.closes_connection() && version <= http::Version::HTTP_11 {
-                        // hyper closes an HTTP/1.x connection after a response saying so.
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    response
+        let response = match proxy(
+            &snapshot,
+            &self.metrics,
+            req,
+            client,
+            &request_id,
+            &mut log,
+            &mut tunnel,
+        )
+        .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                let route = log.route_name();
+                // Client mistakes are routine; gateway and upstream failures need attention.
+                // A refusal at the endpoints' in-flight cap is load shedding that can come
+                // in floods: counted in a metric, logged at debug only.
+                let saturated = match &error {
+                    ProxyError::Upstream(e) => e.saturated_service(),
+                    _ => None,
+                };
+                if let Some(service) = saturated {
+                    self.metrics
+                        .upstream_refusal(service, "endpoints_saturated");
+                    tracing::debug!(?request_id, route, %error, "request shed");
+                } else if let ProxyError::Limited(refusal) = &error {
+                    // Floods of these are what limits are for: counted, logged at debug.
+                    self.metrics
+                        .rate_limited(log.route.as_ref(), refusal.limit());
+                    tracing::debug!(?request_id, route, %error, "request rate limited");
+                } else if error.status().is_server_error() {
+                    tracing::warn!(?request_id, route, %error, "request failed");
+                } else {
+                    tracing::debug!(?request_id, route, %error, "request rejected");
                 }
-            };
+                let mut response = error.to_response(&request_id);
+                if error.closes_connection() && version <= http::Version::HTTP_11 {
+                    // hyper closes an HTTP/1.x connection after a response saying so.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        };
         // The client hears its own HTTP version, whatever the origin spoke (an HTTP/1.0 origin's
         // version would otherwise be written on the client's status line).
         let mut response = response;
         *response.version_mut() = version;
-        log.finish(response.status(), started.elapsed(), &self.metrics);
+        match tunnel {
+            Some(tunnel) => {
+                let log = log.upgraded(response.status(), started.elapsed(), &self.metrics);
+                tokio::spawn(tunnel.run(log, Arc::clone(&self.metrics)));
+            }
+            None => log.finish(response.status(), started.elapsed(), &self.metrics),
+        }
         Ok(response)
     }
 }
@@ -106,6 +125,7 @@ async fn proxy(
     client: SocketAddr,
     request_id: &HeaderValue,
     log: &mut AccessLog,
+    tunnel: &mut Option<Box<PendingTunnel>>,
 ) -> Result<Response<Body>, ProxyError> {
     check_limits(snapshot, &req)?;
     refuse::check_request(req.method(), req.version(), req.headers())?;
@@ -141,6 +161,11 @@ async fn proxy(
     // A declared length over the limit is refused here, before the body is polled: hyper
     // sends `100 Continue` only when it is, so an `Expect: 100-continue` client sends nothing.
     let (request_body, watch) = body_limit::limit(incoming, route.config.max_body_bytes)?;
+    // Before the hop-by-hop headers go: an upgrade the route allows (docs/websocket.md).
+    let upgrade = match route.config.upgrade {
+        Some(_) => ClientUpgrade::take(&route, &mut parts),
+        None => None,
+    };
 
     // The host as the client sent it, port included: the Host header, or HTTP/2's `:authority`.
     let original_host = match parts.headers.get(header::HOST) {
@@ -210,7 +235,7 @@ async fn proxy(
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
         })
     });
-    let upstream_req = match &mut chain {
+    let mut upstream_req = match &mut chain {
         None => upstream_req,
         // The plugin hooks' futures are boxed: inlined, they would enlarge the future of every
         // request, plugins or not, and it is moved several times per request.
@@ -229,6 +254,9 @@ async fn proxy(
     if let Some(limits) = limits.filter(|l| l.checks_upstream()) {
         limits.check_upstream(upstream_req.headers(), Instant::now())?;
     }
+    if let Some(upgrade) = &upgrade {
+        upgrade.prepare(&mut upstream_req);
+    }
     // A split picks here, after the plugins: a sticky key may be a header a plugin set.
     let (service, picked) = route
         .config
@@ -236,6 +264,8 @@ async fn proxy(
         .service_for(upstream_req.headers(), client.ip());
     log.service = picked.cloned();
     let upstream_req = match &route.config.mirror {
+        // A connection that switches protocols cannot be copied.
+        _ if upgrade.is_some() => upstream_req,
         None => upstream_req,
         // Boxed like the plugin hooks: only mirrored routes carry its future.
         Some(mirror) => {
@@ -277,6 +307,15 @@ async fn proxy(
     log.upstream = Some(upstream.endpoint);
 
     let mut response = upstream.response;
+    if let Some(upgrade) = upgrade {
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The response phase does not run: there is no response body, only the stream.
+            let (switched, pending) = upgrade.switch(&mut response, in_flight, &route.name);
+            *tunnel = Some(pending);
+            return Ok(finish(switched, &route, request_id, None));
+        }
+        // Any other answer is relayed as a normal response (the upstream refused the switch).
+    }
     if response.headers().contains_key(header::TRANSFER_ENCODING) {
         // Both framings: Transfer-Encoding won when the body was read (RFC 9112 §6.3), so the
         // received Content-Length is false and must not reach the client (the same section

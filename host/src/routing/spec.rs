@@ -14,6 +14,7 @@ use crate::mirror::MirrorPolicy;
 use crate::plugins::{OnError, RoutePlugin};
 use crate::ratelimit::RouteLimitsSpec;
 use crate::serialize::as_humantime;
+use crate::tunnel::UpgradePolicy;
 
 /// A route's unique name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -61,6 +62,9 @@ pub struct RouteConfig {
     pub limits: RouteLimitsSpec,
     /// A copy of a share of the requests goes to this mirror (docs/traffic.md).
     pub mirror: Option<MirrorPolicy>,
+    /// HTTP/1.1 upgrades (WebSocket) this route carries (docs/websocket.md); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradePolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -5,6 +5,7 @@ use std::sync::{Arc, LazyLock};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -85,6 +86,12 @@ struct DropLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    route: Arc<String>,
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -103,6 +110,45 @@ pub struct Metrics {
     rate_limited: Family<LimitLabels, Counter>,
     mirror_sent: Family<RouteLabels, Counter>,
     mirror_dropped: Family<DropLabels, Counter>,
+    upgraded_open: Family<RouteLabels, Gauge>,
+    upgraded_bytes: Family<DirectionLabels, Counter>,
+    upgraded_closed: Family<DropLabels, Counter>,
+}
+
+/// One upgraded connection's metrics, fetched once when it opens: counted open until
+/// dropped, its bytes counted as they flow.
+#[derive(Debug)]
+pub struct UpgradedMetrics {
+    open: Gauge,
+    up: Counter,
+    down: Counter,
+    closed: Family<DropLabels, Counter>,
+    route: Arc<String>,
+}
+
+impl UpgradedMetrics {
+    /// Counts `n` bytes from the client to the upstream (`up`) or back (`!up`).
+    pub fn bytes(&self, up: bool, n: u64) {
+        let counter = if up { &self.up } else { &self.down };
+        counter.inc_by(n);
+    }
+
+    /// The connection closed for `reason` (`closed`, `idle_timeout`, `shutdown`, `error`).
+    pub fn closed(self, reason: &'static str) {
+        self.closed
+            .get_or_create(&DropLabels {
+                route: Arc::clone(&self.route),
+                reason,
+            })
+            .inc();
+        // The gauge goes down on drop.
+    }
+}
+
+impl Drop for UpgradedMetrics {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -171,7 +217,28 @@ impl Default for Metrics {
             "Requests a route would have mirrored but did not, by route and reason",
             mirror_dropped.clone(),
         );
+        let upgraded_open = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "upgraded_connections",
+            "Upgraded (WebSocket) connections open now, by route",
+            upgraded_open.clone(),
+        );
+        let upgraded_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "upgraded_bytes",
+            "Bytes relayed on upgraded connections, by route and direction (up: client to upstream)",
+            upgraded_bytes.clone(),
+        );
+        let upgraded_closed = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "upgraded_closed",
+            "Upgraded connections closed, by route and reason (closed, idle_timeout, shutdown, error)",
+            upgraded_closed.clone(),
+        );
         Metrics {
+            upgraded_open,
+            upgraded_bytes,
+            upgraded_closed,
             split_requests,
             rate_limited,
             mirror_sent,
@@ -288,6 +355,32 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// Counts one upgraded connection of `route` open until the returned handle is dropped.
+    pub fn upgraded(&self, route: &Arc<String>) -> UpgradedMetrics {
+        let open = self
+            .upgraded_open
+            .get_or_create(&RouteLabels {
+                route: Arc::clone(route),
+            })
+            .clone();
+        open.inc();
+        let bytes = |direction| {
+            self.upgraded_bytes
+                .get_or_create(&DirectionLabels {
+                    route: Arc::clone(route),
+                    direction,
+                })
+                .clone()
+        };
+        UpgradedMetrics {
+            open,
+            up: bytes("up"),
+            down: bytes("down"),
+            closed: self.upgraded_closed.clone(),
+            route: Arc::clone(route),
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -3,7 +3,7 @@
 mod metrics;
 mod throttle;
 
-pub use metrics::{ListenerEvent, Metrics};
+pub use metrics::{ListenerEvent, Metrics, UpgradedMetrics};
 pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;
@@ -96,13 +96,51 @@ impl AccessLog {
 
     /// Writes the line and records the metrics. `elapsed` runs until the response head is ready.
     pub fn finish(self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
+        self.record(status, elapsed, metrics);
+        self.write(status, elapsed, None);
+    }
+
+    /// For a request that switched protocols: records its metrics now (at the response
+    /// head), and leaves the line to [`UpgradedLog::close`], when the connection closes.
+    pub fn upgraded(self, status: StatusCode, elapsed: Duration, metrics: &Metrics) -> UpgradedLog {
+        self.record(status, elapsed, metrics);
+        UpgradedLog {
+            log: self,
+            status,
+            head: elapsed,
+        }
+    }
+
+    fn record(&self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
         metrics.record(self.route.as_ref(), status.as_u16(), elapsed.as_secs_f64());
         if let (Some(route), Some(service)) = (&self.route, &self.service) {
             metrics.split_request(route, service);
         }
+    }
+
+    fn write(&self, status: StatusCode, elapsed: Duration, upgraded: Option<&Upgraded<'_>>) {
         let Some(line) = &self.request else {
             return;
         };
+        if let Some(u) = upgraded {
+            tracing::info!(
+                target: "gatehouse::access",
+                method = %line.method,
+                path = line.uri.path(),
+                route = self.route_name(),
+                upstream = %self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+                service = self.service.as_deref().map_or("-", String::as_str),
+                status = status.as_u16(),
+                duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                request_id = %String::from_utf8_lossy(line.request_id.as_bytes()),
+                client = %line.client,
+                upgraded_us = u64::try_from(u.open_for.as_micros()).unwrap_or(u64::MAX),
+                bytes_up = u.bytes_up,
+                bytes_down = u.bytes_down,
+                closed = u.end,
+            );
+            return;
+        }
         tracing::info!(
             target: "gatehouse::access",
             method = %line.method,
@@ -115,5 +153,36 @@ impl AccessLog {
             request_id = %String::from_utf8_lossy(line.request_id.as_bytes()),
             client = %line.client,
         );
+    }
+}
+
+/// The access-log line of a request that switched protocols, written when its connection
+/// closes (see [`AccessLog::upgraded`]).
+#[derive(Debug)]
+pub struct UpgradedLog {
+    log: AccessLog,
+    status: StatusCode,
+    head: Duration,
+}
+
+struct Upgraded<'a> {
+    open_for: Duration,
+    bytes_up: u64,
+    bytes_down: u64,
+    end: &'a str,
+}
+
+impl UpgradedLog {
+    /// Writes the line: `duration_us` to the 101 as for any request, then `upgraded_us` (how
+    /// long the upgraded connection was open), `bytes_up` (client to upstream), `bytes_down`
+    /// and `closed` (why it ended: `closed`, `idle_timeout`, `shutdown`, `error`).
+    pub fn close(self, open_for: Duration, bytes_up: u64, bytes_down: u64, end: &str) {
+        let upgraded = Upgraded {
+            open_for,
+            bytes_up,
+            bytes_down,
+            end,
+        };
+        self.log.write(self.status, self.head, Some(&upgraded));
     }
 }
