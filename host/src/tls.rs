@@ -90,12 +90,10 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, PemEr
 pub fn load_roots(path: &Path) -> Result<RootCertStore, PemError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certificates(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| PemError::BadCertificate {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+        roots.add(cert).map_err(|e| PemError::BadCertificate {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(roots)
 }
@@ -139,7 +137,9 @@ pub fn describe(cert: &CertificateDer<'_>) -> Result<CertificateInfo, String> {
         not_before: time_of(parsed.validity().not_before.timestamp()),
         not_after: time_of(parsed.validity().not_after.timestamp()),
     };
-    let san = parsed.subject_alternative_name().map_err(|e| e.to_string())?;
+    let san = parsed
+        .subject_alternative_name()
+        .map_err(|e| e.to_string())?;
     for name in san.iter().flat_map(|ext| ext.value.general_names.iter()) {
         match name {
             GeneralName::DNSName(dns) => info.dns_names.push(dns.to_ascii_lowercase()),

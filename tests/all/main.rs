@@ -26,3 +26,4 @@ mod shipped_plugins;
 mod shutdown;
 mod streaming;
 mod traffic;
+mod upstream_tls;

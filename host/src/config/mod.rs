@@ -9,6 +9,7 @@ pub mod plugins;
 mod policy;
 pub mod ratelimit;
 mod traffic;
+mod upstream_tls;
 mod validate;
 
 use std::net::SocketAddr;

@@ -57,9 +57,13 @@ impl Ca {
 
     /// A server certificate for `names` (DNS names, `*.wildcards` or IP addresses), valid now.
     pub fn server(&self, names: &[&str]) -> Leaf {
-        self.leaf(names, names.first().copied().unwrap_or("server"), |params| {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        })
+        self.leaf(
+            names,
+            names.first().copied().unwrap_or("server"),
+            |params| {
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            },
+        )
     }
 
     /// A client certificate with subject `CN=common_name` and, if given, one DNS name.
@@ -72,11 +76,15 @@ impl Ca {
 
     /// A server certificate for `names` that expired (valid 2020-01-01 to 2021-01-01).
     pub fn expired_server(&self, names: &[&str]) -> Leaf {
-        self.leaf(names, names.first().copied().unwrap_or("server"), |params| {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        })
+        self.leaf(
+            names,
+            names.first().copied().unwrap_or("server"),
+            |params| {
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            },
+        )
     }
 
     fn leaf(
