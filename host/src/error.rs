@@ -108,6 +108,10 @@ impl ProxyError {
                 source: ConnError::ConnectTimeout(_),
                 ..
             }) => "upstream_connect_timeout",
+            ProxyError::Upstream(UpstreamError::Connect {
+                source: ConnError::Tls { .. } | ConnError::NoH2 { .. },
+                ..
+            }) => "upstream_tls_failed",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
             ProxyError::Upstream(UpstreamError::NoEndpoints { .. }) => "no_healthy_upstream",
             ProxyError::Upstream(e) if e.is_saturated() => "endpoints_saturated",

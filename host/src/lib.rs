@@ -30,7 +30,8 @@
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
 //! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys),
 //! tunnel (upgrade policy and the byte relay of upgraded connections)
-//! conn (one endpoint's connections), listener (public listener + Limits), plugins
+//! conn (one endpoint's connections, TLS to upstreams), listener (public listener + Limits),
+//! plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
 //! mirror (copies of a route's requests to another service)
 //! routing, error

@@ -27,4 +27,5 @@ mod shutdown;
 mod streaming;
 mod tls;
 mod traffic;
+mod upstream_tls;
 mod websocket;

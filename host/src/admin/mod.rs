@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness, metrics and the active config (loopback by default).
 
+mod services;
 mod split;
 
 use std::convert::Infallible;
@@ -89,6 +90,9 @@ impl Admin {
                 &serde_json::json!({ "status": "not ready" }),
             ),
             (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
+            (&Method::GET, "/admin/services") => {
+                json(StatusCode::OK, &services::services(&snapshot))
+            }
             (&Method::GET, "/admin/plugins") => json(
                 StatusCode::OK,
                 &crate::state::plugins::GatewayPlugins::admin_status(self.plugins.as_deref()),
@@ -132,7 +136,7 @@ impl Admin {
             (
                 _,
                 "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins"
-                | "/admin/tls",
+                | "/admin/tls" | "/admin/services",
             ) => method_not_allowed(req.method(), path, "GET", &request_id),
             _ => json_error(
                 StatusCode::NOT_FOUND,

@@ -338,15 +338,17 @@ fn parse_split(
     Ok(RouteTarget::Split(Arc::new(split)))
 }
 
-/// Why `route` cannot send to `service`: it has `upgrades` and the service speaks h2c, which
-/// cannot carry an HTTP/1.1 upgrade (the config file's rule).
+/// Why `route` cannot send to `service`: it has `upgrades` and the service speaks HTTP/2 (h2
+/// or h2c), which cannot carry an HTTP/1.1 upgrade (the config file's rule).
 fn upgrade_conflict(snapshot: &Snapshot, route: &RouteConfig, service: &str) -> Option<String> {
     route.upgrade.as_ref()?;
     let svc = snapshot.upstreams.service(service)?;
-    (svc.config.protocol == crate::conn::Protocol::H2c).then(|| {
+    let protocol = svc.config.protocol;
+    protocol.is_http2().then(|| {
         format!(
-            "route {:?} has upgrades and service {service:?} speaks h2c, which cannot carry an HTTP/1.1 upgrade",
-            route.name.0
+            "route {:?} has upgrades and service {service:?} speaks {} (HTTP/2), which cannot carry an HTTP/1.1 upgrade",
+            route.name.0,
+            protocol.name()
         )
     })
 }

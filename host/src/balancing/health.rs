@@ -2,7 +2,7 @@
 //! write it (active checks, outlier detection) live in [`crate::health`], above balancing.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
@@ -19,6 +19,9 @@ pub struct EndpointHealth {
     pub(crate) ejections: AtomicU32,
     /// Ejected until then. Written rarely (on ejection), read at pool rebuilds only.
     pub(crate) ejected_until: Mutex<Option<Instant>>,
+    /// Why the last active probe failed (`None`: it passed, or none ran). Written once per
+    /// probe round, read by the admin API.
+    active_failure: Mutex<Option<Arc<str>>>,
 }
 
 impl Default for EndpointHealth {
@@ -28,6 +31,7 @@ impl Default for EndpointHealth {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
+            active_failure: Mutex::new(None),
         }
     }
 }
@@ -56,6 +60,24 @@ impl EndpointHealth {
     /// The active checker's verdict.
     pub fn active_ok(&self) -> bool {
         self.active_ok.load(Ordering::Relaxed)
+    }
+
+    /// Why the last active probe failed, if it did: the status, the timeout, or the
+    /// connection's error (a TLS reason, a refused connect).
+    pub fn active_failure(&self) -> Option<Arc<str>> {
+        self.active_failure
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Records the last probe's outcome (`None`: it passed).
+    pub(crate) fn set_active_failure(&self, failure: Option<String>) {
+        // Replaced whole; a poisoned lock cannot leave it half-written.
+        *self
+            .active_failure
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = failure.map(Arc::from);
     }
 
     /// Sets the active verdict; returns whether it changed.

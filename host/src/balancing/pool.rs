@@ -91,6 +91,11 @@ impl BackendPool {
         &self.service
     }
 
+    /// How the service's endpoints are reached (health probes connect the same way).
+    pub fn connection_settings(&self) -> &ConnSettings {
+        &self.connections
+    }
+
     /// The service's gray subsets, which a request's [`GrayPolicy::select`] chooses among.
     pub fn gray(&self) -> Option<&GrayPolicy> {
         self.availability.placement.gray.as_deref()
@@ -119,7 +124,7 @@ impl BackendPool {
                 .map(|e| match by_id.get(&*e.id) {
                     Some(b) if b.endpoint == *e => Arc::clone(b),
                     _ => {
-                        let backend = Backend::new(e.clone(), self.connections);
+                        let backend = Backend::new(e.clone(), self.connections.clone());
                         backend.set_drained(self.availability.drained.contains(&e.addr));
                         Arc::new(backend)
                     }

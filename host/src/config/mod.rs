@@ -11,6 +11,7 @@ mod policy;
 pub mod ratelimit;
 mod traffic;
 mod upgrade;
+mod upstream_tls;
 mod validate;
 
 use std::net::SocketAddr;

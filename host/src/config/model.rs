@@ -180,8 +180,11 @@ pub struct RawService {
     /// Static endpoints, `host:port` (IP addresses).
     #[serde(default)]
     pub endpoints: Vec<Spanned<String>>,
-    /// `http1` (default) or `h2c` (HTTP/2 with prior knowledge).
+    /// `http1` (default), `h2` (HTTP/2 over TLS, needs `tls`) or `h2c` (cleartext HTTP/2
+    /// with prior knowledge, refuses `tls`).
     pub protocol: Option<Spanned<String>>,
+    /// TLS to the endpoints (docs/upstream-tls.md). Default: none (plaintext).
+    pub tls: Option<RawUpstreamTls>,
     /// TCP connect timeout. Default `2s`.
     pub connect_timeout: Option<Spanned<String>>,
     // --- discovery, balancing, health, resilience (docs/discovery.md) ---
@@ -226,6 +229,24 @@ pub struct RawService {
     pub zone_aware: Option<Spanned<bool>>,
     /// Fewest healthy local instances that keep traffic in the zone. Default 1.
     pub zone_min_healthy: Option<Spanned<i64>>,
+}
+
+/// `[services.tls]`: its presence turns TLS on. Paths are relative to the config file's
+/// directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// CA bundle (PEM) the endpoints' certificates must chain to. Default: the system's roots.
+    pub ca: Option<Spanned<String>>,
+    /// The name sent as SNI and verified against the certificate. Default: the endpoint's IP
+    /// address (an IP SAN), or `dns_name` with `discovery = "dns"`.
+    pub server_name: Option<Spanned<String>>,
+    /// `false` accepts any certificate (warned at every load). Default true.
+    pub verify: Option<Spanned<bool>>,
+    /// Client certificate chain (PEM) for endpoints that require one (mTLS). Needs `key`.
+    pub cert: Option<Spanned<String>>,
+    /// The client certificate's private key (PEM). Needs `cert`.
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,7 +3,7 @@
 
 use super::model::RawRoute;
 use super::validate::Validator;
-use super::{Protocol, RouteConfig, ServiceConfig};
+use super::{RouteConfig, ServiceConfig};
 use crate::tunnel::{UpgradePolicy, UpgradeProtocol, DEFAULT_IDLE_TIMEOUT};
 
 /// The route's upgrade policy; `None` without `upgrades` (or with an empty list).
@@ -46,30 +46,36 @@ pub(super) fn route(v: &mut Validator<'_>, r: &RawRoute, at: &str) -> Option<Upg
     })
 }
 
-/// An HTTP/1.1 upgrade cannot go to an h2c service: refuses `upgrades` on a route whose
-/// service, or any of whose split targets, speaks h2c.
+/// An HTTP/1.1 upgrade cannot go to an HTTP/2 service: refuses `upgrades` on a route whose
+/// service, or any of whose split targets, speaks h2 or h2c.
 pub(super) fn check_protocols(
     v: &mut Validator<'_>,
     raw: &[RawRoute],
     routes: &[RouteConfig],
     services: &[ServiceConfig],
 ) {
-    let h2c = |name: &str| {
+    let http2 = |name: &str| {
         services
             .iter()
-            .any(|s| s.name.0 == name && s.protocol == Protocol::H2c)
+            .find(|s| s.name.0 == name && s.protocol.is_http2())
+            .map(|s| s.protocol.name())
     };
     for (i, (r, route)) in raw.iter().zip(routes).enumerate() {
         let (Some(upgrades), Some(_)) = (&r.upgrades, &route.upgrade) else {
             continue;
         };
-        for (name, _) in route.target.targets().iter().filter(|(s, _)| h2c(&s.0)) {
+        for (name, protocol) in route
+            .target
+            .targets()
+            .iter()
+            .filter_map(|(s, _)| http2(&s.0).map(|p| (s, p)))
+        {
             v.problem(
                 upgrades.span(),
                 format!("routes[{i}].upgrades"),
                 format!(
-                    "service {:?} speaks h2c, which cannot carry an HTTP/1.1 upgrade; \
-                     remove upgrades or send this route to an http1 service",
+                    "service {:?} speaks {protocol} (HTTP/2), which cannot carry an HTTP/1.1 \
+                     upgrade; remove upgrades or send this route to an http1 service",
                     name.0
                 ),
             );

@@ -16,7 +16,7 @@ use super::model::{
 };
 use super::{
     AdminConfig, Config, ConfigError, HostMatch, Limits, Listen, LogConfig, LogFormat, MatchConfig,
-    MaxBodyBytes, PathMatch, Problem, Protocol, RouteConfig, RouteName, ServiceConfig, ServiceName,
+    MaxBodyBytes, PathMatch, Problem, RouteConfig, RouteName, ServiceConfig, ServiceName,
     ShutdownConfig, UnderscoreHeaders,
 };
 use crate::balancing::HashKey;
@@ -73,6 +73,16 @@ impl Validator<'_> {
             field: field.into(),
             message,
         });
+    }
+
+    /// Problems reported so far.
+    pub(super) fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
+    /// The config file's directory: relative paths in it resolve here.
+    pub(super) fn base(&self) -> &Path {
+        self.base
     }
 
     pub(super) fn addr(
@@ -438,22 +448,8 @@ fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceCo
                 }
             })
             .collect();
-        let protocol = match s
-            .protocol
-            .as_ref()
-            .map(|p| (p.get_ref().as_str(), p.span()))
-        {
-            None | Some(("http1", _)) => Protocol::Http1,
-            Some(("h2c", _)) => Protocol::H2c,
-            Some((other, span)) => {
-                v.problem(
-                    span,
-                    format!("services[{i}].protocol"),
-                    format!("{other:?} is not a protocol; expected \"http1\" or \"h2c\""),
-                );
-                Protocol::Http1
-            }
-        };
+        let protocol = super::upstream_tls::protocol(v, s, i);
+        let tls = super::upstream_tls::upstream_tls(v, s, i, protocol, &policy.discovery);
         let drained = drained(v, s, i, &endpoints);
         out.push(ServiceConfig {
             name: ServiceName(name.clone()),
@@ -461,6 +457,7 @@ fn validate_services(v: &mut Validator<'_>, raw: &[RawService]) -> Vec<ServiceCo
             panic_mode: s.panic_mode.unwrap_or(true),
             endpoints,
             protocol,
+            tls,
             connect_timeout: v.duration(
                 &s.connect_timeout,
                 &format!("services[{i}].connect_timeout"),

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
 use super::body::{Giveback, PooledBody};
-use super::{ConnError, ConnSettings, Shards, Target};
+use super::{ConnError, ConnSettings, Handshake, Shards, Target};
 use crate::body::Body;
 
 /// How long a checkout waits for a pooled connection that is still finishing its previous
@@ -221,11 +221,10 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Sender, ConnError> {
-        // hyper's defaults, as the legacy client used them, but for the read buffer: a
-        // response head that does not fit in it is a parse error (a 502), never relayed.
-        let max_head = self.target.max_response_head;
         self.target
-            .connect(|io| http1::Builder::new().max_buf_size(max_head).handshake(io))
+            .connect(Http1Handshake {
+                max_head: self.target.max_response_head,
+            })
             .await
     }
 
@@ -246,5 +245,35 @@ impl Pool {
                 )
             }
         })
+    }
+}
+
+/// hyper's defaults, as the legacy client used them, but for the read buffer: a response head
+/// that does not fit in it is a parse error (a 502), never relayed.
+struct Http1Handshake {
+    max_head: usize,
+}
+
+impl Handshake for Http1Handshake {
+    type Sender = Sender;
+
+    fn handshake<I>(
+        self,
+        io: hyper_util::rt::TokioIo<I>,
+    ) -> impl std::future::Future<
+        Output = Result<
+            (
+                Sender,
+                impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+            ),
+            hyper::Error,
+        >,
+    >
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        http1::Builder::new()
+            .max_buf_size(self.max_head)
+            .handshake(io)
     }
 }

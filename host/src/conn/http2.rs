@@ -1,15 +1,14 @@
-//! h2c: one multiplexed HTTP/2 connection per endpoint and worker, shared by that worker's
-//! requests, replaced when it closes.
+//! HTTP/2 (h2c, or h2 over TLS): one multiplexed connection per endpoint and worker, shared by
+//! that worker's requests, replaced when it closes.
 
 use std::sync::{Mutex, MutexGuard};
 
-use http::uri::Authority;
 use http::{Request, Response};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::PooledBody;
-use super::{ConnError, Target};
+use super::{ConnError, Handshake, Target};
 use crate::body::Body;
 
 type Sender = http2::SendRequest<Body>;
@@ -18,8 +17,6 @@ type Sender = http2::SendRequest<Body>;
 /// that found one closed replaces exactly that one and not a newer one someone else opened.
 pub(super) struct Shared {
     target: Target,
-    /// `ip:port`, the `:authority` of every request.
-    authority: Authority,
     current: Mutex<Option<(u64, Sender)>>,
     /// Held across a connect (bounded by the connect timeout), so a burst of requests opens
     /// one connection and the rest wait for it.
@@ -28,12 +25,8 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn new(target: Target) -> Self {
-        // A socket address always formats as a valid authority; the fallback is unreachable.
-        let authority = Authority::try_from(target.addr.to_string())
-            .unwrap_or_else(|_| Authority::from_static("invalid"));
         Self {
             target,
-            authority,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(0),
         }
@@ -43,8 +36,8 @@ impl Shared {
         self.target.max_response_head
     }
 
-    pub(super) fn authority(&self) -> &Authority {
-        &self.authority
+    pub(super) fn target(&self) -> &Target {
+        &self.target
     }
 
     pub(super) async fn send(
@@ -66,7 +59,7 @@ impl Shared {
                         // The connection closed (GOAWAY, the endpoint restarted) before this
                         // request went out: resend it once on a new connection.
                         Some(unsent) if !fresh => {
-                            tracing::debug!(endpoint = %self.target.addr, error = %error, "h2c connection was closed; resending on a new one");
+                            tracing::debug!(endpoint = %self.target.addr, error = %error, "HTTP/2 connection was closed; resending on a new one");
                             req = unsent;
                             (generation, tx, _) = self.sender(Some(generation)).await?;
                             fresh = true;
@@ -118,16 +111,40 @@ impl Shared {
     }
 
     async fn connect(&self) -> Result<Sender, ConnError> {
-        // hyper's defaults with a timer, as the legacy client used them.
         self.target
-            .connect(|io| {
-                http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(
-                        u32::try_from(self.target.max_response_head).unwrap_or(u32::MAX),
-                    )
-                    .handshake(io)
+            .connect(Http2Handshake {
+                max_head: self.target.max_response_head,
             })
             .await
+    }
+}
+
+/// hyper's defaults with a timer, as the legacy client used them.
+struct Http2Handshake {
+    max_head: usize,
+}
+
+impl Handshake for Http2Handshake {
+    type Sender = Sender;
+
+    fn handshake<I>(
+        self,
+        io: hyper_util::rt::TokioIo<I>,
+    ) -> impl std::future::Future<
+        Output = Result<
+            (
+                Sender,
+                impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+            ),
+            hyper::Error,
+        >,
+    >
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_head).unwrap_or(u32::MAX))
+            .handshake(io)
     }
 }

@@ -1,5 +1,5 @@
-//! Connections to one endpoint: a keep-alive pool of HTTP/1.1 connections, or one shared h2c
-//! connection, per public listener worker. Each [`crate::balancing::Backend`] owns one, so
+//! Connections to one endpoint: a keep-alive pool of HTTP/1.1 connections, or one shared
+//! HTTP/2 connection (h2c, or h2 over TLS), per public listener worker. Each [`crate::balancing::Backend`] owns one, so
 //! dropping a backend (its endpoint left the discovery set) closes its idle connections.
 //!
 //! A connection's task runs on the worker that opened it, and only that worker sends on it
@@ -10,12 +10,19 @@
 //! to hash (the backend *is* the key), no checkout future, and no task spawned per request to
 //! return a connection. A task is spawned once per connection, to drive it; an HTTP/1.1
 //! connection goes back to its pool when the response body ends ([`PooledBody`]).
+//!
+//! TLS ([`UpstreamTls`]) happens inside [`Target::connect`], between the TCP connect and the
+//! HTTP handshake; the pool and the shared HTTP/2 connection hold only hyper's senders, which
+//! do not depend on the transport. The transport stays a concrete type per connection
+//! (plain `TcpStream` or rustls over it, each its own monomorphic hyper connection task), so
+//! plaintext pays nothing for TLS being possible.
 
 mod body;
 mod http1;
 mod http2;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod upgrade;
 
 use std::error::Error as _;
@@ -26,9 +33,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::uri::Authority;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use serde::Serialize;
@@ -36,6 +46,7 @@ use serde::Serialize;
 use crate::body::Body;
 
 pub use body::PooledBody;
+pub use tls::{TlsFailure, UpstreamTls};
 pub use upgrade::UpgradeRequest;
 
 /// How often each service closes connections idle past their timeout. Checkouts and returns
@@ -51,25 +62,45 @@ const MIN_RESPONSE_HEAD: usize = 8192;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// HTTP/1.1 with pooled keep-alive connections.
+    /// HTTP/1.1 with pooled keep-alive connections (over TLS too, ALPN `http/1.1`).
     Http1,
+    /// HTTP/2 over TLS, agreed through ALPN `h2` (one multiplexed connection per endpoint).
+    H2,
     /// HTTP/2 over cleartext with prior knowledge (one multiplexed connection per endpoint).
     H2c,
 }
 
-/// Establishing a connection to an endpoint, TCP connect and HTTP handshake
-/// (`connect_timeout`, default 2 s; applied by this module).
+impl Protocol {
+    /// HTTP/2 (`h2` or `h2c`), which has no HTTP/1.1 `Upgrade`.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::H2 | Protocol::H2c)
+    }
+
+    /// The config spelling: `http1`, `h2` or `h2c`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2 => "h2",
+            Protocol::H2c => "h2c",
+        }
+    }
+}
+
+/// Establishing a connection to an endpoint: TCP connect, TLS handshake if any, and HTTP
+/// handshake (`connect_timeout`, default 2 s; applied by this module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectTimeout(pub Duration);
 
 /// How a service's endpoints are reached and how many idle connections each keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnSettings {
     /// The service's `protocol`. Default HTTP/1.1.
     pub protocol: Protocol,
-    /// The service's `connect_timeout`; bounds the TCP connect and the HTTP handshake.
-    /// Default 2 s.
+    /// The service's `connect_timeout`; bounds the TCP connect, the TLS handshake and the
+    /// HTTP handshake. Default 2 s.
     pub connect_timeout: ConnectTimeout,
+    /// `[services.tls]`: TLS to every endpoint. Default none (plaintext).
+    pub tls: Option<UpstreamTls>,
     /// Idle HTTP/1.1 connections kept per endpoint and worker; returning one more closes the
     /// oldest. Default 256.
     pub max_idle: usize,
@@ -90,6 +121,7 @@ impl ConnSettings {
         Self {
             protocol,
             connect_timeout,
+            tls: None,
             max_idle: 256,
             idle_timeout: Duration::from_secs(90),
             workers: 1,
@@ -112,6 +144,17 @@ pub enum ConnError {
     Connect(#[source] io::Error),
     #[error("timed out after {}", humantime::format_duration(*.0))]
     ConnectTimeout(Duration),
+    /// The TLS handshake failed: an untrusted or mismatched certificate, a refused client
+    /// certificate, no common protocol. Nothing was sent.
+    #[error("TLS handshake with {server_name} failed: {reason}")]
+    Tls {
+        /// The name verified (and sent as SNI unless it is an IP address).
+        server_name: String,
+        reason: TlsFailure,
+    },
+    /// `protocol = "h2"`, but the endpoint did not choose HTTP/2 through ALPN.
+    #[error("the endpoint did not agree to HTTP/2 over TLS (ALPN offered \"h2\", it chose {}); use protocol = \"http1\" for it", .chosen.as_deref().map_or_else(|| "none".to_owned(), |p| format!("{p:?}")))]
+    NoH2 { chosen: Option<String> },
     #[error("HTTP handshake failed: {}", Chain(.0))]
     Handshake(#[source] hyper::Error),
     /// A new connection closed before the request was written.
@@ -130,11 +173,11 @@ pub enum ConnError {
     /// connection is closed instead.
     #[error("the endpoint answered {0} as its final response")]
     Informational(http::StatusCode),
-    /// An upgrade ([`UpgradeRequest`]) to a service spoken to over h2c, which cannot carry
-    /// HTTP/1.1's `Upgrade` (config refuses `upgrades` on such routes; a run-time split can
-    /// still point one there). Nothing was sent.
-    #[error("an HTTP/1.1 upgrade cannot be sent to an h2c service")]
-    UpgradeOverH2c,
+    /// An upgrade ([`UpgradeRequest`]) to a service spoken to over HTTP/2 (h2 or h2c), which
+    /// cannot carry HTTP/1.1's `Upgrade` (config refuses `upgrades` on such routes; a run-time
+    /// split can still point one there). Nothing was sent.
+    #[error("an HTTP/1.1 upgrade cannot be sent to a service spoken to over HTTP/2")]
+    UpgradeOverHttp2,
     /// The endpoint switched to another protocol than the request's `Upgrade` named.
     #[error("the endpoint switched protocols to {got} when asked for {asked}")]
     UpgradeMismatch { asked: String, got: String },
@@ -178,7 +221,8 @@ pub struct Connections {
 
 enum Kind {
     Http1(Arc<http1::Pool>),
-    H2c(Shards<http2::Shared>),
+    /// h2c, or h2 over TLS.
+    Http2(Shards<http2::Shared>),
 }
 
 /// One `T` per public listener worker (see `crate::worker`), picked by the calling
@@ -210,9 +254,9 @@ impl fmt::Debug for Connections {
                 .field("protocol", &Protocol::Http1)
                 .field("idle", &pool.idle_count())
                 .finish(),
-            Kind::H2c(_) => f
+            Kind::Http2(_) => f
                 .debug_struct("Connections")
-                .field("protocol", &Protocol::H2c)
+                .field("protocol", &"HTTP/2")
                 .finish(),
         }
     }
@@ -220,15 +264,11 @@ impl fmt::Debug for Connections {
 
 impl Connections {
     pub fn new(addr: SocketAddr, settings: ConnSettings) -> Self {
-        let target = Target {
-            addr,
-            connect_timeout: settings.connect_timeout.0,
-            max_response_head: settings.max_response_head.max(MIN_RESPONSE_HEAD),
-        };
+        let target = Target::new(addr, &settings);
         let kind = match settings.protocol {
             Protocol::Http1 => Kind::Http1(Arc::new(http1::Pool::new(target, &settings))),
-            Protocol::H2c => Kind::H2c(Shards::new(settings.workers, |_| {
-                http2::Shared::new(target)
+            Protocol::H2 | Protocol::H2c => Kind::Http2(Shards::new(settings.workers, |_| {
+                http2::Shared::new(target.clone())
             })),
         };
         Self { kind }
@@ -236,18 +276,33 @@ impl Connections {
 
     /// The URI to send for `path`. HTTP/1.1 gets origin-form (`/path?query`): hyper writes
     /// the URI as given, and the upstream must see `GET /path?query HTTP/1.1` with the Host
-    /// header forwarded from the client. h2c gets `http://ip:port/path?query`, where
-    /// `:scheme` and `:authority` come from.
+    /// header forwarded from the client. HTTP/2 gets `http://ip:port/path?query` (h2c) or
+    /// `https://authority/path?query` (h2 over TLS; the authority is the configured
+    /// `server_name` with the port, or `ip:port`), where `:scheme` and `:authority` come from.
     pub fn request_uri(&self, path: PathAndQuery) -> Result<Uri, http::Error> {
         match &self.kind {
             Kind::Http1(_) => Ok(Uri::from(path)),
-            Kind::H2c(shared) => {
+            Kind::Http2(shared) => {
+                let target = shared.own().target();
                 let mut parts = http::uri::Parts::default();
-                parts.scheme = Some(Scheme::HTTP);
-                parts.authority = Some(shared.own().authority().clone());
+                parts.scheme = Some(if target.tls.is_some() {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                });
+                parts.authority = Some(target.authority.clone());
                 parts.path_and_query = Some(path);
                 Ok(Uri::from_parts(parts)?)
             }
+        }
+    }
+
+    /// The endpoint as a request names it: the TLS `server_name` with the port if one is
+    /// configured, otherwise `ip:port` (the `Host` of health probes, HTTP/2's `:authority`).
+    pub fn authority(&self) -> &Authority {
+        match &self.kind {
+            Kind::Http1(pool) => &pool.target().authority,
+            Kind::Http2(shared) => &shared.own().target().authority,
         }
     }
 
@@ -267,9 +322,9 @@ impl Connections {
                 Box::pin(upgrade::send(pool.target(), req)).await?,
                 pool.max_response_head(),
             ),
-            Kind::H2c(_) if upgrade => return Err(ConnError::UpgradeOverH2c),
+            Kind::Http2(_) if upgrade => return Err(ConnError::UpgradeOverHttp2),
             Kind::Http1(pool) => (pool.send(req).await?, pool.max_response_head()),
-            Kind::H2c(shared) => {
+            Kind::Http2(shared) => {
                 let shared = shared.own();
                 (shared.send(req).await?, shared.max_response_head())
             }
@@ -292,36 +347,76 @@ impl Connections {
         }
     }
 
-    /// Idle HTTP/1.1 connections in the pool (0 for h2c).
+    /// Idle HTTP/1.1 connections in the pool (0 for HTTP/2).
     pub fn idle_count(&self) -> usize {
         match &self.kind {
             Kind::Http1(pool) => pool.idle_count(),
-            Kind::H2c(_) => 0,
+            Kind::Http2(_) => 0,
         }
     }
 }
 
-/// Where and how fast to connect.
-#[derive(Debug, Clone, Copy)]
+/// Where and how to connect.
+#[derive(Debug, Clone)]
 struct Target {
     addr: SocketAddr,
     connect_timeout: Duration,
     /// At least [`MIN_RESPONSE_HEAD`].
     max_response_head: usize,
+    /// The TLS settings and the name to verify, when the service uses TLS.
+    tls: Option<(UpstreamTls, ServerName<'static>)>,
+    /// See [`Connections::authority`].
+    authority: Authority,
+}
+
+/// The HTTP handshake on a new transport, generic over it so that each transport gets its
+/// own monomorphic connection task.
+trait Handshake {
+    type Sender;
+    fn handshake<I>(
+        self,
+        io: TokioIo<I>,
+    ) -> impl Future<
+        Output = Result<
+            (
+                Self::Sender,
+                impl Future<Output = Result<(), hyper::Error>> + Send + 'static,
+            ),
+            hyper::Error,
+        >,
+    >
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static;
 }
 
 impl Target {
-    /// Runs `handshake` on a new TCP connection, all of it within the connect timeout, and
-    /// spawns the connection's driver: once per connection, it runs until the endpoint or the
-    /// last sender closes it. Returns the sender.
-    async fn connect<T, C, F>(
-        &self,
-        handshake: impl FnOnce(TokioIo<TcpStream>) -> F,
-    ) -> Result<T, ConnError>
-    where
-        F: Future<Output = Result<(T, C), hyper::Error>>,
-        C: Future<Output = Result<(), hyper::Error>> + Send + 'static,
-    {
+    fn new(addr: SocketAddr, settings: &ConnSettings) -> Self {
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(|tls| (tls.clone(), tls.server_name_for(addr)));
+        let authority = settings
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.dns_name())
+            .and_then(|name| Authority::try_from(format!("{name}:{}", addr.port())).ok())
+            // A socket address always formats as a valid authority; the fallback is
+            // unreachable.
+            .or_else(|| Authority::try_from(addr.to_string()).ok())
+            .unwrap_or_else(|| Authority::from_static("invalid"));
+        Self {
+            addr,
+            connect_timeout: settings.connect_timeout.0,
+            max_response_head: settings.max_response_head.max(MIN_RESPONSE_HEAD),
+            tls,
+            authority,
+        }
+    }
+
+    /// Runs the TLS handshake (if any) and `handshake` on a new TCP connection, all of it
+    /// within the connect timeout, and spawns the connection's driver: once per connection,
+    /// it runs until the endpoint or the last sender closes it. Returns the sender.
+    async fn connect<H: Handshake>(&self, handshake: H) -> Result<H::Sender, ConnError> {
         let connect = async {
             let stream = TcpStream::connect(self.addr)
                 .await
@@ -331,14 +426,30 @@ impl Target {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(endpoint = %self.addr, error = %e, "cannot set TCP_NODELAY");
             }
-            handshake(TokioIo::new(stream))
-                .await
-                .map_err(ConnError::Handshake)
+            match &self.tls {
+                None => self.start(handshake, stream).await,
+                Some((tls, server_name)) => {
+                    let stream = tls.handshake(server_name, stream).await?;
+                    self.start(handshake, stream).await
+                }
+            }
         };
-        let (tx, conn) = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(result) => result?,
-            Err(_) => return Err(ConnError::ConnectTimeout(self.connect_timeout)),
-        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnError::ConnectTimeout(self.connect_timeout)),
+        }
+    }
+
+    /// The HTTP handshake on `io`, then the connection's driver task.
+    async fn start<H, I>(&self, handshake: H, io: I) -> Result<H::Sender, ConnError>
+    where
+        H: Handshake,
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (tx, conn) = handshake
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnError::Handshake)?;
         let endpoint = self.addr;
         tokio::spawn(async move {
             if let Err(error) = conn.await {

@@ -213,14 +213,14 @@ async fn fetch(conns: &Connections, path: &'static str) -> String {
 fn ready_idle(conns: &Connections) -> usize {
     match &conns.kind {
         Kind::Http1(pool) => pool.ready_count(),
-        Kind::H2c(_) => 0,
+        Kind::Http2(_) => 0,
     }
 }
 
 fn h2_open(conns: &Connections) -> bool {
     match &conns.kind {
         Kind::Http1(_) => false,
-        Kind::H2c(shared) => shared.iter().any(super::http2::Shared::is_open),
+        Kind::Http2(shared) => shared.iter().any(super::http2::Shared::is_open),
     }
 }
 

@@ -9,7 +9,7 @@ use http::{Request, Response};
 use hyper::client::conn::http1;
 
 use super::body::PooledBody;
-use super::{ConnError, Target};
+use super::{ConnError, Handshake, Target};
 use crate::body::Body;
 
 /// A request extension: send this request as an HTTP/1.1 upgrade (its `Upgrade` and
@@ -24,15 +24,9 @@ pub(super) async fn send(
     req: Request<Body>,
 ) -> Result<Response<PooledBody>, ConnError> {
     let asked = req.headers().get(http::header::UPGRADE).cloned();
-    let max_head = target.max_response_head;
     let mut tx = target
-        .connect(|io| async move {
-            let (tx, conn) = http1::Builder::new()
-                .max_buf_size(max_head)
-                .handshake::<_, Body>(io)
-                .await?;
-            // Without this the task would end at the 101 without handing over the socket.
-            Ok::<_, hyper::Error>((tx, conn.with_upgrades()))
+        .connect(UpgradeHandshake {
+            max_head: target.max_response_head,
         })
         .await?;
     let response = tx.send_request(req).await.map_err(|e| {
@@ -64,4 +58,34 @@ fn header_text(value: Option<&http::HeaderValue>) -> String {
         || "none".to_owned(),
         |v| format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
     )
+}
+
+/// The pool's HTTP/1.1 handshake, but with upgrades on: without them the connection's task
+/// would end at the 101 without handing over the socket.
+struct UpgradeHandshake {
+    max_head: usize,
+}
+
+impl Handshake for UpgradeHandshake {
+    type Sender = http1::SendRequest<Body>;
+
+    async fn handshake<I>(
+        self,
+        io: hyper_util::rt::TokioIo<I>,
+    ) -> Result<
+        (
+            Self::Sender,
+            impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+        ),
+        hyper::Error,
+    >
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (tx, conn) = http1::Builder::new()
+            .max_buf_size(self.max_head)
+            .handshake::<_, Body>(io)
+            .await?;
+        Ok((tx, conn.with_upgrades()))
+    }
 }

@@ -167,6 +167,13 @@ impl Service {
         workers: usize,
         max_response_head: usize,
     ) -> Self {
+        if config.tls.as_ref().is_some_and(|tls| !tls.verify()) {
+            // Logged at every start and reload, so it is never missed.
+            tracing::warn!(
+                service = %config.name,
+                "TLS certificate verification is OFF for this service (tls.verify = false): any certificate is accepted, so anyone on the network path can impersonate its endpoints"
+            );
+        }
         let policy = &config.policy;
         let source = match &policy.discovery {
             DiscoveryConfig::Static => Source::Static(StaticSource(config.endpoints.clone())),
@@ -190,6 +197,7 @@ impl Service {
             connections: ConnSettings {
                 workers,
                 max_response_head,
+                tls: config.tls.clone(),
                 ..ConnSettings::new(config.protocol, ConnectTimeout(config.connect_timeout))
             },
             algorithm: policy.balance,

@@ -10,7 +10,7 @@ use http::Method;
 use serde::Serialize;
 
 use crate::balancing::{Algorithm, GrayPolicy, HashKey, ZonePolicy};
-use crate::conn::Protocol;
+use crate::conn::{Protocol, UpstreamTls};
 use crate::health::{ActiveCheck, OutlierPolicy};
 use crate::resilience::{BreakerPolicy, RetryPolicy};
 use crate::serialize::as_humantime;
@@ -39,6 +39,9 @@ pub struct ServiceConfig {
     pub name: ServiceName,
     pub endpoints: Vec<SocketAddr>,
     pub protocol: Protocol,
+    /// `[services.tls]`: TLS to the endpoints, shown as its summary (paths, no keys).
+    #[serde(serialize_with = "tls_summary")]
+    pub tls: Option<UpstreamTls>,
     #[serde(serialize_with = "as_humantime")]
     pub connect_timeout: Duration,
     /// Discovery, balancing, health and resilience (docs/discovery.md).
@@ -48,6 +51,10 @@ pub struct ServiceConfig {
     pub drained: Vec<SocketAddr>,
     /// Whether no healthy endpoint means "use them all" (true) or 503 (false).
     pub panic_mode: bool,
+}
+
+fn tls_summary<S: serde::Serializer>(tls: &Option<UpstreamTls>, s: S) -> Result<S::Ok, S::Error> {
+    tls.as_ref().map(UpstreamTls::summary).serialize(s)
 }
 
 /// Where a service's endpoints come from.
