@@ -492,3 +492,112 @@ async fn the_access_log_line_is_written_at_close_with_bytes_each_way() {
     assert!(line["upgraded_us"].is_u64(), "{line}");
     assert!(line["duration_us"].is_u64(), "{line}");
 }
+
+/// `wss://` end to end: TLS on the gateway's listener (ALPN http/1.1, as a browser opens a
+/// WebSocket next to its HTTP/2 connection), and TLS from the gateway to a WebSocket origin
+/// verified against a test CA: the upgrade connection is made like the pool's, TLS included.
+#[tokio::test]
+async fn wss_through_a_tls_listener_to_a_tls_origin() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let dir = crate::support::certs::temp_dir("wss");
+    let ca = crate::support::certs::Ca::new("wss test CA");
+    let ca_path = ca.write(&dir, "ca.pem");
+    let (gw_cert, gw_key) = ca.server(&["localhost"]).write(&dir, "gateway");
+    let origin_leaf = ca.server(&["127.0.0.1"]);
+
+    // A WebSocket echo origin behind TLS.
+    let chain = CertificateDer::pem_slice_iter(origin_leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("origin chain");
+    let key = PrivateKeyDer::from_pem_slice(origin_leaf.key_pem.as_bytes()).expect("origin key");
+    let server = rustls::ServerConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("origin TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origin = listener.local_addr().expect("addr");
+    let upgraded = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&upgraded);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter) = (acceptor.clone(), Arc::clone(&counter));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() || message.is_binary() {
+                        if ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+
+    let text = format!(
+        "[listen.tls]\ncertificates = [{{ cert = {gw_cert:?}, key = {gw_key:?} }}]\n\
+         [[services]]\nname = \"chat\"\nendpoints = [\"{origin}\"]\n\
+         [services.tls]\nca = {ca_path:?}\n\
+         [[routes]]\nname = \"ws\"\nservice = \"chat\"\nmatch = {{ prefix = \"/ws\" }}\n\
+         upgrades = [\"websocket\"]\n"
+    );
+    let gw = support::gateway(&text).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("root");
+    }
+    let mut client = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(gw.public_addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the gateway");
+    let request = "wss://localhost/ws/chat"
+        .into_client_request()
+        .expect("request");
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("WebSocket handshake over TLS");
+    assert_eq!(response.status(), 101);
+
+    ws.send(Message::text("over tls")).await.expect("send");
+    let got = next_tls(&mut ws).await;
+    assert_eq!(got, Message::text("over tls"));
+    assert_eq!(upgraded.load(Ordering::SeqCst), 1, "the origin upgraded over TLS");
+    ws.close(None).await.expect("close");
+}
+
+async fn next_tls<S>(ws: &mut WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) => return message,
+                other => panic!("no message: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a message within the deadline")
+}
