@@ -310,7 +310,17 @@ async fn a_server_name_the_certificate_does_not_hold_is_a_502() {
 async fn verify_false_accepts_a_certificate_no_ca_vouches_for() {
     let ca = Ca::new("nobody trusts this CA");
     let origin = tls_origin(&ca.server(&["elsewhere.example"]), &["http/1.1"], None).await;
-    let gw = support::gateway(&service("pay", origin.addr, "", "verify = false")).await;
+    let text = service("pay", origin.addr, "", "verify = false");
+    // `gatehouse check` warns (the config stays valid).
+    let checked = gatehouse::config::load_str(&text, "verify.toml").expect("valid config");
+    let warnings = checked.warning_lines();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("services[0].tls.verify") && w.contains("impersonate")),
+        "{warnings:?}"
+    );
+    let gw = support::gateway(&text).await;
 
     let got = get(&format!("http://{}/pay", gw.public_addr), &[]).await;
     assert_eq!(got.status, 200, "{}", got.text());

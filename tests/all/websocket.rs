@@ -581,7 +581,11 @@ async fn wss_through_a_tls_listener_to_a_tls_origin() {
     ws.send(Message::text("over tls")).await.expect("send");
     let got = next_tls(&mut ws).await;
     assert_eq!(got, Message::text("over tls"));
-    assert_eq!(upgraded.load(Ordering::SeqCst), 1, "the origin upgraded over TLS");
+    assert_eq!(
+        upgraded.load(Ordering::SeqCst),
+        1,
+        "the origin upgraded over TLS"
+    );
     ws.close(None).await.expect("close");
 }
 

@@ -77,6 +77,15 @@ pub(super) fn upstream_tls(
     let server_name = server_name(v, raw, s, i, discovery);
     let client_identity = client_identity(v, raw, &base, &at);
     let verify = raw.verify.as_ref().is_none_or(|v| *v.get_ref());
+    if let Some(off) = raw.verify.as_ref().filter(|v| !*v.get_ref()) {
+        v.warning(
+            off.span(),
+            at("verify"),
+            "certificate verification is off: any certificate is accepted, so anyone on the \
+             network path can impersonate this service's endpoints"
+                .to_owned(),
+        );
+    }
 
     if v.problem_count() > before || protocol == Protocol::H2c {
         return None;

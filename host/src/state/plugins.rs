@@ -18,8 +18,12 @@ use crate::ratelimit::Limits;
 use crate::upstream::UpstreamError;
 
 /// Plugin service calls go through the gateway's upstreams, like proxied requests.
+///
+/// It holds the state weakly: the snapshots hold the plugin chains, which hold the runtime
+/// and so this caller. A strong reference would make a cycle that keeps a stopped gateway's
+/// engines (and their epoch threads and reserved memory) alive for good.
 pub struct UpstreamCaller {
-    state: Arc<ArcSwap<Snapshot>>,
+    state: std::sync::Weak<ArcSwap<Snapshot>>,
 }
 
 impl ServiceCaller for UpstreamCaller {
@@ -28,7 +32,14 @@ impl ServiceCaller for UpstreamCaller {
         service: &str,
         req: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, ServiceCallError>> {
-        let snapshot = self.state.load_full();
+        let Some(state) = self.state.upgrade() else {
+            return Box::pin(async {
+                Err(ServiceCallError::Failed(
+                    "the gateway has stopped".to_owned(),
+                ))
+            });
+        };
+        let snapshot = state.load_full();
         let service = service.to_owned();
         Box::pin(async move {
             let timeout = snapshot.config.limits.default_timeout;
@@ -77,7 +88,7 @@ impl GatewayPlugins {
             return Ok(None);
         }
         let caller = Arc::new(UpstreamCaller {
-            state: state.clone(),
+            state: Arc::downgrade(state),
         });
         let manager = PluginManager::start(settings(config), caller).await?;
         Ok(Some(Arc::new(GatewayPlugins { manager })))
