@@ -535,10 +535,9 @@ async fn wss_through_a_tls_listener_to_a_tls_origin() {
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() || message.is_binary() {
-                        if ws.send(message).await.is_err() {
-                            break;
-                        }
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
+                    {
+                        break;
                     }
                 }
             });
