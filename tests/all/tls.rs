@@ -263,6 +263,22 @@ async fn http1_and_http2_over_tls_reach_a_plain_origin() {
         text.contains("gatehouse_tls_handshakes_total{listener=\"public\",result=\"ok\"} 3"),
         "{text}"
     );
+    // rcgen's default validity ends in 4096; an alert compares this with time().
+    let expiry = text
+        .lines()
+        .find(|l| l.starts_with("gatehouse_tls_certificate_expiry_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("no expiry metric: {text}"));
+    assert!(expiry.contains("server.pem"), "{expiry}");
+    let not_after: i64 = expiry
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(not_after > now + 365 * 86_400, "{expiry}");
     gw.shutdown().await;
 }
 

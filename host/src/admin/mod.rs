@@ -124,6 +124,10 @@ impl Admin {
             }
             (_, "/admin/reload") => method_not_allowed(req.method(), path, "POST", &request_id),
             (&Method::GET, "/metrics") => {
+                // Read at scrape time: reloads and file swaps change what is served.
+                if let Some(tls) = &self.tls {
+                    self.metrics.tls_certificates(tls.terminator.expiries());
+                }
                 let mut response = Response::new(body::full(self.metrics.encode()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -365,6 +365,22 @@ impl TlsTerminator {
         self.lock().files()
     }
 
+    /// Each served certificate's file and expiry (Unix seconds), for the metrics.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        self.lock()
+            .certificates
+            .iter()
+            .map(|c| {
+                let not_after = c
+                    .info
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                (c.spec.cert.display().to_string(), not_after)
+            })
+            .collect()
+    }
+
     /// What `GET /admin/tls` shows.
     pub fn status(&self) -> TlsStatus {
         let loaded = self.lock();

@@ -68,6 +68,12 @@ struct HandshakeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CertificateLabels {
+    /// The certificate's file, as configured.
+    certificate: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefusalLabels {
     service: String,
     reason: &'static str,
@@ -104,6 +110,7 @@ pub struct Metrics {
     duration: Family<RouteLabels, Histogram>,
     listener: Family<ListenerLabels, Counter>,
     tls_handshakes: Family<HandshakeLabels, Counter>,
+    tls_expiry: Family<CertificateLabels, Gauge>,
     underscore_headers: Family<ActionLabels, Counter>,
     upstream_refusals: Family<RefusalLabels, Counter>,
     split_requests: Family<SplitLabels, Counter>,
@@ -181,6 +188,12 @@ impl Default for Metrics {
             "TLS handshakes on a listener, by result (`ok`, or why it failed)",
             tls_handshakes.clone(),
         );
+        let tls_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each certificate the listener serves expires (Unix time), for alerts ahead of it",
+            tls_expiry.clone(),
+        );
         let underscore_headers = Family::<ActionLabels, Counter>::default();
         registry.register(
             "underscore_headers",
@@ -248,6 +261,7 @@ impl Default for Metrics {
             duration,
             listener,
             tls_handshakes,
+            tls_expiry,
             underscore_headers,
             upstream_refusals,
         }
@@ -307,6 +321,17 @@ impl Metrics {
         self.tls_handshakes
             .get_or_create(&HandshakeLabels { listener, result })
             .inc();
+    }
+
+    /// Sets the expiry of every certificate the listener serves, forgetting ones no longer
+    /// served (a reload may drop some): `(certificate file, not_after as Unix seconds)`.
+    pub fn tls_certificates(&self, expiries: impl IntoIterator<Item = (String, i64)>) {
+        self.tls_expiry.clear();
+        for (certificate, not_after) in expiries {
+            self.tls_expiry
+                .get_or_create(&CertificateLabels { certificate })
+                .set(not_after);
+        }
     }
 
     /// Counts `n` request headers with `_` in their name, `dropped` or `rejected`.
