@@ -29,7 +29,7 @@
 //! ```text
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
 //! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys),
-//! tunnel (upgrade policy and the byte relay of upgraded connections)
+//! tunnel (upgrade policy and the byte relay of upgraded connections), fswatch (file events)
 //! conn (one endpoint's connections, TLS to upstreams), listener (public listener + Limits),
 //! plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
@@ -47,6 +47,7 @@ pub mod conn;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+mod fswatch;
 pub mod gateway;
 pub mod headers;
 pub mod health;

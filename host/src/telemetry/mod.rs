@@ -122,25 +122,8 @@ impl AccessLog {
         let Some(line) = &self.request else {
             return;
         };
-        if let Some(u) = upgraded {
-            tracing::info!(
-                target: "gatehouse::access",
-                method = %line.method,
-                path = line.uri.path(),
-                route = self.route_name(),
-                upstream = %self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
-                service = self.service.as_deref().map_or("-", String::as_str),
-                status = status.as_u16(),
-                duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                request_id = %String::from_utf8_lossy(line.request_id.as_bytes()),
-                client = %line.client,
-                upgraded_us = u64::try_from(u.open_for.as_micros()).unwrap_or(u64::MAX),
-                bytes_up = u.bytes_up,
-                bytes_down = u.bytes_down,
-                closed = u.end,
-            );
-            return;
-        }
+        // An `Option` field is left out of the line when `None`: only an upgraded connection's
+        // line has the tunnel's fields.
         tracing::info!(
             target: "gatehouse::access",
             method = %line.method,
@@ -152,6 +135,10 @@ impl AccessLog {
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             request_id = %String::from_utf8_lossy(line.request_id.as_bytes()),
             client = %line.client,
+            upgraded_us = upgraded.map(|u| u64::try_from(u.open_for.as_micros()).unwrap_or(u64::MAX)),
+            bytes_up = upgraded.map(|u| u.bytes_up),
+            bytes_down = upgraded.map(|u| u.bytes_down),
+            closed = upgraded.map(|u| u.end),
         );
     }
 }

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::TlsTerminator;
+use crate::fswatch::may_change_content;
 
 /// How long the files must be quiet before they are re-read.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -43,16 +43,6 @@ impl std::fmt::Debug for CertificateWatch {
 impl Drop for CertificateWatch {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Whether a file event may mean new content (inotify also reports the opens and reads of
-/// the reload itself, which must not schedule another one).
-fn may_change_content(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
     }
 }
 

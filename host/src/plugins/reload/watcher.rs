@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use sha2::Digest;
 use tokio::sync::mpsc;
 
 use super::loader::Loader;
 use super::registry::PluginRegistry;
+use crate::fswatch::may_change_content;
 use crate::plugins::runtime::engine::hex;
 use crate::plugins::runtime::error::LoadError;
 use crate::plugins::PluginName;
@@ -121,17 +121,6 @@ pub struct PluginWatcher {
 impl Drop for PluginWatcher {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Whether a file event may mean new content in the file. inotify also reports every open
-/// and read, and the watcher reads a plugin file to hash it: passing those on would make each
-/// read schedule the next one, re-reading every plugin file forever.
-fn may_change_content(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
     }
 }
 
