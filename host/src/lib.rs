@@ -42,6 +42,7 @@
 pub mod admin;
 pub mod balancing;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod demo;
