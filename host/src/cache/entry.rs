@@ -367,27 +367,12 @@ impl CachedResponse {
     /// Whether a client's conditional request (If-None-Match, else If-Modified-Since) is
     /// satisfied by this response: the client's copy is current, answer 304.
     pub fn satisfies_condition(&self, request: &HeaderMap) -> bool {
-        not_modified(request, &self.headers)
+        condition_met(request, &self.headers)
     }
 
-    /// The 304 answering a satisfied conditional request (RFC 9110 §15.4.5: the validator
-    /// and caching headers a 200 would have carried).
+    /// The 304 answering a satisfied conditional request.
     pub fn not_modified(&self, now: SystemTime) -> Response<Body> {
-        let mut response = Response::new(body::empty());
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        for name in [
-            header::CACHE_CONTROL,
-            header::CONTENT_LOCATION,
-            header::DATE,
-            header::ETAG,
-            header::EXPIRES,
-            header::LAST_MODIFIED,
-            header::VARY,
-        ] {
-            for value in self.headers.get_all(&name) {
-                response.headers_mut().append(name.clone(), value.clone());
-            }
-        }
+        let mut response = not_modified_response(&self.headers);
         response
             .headers_mut()
             .insert(header::AGE, HeaderValue::from(self.policy.age(now).as_secs()));
@@ -448,10 +433,32 @@ fn merge_headers(stored: &mut HeaderMap, update: &HeaderMap) {
     }
 }
 
-/// RFC 9110 §13.1.2 and §13.1.3: If-None-Match (weak comparison) wins over
-/// If-Modified-Since, which this cache compares by exact value with Last-Modified (clients
+/// The 304 answering a satisfied conditional request for a response with these headers
+/// (RFC 9110 §15.4.5: the validator and caching headers a 200 would have carried).
+pub fn not_modified_response(headers: &HeaderMap) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::VARY,
+    ] {
+        for value in headers.get_all(&name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+/// Whether a request's conditions (If-None-Match, else If-Modified-Since) hold the current
+/// version of a response with `stored` headers (RFC 9110 §13.1.2, §13.1.3: weak ETag
+/// comparison; If-Modified-Since is compared by exact value with Last-Modified, as clients
 /// echo the value they were given).
-fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+pub fn condition_met(request: &HeaderMap, stored: &HeaderMap) -> bool {
     let etag = stored
         .get(header::ETAG)
         .and_then(|v| v.to_str().ok())

@@ -95,6 +95,10 @@ async fn max_age_is_fresh_until_the_clock_passes_it() {
     };
     assert_eq!(hit.to_response(cache.clock.now(), false).headers()["age"], "9");
     tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(state(&cache.lookup(&key, &p, &req).await), "miss", "expired, no validator");
+    // With a validator it is kept past freshness, to be revalidated.
+    let key = store(&cache, &p, &req, &[("cache-control", "max-age=10"), ("etag", "\"v1\"")]).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
     assert_eq!(state(&cache.lookup(&key, &p, &req).await), "stale");
 }
 
