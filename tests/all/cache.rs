@@ -79,7 +79,10 @@ async fn answer(
         "fresh" => respond(text, &[("cache-control", "max-age=60"), ("etag", "\"f1\"")]),
         "short" => {
             if if_none_match.is_some_and(|v| v == "\"s1\"") {
-                let mut r = respond(Bytes::new(), &[("cache-control", "max-age=1"), ("etag", "\"s1\"")]);
+                let mut r = respond(
+                    Bytes::new(),
+                    &[("cache-control", "max-age=1"), ("etag", "\"s1\"")],
+                );
                 *r.status_mut() = http::StatusCode::NOT_MODIFIED;
                 return r;
             }
@@ -97,7 +100,10 @@ async fn answer(
             text,
             &[("cache-control", "max-age=1, stale-while-revalidate=60")],
         ),
-        "cookie" => respond(text, &[("cache-control", "max-age=60"), ("set-cookie", "s=1")]),
+        "cookie" => respond(
+            text,
+            &[("cache-control", "max-age=60"), ("set-cookie", "s=1")],
+        ),
         "big" => respond(vec![b'x'; 4096], &[("cache-control", "max-age=60")]),
         "plain" => respond(text, &[]),
         _ => respond(text, &[("cache-control", "max-age=60")]),
@@ -143,7 +149,10 @@ async fn fresh_responses_are_served_from_the_cache_with_age_and_status() {
     let first = support::get(&url(&gw, "/fresh?a=1"), &[]).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.text(), "/fresh #1");
-    assert_eq!(cache_status(&first), "gatehouse; fwd=miss; fwd-status=200; stored");
+    assert_eq!(
+        cache_status(&first),
+        "gatehouse; fwd=miss; fwd-status=200; stored"
+    );
     support::eventually("the entry is stored", Duration::from_secs(5), async || {
         let got = support::get(&url(&gw, "/fresh?a=1"), &[]).await;
         cache_status(&got).starts_with("gatehouse; hit")
@@ -152,7 +161,11 @@ async fn fresh_responses_are_served_from_the_cache_with_age_and_status() {
     let hit = support::get(&url(&gw, "/fresh?a=1"), &[]).await;
     assert_eq!(hit.text(), "/fresh #1", "served from the cache");
     assert!(hit.headers.contains_key("age"), "a hit carries Age");
-    assert!(cache_status(&hit).contains("ttl="), "{}", cache_status(&hit));
+    assert!(
+        cache_status(&hit).contains("ttl="),
+        "{}",
+        cache_status(&hit)
+    );
     assert_eq!(seen.hits("/fresh"), 1, "the origin saw one request");
 
     // Another query is another key.
@@ -179,12 +192,23 @@ async fn an_expired_entry_is_revalidated_with_its_etag() {
     // the conditional request 304 and the stored body is served.
     support::eventually("a revalidation", Duration::from_secs(10), async || {
         let got = support::get(&url(&gw, "/short"), &[]).await;
-        assert_eq!(got.text(), "/short #1", "the stored body, whatever happened");
+        assert_eq!(
+            got.text(),
+            "/short #1",
+            "the stored body, whatever happened"
+        );
         cache_status(&got) == "gatehouse; fwd=stale; fwd-status=304; ttl=1"
     })
     .await;
-    assert!(seen.conditional("/short") >= 1, "the origin saw If-None-Match");
-    assert_eq!(seen.hits("/short") - seen.conditional("/short"), 1, "one full fetch");
+    assert!(
+        seen.conditional("/short") >= 1,
+        "the origin saw If-None-Match"
+    );
+    assert_eq!(
+        seen.hits("/short") - seen.conditional("/short"),
+        1,
+        "one full fetch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,12 +219,22 @@ async fn vary_keeps_one_variant_per_header_value() {
     assert_eq!(en.text(), "/vary #1 en");
     let de = support::get(&url(&gw, "/vary"), &[("accept-language", "de")]).await;
     assert_eq!(de.text(), "/vary #2 de");
-    assert!(cache_status(&de).contains("fwd=vary-miss"), "{}", cache_status(&de));
-    support::eventually("both variants are served", Duration::from_secs(5), async || {
-        let en = support::get(&url(&gw, "/vary"), &[("accept-language", "en")]).await;
-        let de = support::get(&url(&gw, "/vary"), &[("accept-language", "de")]).await;
-        en.text() == "/vary #1 en" && de.text() == "/vary #2 de" && cache_status(&de).contains("hit")
-    })
+    assert!(
+        cache_status(&de).contains("fwd=vary-miss"),
+        "{}",
+        cache_status(&de)
+    );
+    support::eventually(
+        "both variants are served",
+        Duration::from_secs(5),
+        async || {
+            let en = support::get(&url(&gw, "/vary"), &[("accept-language", "en")]).await;
+            let de = support::get(&url(&gw, "/vary"), &[("accept-language", "de")]).await;
+            en.text() == "/vary #1 en"
+                && de.text() == "/vary #2 de"
+                && cache_status(&de).contains("hit")
+        },
+    )
     .await;
     assert_eq!(seen.hits("/vary"), 2);
 }
@@ -242,13 +276,17 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
         false
     })
     .await;
-    support::eventually("the background refresh", Duration::from_secs(5), async || {
-        seen.hits("/swr") == 2
-    })
+    support::eventually(
+        "the background refresh",
+        Duration::from_secs(5),
+        async || seen.hits("/swr") == 2,
+    )
     .await;
-    support::eventually("the refreshed entry is served", Duration::from_secs(5), async || {
-        support::get(&url(&gw, "/swr"), &[]).await.text() == "/swr #2"
-    })
+    support::eventually(
+        "the refreshed entry is served",
+        Duration::from_secs(5),
+        async || support::get(&url(&gw, "/swr"), &[]).await.text() == "/swr #2",
+    )
     .await;
 }
 
@@ -264,14 +302,26 @@ async fn stale_if_error_serves_the_stale_entry_when_the_origin_dies() {
     })
     .await;
     origin.kill();
-    support::eventually("a stale answer on error", Duration::from_secs(10), async || {
-        let got = support::get(&url(&gw, "/short/x"), &[]).await;
-        assert_ne!(got.status, 502, "the error must not reach the client: {}", cache_status(&got));
-        cache_status(&got).contains("detail=stale-if-error") && got.text() == "/short/x #1"
-    })
+    support::eventually(
+        "a stale answer on error",
+        Duration::from_secs(10),
+        async || {
+            let got = support::get(&url(&gw, "/short/x"), &[]).await;
+            assert_ne!(
+                got.status,
+                502,
+                "the error must not reach the client: {}",
+                cache_status(&got)
+            );
+            cache_status(&got).contains("detail=stale-if-error") && got.text() == "/short/x #1"
+        },
+    )
     .await;
     // A path never stored has nothing to fall back on.
-    assert_eq!(support::get(&url(&gw, "/fresh/never"), &[]).await.status, 502);
+    assert_eq!(
+        support::get(&url(&gw, "/fresh/never"), &[]).await.status,
+        502
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,22 +343,54 @@ async fn purge_needs_the_admin_token_and_removes_what_it_names() {
 
     let refused = support::send(&client, "DELETE", &admin(""), &[], Bytes::new()).await;
     assert_eq!(refused.status, 401);
-    let bad = support::send(&client, "DELETE", &admin("?route=api&path=x"), &auth, Bytes::new()).await;
+    let bad = support::send(
+        &client,
+        "DELETE",
+        &admin("?route=api&path=x"),
+        &auth,
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(bad.status, 400);
     assert!(bad.text().contains("must start with '/'"), "{}", bad.text());
-    let unknown = support::send(&client, "DELETE", &admin("?route=nope"), &auth, Bytes::new()).await;
+    let unknown = support::send(
+        &client,
+        "DELETE",
+        &admin("?route=nope"),
+        &auth,
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(unknown.status, 400);
 
     // An exact path purges every query of it.
-    let purged = support::send(&client, "DELETE", &admin("?route=api&path=/fresh/a"), &auth, Bytes::new()).await;
+    let purged = support::send(
+        &client,
+        "DELETE",
+        &admin("?route=api&path=/fresh/a"),
+        &auth,
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(purged.status, 200, "{}", purged.text());
     assert_eq!(purged.json(), json!({ "purged": 2 }));
     let again = support::get(&url(&gw, "/fresh/a?x=1"), &[]).await;
     assert!(cache_status(&again).contains("fwd=miss"));
     assert_eq!(seen.hits("/fresh/a"), 3);
 
-    let prefix = support::send(&client, "DELETE", &admin("?route=api&prefix=/fresh"), &auth, Bytes::new()).await;
-    assert_eq!(prefix.json()["purged"], 2, "/fresh/a?x=1 again and /fresh/b");
+    let prefix = support::send(
+        &client,
+        "DELETE",
+        &admin("?route=api&prefix=/fresh"),
+        &auth,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        prefix.json()["purged"],
+        2,
+        "/fresh/a?x=1 again and /fresh/b"
+    );
     let all = support::send(&client, "DELETE", &admin(""), &auth, Bytes::new()).await;
     assert_eq!(all.json()["purged"], 1, "/other");
 }
@@ -316,19 +398,37 @@ async fn purge_needs_the_admin_token_and_removes_what_it_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_responses_stays_within_the_byte_budget() {
     let (origin, _seen) = counting_origin().await;
-    let toml = gateway_toml(&origin, "max_body_bytes = 8192", "[cache]\nmax_bytes = 65536\n");
+    let toml = gateway_toml(
+        &origin,
+        "max_body_bytes = 8192",
+        "[cache]\nmax_bytes = 65536\n",
+    );
     let gw = support::gateway(&toml).await;
     let client = support::http1();
     for i in 0..200 {
-        let got = support::send(&client, "GET", &url(&gw, &format!("/big/{i}")), &[], Bytes::new()).await;
+        let got = support::send(
+            &client,
+            "GET",
+            &url(&gw, &format!("/big/{i}")),
+            &[],
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(got.body.len(), 4096);
     }
-    let stats = support::get(&format!("http://{}/admin/cache", gw.admin_addr), &[]).await.json();
+    let stats = support::get(&format!("http://{}/admin/cache", gw.admin_addr), &[])
+        .await
+        .json();
     let bytes = stats["bytes"].as_u64().expect("bytes");
     assert!(bytes <= 65536, "over budget: {stats}");
     assert!(stats["entries"].as_u64().expect("entries") < 200, "{stats}");
-    let metrics = support::get(&format!("http://{}/metrics", gw.admin_addr), &[]).await.text();
-    assert!(metrics.contains("gatehouse_cache_stored_bytes "), "{metrics}");
+    let metrics = support::get(&format!("http://{}/metrics", gw.admin_addr), &[])
+        .await
+        .text();
+    assert!(
+        metrics.contains("gatehouse_cache_stored_bytes "),
+        "{metrics}"
+    );
     assert!(metrics.contains("gatehouse_cache_responses_total{route=\"api\",status=\"miss\"} 200"));
 }
 
@@ -338,7 +438,11 @@ async fn set_cookie_authorization_and_large_bodies_are_not_stored() {
     let gw = support::gateway(&gateway_toml(&origin, "max_body_bytes = 1024", "")).await;
     for _ in 0..2 {
         let got = support::get(&url(&gw, "/cookie"), &[]).await;
-        assert!(cache_status(&got).contains("detail=set-cookie"), "{}", cache_status(&got));
+        assert!(
+            cache_status(&got).contains("detail=set-cookie"),
+            "{}",
+            cache_status(&got)
+        );
     }
     assert_eq!(seen.hits("/cookie"), 2);
     for _ in 0..2 {
@@ -352,7 +456,11 @@ async fn set_cookie_authorization_and_large_bodies_are_not_stored() {
     for _ in 0..2 {
         let got = support::get(&url(&gw, "/big"), &[]).await;
         assert_eq!(got.body.len(), 4096, "streamed whole");
-        assert!(cache_status(&got).contains("detail=too-large"), "{}", cache_status(&got));
+        assert!(
+            cache_status(&got).contains("detail=too-large"),
+            "{}",
+            cache_status(&got)
+        );
     }
     assert_eq!(seen.hits("/big"), 2);
 }
@@ -381,17 +489,25 @@ async fn the_route_ttl_covers_responses_without_freshness() {
     let gw = support::gateway(&gateway_toml(&origin, "", "")).await;
     for _ in 0..2 {
         let got = support::get(&url(&gw, "/plain"), &[]).await;
-        assert!(cache_status(&got).contains("detail=no-freshness"), "{}", cache_status(&got));
+        assert!(
+            cache_status(&got).contains("detail=no-freshness"),
+            "{}",
+            cache_status(&got)
+        );
     }
     assert_eq!(seen.hits("/plain"), 2);
 
     let (origin, seen) = counting_origin().await;
     let gw = support::gateway(&gateway_toml(&origin, "ttl = \"1m\"", "")).await;
     support::get(&url(&gw, "/plain"), &[]).await;
-    support::eventually("a hit under the route ttl", Duration::from_secs(5), async || {
-        let got = support::get(&url(&gw, "/plain"), &[]).await;
-        got.text() == "/plain #1" && cache_status(&got).starts_with("gatehouse; hit")
-    })
+    support::eventually(
+        "a hit under the route ttl",
+        Duration::from_secs(5),
+        async || {
+            let got = support::get(&url(&gw, "/plain"), &[]).await;
+            got.text() == "/plain #1" && cache_status(&got).starts_with("gatehouse; hit")
+        },
+    )
     .await;
     assert_eq!(seen.hits("/plain"), 1);
 }
@@ -422,15 +538,57 @@ key_headers = ["x-consumer"]
     );
     let gw = kit::gateway(&dir, &toml).await;
     let with_key = [("x-api-key", "k1")];
-    assert_eq!(support::get(&url(&gw, "/fresh/p"), &with_key).await.status, 200);
+    assert_eq!(
+        support::get(&url(&gw, "/fresh/p"), &with_key).await.status,
+        200
+    );
     support::eventually("stored", Duration::from_secs(5), async || {
         let got = support::get(&url(&gw, "/fresh/p"), &with_key).await;
         cache_status(&got).starts_with("gatehouse; hit")
     })
     .await;
     let without = support::get(&url(&gw, "/fresh/p"), &[]).await;
-    assert_eq!(without.status, 401, "the plugin refused before the cache: {}", without.text());
+    assert_eq!(
+        without.status,
+        401,
+        "the plugin refused before the cache: {}",
+        without.text()
+    );
     let wrong = support::get(&url(&gw, "/fresh/p"), &[("x-api-key", "nope")]).await;
     assert_eq!(wrong.status, 401);
     assert_eq!(seen.hits("/fresh/p"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_survive_a_reload_unless_the_route_cache_changed() {
+    let (origin, seen) = counting_origin().await;
+    let listen = "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
+    let toml = |cache: &str| format!("{listen}{}", gateway_toml(&origin, cache, ""));
+    let gw = support::gateway(&toml("")).await;
+    support::get(&url(&gw, "/fresh/r"), &[]).await;
+    support::eventually("stored", Duration::from_secs(5), async || {
+        cache_status(&support::get(&url(&gw, "/fresh/r"), &[]).await).starts_with("gatehouse; hit")
+    })
+    .await;
+
+    let same = gatehouse::config::load_str(&toml(""), "test.toml").expect("valid");
+    gw.reloader.apply(same).expect("reload");
+    let kept = support::get(&url(&gw, "/fresh/r"), &[]).await;
+    assert!(
+        cache_status(&kept).starts_with("gatehouse; hit"),
+        "{}",
+        cache_status(&kept)
+    );
+    assert_eq!(seen.hits("/fresh/r"), 1);
+
+    let changed =
+        gatehouse::config::load_str(&toml("lock_timeout = \"2s\""), "test.toml").expect("valid");
+    gw.reloader.apply(changed).expect("reload");
+    let fresh = support::get(&url(&gw, "/fresh/r"), &[]).await;
+    assert!(
+        cache_status(&fresh).contains("fwd=miss"),
+        "{}",
+        cache_status(&fresh)
+    );
+    assert_eq!(fresh.text(), "/fresh/r #2", "the old entry is not served");
 }

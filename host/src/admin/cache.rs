@@ -28,7 +28,11 @@ pub(super) async fn handle(
                 }
             };
             let purged = snapshot.cache.store.purge(&purge).await;
-            tracing::info!(?purge, purged, "response cache purged through the admin API");
+            tracing::info!(
+                ?purge,
+                purged,
+                "response cache purged through the admin API"
+            );
             json(StatusCode::OK, &serde_json::json!({ "purged": purged }))
         }
         _ => method_not_allowed(method, "/admin/cache", "GET or DELETE", request_id),

@@ -170,9 +170,14 @@ fn stale_windows(headers: &HeaderMap, policy: &RouteCachePolicy) -> StaleWindows
     let d = directives(headers);
     let swr = seconds(&d, "stale-while-revalidate");
     let sie = seconds(&d, "stale-if-error");
-    let forbidden = ["no-cache", "must-revalidate", "proxy-revalidate", "s-maxage"]
-        .iter()
-        .any(|name| has(&d, name));
+    let forbidden = [
+        "no-cache",
+        "must-revalidate",
+        "proxy-revalidate",
+        "s-maxage",
+    ]
+    .iter()
+    .any(|name| has(&d, name));
     let window = |own: Option<Duration>, route: Duration| match (forbidden, own) {
         (true, own) => own.unwrap_or_default(),
         (false, own) => own.unwrap_or_default().max(route),
@@ -217,7 +222,8 @@ pub fn admit(
         rules_view.remove(header::SET_COOKIE);
     }
     let d = directives(headers);
-    let explicit = has(&d, "max-age") || has(&d, "s-maxage") || headers.contains_key(header::EXPIRES);
+    let explicit =
+        has(&d, "max-age") || has(&d, "s-maxage") || headers.contains_key(header::EXPIRES);
     if !explicit {
         // The route's ttl as the freshness the rules see (the served headers keep theirs).
         let Some(ttl) = policy.ttl else {
@@ -234,12 +240,7 @@ pub fn admit(
         .flat_map(|v| v.split(','))
         .any(|v| v.trim() == "*");
     let view = request_view(request, policy);
-    let rules = CachePolicy::new_options(
-        &view,
-        &response_parts(status, rules_view),
-        now,
-        OPTIONS,
-    );
+    let rules = CachePolicy::new_options(&view, &response_parts(status, rules_view), now, OPTIONS);
     if vary_all || !rules.is_storable() {
         return Err(NotStored::Uncacheable);
     }
@@ -358,9 +359,10 @@ impl CachedResponse {
         });
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
-        response
-            .headers_mut()
-            .insert(header::AGE, HeaderValue::from(self.policy.age(now).as_secs()));
+        response.headers_mut().insert(
+            header::AGE,
+            HeaderValue::from(self.policy.age(now).as_secs()),
+        );
         response
     }
 
@@ -373,9 +375,10 @@ impl CachedResponse {
     /// The 304 answering a satisfied conditional request.
     pub fn not_modified(&self, now: SystemTime) -> Response<Body> {
         let mut response = not_modified_response(&self.headers);
-        response
-            .headers_mut()
-            .insert(header::AGE, HeaderValue::from(self.policy.age(now).as_secs()));
+        response.headers_mut().insert(
+            header::AGE,
+            HeaderValue::from(self.policy.age(now).as_secs()),
+        );
         response
     }
 

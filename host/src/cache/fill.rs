@@ -70,7 +70,9 @@ impl FillWait {
     /// Waits until the fill ends or `timeout` passes; whether it ended.
     pub async fn wait(mut self, timeout: Duration) -> bool {
         // `changed` fails once the leader's sender is dropped: the fill ended.
-        tokio::time::timeout(timeout, self.0.changed()).await.is_ok()
+        tokio::time::timeout(timeout, self.0.changed())
+            .await
+            .is_ok()
     }
 }
 

@@ -19,7 +19,10 @@ use std::time::{Duration, SystemTime};
 use http::HeaderName;
 use serde::{Serialize, Serializer};
 
-pub use entry::{admit, condition_met, not_modified_response, Admission, CachedResponse, Lookup, NotStored, Variants};
+pub use entry::{
+    admit, condition_met, not_modified_response, Admission, CachedResponse, Lookup, NotStored,
+    Variants,
+};
 pub use fill::{Fill, FillGuard, Fills};
 pub use key::CacheKey;
 pub use store::{MemoryStore, Purge, ResponseStore, StoreStats};

@@ -64,7 +64,10 @@ async fn store(
     )
     .expect("storable");
     cache
-        .put(key.clone(), Arc::new(admission.into_response(Bytes::from("body"))))
+        .put(
+            key.clone(),
+            Arc::new(admission.into_response(Bytes::from("body"))),
+        )
         .await;
     key
 }
@@ -93,11 +96,24 @@ async fn max_age_is_fresh_until_the_clock_passes_it() {
     let Lookup::Fresh(hit) = cache.lookup(&key, &p, &req).await else {
         panic!("fresh at 9s of 10");
     };
-    assert_eq!(hit.to_response(cache.clock.now(), false).headers()["age"], "9");
+    assert_eq!(
+        hit.to_response(cache.clock.now(), false).headers()["age"],
+        "9"
+    );
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(state(&cache.lookup(&key, &p, &req).await), "miss", "expired, no validator");
+    assert_eq!(
+        state(&cache.lookup(&key, &p, &req).await),
+        "miss",
+        "expired, no validator"
+    );
     // With a validator it is kept past freshness, to be revalidated.
-    let key = store(&cache, &p, &req, &[("cache-control", "max-age=10"), ("etag", "\"v1\"")]).await;
+    let key = store(
+        &cache,
+        &p,
+        &req,
+        &[("cache-control", "max-age=10"), ("etag", "\"v1\"")],
+    )
+    .await;
     tokio::time::advance(Duration::from_secs(11)).await;
     assert_eq!(state(&cache.lookup(&key, &p, &req).await), "stale");
 }
@@ -119,7 +135,11 @@ async fn the_route_ttl_applies_only_without_freshness_of_its_own() {
     tokio::time::advance(Duration::from_secs(4)).await;
     assert_eq!(state(&cache.lookup(&key, &p, &req).await), "fresh");
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(state(&cache.lookup(&key, &p, &req).await), "miss", "no validator: dropped");
+    assert_eq!(
+        state(&cache.lookup(&key, &p, &req).await),
+        "miss",
+        "no validator: dropped"
+    );
     // The response's own max-age wins over the route's ttl.
     let key = store(&cache, &p, &req, &[("cache-control", "max-age=60")]).await;
     tokio::time::advance(Duration::from_secs(30)).await;
@@ -135,7 +155,10 @@ async fn stale_windows_come_from_the_route_or_the_response() {
         &cache,
         &p,
         &req,
-        &[("cache-control", "max-age=1, stale-while-revalidate=10, stale-if-error=60")],
+        &[(
+            "cache-control",
+            "max-age=1, stale-while-revalidate=10, stale-if-error=60",
+        )],
     )
     .await;
     tokio::time::advance(Duration::from_secs(5)).await;
@@ -149,7 +172,16 @@ async fn stale_windows_come_from_the_route_or_the_response() {
     // must-revalidate forbids serving stale, whatever the route says.
     let mut generous = policy();
     generous.stale_while_revalidate = Duration::from_secs(100);
-    let key = store(&cache, &generous, &req, &[("cache-control", "max-age=1, must-revalidate"), ("etag", "\"v1\"")]).await;
+    let key = store(
+        &cache,
+        &generous,
+        &req,
+        &[
+            ("cache-control", "max-age=1, must-revalidate"),
+            ("etag", "\"v1\""),
+        ],
+    )
+    .await;
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(state(&cache.lookup(&key, &generous, &req).await), "stale");
 }
@@ -166,7 +198,11 @@ async fn vary_selects_the_variant() {
     assert_eq!(state(&cache.lookup(&key, &p, &de).await), "vary-miss");
     store(&cache, &p, &de, &vary).await;
     assert_eq!(state(&cache.lookup(&key, &p, &de).await), "fresh");
-    assert_eq!(state(&cache.lookup(&key, &p, &en).await), "fresh", "both variants kept");
+    assert_eq!(
+        state(&cache.lookup(&key, &p, &en).await),
+        "fresh",
+        "both variants kept"
+    );
 }
 
 #[test]
@@ -175,13 +211,26 @@ fn set_cookie_private_and_authorization_are_refused_by_default() {
     let now = std::time::SystemTime::now();
     let plain = request("/a", &[]);
     let cookie = headers(&[("cache-control", "max-age=60"), ("set-cookie", "a=1")]);
-    assert_eq!(admit(&p, &plain, StatusCode::OK, &cookie, now).err(), Some(NotStored::SetCookie));
+    assert_eq!(
+        admit(&p, &plain, StatusCode::OK, &cookie, now).err(),
+        Some(NotStored::SetCookie)
+    );
     let private = headers(&[("cache-control", "private, max-age=60")]);
-    assert_eq!(admit(&p, &plain, StatusCode::OK, &private, now).err(), Some(NotStored::Uncacheable));
+    assert_eq!(
+        admit(&p, &plain, StatusCode::OK, &private, now).err(),
+        Some(NotStored::Uncacheable)
+    );
     let authorized = request("/a", &[("authorization", "Bearer x")]);
     let public = headers(&[("cache-control", "public, max-age=60")]);
-    assert_eq!(admit(&p, &authorized, StatusCode::OK, &public, now).err(), Some(NotStored::Uncacheable));
-    let open = RouteCachePolicy { authorized: true, set_cookie: true, ..policy() };
+    assert_eq!(
+        admit(&p, &authorized, StatusCode::OK, &public, now).err(),
+        Some(NotStored::Uncacheable)
+    );
+    let open = RouteCachePolicy {
+        authorized: true,
+        set_cookie: true,
+        ..policy()
+    };
     let fresh = headers(&[("cache-control", "max-age=60")]);
     assert!(admit(&open, &authorized, StatusCode::OK, &fresh, now).is_ok());
     assert!(admit(&open, &plain, StatusCode::OK, &cookie, now).is_ok());
@@ -196,9 +245,15 @@ fn client_conditions_compare_validators() {
         ("etag", "W/\"v1\""),
         ("last-modified", "Mon, 01 Jan 2001 00:00:00 GMT"),
     ]);
-    let response = admit(&p, &req, StatusCode::OK, &stored, std::time::SystemTime::now())
-        .expect("storable")
-        .into_response(Bytes::new());
+    let response = admit(
+        &p,
+        &req,
+        StatusCode::OK,
+        &stored,
+        std::time::SystemTime::now(),
+    )
+    .expect("storable")
+    .into_response(Bytes::new());
     assert!(response.satisfies_condition(&headers(&[("if-none-match", "\"v0\", \"v1\"")])));
     assert!(!response.satisfies_condition(&headers(&[("if-none-match", "\"v2\"")])));
     assert!(response.satisfies_condition(&headers(&[(
@@ -219,10 +274,22 @@ async fn the_store_stays_within_its_byte_budget() {
     let req = request("/a", &[]);
     let fresh = headers(&[("cache-control", "max-age=60")]);
     for i in 0..100 {
-        let key = CacheKey::new(&Arc::new("r".into()), &p, &format!("/{i}"), None, &HeaderMap::new());
-        let response = admit(&p, &req, StatusCode::OK, &fresh, std::time::SystemTime::now())
-            .expect("storable")
-            .into_response(Bytes::from(vec![b'x'; 4096]));
+        let key = CacheKey::new(
+            &Arc::new("r".into()),
+            &p,
+            &format!("/{i}"),
+            None,
+            &HeaderMap::new(),
+        );
+        let response = admit(
+            &p,
+            &req,
+            StatusCode::OK,
+            &fresh,
+            std::time::SystemTime::now(),
+        )
+        .expect("storable")
+        .into_response(Bytes::from(vec![b'x'; 4096]));
         store.put(key, Arc::new(vec![Arc::new(response)])).await;
     }
     let stats = store.stats().await;

@@ -134,17 +134,19 @@ pub(super) fn route(
         .key_headers
         .iter()
         .enumerate()
-        .filter_map(|(j, h)| match HeaderName::from_bytes(h.get_ref().as_bytes()) {
-            Ok(name) => Some(name),
-            Err(_) => {
-                v.problem(
-                    h.span(),
-                    format!("{at}.key_headers[{j}]"),
-                    format!("{:?} is not a header name", h.get_ref()),
-                );
-                None
-            }
-        })
+        .filter_map(
+            |(j, h)| match HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    v.problem(
+                        h.span(),
+                        format!("{at}.key_headers[{j}]"),
+                        format!("{:?} is not a header name", h.get_ref()),
+                    );
+                    None
+                }
+            },
+        )
         .collect();
     let key_cookies = c
         .key_cookies

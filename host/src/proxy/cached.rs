@@ -16,8 +16,8 @@ use http_body_util::BodyExt;
 
 use crate::body::{self, Body};
 use crate::cache::{
-    admit, condition_met, not_modified_response, CacheKey, CachedResponse, Fill, FillGuard,
-    Lookup, NotStored, Purge, ResponseCache, RouteCachePolicy, TeeBody,
+    admit, condition_met, not_modified_response, CacheKey, CachedResponse, Fill, FillGuard, Lookup,
+    NotStored, Purge, ResponseCache, RouteCachePolicy, TeeBody,
 };
 use crate::telemetry::Metrics;
 use crate::upstream::{UpstreamError, Upstreams};
@@ -35,8 +35,14 @@ pub(super) struct Origin {
 
 impl Origin {
     /// The upstream's response, framing settled and hop-by-hop headers gone: as stored.
-    async fn fetch(&self, req: Request<Body>) -> Result<(Response<Body>, SocketAddr), UpstreamError> {
-        let upstream = self.upstreams.call(&self.service, req, self.timeout).await?;
+    async fn fetch(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Body>, SocketAddr), UpstreamError> {
+        let upstream = self
+            .upstreams
+            .call(&self.service, req, self.timeout)
+            .await?;
         let mut response = upstream.response;
         if response.headers().contains_key(header::TRANSFER_ENCODING) {
             // As on the uncached path: Transfer-Encoding won, Content-Length is false.
@@ -83,7 +89,12 @@ impl Outcome {
 }
 
 impl CacheCall<'_> {
-    fn answer(&self, mut response: Response<Body>, endpoint: Option<SocketAddr>, outcome: Outcome) -> Cached {
+    fn answer(
+        &self,
+        mut response: Response<Body>,
+        endpoint: Option<SocketAddr>,
+        outcome: Outcome,
+    ) -> Cached {
         if let Ok(value) = HeaderValue::from_str(&format!("gatehouse; {}", outcome.status)) {
             response.headers_mut().append(CACHE_STATUS.clone(), value);
         }
@@ -242,7 +253,10 @@ async fn forward(
         && (parts.headers.contains_key(header::IF_NONE_MATCH)
             || parts.headers.contains_key(header::IF_MODIFIED_SINCE));
     let sent = head_of(&parts);
-    let result = c.origin.fetch(Request::from_parts(parts, request_body)).await;
+    let result = c
+        .origin
+        .fetch(Request::from_parts(parts, request_body))
+        .await;
     let now = c.cache.clock.now();
     let usable_stale = stale.as_ref().filter(|s| s.usable_on_error(now));
     let (response, endpoint) = match result {
@@ -280,17 +294,41 @@ async fn forward(
             let refreshed = Arc::new(refreshed);
             c.cache.put(key, Arc::clone(&refreshed)).await;
             drop(guard);
-            let params = format!("fwd={fwd}; fwd-status=304; ttl={}", refreshed.ttl_seconds(now));
+            let params = format!(
+                "fwd={fwd}; fwd-status=304; ttl={}",
+                refreshed.ttl_seconds(now)
+            );
             let served = serve(&refreshed, &client_conditions, now, false);
             return Ok(c.answer(served, Some(endpoint), Outcome::new(params, "revalidated")));
         }
         // The 304 validated another response than the one stored: fetch it whole.
         let mut again = sent.clone();
         take_conditions(&mut again.headers);
-        let (response, endpoint) = c.origin.fetch(Request::from_parts(again, body::empty())).await?;
-        return Ok(store(c, key, &sent, response, endpoint, fwd, guard, &client_conditions));
+        let (response, endpoint) = c
+            .origin
+            .fetch(Request::from_parts(again, body::empty()))
+            .await?;
+        return Ok(store(
+            c,
+            key,
+            &sent,
+            response,
+            endpoint,
+            fwd,
+            guard,
+            &client_conditions,
+        ));
     }
-    Ok(store(c, key, &sent, response, endpoint, fwd, guard, &client_conditions))
+    Ok(store(
+        c,
+        key,
+        &sent,
+        response,
+        endpoint,
+        fwd,
+        guard,
+        &client_conditions,
+    ))
 }
 
 /// A full upstream response: streamed to the client, and stored when the rules allow it
@@ -321,14 +359,21 @@ fn store(
                 return c.answer(answer, Some(endpoint), Outcome::new(stored_status, "miss"));
             }
             let response = Response::from_parts(head, tee);
-            c.answer(response, Some(endpoint), Outcome::new(stored_status, "miss"))
+            c.answer(
+                response,
+                Some(endpoint),
+                Outcome::new(stored_status, "miss"),
+            )
         }
         Err(reason) => {
             drop(guard);
             if reason == NotStored::TooLarge {
                 tracing::debug!(route = %c.route, "response over max_body_bytes: not stored");
             }
-            let params = format!("fwd={fwd}; fwd-status={fwd_status}; detail={}", reason.as_str());
+            let params = format!(
+                "fwd={fwd}; fwd-status={fwd_status}; detail={}",
+                reason.as_str()
+            );
             if status == StatusCode::OK && condition_met(client_conditions, response.headers()) {
                 let answer = not_modified_response(response.headers());
                 return c.answer(answer, Some(endpoint), Outcome::new(params, "miss"));
@@ -394,15 +439,26 @@ fn refresh(c: &CacheCall<'_>, key: &CacheKey, parts: &http::request::Parts, cond
         };
         let now = cache.clock.now();
         if response.status() == StatusCode::NOT_MODIFIED {
-            if let Lookup::Stale { response: stale, .. } = cache.lookup(&key, &policy, &sent).await {
-                if let Some(refreshed) = stale.revalidated(&policy, &sent, response.headers(), now) {
+            if let Lookup::Stale {
+                response: stale, ..
+            } = cache.lookup(&key, &policy, &sent).await
+            {
+                if let Some(refreshed) = stale.revalidated(&policy, &sent, response.headers(), now)
+                {
                     cache.put(key, Arc::new(refreshed)).await;
                 }
             }
             return;
         }
         if let Ok(admission) = admit(&policy, &sent, response.status(), response.headers(), now) {
-            drain(stored_on_end(&cache, key, admission, response.into_body(), Some(guard))).await;
+            drain(stored_on_end(
+                &cache,
+                key,
+                admission,
+                response.into_body(),
+                Some(guard),
+            ))
+            .await;
         }
     });
 }
