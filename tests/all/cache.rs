@@ -105,6 +105,21 @@ async fn answer(
             &[("cache-control", "max-age=60"), ("set-cookie", "s=1")],
         ),
         "big" => respond(vec![b'x'; 4096], &[("cache-control", "max-age=60")]),
+        "chunked" => {
+            // No Content-Length: the cache learns the size only as the body streams.
+            let chunks = (0..8).map(|_| {
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![
+                    b'c';
+                    512
+                ])))
+            });
+            let mut r = Response::new(body::streaming(http_body_util::StreamBody::new(
+                futures::stream::iter(chunks),
+            )));
+            r.headers_mut()
+                .insert("cache-control", "max-age=60".parse().expect("value"));
+            r
+        }
         "plain" => respond(text, &[]),
         _ => respond(text, &[("cache-control", "max-age=60")]),
     }
@@ -463,6 +478,19 @@ async fn set_cookie_authorization_and_large_bodies_are_not_stored() {
         );
     }
     assert_eq!(seen.hits("/big"), 2);
+    // A streamed body crossing the limit: sent whole, the copy given up.
+    for _ in 0..2 {
+        let got = support::get(&url(&gw, "/chunked"), &[]).await;
+        assert_eq!(got.body.len(), 4096, "streamed whole");
+    }
+    assert_eq!(seen.hits("/chunked"), 2, "never stored");
+    let stats = support::get(&format!("http://{}/admin/cache", gw.admin_addr), &[]).await;
+    assert_eq!(
+        stats.json()["entries"],
+        1,
+        "only /fresh/auth's plain answer: {}",
+        stats.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
