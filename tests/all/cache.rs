@@ -194,6 +194,13 @@ async fn fresh_responses_are_served_from_the_cache_with_age_and_status() {
     assert!(not_modified.body.is_empty());
     assert_eq!(not_modified.headers["etag"], "\"f1\"");
     assert_eq!(seen.hits("/fresh"), 2, "the 304 came from the cache");
+
+    // The route's cache policy, with its defaults, in the config dump.
+    let config = support::get(&format!("http://{}/admin/config", gw.admin_addr), &[]).await;
+    let cache = &config.json()["routes"][0]["cache"];
+    assert_eq!(cache["lock_timeout"], "5s", "{cache}");
+    assert_eq!(cache["max_body_bytes"], 1048576);
+    assert_eq!(config.json()["cache"]["max_bytes"], 67108864);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,4 +626,34 @@ async fn entries_survive_a_reload_unless_the_route_cache_changed() {
         cache_status(&fresh)
     );
     assert_eq!(fresh.text(), "/fresh/r #2", "the old entry is not served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_unsafe_request_invalidates_the_stored_path() {
+    let (origin, seen) = counting_origin().await;
+    let gw = support::gateway(&gateway_toml(&origin, "", "")).await;
+    support::get(&url(&gw, "/fresh/doc?v=1"), &[]).await;
+    support::eventually("stored", Duration::from_secs(5), async || {
+        let got = support::get(&url(&gw, "/fresh/doc?v=1"), &[]).await;
+        cache_status(&got).starts_with("gatehouse; hit")
+    })
+    .await;
+    let client = support::http1();
+    let put = support::send(
+        &client,
+        "PUT",
+        &url(&gw, "/fresh/doc"),
+        &[],
+        Bytes::from("new"),
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    assert_eq!(cache_status(&put), "gatehouse; fwd=method; fwd-status=200");
+    let after = support::get(&url(&gw, "/fresh/doc?v=1"), &[]).await;
+    assert!(
+        cache_status(&after).contains("fwd=miss"),
+        "{}",
+        cache_status(&after)
+    );
+    assert_eq!(seen.hits("/fresh/doc"), 3, "GET, PUT, GET again");
 }
