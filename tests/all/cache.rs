@@ -657,3 +657,30 @@ async fn a_successful_unsafe_request_invalidates_the_stored_path() {
     );
     assert_eq!(seen.hits("/fresh/doc"), 3, "GET, PUT, GET again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_stripped_before_the_upstream_still_bypass_the_cache() {
+    let (origin, seen) = counting_origin().await;
+    // Like an auth plugin that strips the token it verified (jwt-auth `strip_token`).
+    let toml = format!(
+        r#"
+[[services]]
+name = "api"
+endpoints = ["{}"]
+
+[[routes]]
+name = "api"
+service = "api"
+request_headers = {{ remove = ["authorization"] }}
+
+[routes.cache]
+"#,
+        origin.addr
+    );
+    let gw = support::gateway(&toml).await;
+    for _ in 0..2 {
+        let got = support::get(&url(&gw, "/fresh/mine"), &[("authorization", "Bearer a")]).await;
+        assert_eq!(cache_status(&got), "gatehouse; fwd=bypass; fwd-status=200");
+    }
+    assert_eq!(seen.hits("/fresh/mine"), 2);
+}

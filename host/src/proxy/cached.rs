@@ -58,11 +58,18 @@ pub(super) struct CacheCall<'a> {
     pub cache: &'a Arc<ResponseCache>,
     pub policy: &'a RouteCachePolicy,
     pub route: &'a Arc<String>,
-    /// The canonical client path and query, before any rewrite.
-    pub path: String,
-    pub query: Option<String>,
+    pub target: ClientTarget,
     pub metrics: &'a Metrics,
     pub origin: Origin,
+}
+
+/// What the client asked for, read before the rewrite, the header policy and the plugins.
+pub(super) struct ClientTarget {
+    /// The canonical client path and query: the key, and what purge names.
+    pub path: String,
+    pub query: Option<String>,
+    /// The client sent `Authorization` (an auth plugin may have stripped it since).
+    pub authorization: bool,
 }
 
 /// The answer, and the endpoint that gave it (none when the cache did).
@@ -121,7 +128,7 @@ pub(super) async fn call(c: CacheCall<'_>, req: Request<Body>) -> Result<Cached,
             // RFC 9111 §4.4: a successful unsafe request invalidates what is stored for it.
             let purge = Purge::Path {
                 route: c.route.as_str().to_owned(),
-                path: c.path.clone(),
+                path: c.target.path.clone(),
             };
             c.cache.store.purge(&purge).await;
         }
@@ -132,10 +139,18 @@ pub(super) async fn call(c: CacheCall<'_>, req: Request<Body>) -> Result<Cached,
         // Partial responses are not stored; a range is served by the origin.
         return c.bypass(req, "bypass").await;
     }
-    if headers.contains_key(header::AUTHORIZATION) && !c.policy.authorized {
+    let authorization = c.target.authorization || headers.contains_key(header::AUTHORIZATION);
+    if authorization && !c.policy.authorized {
+        // The response may be the caller's own: never stored, never answered from the cache.
         return c.bypass(req, "bypass").await;
     }
-    let key = CacheKey::new(c.route, c.policy, &c.path, c.query.as_deref(), headers);
+    let key = CacheKey::new(
+        c.route,
+        c.policy,
+        &c.target.path,
+        c.target.query.as_deref(),
+        headers,
+    );
     let head = method == Method::HEAD;
     let (parts, body) = req.into_parts();
     let mut collapsed = false;

@@ -177,12 +177,16 @@ async fn proxy(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     // The cache keys on the client's canonical path, before any rewrite: purge names it.
-    let cache_target = route.config.cache.as_ref().map(|_| {
-        (
-            parts.uri.path().to_owned(),
-            parts.uri.query().map(str::to_owned),
-        )
-    });
+    // Whether the client sent credentials is read here too: a plugin may strip them.
+    let cache_target = route
+        .config
+        .cache
+        .as_ref()
+        .map(|_| super::cached::ClientTarget {
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            authorization: parts.headers.contains_key(header::AUTHORIZATION),
+        });
     parts.uri = upstream_uri(&route, &parts.uri, &params).ok_or_else(|| ProxyError::NoRoute {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -282,13 +286,12 @@ async fn proxy(
     };
     let fetched = match (&route.config.cache, cache_target) {
         // An upgrade request is never cached: it is a connection, not a response.
-        (Some(policy), Some((path, query))) if upgrade.is_none() => {
+        (Some(policy), Some(target)) if upgrade.is_none() => {
             let call = super::cached::CacheCall {
                 cache: &snapshot.cache,
                 policy,
                 route: &route.name,
-                path,
-                query,
+                target,
                 metrics,
                 origin: super::cached::Origin {
                     upstreams: Arc::clone(&snapshot.upstreams),
