@@ -296,3 +296,64 @@ async fn the_store_stays_within_its_byte_budget() {
     assert!(stats.bytes <= 64 * 1024, "{stats:?}");
     assert!(stats.evictions > 0 || stats.entries < 100, "{stats:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_leader_per_key_and_followers_wake_when_it_ends() {
+    let fills = Arc::new(Fills::default());
+    let key = CacheKey::new(
+        &Arc::new("r".into()),
+        &policy(),
+        "/a",
+        None,
+        &HeaderMap::new(),
+    );
+    let Fill::Leader(guard) = fills.join(&key) else {
+        panic!("the first request leads");
+    };
+    let Fill::Follower(wait) = fills.join(&key) else {
+        panic!("the second follows");
+    };
+    assert!(fills.try_lead(&key).is_none(), "no second refresh");
+    let waiting = tokio::spawn(wait.wait(Duration::from_secs(5)));
+    tokio::task::yield_now().await;
+    drop(guard);
+    assert!(waiting.await.expect("task"), "woken by the end of the fill");
+    assert!(fills.try_lead(&key).is_some(), "free again");
+
+    // A fill that never ends: the wait gives up at its timeout.
+    let _stuck = fills.try_lead(&key).expect("lead");
+    let Fill::Follower(wait) = fills.join(&key) else {
+        panic!("follows");
+    };
+    assert!(!wait.wait(Duration::from_secs(1)).await, "timed out");
+}
+
+#[tokio::test]
+async fn the_tee_hands_over_a_whole_body_and_gives_up_past_its_limit() {
+    use http_body_util::BodyExt;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = |n: usize| {
+        let chunks = (0..n).map(|_| {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(
+                b"0123456789",
+            )))
+        });
+        crate::body::streaming(http_body_util::StreamBody::new(futures::stream::iter(
+            chunks,
+        )))
+    };
+    let sent = tx.clone();
+    let whole = TeeBody::new(stream(3), 30, move |b| sent.send(b).expect("send"));
+    assert_eq!(whole.collect().await.expect("body").to_bytes().len(), 30);
+    assert_eq!(rx.recv().await.expect("copy").len(), 30);
+
+    let sent = tx.clone();
+    let over = TeeBody::new(stream(4), 30, move |b| sent.send(b).expect("send"));
+    assert_eq!(
+        over.collect().await.expect("body").to_bytes().len(),
+        40,
+        "sent whole"
+    );
+    drop(tx);
+    assert!(rx.recv().await.is_none(), "no copy past the limit");
+}
