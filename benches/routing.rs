@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gatehouse::config::load_str;
-use gatehouse::routing::RouteTable;
+use gatehouse::routing::{Pick, RouteTable};
 
 /// A realistic mix: exact paths, templates, prefixes, some host-bound, some with methods.
 fn config_with(routes: usize) -> String {
@@ -83,7 +83,10 @@ fn bench_split(c: &mut Criterion) {
     let client = std::net::IpAddr::from([192, 0, 2, 1]);
     for route in &config.routes {
         group.bench_function(route.name.0.as_str(), |b| {
-            b.iter(|| route.target.service_for(&headers, client).0 .0.len())
+            b.iter(|| match route.target.service_for(&headers, client) {
+                Pick::Service(service, _) => service.0.len(),
+                Pick::Static(_) => 0,
+            })
         });
     }
     group.finish();

@@ -49,6 +49,10 @@ pub enum ProxyError {
     /// this error sits in every request's `Result`).
     #[error(transparent)]
     Limited(Box<LimitRefusal>),
+    /// A route's static answer could not be made (a redirect whose filled-in location is not
+    /// a valid header value).
+    #[error(transparent)]
+    Static(#[from] crate::routing::RespondError),
 }
 
 impl From<LimitRefusal> for ProxyError {
@@ -88,6 +92,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Plugin(failure) => failure.status(),
             ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Static(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -125,6 +130,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream_failed",
             ProxyError::Plugin(_) => "plugin_failed",
             ProxyError::Limited(refusal) => refusal.code(),
+            ProxyError::Static(_) => "bad_redirect",
         }
     }
 

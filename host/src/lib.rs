@@ -8,7 +8,8 @@
 //!        → routing (host, path, method, headers, query → route; deny)
 //!        → ratelimit (limits keyed by route or client address; max_in_flight) → body limit
 //!        → headers (forwarding trust, route request policy) → plugins (request)
-//!        → ratelimit (limits keyed by header or cookie) → split (the route's service pick)
+//!        → ratelimit (limits keyed by header or cookie) → split (the route's service pick, or
+//!          the route's own answer: `respond`, `redirect`, which skips mirror and upstream)
 //!        → mirror (a background copy, never waited for)
 //!        → on a route with `[routes.cache]`, proxy::cached: a stored response answers here
 //!          (after the request plugins: auth always runs first); else one coalesced upstream

@@ -25,6 +25,7 @@ mod rate_limits;
 mod reload;
 mod shipped_plugins;
 mod shutdown;
+mod static_responses;
 mod streaming;
 mod tls;
 mod traffic;

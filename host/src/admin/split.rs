@@ -275,6 +275,15 @@ fn parse_split(
     route: &RouteConfig,
     body: &[u8],
 ) -> Result<RouteTarget, Refused> {
+    if let RouteTarget::Static(_) = route.target {
+        // Turning a static answer into a proxied route changes what the route is, not how it
+        // spreads traffic: that is a config change.
+        return Err(Refused::Bad(format!(
+            "route {:?} answers by itself (respond or redirect) and has no services to split; \
+             change it in the config file",
+            route.name.0
+        )));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed: SplitBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();

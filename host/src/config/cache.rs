@@ -88,6 +88,15 @@ pub(super) fn route(
         return None;
     }
     let at = format!("{at}.cache");
+    if r.respond.is_some() || r.redirect.is_some() {
+        v.problem(
+            table.span(),
+            at.clone(),
+            "a route that answers by itself ([routes.respond] or [routes.redirect]) has no \
+             upstream response to cache; remove [routes.cache]"
+                .to_owned(),
+        );
+    }
     let methods = &matcher.methods;
     if !methods.is_empty() && !methods.contains(&Method::GET) {
         let list: Vec<&str> = methods.iter().map(Method::as_str).collect();

@@ -10,6 +10,7 @@ pub mod model;
 pub mod plugins;
 mod policy;
 pub mod ratelimit;
+mod respond;
 mod traffic;
 mod upgrade;
 mod upstream_tls;

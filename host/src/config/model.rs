@@ -387,6 +387,42 @@ pub struct RawRoute {
     pub upgrade_idle_timeout: Option<Spanned<String>>,
     /// The route's HTTP response cache (docs/cache.md). Default: none.
     pub cache: Option<Spanned<super::cache::RawRouteCache>>,
+    /// Answer every request with this status, headers and body, without a service
+    /// (docs/static-responses.md). Exclusive with `service`, `split` and `redirect`.
+    pub respond: Option<Spanned<RawRespond>>,
+    /// Answer every request with a redirect, without a service. Exclusive with `service`,
+    /// `split` and `respond`.
+    pub redirect: Option<Spanned<RawRedirect>>,
+}
+
+/// `[routes.respond]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    /// 200-599. Default 200.
+    pub status: Option<Spanned<i64>>,
+    /// Response headers. Default: `content-type` from `body_file`'s extension, or
+    /// `text/plain; charset=utf-8` for an inline `body`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// The body, inline. Exclusive with `body_file`. Default: empty.
+    pub body: Option<Spanned<String>>,
+    /// The body, from a file read at load (relative to the config file's directory; at most
+    /// 1 MiB).
+    pub body_file: Option<Spanned<String>>,
+}
+
+/// `[routes.redirect]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    /// Where to: an absolute URL or a path; `{name}` is filled from the route's path template.
+    /// Required.
+    pub location: Spanned<String>,
+    /// 301, 302, 303, 307 or 308. Default 302.
+    pub status: Option<Spanned<i64>>,
+    /// Append the request's query string. Default true.
+    pub keep_query: Option<bool>,
 }
 
 /// One `[[routes.split]]` entry.

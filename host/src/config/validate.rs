@@ -491,9 +491,12 @@ fn validate_routes(
                 format!("duplicate route name {name:?}"),
             );
         }
-        let target = route_target(v, r, &at, known);
         let matcher = validate_match(v, &r.matcher, &at);
         let route_cache = super::cache::route(v, r, &at, &matcher, cache);
+        let target = match super::respond::target(v, r, &at, &matcher.path) {
+            Some(answer) => answer,
+            None => route_target(v, r, &at, known),
+        };
         if r.strip_prefix && !matches!(matcher.path, PathMatch::Prefix(_)) {
             v.problem(
                 r.name.span(),
@@ -555,7 +558,8 @@ fn validate_routes(
     out
 }
 
-/// `service`, or `split` (with `sticky`): exactly one of the two.
+/// `service`, or `split` (with `sticky`): exactly one of the two, on a route without `respond`
+/// or `redirect`.
 fn route_target(
     v: &mut Validator<'_>,
     r: &RawRoute,
@@ -592,7 +596,9 @@ fn route_target(
             v.problem(
                 r.name.span(),
                 format!("{at}.service"),
-                "set service (one service) or split (several services with weights)".to_owned(),
+                "set service (one service), split (several services with weights), or respond \
+                 or redirect (the gateway answers)"
+                    .to_owned(),
             );
             return placeholder();
         }

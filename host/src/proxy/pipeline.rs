@@ -25,7 +25,7 @@ use crate::error::ProxyError;
 use crate::headers::{self, refuse};
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::ratelimit::{InFlightPermit, PermitBody};
-use crate::routing::Matched;
+use crate::routing::{Matched, Pick};
 use crate::state::Snapshot;
 use crate::telemetry::{AccessLog, Metrics};
 use crate::tls::ClientCertificate;
@@ -270,10 +270,18 @@ async fn proxy(
         upgrade.prepare(&mut upstream_req);
     }
     // A split picks here, after the plugins: a sticky key may be a header a plugin set.
-    let (service, picked) = route
+    let (service, picked) = match route
         .config
         .target
-        .service_for(upstream_req.headers(), client.ip());
+        .service_for(upstream_req.headers(), client.ip())
+    {
+        Pick::Service(service, picked) => (service, picked),
+        // A route that answers by itself: its answer stands where the upstream's would.
+        Pick::Static(answer) => {
+            let response = answer.respond(&params, upstream_req.uri().query())?;
+            return respond_after_plugins(response, chain, &route, request_id, in_flight).await;
+        }
+    };
     log.service = picked.cloned();
     let upstream_req = match &route.config.mirror {
         // A connection that switches protocols cannot be copied.
@@ -360,6 +368,21 @@ async fn proxy(
         response = Box::pin(run.on_response(response)).await?;
     }
     Ok(finish(response, &route, request_id, in_flight))
+}
+
+/// A response the gateway made for the route (`respond`, `redirect`), through the response
+/// plugins. The request body is never read (hyper drains or closes on what is left of it).
+async fn respond_after_plugins(
+    mut response: Response<Body>,
+    mut chain: Option<crate::plugins::ChainRun>,
+    route: &crate::routing::Route,
+    request_id: &HeaderValue,
+    in_flight: Option<InFlightPermit>,
+) -> Result<Response<Body>, ProxyError> {
+    if let Some(run) = &mut chain {
+        response = Box::pin(run.on_response(response)).await?;
+    }
+    Ok(finish(response, route, request_id, in_flight))
 }
 
 /// The last touches on a response the route produced (upstream, plugin or fallback): the

@@ -13,6 +13,7 @@
 //!    (methods counts as one, each header, query and cookie predicate as one);
 //! 4. then file order: the route written first wins.
 
+mod respond;
 mod route;
 mod spec;
 mod split;
@@ -23,9 +24,12 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
+pub use respond::{
+    content_type_for, Redirect, RespondError, StaticResponse, MAX_STATIC_BODY, REDIRECT_STATUSES,
+};
 pub use route::{Route, RouteId};
 pub use spec::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName};
-pub use split::{RouteTarget, Split, SplitError, SplitTarget, MAX_WEIGHT};
+pub use split::{Pick, RouteTarget, Split, SplitError, SplitTarget, MAX_WEIGHT};
 
 /// A route that matched, with the parameters its path template captured.
 #[derive(Debug)]

@@ -75,7 +75,7 @@ impl Route {
     }
 }
 
-fn fill_template(template: &str, params: &[(String, String)]) -> String {
+pub(super) fn fill_template(template: &str, params: &[(String, String)]) -> String {
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
     while let Some(open) = rest.find('{') {

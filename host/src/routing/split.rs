@@ -20,6 +20,7 @@ use rand::RngExt;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use super::respond::StaticResponse;
 use crate::balancing::HashKey;
 use crate::upstream::ServiceName;
 
@@ -27,13 +28,24 @@ use crate::upstream::ServiceName;
 /// same split; the cap only keeps the sum far from overflow and the numbers readable.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 
-/// Where a route sends its requests (`service = "x"`, or `[[routes.split]]`).
+/// Where a route sends its requests (`service = "x"`, or `[[routes.split]]`), or what it
+/// answers by itself (`[routes.respond]`, `[routes.redirect]`).
 #[derive(Debug, Clone)]
 pub enum RouteTarget {
     /// Every request goes to this service.
     Service(ServiceName),
     /// Each request goes to one of several services, by weight.
     Split(Arc<Split>),
+    /// No service: the gateway answers (a fixed response or a redirect).
+    Static(Arc<StaticResponse>),
+}
+
+/// What a request's route target comes to: a service (with the split target's shared name
+/// when a split chose it, for the access log), or the route's own answer.
+#[derive(Debug)]
+pub enum Pick<'a> {
+    Service(&'a ServiceName, Option<&'a Arc<String>>),
+    Static(&'a StaticResponse),
 }
 
 /// A weighted choice between services, validated (see [`Split::new`]).
@@ -84,30 +96,28 @@ impl SplitError {
 // --- impl RouteTarget ---
 
 impl RouteTarget {
-    /// The service this request goes to. `picked` is the split target's shared name when a
-    /// split chose it (for the access log), `None` for a one-service route, which costs one
-    /// branch here.
+    /// The service this request goes to, or the route's own answer. A one-service route costs
+    /// one branch here.
     ///
     /// `headers` and `client` feed a sticky split's key; a request without the key gets a
     /// random point, so the weights still hold.
     #[inline]
-    pub fn service_for(
-        &self,
-        headers: &HeaderMap,
-        client: IpAddr,
-    ) -> (&ServiceName, Option<&Arc<String>>) {
+    pub fn service_for(&self, headers: &HeaderMap, client: IpAddr) -> Pick<'_> {
         match self {
-            RouteTarget::Service(service) => (service, None),
+            RouteTarget::Service(service) => Pick::Service(service, None),
             RouteTarget::Split(split) => {
                 let t = split.pick(headers, client);
-                (&t.service, Some(&t.label))
+                Pick::Service(&t.service, Some(&t.label))
             }
+            RouteTarget::Static(answer) => Pick::Static(answer),
         }
     }
 
-    /// The split's targets; a one-service route reads as one target of weight 1.
+    /// The split's targets; a one-service route reads as one target of weight 1, a route
+    /// that answers by itself as none.
     pub fn targets(&self) -> Vec<(ServiceName, u32)> {
         match self {
+            RouteTarget::Static(_) => Vec::new(),
             RouteTarget::Service(s) => vec![(s.clone(), 1)],
             RouteTarget::Split(split) => split
                 .targets
@@ -120,7 +130,7 @@ impl RouteTarget {
     /// The split's sticky key, if any.
     pub fn sticky(&self) -> Option<&HashKey> {
         match self {
-            RouteTarget::Service(_) => None,
+            RouteTarget::Service(_) | RouteTarget::Static(_) => None,
             RouteTarget::Split(split) => split.sticky.as_ref(),
         }
     }
@@ -130,7 +140,7 @@ impl RouteTarget {
     pub fn replace_service(&self, from: &ServiceName, to: &ServiceName) -> Option<RouteTarget> {
         match self {
             RouteTarget::Service(s) if s == from => Some(RouteTarget::Service(to.clone())),
-            RouteTarget::Service(_) => None,
+            RouteTarget::Service(_) | RouteTarget::Static(_) => None,
             RouteTarget::Split(split) => {
                 let from_weight = split.targets.iter().find(|t| &t.service == from)?.weight;
                 let mut targets: Vec<(ServiceName, u32)> = Vec::new();
@@ -173,6 +183,15 @@ impl Serialize for RouteTarget {
                 map.serialize_entry("sticky", &split.sticky.as_ref().map(|k| k.to_string()))?;
                 map.end()
             }
+            RouteTarget::Static(answer) => {
+                let mut map = s.serialize_map(Some(1))?;
+                let key = match answer.redirect {
+                    Some(_) => "redirect",
+                    None => "respond",
+                };
+                map.serialize_entry(key, &**answer)?;
+                map.end()
+            }
         }
     }
 }
@@ -190,6 +209,10 @@ impl fmt::Display for RouteTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RouteTarget::Service(s) => write!(f, "{s}"),
+            RouteTarget::Static(answer) => match &answer.redirect {
+                Some(r) => write!(f, "redirect {} to {}", answer.status.as_u16(), r.location),
+                None => write!(f, "static {}", answer.status.as_u16()),
+            },
             RouteTarget::Split(split) => {
                 for (i, t) in split.targets.iter().enumerate() {
                     let sep = if i == 0 { "" } else { ", " };

@@ -103,3 +103,28 @@ plugins = [{}]
         "rejected requests never reached the origin"
     );
 }
+
+/// A static answer stands where the upstream's would: the route's request plugins run first,
+/// so an auth plugin guards it like any other route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_guards_a_route_that_answers_by_itself() {
+    let dir = PluginsDir::new();
+    let cfg = json!({ "keys": [{ "sha256": api_key_sha256("ops-key"), "consumer": "ops" }] });
+    let toml = format!(
+        r#"
+[[routes]]
+name = "status"
+match = {{ path = "/internal/status" }}
+plugins = [{}]
+respond = {{ body = "all systems go" }}
+"#,
+        plugin("api-key", cfg, &[], None)
+    );
+    let gw = kit::gateway(&dir, &toml).await;
+    let got = support::get(&url(&gw, "/internal/status"), &[]).await;
+    assert_eq!(got.status, 401, "{}", got.text());
+    assert!(!got.text().contains("all systems go"));
+    let got = support::get(&url(&gw, "/internal/status"), &[("x-api-key", "ops-key")]).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.text(), "all systems go");
+}
