@@ -3,6 +3,7 @@
 //! Loading is two steps (see [`load`]): the raw serde shape in [`model`], then [`validate`]
 //! which turns it into [`Config`], whose types cannot hold bad values.
 
+mod cache;
 mod listen;
 mod load;
 pub mod model;
@@ -52,6 +53,8 @@ pub struct Config {
     #[serde(skip)]
     pub registry: crate::discovery::registry::RegistryConfig,
     pub plugins: plugins::PluginsConfig,
+    /// `[cache]`: the response cache's byte budget.
+    pub cache: crate::cache::CacheBudget,
     /// Problems that do not make the config invalid (an expired certificate), each rendered
     /// like an error; `gatehouse check` prints them and the gateway logs them at start.
     #[serde(skip)]

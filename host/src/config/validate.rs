@@ -360,7 +360,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     }
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
-    let routes = validate_routes(&mut v, &raw.routes, &known, &limits);
+    let cache = super::cache::budget(&mut v, &raw.cache);
+    let routes = validate_routes(&mut v, &raw.routes, &known, &limits, &cache);
     let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
     super::upgrade::check_protocols(&mut v, &raw.routes, &routes, &services);
 
@@ -398,6 +399,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         routes,
         registry,
         plugins,
+        cache,
         warnings: v.warnings,
     })
 }
@@ -474,6 +476,7 @@ fn validate_routes(
     raw: &[RawRoute],
     known: &BTreeSet<&str>,
     limits: &Limits,
+    cache: &crate::cache::CacheBudget,
 ) -> Vec<RouteConfig> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -489,6 +492,7 @@ fn validate_routes(
             );
         }
         let matcher = validate_match(v, &r.matcher, &at);
+        let route_cache = super::cache::route(v, r, &at, &matcher, cache);
         let target = match super::respond::target(v, r, &at, &matcher.path) {
             Some(answer) => answer,
             None => route_target(v, r, &at, known),
@@ -543,6 +547,7 @@ fn validate_routes(
             limits: super::ratelimit::route_limits(v, r, &at),
             mirror: None,
             upgrade: super::upgrade::route(v, r, &at),
+            cache: route_cache,
         });
         let timeout = out.last().map_or(limits.default_timeout, |r| r.timeout);
         let mirror = super::traffic::mirror(v, r, &at, known, timeout);

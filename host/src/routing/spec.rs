@@ -65,6 +65,9 @@ pub struct RouteConfig {
     /// HTTP/1.1 upgrades (WebSocket) this route carries (docs/websocket.md); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradePolicy>,
+    /// The route's HTTP response cache (docs/cache.md); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::RouteCachePolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -24,6 +24,12 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    route: Arc<String>,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SplitLabels {
     route: Arc<String>,
     service: Arc<String>,
@@ -120,6 +126,10 @@ pub struct Metrics {
     upgraded_open: Family<RouteLabels, Gauge>,
     upgraded_bytes: Family<DirectionLabels, Counter>,
     upgraded_closed: Family<DropLabels, Counter>,
+    cache_responses: Family<CacheLabels, Counter>,
+    cache_stored_bytes: Gauge,
+    cache_entries: Gauge,
+    cache_evictions: Counter,
 }
 
 /// One upgraded connection's metrics, fetched once when it opens: counted open until
@@ -248,7 +258,36 @@ impl Default for Metrics {
             "Upgraded connections closed, by route and reason (closed, idle_timeout, shutdown, error)",
             upgraded_closed.clone(),
         );
+        let cache_responses = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_responses",
+            "Responses of cached routes, by route and what the cache did (hit, miss, stale, \
+             revalidated, collapsed, bypass)",
+            cache_responses.clone(),
+        );
+        let cache_stored_bytes = Gauge::default();
+        registry.register(
+            "cache_stored_bytes",
+            "Bytes the response cache holds (keys, headers and bodies), read at scrape time",
+            cache_stored_bytes.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Keys the response cache holds, read at scrape time",
+            cache_entries.clone(),
+        );
+        let cache_evictions = Counter::default();
+        registry.register(
+            "cache_evictions",
+            "Response cache entries evicted to stay within cache.max_bytes",
+            cache_evictions.clone(),
+        );
         Metrics {
+            cache_responses,
+            cache_stored_bytes,
+            cache_entries,
+            cache_evictions,
             upgraded_open,
             upgraded_bytes,
             upgraded_closed,
@@ -405,6 +444,29 @@ impl Metrics {
             down: bytes("down"),
             closed: self.upgraded_closed.clone(),
             route: Arc::clone(route),
+        }
+    }
+
+    /// Counts one response of a cached route; `status` is one of a fixed set.
+    pub fn cache_response(&self, route: &Arc<String>, status: &'static str) {
+        self.cache_responses
+            .get_or_create(&CacheLabels {
+                route: Arc::clone(route),
+                status,
+            })
+            .inc();
+    }
+
+    /// Sets the response cache's size at scrape time; `evictions` is its running total.
+    pub fn cache_size(&self, bytes: u64, entries: u64, evictions: u64) {
+        self.cache_stored_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        // A new store (cache.max_bytes changed) starts from 0 again: count on from there.
+        let seen = self.cache_evictions.get();
+        if evictions > seen {
+            self.cache_evictions.inc_by(evictions - seen);
         }
     }
 
