@@ -684,3 +684,32 @@ request_headers = {{ remove = ["authorization"] }}
     }
     assert_eq!(seen.hits("/fresh/mine"), 2);
 }
+
+/// A route that matches several hosts keeps one entry per host: the origin may serve each
+/// tenant its own page on the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_has_its_own_entries() {
+    let (origin, seen) = counting_origin().await;
+    let gw = support::gateway(&gateway_toml(&origin, "", "")).await;
+    let a = support::get(&url(&gw, "/fresh/page"), &[("host", "a.example.com")]).await;
+    assert_eq!(a.text(), "/fresh/page #1");
+    support::eventually("a's entry is stored", Duration::from_secs(5), async || {
+        let got = support::get(&url(&gw, "/fresh/page"), &[("host", "A.example.com")]).await;
+        cache_status(&got).starts_with("gatehouse; hit")
+    })
+    .await;
+    // (The poll above may have reached the origin once more before the entry was stored.)
+    let before = seen.hits("/fresh/page");
+    let b = support::get(&url(&gw, "/fresh/page"), &[("host", "b.example.com")]).await;
+    assert_eq!(
+        b.text(),
+        format!("/fresh/page #{}", before + 1),
+        "b is not served a's page"
+    );
+    assert!(
+        cache_status(&b).contains("fwd=miss"),
+        "{}",
+        cache_status(&b)
+    );
+    assert_eq!(seen.hits("/fresh/page"), before + 1);
+}

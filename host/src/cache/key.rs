@@ -1,4 +1,4 @@
-//! The primary cache key: route, policy generation, canonical client path and query, and
+//! The primary cache key: route, policy generation, host, canonical client path and query, and
 //! the route's key extension (`key_headers`, `key_cookies`). Vary is the secondary key, held
 //! by the stored variants (`entry`).
 
@@ -14,6 +14,9 @@ pub struct CacheKey {
     pub route: Arc<String>,
     /// [`RouteCachePolicy::generation`]: entries of an older policy are never seen.
     pub generation: u64,
+    /// The Host the request carries upstream (the client's, lowercased): a route matching
+    /// several hosts (`*.example.com`, or none) must not serve one tenant's page to another.
+    pub host: Option<String>,
     /// The canonical path the client asked for, before any rewrite: what purge names.
     pub path: String,
     pub query: Option<String>,
@@ -48,9 +51,13 @@ impl CacheKey {
                     .map(|(_, value)| value.to_owned()),
             );
         }
+        let host = headers
+            .get(http::header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).to_ascii_lowercase());
         CacheKey {
             route: Arc::clone(route),
             generation: policy.generation(),
+            host,
             path: path.to_owned(),
             query: query.map(str::to_owned),
             extension,
@@ -60,6 +67,7 @@ impl CacheKey {
     /// Bytes the key takes, for the store's weigher.
     pub fn weight(&self) -> usize {
         64 + self.route.len()
+            + self.host.as_ref().map_or(0, String::len)
             + self.path.len()
             + self.query.as_ref().map_or(0, String::len)
             + self

@@ -343,12 +343,18 @@ async fn the_tee_hands_over_a_whole_body_and_gives_up_past_its_limit() {
         )))
     };
     let sent = tx.clone();
-    let whole = TeeBody::new(stream(3), 30, move |b| sent.send(b).expect("send"));
+    let whole = TeeBody::new(stream(3), 30, move |b| {
+        sent.send(b).expect("send");
+        Box::pin(async {})
+    });
     assert_eq!(whole.collect().await.expect("body").to_bytes().len(), 30);
     assert_eq!(rx.recv().await.expect("copy").len(), 30);
 
     let sent = tx.clone();
-    let over = TeeBody::new(stream(4), 30, move |b| sent.send(b).expect("send"));
+    let over = TeeBody::new(stream(4), 30, move |b| {
+        sent.send(b).expect("send");
+        Box::pin(async {})
+    });
     assert_eq!(
         over.collect().await.expect("body").to_bytes().len(),
         40,
@@ -356,4 +362,27 @@ async fn the_tee_hands_over_a_whole_body_and_gives_up_past_its_limit() {
     );
     drop(tx);
     assert!(rx.recv().await.is_none(), "no copy past the limit");
+}
+
+#[tokio::test]
+async fn the_body_ends_only_once_its_copy_is_stored() {
+    use http_body_util::BodyExt;
+    let (release, stored) = tokio::sync::oneshot::channel::<()>();
+    let inner = crate::body::streaming(http_body_util::StreamBody::new(futures::stream::iter([
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"abc"))),
+    ])));
+    let mut body = std::pin::pin!(TeeBody::new(inner, 30, move |_| {
+        Box::pin(async move {
+            let _ = stored.await;
+        })
+    }));
+    let first = body.frame().await.expect("a frame").expect("data");
+    assert_eq!(first.into_data().expect("data"), Bytes::from_static(b"abc"));
+    assert!(
+        futures::poll!(body.frame()).is_pending(),
+        "the end waits for the store"
+    );
+    assert!(!http_body::Body::is_end_stream(body.as_ref().get_ref()));
+    release.send(()).expect("release");
+    assert!(body.frame().await.is_none(), "then the body ends");
 }

@@ -399,7 +399,8 @@ fn store(
 }
 
 /// `body`, teed into the store: at its end (within the limit) the entry is stored, then the
-/// fill ends; a body cut short or too large ends the fill with nothing stored.
+/// fill ends, then the client gets the body's end; a body cut short or too large ends the fill
+/// with nothing stored.
 fn stored_on_end(
     cache: &Arc<ResponseCache>,
     key: CacheKey,
@@ -411,10 +412,10 @@ fn stored_on_end(
     let cache = Arc::clone(cache);
     body::streaming(TeeBody::new(response_body, limit, move |bytes: Bytes| {
         let entry = Arc::new(admission.into_response(bytes));
-        tokio::spawn(async move {
+        Box::pin(async move {
             cache.put(key, entry).await;
             drop(guard);
-        });
+        }) as futures::future::BoxFuture<'static, ()>
     }))
 }
 
