@@ -3,6 +3,8 @@
 //! Loading is two steps (see [`load`]): the raw serde shape in [`model`], then [`validate`]
 //! which turns it into [`Config`], whose types cannot hold bad values.
 
+pub mod compression;
+pub mod cors;
 mod listen;
 mod load;
 pub mod model;

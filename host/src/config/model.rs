@@ -48,6 +48,8 @@ pub struct RawConfig {
     /// This gateway instance: its zone (docs/traffic.md).
     #[serde(default)]
     pub gateway: super::traffic::RawGateway,
+    /// Response compression for every route (docs/compression.md). Default: off.
+    pub compression: Option<super::compression::RawCompression>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,6 +384,10 @@ pub struct RawRoute {
     pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
     /// An upgraded connection silent both ways this long is closed. Default `5m`.
     pub upgrade_idle_timeout: Option<Spanned<String>>,
+    /// This route's compression, over the global `[compression]` (docs/compression.md).
+    pub compression: Option<super::compression::RawCompression>,
+    /// The gateway answers preflights and sets CORS headers (docs/cors.md). Default: none.
+    pub cors: Option<super::cors::RawCors>,
     /// Answer every request with this status, headers and body, without a service
     /// (docs/static-responses.md). Exclusive with `service`, `split` and `redirect`.
     pub respond: Option<Spanned<RawRespond>>,

@@ -360,7 +360,14 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     }
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
-    let routes = validate_routes(&mut v, &raw.routes, &known, &limits);
+    let compression = super::compression::global(&mut v, raw.compression.as_ref());
+    let mut routes = validate_routes(&mut v, &raw.routes, &known, &limits);
+    for (i, (r, route)) in raw.routes.iter().zip(&mut routes).enumerate() {
+        let at = format!("routes[{i}]");
+        route.compression =
+            super::compression::route(&mut v, r.compression.as_ref(), &at, &compression);
+        route.cors = super::cors::route(&mut v, r.cors.as_ref(), &at);
+    }
     let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
     super::upgrade::check_protocols(&mut v, &raw.routes, &routes, &services);
 
@@ -543,6 +550,8 @@ fn validate_routes(
             limits: super::ratelimit::route_limits(v, r, &at),
             mirror: None,
             upgrade: super::upgrade::route(v, r, &at),
+            compression: None,
+            cors: None,
         });
         let timeout = out.last().map_or(limits.default_timeout, |r| r.timeout);
         let mirror = super::traffic::mirror(v, r, &at, known, timeout);
