@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod compression;
 mod config_errors;
 mod connections;
 mod discovery;
