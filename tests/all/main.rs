@@ -7,6 +7,7 @@ mod cli;
 mod compression;
 mod config_errors;
 mod connections;
+mod cors;
 mod discovery;
 mod edge_endpoint_cap;
 mod edge_h2;
