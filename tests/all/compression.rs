@@ -62,7 +62,10 @@ async fn fixed(
     .await
 }
 
-async fn gateway(addr: std::net::SocketAddr, route_extra: &str) -> gatehouse::gateway::RunningGateway {
+async fn gateway(
+    addr: std::net::SocketAddr,
+    route_extra: &str,
+) -> gatehouse::gateway::RunningGateway {
     support::gateway(&format!(
         "[[services]]\nname = \"s\"\nendpoints = [\"{addr}\"]\n\
          [[routes]]\nname = \"r\"\nservice = \"s\"\n{route_extra}\n"
@@ -77,7 +80,9 @@ async fn get(gw: &gatehouse::gateway::RunningGateway, headers: &[(&str, &str)]) 
 }
 
 fn header<'a>(got: &'a Got, name: &str) -> Option<&'a str> {
-    got.headers.get(name).map(|v| v.to_str().expect("ascii header"))
+    got.headers
+        .get(name)
+        .map(|v| v.to_str().expect("ascii header"))
 }
 
 #[tokio::test]
@@ -92,7 +97,11 @@ async fn gzip_brotli_and_zstd_round_trip() {
         assert_eq!(header(&got, "content-length"), None, "{encoding}");
         assert_eq!(header(&got, "vary"), Some("accept-encoding"));
         assert!(got.body.len() < body.len() / 3, "{encoding} compresses");
-        assert_eq!(decode(encoding, &got.body).await, body, "{encoding} round trip");
+        assert_eq!(
+            decode(encoding, &got.body).await,
+            body,
+            "{encoding} round trip"
+        );
     }
     // The server's preference (br, zstd, gzip) breaks the tie among equal weights.
     let got = get(&gw, &[("accept-encoding", "gzip, deflate, br, zstd")]).await;
@@ -105,7 +114,9 @@ async fn gzip_brotli_and_zstd_round_trip() {
         "{}",
         metrics.text()
     );
-    assert!(metrics.text().contains("gatehouse_compression_bytes_total{route=\"r\",direction=\"in\"}"));
+    assert!(metrics
+        .text()
+        .contains("gatehouse_compression_bytes_total{route=\"r\",direction=\"in\"}"));
 }
 
 #[tokio::test]
@@ -134,16 +145,31 @@ async fn q_values_choose_or_refuse() {
         assert_eq!(header(&got, "vary"), Some("accept-encoding"), "{accept}");
     }
     let got = get(&gw, &[]).await;
-    assert_eq!(header(&got, "content-encoding"), None, "no Accept-Encoding, no coding");
+    assert_eq!(
+        header(&got, "content-encoding"),
+        None,
+        "no Accept-Encoding, no coding"
+    );
     assert_eq!(got.body, body);
 }
 
 #[tokio::test]
 async fn what_is_left_alone() {
     let big = text(8 * 1024);
-    let cases: Vec<(&str, u16, &'static [(&'static str, &'static str)], Bytes)> = vec![
-        ("under min_bytes", 200, &[("content-type", "application/json")], text(500)),
-        ("an image", 200, &[("content-type", "image/png")], big.clone()),
+    type Headers = &'static [(&'static str, &'static str)];
+    let cases: Vec<(&str, u16, Headers, Bytes)> = vec![
+        (
+            "under min_bytes",
+            200,
+            &[("content-type", "application/json")],
+            text(500),
+        ),
+        (
+            "an image",
+            200,
+            &[("content-type", "image/png")],
+            big.clone(),
+        ),
         ("no content type", 200, &[], big.clone()),
         (
             "already encoded",
@@ -154,13 +180,19 @@ async fn what_is_left_alone() {
         (
             "a 206",
             206,
-            &[("content-type", "text/plain"), ("content-range", "bytes 0-8199/20000")],
+            &[
+                ("content-type", "text/plain"),
+                ("content-range", "bytes 0-8199/20000"),
+            ],
             big.clone(),
         ),
         (
             "no-transform",
             200,
-            &[("content-type", "text/plain"), ("cache-control", "public, no-transform")],
+            &[
+                ("content-type", "text/plain"),
+                ("cache-control", "public, no-transform"),
+            ],
             big.clone(),
         ),
     ];
@@ -219,7 +251,10 @@ async fn vary_is_appended_and_etag_weakened() {
     // An upstream Vary that names it already is not repeated.
     let origin = fixed(
         200,
-        &[("content-type", "application/json"), ("vary", "Accept-Encoding")],
+        &[
+            ("content-type", "application/json"),
+            ("vary", "Accept-Encoding"),
+        ],
         body.clone(),
     )
     .await;
@@ -238,7 +273,12 @@ async fn streaming_origin(
     let origin = origin::start(move |_req| {
         let rx = Arc::clone(&rx);
         async move {
-            let chunks = rx.lock().await.recv().await.expect("a body for the request");
+            let chunks = rx
+                .lock()
+                .await
+                .recv()
+                .await
+                .expect("a body for the request");
             let stream = futures::stream::unfold(chunks, |mut chunks| async move {
                 let chunk = chunks.recv().await?;
                 Some((Ok::<_, BoxError>(Frame::data(chunk)), chunks))

@@ -19,7 +19,9 @@ async fn counting_origin() -> (origin::Origin, Arc<AtomicUsize>) {
             hits.fetch_add(1, Ordering::SeqCst);
             let method = req.method().to_string();
             async move {
-                let mut r = Response::new(gatehouse::body::full(format!("{{\"method\":\"{method}\"}}")));
+                let mut r = Response::new(gatehouse::body::full(format!(
+                    "{{\"method\":\"{method}\"}}"
+                )));
                 let h = r.headers_mut();
                 h.insert("content-type", "application/json".parse().expect("v"));
                 h.insert("access-control-allow-origin", "*".parse().expect("v"));
@@ -43,7 +45,10 @@ allow_credentials = true
 max_age = "10m"
 "#;
 
-async fn gateway(service: std::net::SocketAddr, routes: &str) -> gatehouse::gateway::RunningGateway {
+async fn gateway(
+    service: std::net::SocketAddr,
+    routes: &str,
+) -> gatehouse::gateway::RunningGateway {
     support::gateway(&format!(
         "[[services]]\nname = \"s\"\nendpoints = [\"{service}\"]\n{routes}"
     ))
@@ -57,7 +62,12 @@ fn route(name: &str, prefix: &str, extra: &str) -> String {
     )
 }
 
-async fn send(gw: &gatehouse::gateway::RunningGateway, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+async fn send(
+    gw: &gatehouse::gateway::RunningGateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Got {
     support::send(
         &support::http1(),
         method,
@@ -98,14 +108,30 @@ async fn preflights_are_answered_by_the_gateway() {
     )
     .await;
     assert_eq!(got.status, 204, "{}", got.text());
-    assert_eq!(header(&got, "access-control-allow-origin"), Some("https://app.example.com"));
-    assert_eq!(header(&got, "access-control-allow-credentials"), Some("true"));
-    assert_eq!(header(&got, "access-control-allow-methods"), Some("GET, PUT"));
-    assert_eq!(header(&got, "access-control-allow-headers"), Some("x-api-key, content-type"));
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&got, "access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(
+        header(&got, "access-control-allow-methods"),
+        Some("GET, PUT")
+    );
+    assert_eq!(
+        header(&got, "access-control-allow-headers"),
+        Some("x-api-key, content-type")
+    );
     assert_eq!(header(&got, "access-control-max-age"), Some("600"));
     assert_eq!(header(&got, "vary"), Some("origin"));
     assert!(got.headers.contains_key("x-request-id"));
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the origin never sees a preflight");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the origin never sees a preflight"
+    );
 }
 
 #[tokio::test]
@@ -115,11 +141,17 @@ async fn refused_preflights_get_a_json_403_and_no_cors_headers() {
     let cases: [(&str, &[(&str, &str)]); 4] = [
         (
             "origin",
-            &[("origin", "https://evil.example.net"), ("access-control-request-method", "GET")],
+            &[
+                ("origin", "https://evil.example.net"),
+                ("access-control-request-method", "GET"),
+            ],
         ),
         (
             "method",
-            &[("origin", "https://app.example.com"), ("access-control-request-method", "DELETE")],
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "DELETE"),
+            ],
         ),
         (
             "header",
@@ -131,7 +163,10 @@ async fn refused_preflights_get_a_json_403_and_no_cors_headers() {
         ),
         (
             "lookalike origin",
-            &[("origin", "https://evil-example.org"), ("access-control-request-method", "GET")],
+            &[
+                ("origin", "https://evil-example.org"),
+                ("access-control-request-method", "GET"),
+            ],
         ),
     ];
     for (what, headers) in cases {
@@ -145,7 +180,10 @@ async fn refused_preflights_get_a_json_403_and_no_cors_headers() {
         &gw,
         "OPTIONS",
         "/api/items",
-        &[("origin", "https://app.example.com"), ("access-control-request-method", "PATCH")],
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "PATCH"),
+        ],
     )
     .await;
     assert_eq!(got.status, 404);
@@ -157,17 +195,36 @@ async fn refused_preflights_get_a_json_403_and_no_cors_headers() {
 async fn actual_requests_get_the_gateways_cors_headers() {
     let (origin, hits) = counting_origin().await;
     let gw = gateway(origin.addr, &route("api", "/api", POLICY)).await;
-    let got = send(&gw, "GET", "/api/items", &[("origin", "https://app.example.com")]).await;
+    let got = send(
+        &gw,
+        "GET",
+        "/api/items",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
     assert_eq!(got.status, 200);
-    assert_eq!(header(&got, "access-control-allow-origin"), Some("https://app.example.com"));
-    assert_eq!(header(&got, "access-control-allow-credentials"), Some("true"));
-    assert_eq!(header(&got, "access-control-expose-headers"), Some("x-total"));
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&got, "access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(
+        header(&got, "access-control-expose-headers"),
+        Some("x-total")
+    );
     // The upstream's own CORS headers are gone: the gateway owns CORS on this route.
     assert_eq!(header(&got, "access-control-allow-methods"), None);
     assert_eq!(header(&got, "vary"), Some("origin"));
 
     // Served, but without CORS headers: the browser keeps the response from the page.
-    for origin in ["https://evil.example.net", "https://example.org.evil.net", "null"] {
+    for origin in [
+        "https://evil.example.net",
+        "https://example.org.evil.net",
+        "null",
+    ] {
         let got = send(&gw, "GET", "/api/items", &[("origin", origin)]).await;
         assert_eq!(got.status, 200, "{origin}");
         no_cors_headers(&got, origin);
@@ -193,7 +250,11 @@ async fn wildcard_subdomains() {
     ] {
         let got = send(&gw, "GET", "/api/x", &[("origin", origin)]).await;
         let expected = allowed.then_some(origin);
-        assert_eq!(header(&got, "access-control-allow-origin"), expected, "{origin}");
+        assert_eq!(
+            header(&got, "access-control-allow-origin"),
+            expected,
+            "{origin}"
+        );
         let preflight = send(
             &gw,
             "OPTIONS",
@@ -201,7 +262,11 @@ async fn wildcard_subdomains() {
             &[("origin", origin), ("access-control-request-method", "GET")],
         )
         .await;
-        assert_eq!(preflight.status, if allowed { 204 } else { 403 }, "{origin}");
+        assert_eq!(
+            preflight.status,
+            if allowed { 204 } else { 403 },
+            "{origin}"
+        );
     }
 }
 
@@ -210,12 +275,20 @@ async fn any_origin_without_credentials_is_a_star() {
     let (origin, _) = counting_origin().await;
     let gw = gateway(
         origin.addr,
-        &route("open", "/open", "[routes.cors]\nallow_origins = [\"*\"]\nallow_headers = [\"*\"]\n"),
+        &route(
+            "open",
+            "/open",
+            "[routes.cors]\nallow_origins = [\"*\"]\nallow_headers = [\"*\"]\n",
+        ),
     )
     .await;
     let got = send(&gw, "GET", "/open", &[("origin", "https://anyone.test")]).await;
     assert_eq!(header(&got, "access-control-allow-origin"), Some("*"));
-    assert_eq!(header(&got, "vary"), None, "a bare * does not vary by origin");
+    assert_eq!(
+        header(&got, "vary"),
+        None,
+        "a bare * does not vary by origin"
+    );
     assert_eq!(header(&got, "access-control-allow-credentials"), None);
     let got = send(
         &gw,
@@ -229,7 +302,10 @@ async fn any_origin_without_credentials_is_a_star() {
     )
     .await;
     assert_eq!(got.status, 204);
-    assert_eq!(header(&got, "access-control-allow-headers"), Some("x-anything"));
+    assert_eq!(
+        header(&got, "access-control-allow-headers"),
+        Some("x-anything")
+    );
 }
 
 #[tokio::test]
@@ -246,11 +322,20 @@ async fn gateway_errors_carry_cors_headers() {
     let from_app = [("origin", "https://app.example.com")];
     let got = send(&gw, "GET", "/down", &from_app).await;
     assert_eq!(got.status, 502);
-    assert_eq!(header(&got, "access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
     let got = send(&gw, "GET", "/limited", &from_app).await;
     assert_eq!(got.status, 401);
-    assert_eq!(header(&got, "access-control-allow-origin"), Some("https://app.example.com"));
-    assert_eq!(header(&got, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&got, "access-control-allow-credentials"),
+        Some("true")
+    );
 }
 
 #[tokio::test]
@@ -271,7 +356,10 @@ async fn a_rate_limit_answer_carries_cors_headers() {
     assert_eq!(send(&gw, "GET", "/limited", &from_app).await.status, 200);
     let got = send(&gw, "GET", "/limited", &from_app).await;
     assert_eq!(got.status, 429);
-    assert_eq!(header(&got, "access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
 }
 
 #[tokio::test]
@@ -289,7 +377,10 @@ async fn preflights_on_routes_without_cors_go_upstream() {
         &gw,
         "OPTIONS",
         "/plain",
-        &[("origin", "https://app.example.com"), ("access-control-request-method", "PUT")],
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "PUT"),
+        ],
     )
     .await;
     assert_eq!(got.status, 200);

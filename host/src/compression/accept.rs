@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn server_order_breaks_ties() {
-        assert_eq!(choose(&["gzip, deflate, br, zstd"], &ALL), Some(Encoding::Brotli));
+        assert_eq!(
+            choose(&["gzip, deflate, br, zstd"], &ALL),
+            Some(Encoding::Brotli)
+        );
         assert_eq!(choose(&["gzip, zstd"], &ALL), Some(Encoding::Zstd));
         assert_eq!(
             choose(&["br, gzip"], &[Encoding::Gzip, Encoding::Brotli]),
@@ -153,8 +156,14 @@ mod tests {
     #[test]
     fn the_clients_weights_come_first() {
         assert_eq!(choose(&["br;q=0.5, gzip"], &ALL), Some(Encoding::Gzip));
-        assert_eq!(choose(&["br;q=0.5, gzip;q=0.8"], &ALL), Some(Encoding::Gzip));
-        assert_eq!(choose(&["*;q=0.5, gzip;q=0.4"], &ALL), Some(Encoding::Brotli));
+        assert_eq!(
+            choose(&["br;q=0.5, gzip;q=0.8"], &ALL),
+            Some(Encoding::Gzip)
+        );
+        assert_eq!(
+            choose(&["*;q=0.5, gzip;q=0.4"], &ALL),
+            Some(Encoding::Brotli)
+        );
         assert_eq!(choose(&["GZIP;Q=1.0"], &ALL), Some(Encoding::Gzip));
         assert_eq!(choose(&["x-gzip"], &ALL), Some(Encoding::Gzip));
     }
@@ -172,7 +181,10 @@ mod tests {
     fn identity_may_be_preferred_or_refused() {
         assert_eq!(choose(&["identity"], &ALL), None);
         assert_eq!(choose(&["gzip;q=0.5, identity"], &ALL), None);
-        assert_eq!(choose(&["gzip;q=0.5, identity;q=0"], &ALL), Some(Encoding::Gzip));
+        assert_eq!(
+            choose(&["gzip;q=0.5, identity;q=0"], &ALL),
+            Some(Encoding::Gzip)
+        );
         assert_eq!(choose(&["gzip;q=0.5, *;q=0"], &ALL), Some(Encoding::Gzip));
     }
 

@@ -228,7 +228,10 @@ impl CompressionPolicy {
         headers.remove(CONTENT_LENGTH);
         // The bytes differ from the origin's, so a range of them means something else.
         headers.remove(ACCEPT_RANGES);
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.as_str()));
+        headers.insert(
+            CONTENT_ENCODING,
+            HeaderValue::from_static(encoding.as_str()),
+        );
         weaken_etag(headers);
         let counters = metrics.compressed(route, encoding.as_str());
         let level = self.level(encoding);
@@ -258,7 +261,13 @@ impl CompressionPolicy {
         let Some(essence) = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
         else {
             return false;
         };
@@ -279,7 +288,9 @@ fn no_transform(headers: &HeaderMap) -> bool {
 /// A strong validator names exact bytes; the compressed bytes are other bytes, so the ETag
 /// becomes weak (as nginx does): conditional GETs still work, byte ranges on it do not.
 fn weaken_etag(headers: &mut HeaderMap) {
-    let Some(etag) = headers.get(ETAG) else { return };
+    let Some(etag) = headers.get(ETAG) else {
+        return;
+    };
     if etag.as_bytes().starts_with(b"\"") {
         let mut weak = Vec::with_capacity(etag.len() + 2);
         weak.extend_from_slice(b"W/");
@@ -320,7 +331,8 @@ mod tests {
             assert_eq!(TypePattern::parse(bad), None, "{bad}");
         }
         let policy = CompressionPolicy::default();
-        let ok = |t: &'static str| policy.eligible(StatusCode::OK, &headers(&[("content-type", t)]));
+        let ok =
+            |t: &'static str| policy.eligible(StatusCode::OK, &headers(&[("content-type", t)]));
         assert!(ok("text/html; charset=utf-8"));
         assert!(ok("application/problem+json"));
         assert!(ok("APPLICATION/JSON"));
@@ -338,13 +350,22 @@ mod tests {
             let status = StatusCode::from_u16(status).unwrap();
             assert!(!policy.eligible(status, &headers(&[json])), "{status}");
         }
-        assert!(!policy.eligible(StatusCode::OK, &headers(&[json, ("content-encoding", "gzip")])));
+        assert!(!policy.eligible(
+            StatusCode::OK,
+            &headers(&[json, ("content-encoding", "gzip")])
+        ));
         assert!(!policy.eligible(
             StatusCode::OK,
             &headers(&[json, ("cache-control", "public, No-Transform")])
         ));
-        assert!(!policy.eligible(StatusCode::OK, &headers(&[json, ("content-length", "1023")])));
-        assert!(policy.eligible(StatusCode::OK, &headers(&[json, ("content-length", "1024")])));
+        assert!(!policy.eligible(
+            StatusCode::OK,
+            &headers(&[json, ("content-length", "1023")])
+        ));
+        assert!(policy.eligible(
+            StatusCode::OK,
+            &headers(&[json, ("content-length", "1024")])
+        ));
         assert!(!policy.eligible(StatusCode::OK, &headers(&[])));
     }
 

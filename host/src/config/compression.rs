@@ -31,7 +31,10 @@ pub struct RawCompression {
 
 /// The global table as a base for the routes: its policy (defaults filled in) and whether
 /// it turns compression on for every route.
-pub(super) fn global(v: &mut Validator<'_>, raw: Option<&RawCompression>) -> (CompressionPolicy, bool) {
+pub(super) fn global(
+    v: &mut Validator<'_>,
+    raw: Option<&RawCompression>,
+) -> (CompressionPolicy, bool) {
     let base = CompressionPolicy::default();
     match raw {
         None => (base, false),
@@ -106,7 +109,11 @@ fn overlay(
     }
     for (value, encoding, slot) in [
         (&raw.gzip_level, Encoding::Gzip, &mut policy.gzip_level),
-        (&raw.brotli_level, Encoding::Brotli, &mut policy.brotli_level),
+        (
+            &raw.brotli_level,
+            Encoding::Brotli,
+            &mut policy.brotli_level,
+        ),
         (&raw.zstd_level, Encoding::Zstd, &mut policy.zstd_level),
     ] {
         let Some(level) = value else { continue };

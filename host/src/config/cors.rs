@@ -93,7 +93,11 @@ pub(super) fn route(v: &mut Validator<'_>, raw: Option<&RawCors>, at: &str) -> O
     let allow_headers = if mirror {
         AllowHeaders::Mirror
     } else {
-        AllowHeaders::List(header_names(v, &raw.allow_headers, &format!("{at}.allow_headers")))
+        AllowHeaders::List(header_names(
+            v,
+            &raw.allow_headers,
+            &format!("{at}.allow_headers"),
+        ))
     };
     let expose_headers = header_names(v, &raw.expose_headers, &format!("{at}.expose_headers"));
     let max_age = raw
@@ -114,16 +118,18 @@ pub(super) fn route(v: &mut Validator<'_>, raw: Option<&RawCors>, at: &str) -> O
 fn header_names(v: &mut Validator<'_>, raw: &[Spanned<String>], field: &str) -> Vec<HeaderName> {
     raw.iter()
         .enumerate()
-        .filter_map(|(j, h)| match HeaderName::from_bytes(h.get_ref().as_bytes()) {
-            Ok(name) => Some(name),
-            Err(_) => {
-                v.problem(
-                    h.span(),
-                    format!("{field}[{j}]"),
-                    format!("{:?} is not a header name", h.get_ref()),
-                );
-                None
-            }
-        })
+        .filter_map(
+            |(j, h)| match HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    v.problem(
+                        h.span(),
+                        format!("{field}[{j}]"),
+                        format!("{:?} is not a header name", h.get_ref()),
+                    );
+                    None
+                }
+            },
+        )
         .collect()
 }

@@ -70,10 +70,7 @@ fn names_as_strings<S: serde::Serializer>(n: &[HeaderName], s: S) -> Result<S::O
     s.collect_seq(n.iter().map(HeaderName::as_str))
 }
 
-fn optional_humantime<S: serde::Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn optional_humantime<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => as_humantime(d, s),
         None => s.serialize_none(),
@@ -136,7 +133,7 @@ impl CorsPolicy {
     /// Whether responses differ by `Origin` (every policy but a bare `*`), so caches must
     /// key on it.
     fn varies_by_origin(&self) -> bool {
-        !(self.origins.any && !self.allow_credentials)
+        !self.origins.any || self.allow_credentials
     }
 
     /// The CORS headers of a response to an actual (not preflight) request that carried
@@ -187,7 +184,9 @@ impl CorsPolicy {
     fn allows_header(&self, name: &str) -> bool {
         match &self.allow_headers {
             AllowHeaders::Mirror => true,
-            AllowHeaders::List(names) => names.iter().any(|n| n.as_str().eq_ignore_ascii_case(name)),
+            AllowHeaders::List(names) => {
+                names.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
+            }
         }
     }
 }

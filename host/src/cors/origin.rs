@@ -52,7 +52,9 @@ impl OriginPattern {
             });
         }
         if host.contains('*') {
-            return Err("\"*\" may only stand for the first labels of the host (https://*.example.com)");
+            return Err(
+                "\"*\" may only stand for the first labels of the host (https://*.example.com)",
+            );
         }
         let ipv6 = host.starts_with('[') && host.ends_with(']');
         if !ipv6 && !is_dns_name(host) {
@@ -83,7 +85,10 @@ fn split_port(authority: &str) -> Option<(&str, &str)> {
 fn is_dns_name(host: &str) -> bool {
     !host.is_empty()
         && host.split('.').all(|label| {
-            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -188,7 +193,10 @@ mod tests {
         assert!(!allowed(&list, "https://a.example.com:8443"));
         assert!(!allowed(&list, "https://.example.com"));
         assert!(!allowed(&list, "https://a..example.com"));
-        assert!(allowed(&["https://*.example.com:8443"], "https://a.example.com:8443"));
+        assert!(allowed(
+            &["https://*.example.com:8443"],
+            "https://a.example.com:8443"
+        ));
     }
 
     #[test]

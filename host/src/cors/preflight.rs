@@ -108,7 +108,10 @@ impl CorsPolicy {
             .get(&REQUEST_PRIVATE_NETWORK)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         if self.allow_private_network && private_network {
-            out.insert(ALLOW_PRIVATE_NETWORK.clone(), HeaderValue::from_static("true"));
+            out.insert(
+                ALLOW_PRIVATE_NETWORK.clone(),
+                HeaderValue::from_static("true"),
+            );
         }
         out.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         Ok(response)

@@ -56,11 +56,17 @@ fn preflight_refusals() {
     let p = policy(&["https://app.test"], false, AllowHeaders::List(vec![]));
     let refused = |pairs| p.preflight("r", &request(pairs)).unwrap_err();
     assert!(matches!(
-        refused(&[("origin", "https://evil.test"), ("access-control-request-method", "GET")]),
+        refused(&[
+            ("origin", "https://evil.test"),
+            ("access-control-request-method", "GET")
+        ]),
         PreflightRefusal::Origin(..)
     ));
     assert!(matches!(
-        refused(&[("origin", "https://app.test"), ("access-control-request-method", "DELETE")]),
+        refused(&[
+            ("origin", "https://app.test"),
+            ("access-control-request-method", "DELETE")
+        ]),
         PreflightRefusal::Method(..)
     ));
     assert!(matches!(
@@ -95,7 +101,10 @@ fn actual_responses() {
         ("access-control-allow-methods", "DELETE"),
         ("vary", "Accept-Encoding"),
     ]);
-    p.apply(Some(&HeaderValue::from_static("https://app.test")), &mut out);
+    p.apply(
+        Some(&HeaderValue::from_static("https://app.test")),
+        &mut out,
+    );
     assert_eq!(out[ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.test");
     assert_eq!(out[ACCESS_CONTROL_EXPOSE_HEADERS], "x-total");
     assert!(!out.contains_key(ACCESS_CONTROL_ALLOW_METHODS));
@@ -104,14 +113,20 @@ fn actual_responses() {
     assert_eq!(vary, ["Accept-Encoding", "origin"]);
 
     let mut out = request(&[("access-control-allow-origin", "*")]);
-    p.apply(Some(&HeaderValue::from_static("https://evil.test")), &mut out);
+    p.apply(
+        Some(&HeaderValue::from_static("https://evil.test")),
+        &mut out,
+    );
     assert!(!out.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
     assert_eq!(out[VARY], "origin");
 }
 
 #[test]
 fn preflight_detection() {
-    let h = request(&[("origin", "https://a.test"), ("access-control-request-method", "PUT")]);
+    let h = request(&[
+        ("origin", "https://a.test"),
+        ("access-control-request-method", "PUT"),
+    ]);
     assert_eq!(preflight_method(&Method::OPTIONS, &h), Some(Method::PUT));
     assert_eq!(preflight_method(&Method::GET, &h), None);
     let h = request(&[("access-control-request-method", "PUT")]);
