@@ -8,6 +8,7 @@ mod compression;
 mod config_errors;
 mod connections;
 mod cors;
+mod cors_browser;
 mod discovery;
 mod edge_endpoint_cap;
 mod edge_h2;
