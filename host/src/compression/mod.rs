@@ -73,7 +73,7 @@ impl Encoding {
     /// the edge (docs/compression.md, "Levels").
     pub fn default_level(self) -> u32 {
         match self {
-            Encoding::Gzip => 6,
+            Encoding::Gzip => 5,
             Encoding::Brotli => 4,
             Encoding::Zstd => 3,
         }
@@ -378,3 +378,4 @@ mod tests {
         assert_eq!(h[ETAG], "W/\"abc\"");
     }
 }
+

@@ -17,7 +17,7 @@ pub struct RawCompression {
     pub enabled: Option<Spanned<bool>>,
     /// Codings offered, the server's preference first. Default `["br", "zstd", "gzip"]`.
     pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
-    /// 1-9. Default 6.
+    /// 1-9. Default 5.
     pub gzip_level: Option<Spanned<i64>>,
     /// 0-11. Default 4.
     pub brotli_level: Option<Spanned<i64>>,
