@@ -384,16 +384,16 @@ pub struct RawRoute {
     pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
     /// An upgraded connection silent both ways this long is closed. Default `5m`.
     pub upgrade_idle_timeout: Option<Spanned<String>>,
-    /// This route's compression, over the global `[compression]` (docs/compression.md).
-    pub compression: Option<super::compression::RawCompression>,
-    /// The gateway answers preflights and sets CORS headers (docs/cors.md). Default: none.
-    pub cors: Option<super::cors::RawCors>,
     /// Answer every request with this status, headers and body, without a service
     /// (docs/static-responses.md). Exclusive with `service`, `split` and `redirect`.
     pub respond: Option<Spanned<RawRespond>>,
     /// Answer every request with a redirect, without a service. Exclusive with `service`,
     /// `split` and `respond`.
     pub redirect: Option<Spanned<RawRedirect>>,
+    /// This route's compression, over the global `[compression]` (docs/compression.md).
+    pub compression: Option<super::compression::RawCompression>,
+    /// The gateway answers preflights and sets CORS headers (docs/cors.md). Default: none.
+    pub cors: Option<super::cors::RawCors>,
 }
 
 /// `[routes.respond]`.
