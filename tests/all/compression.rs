@@ -106,6 +106,17 @@ async fn gzip_brotli_and_zstd_round_trip() {
     // The server's preference (br, zstd, gzip) breaks the tie among equal weights.
     let got = get(&gw, &[("accept-encoding", "gzip, deflate, br, zstd")]).await;
     assert_eq!(header(&got, "content-encoding"), Some("br"));
+    // HTTP/2 clients get the same.
+    let got = support::send(
+        &support::h2c(),
+        "GET",
+        &format!("http://{}/x", gw.public_addr),
+        &[("accept-encoding", "gzip")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(header(&got, "content-encoding"), Some("gzip"));
+    assert_eq!(decode("gzip", &got.body).await, body);
     let metrics = support::get(&format!("http://{}/metrics", gw.admin_addr), &[]).await;
     assert!(
         metrics
@@ -413,4 +424,33 @@ async fn off_by_default() {
     let got = get(&gw, &[("accept-encoding", "gzip")]).await;
     assert_eq!(header(&got, "content-encoding"), None);
     assert_eq!(header(&got, "vary"), None);
+}
+
+#[tokio::test]
+async fn static_answers_are_compressed_and_carry_cors_headers() {
+    let body = "static page line\n".repeat(256);
+    let gw = support::gateway(&format!(
+        "[[routes]]\nname = \"page\"\nmatch = {{ path = \"/page\" }}\n\
+         [routes.respond]\nbody = \"\"\"{body}\"\"\"\n\
+         [routes.compression]\n\
+         [routes.cors]\nallow_origins = [\"https://app.example.com\"]\n"
+    ))
+    .await;
+    let got = support::get(
+        &format!("http://{}/page", gw.public_addr),
+        &[
+            ("accept-encoding", "zstd"),
+            ("origin", "https://app.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(header(&got, "content-encoding"), Some("zstd"));
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let vary: Vec<_> = got.headers.get_all("vary").iter().collect();
+    assert_eq!(vary, ["origin", "accept-encoding"]);
+    assert_eq!(decode("zstd", &got.body).await, body.as_bytes());
 }

@@ -378,4 +378,3 @@ mod tests {
         assert_eq!(h[ETAG], "W/\"abc\"");
     }
 }
-
