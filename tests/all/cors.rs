@@ -392,3 +392,65 @@ async fn preflights_on_routes_without_cors_go_upstream() {
     let got = send(&gw, "OPTIONS", "/api", &[]).await;
     assert_eq!(got.status, 404);
 }
+
+/// A browser sends a preflight without credentials: answered by the gateway, it never meets
+/// the auth plugin; the plugin's 401 to the actual request carries the CORS headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflights_skip_an_auth_plugin_whose_401_a_page_can_read() {
+    use crate::shipped_plugins::kit::{self, api_key_sha256, plugin};
+    let (origin, hits) = kit::counting_echo().await;
+    let dir = kit::PluginsDir::new();
+    let keys = serde_json::json!({ "keys": [
+        { "sha256": api_key_sha256("web-key"), "consumer": "web" },
+    ] });
+    let gw = kit::gateway(
+        &dir,
+        &format!(
+            r#"
+[[services]]
+name = "api"
+endpoints = ["{}"]
+
+[[routes]]
+name = "api"
+service = "api"
+match = {{ prefix = "/", methods = ["GET", "PUT"] }}
+plugins = [{}]
+[routes.cors]
+allow_origins = ["https://app.example.com"]
+allow_methods = ["GET", "PUT"]
+allow_headers = ["x-api-key"]
+"#,
+            origin.addr,
+            plugin("api-key", keys, &[], None)
+        ),
+    )
+    .await;
+    let app = ("origin", "https://app.example.com");
+    let got = send(
+        &gw,
+        "OPTIONS",
+        "/items",
+        &[
+            app,
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "x-api-key"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 204, "{}", got.text());
+    let got = send(&gw, "PUT", "/items", &[app]).await;
+    assert_eq!(got.status, 401);
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let got = send(&gw, "PUT", "/items", &[app, ("x-api-key", "web-key")]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        header(&got, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    gw.shutdown().await;
+}
