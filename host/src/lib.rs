@@ -11,6 +11,9 @@
 //!        → ratelimit (limits keyed by header or cookie) → split (the route's service pick, or
 //!          the route's own answer: `respond`, `redirect`, which skips mirror and upstream)
 //!        → mirror (a background copy, never waited for)
+//!        → on a route with `[routes.cache]`, proxy::cached: a stored response answers here
+//!          (after the request plugins: auth always runs first); else one coalesced upstream
+//!          call, revalidation or a stale answer, and the response is stored as it streams
 //!        → upstream (gray subset and zone, endpoint pick, pooled client, timeout,
 //!          response head validation)
 //!        → plugins (response) → route response policy
@@ -38,6 +41,7 @@
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
 //! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys),
 //! tunnel (upgrade policy and the byte relay of upgraded connections), fswatch (file events),
+//! cache (the response cache's rules, key, byte-bounded store and fill locks),
 //! compression (Accept-Encoding and streaming encoders), cors (origin policy, preflights)
 //! conn (one endpoint's connections, TLS to upstreams), listener (public listener + Limits),
 //! plugins
@@ -51,6 +55,7 @@
 pub mod admin;
 pub mod balancing;
 pub mod body;
+pub mod cache;
 pub mod compression;
 pub mod config;
 pub mod conn;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use self::plugins::GatewayPlugins;
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::discovery::registry::Registry;
 use crate::plugins::PluginChain;
@@ -26,6 +27,9 @@ pub struct Snapshot {
     pub chains: HashMap<String, Arc<PluginChain>>,
     /// Every route's rate limits and in-flight cap, by route index (`RouteId`).
     pub limits: Limits,
+    /// The response cache (docs/cache.md): carried over from the snapshot this one replaces
+    /// while `[cache] max_bytes` stays the same.
+    pub cache: Arc<ResponseCache>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -65,12 +69,20 @@ impl Snapshot {
         let chains = plugins
             .map(|p| p.chains(&config, &limits))
             .unwrap_or_default();
+        // Entries are keyed by the route's cache policy too: a route whose cache changed
+        // never sees the old entries, which age out of the shared budget.
+        let cache = if previous.cache.budget == config.cache {
+            Arc::clone(&previous.cache)
+        } else {
+            Arc::new(ResponseCache::in_memory(config.cache))
+        };
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             upstreams,
             chains,
             limits,
+            cache,
         })
     }
 
@@ -93,6 +105,7 @@ impl Snapshot {
             chains: self.chains.clone(),
             // The same routes in the same order: the same limiters, counters and all.
             limits: self.limits.clone(),
+            cache: Arc::clone(&self.cache),
         })
     }
 
@@ -100,6 +113,7 @@ impl Snapshot {
     /// the gateway starts, before the first real snapshot.
     pub fn starting(config: Arc<Config>) -> Self {
         Snapshot {
+            cache: Arc::new(ResponseCache::in_memory(config.cache)),
             config,
             routes: RouteTable::default(),
             upstreams: Arc::default(),

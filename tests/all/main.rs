@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod cache;
 mod cli;
 mod compression;
 mod config_errors;

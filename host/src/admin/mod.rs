@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness, metrics and the active config (loopback by default).
 
+mod cache;
 mod services;
 mod split;
 
@@ -75,6 +76,10 @@ impl Admin {
                 &request_id,
             ));
         }
+        if path == "/admin/cache" {
+            let query = req.uri().query();
+            return Ok(cache::handle(&snapshot, req.method(), query, &request_id).await);
+        }
         if path.starts_with("/admin/routes/") {
             return Ok(split::route_split(&self.reloader, &snapshot, req, &request_id).await);
         }
@@ -128,6 +133,9 @@ impl Admin {
                 if let Some(tls) = &self.tls {
                     self.metrics.tls_certificates(tls.terminator.expiries());
                 }
+                let cache = snapshot.cache.store.stats().await;
+                self.metrics
+                    .cache_size(cache.bytes, cache.entries, cache.evictions);
                 let mut response = Response::new(body::full(self.metrics.encode()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

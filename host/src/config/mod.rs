@@ -3,6 +3,7 @@
 //! Loading is two steps (see [`load`]): the raw serde shape in [`model`], then [`validate`]
 //! which turns it into [`Config`], whose types cannot hold bad values.
 
+mod cache;
 pub mod compression;
 pub mod cors;
 mod listen;
@@ -54,6 +55,8 @@ pub struct Config {
     #[serde(skip)]
     pub registry: crate::discovery::registry::RegistryConfig,
     pub plugins: plugins::PluginsConfig,
+    /// `[cache]`: the response cache's byte budget.
+    pub cache: crate::cache::CacheBudget,
     /// Problems that do not make the config invalid (an expired certificate), each rendered
     /// like an error; `gatehouse check` prints them and the gateway logs them at start.
     #[serde(skip)]

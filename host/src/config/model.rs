@@ -48,6 +48,9 @@ pub struct RawConfig {
     /// This gateway instance: its zone (docs/traffic.md).
     #[serde(default)]
     pub gateway: super::traffic::RawGateway,
+    /// The response cache's byte budget (docs/cache.md).
+    #[serde(default)]
+    pub cache: super::cache::RawCache,
     /// Response compression for every route (docs/compression.md). Default: off.
     pub compression: Option<super::compression::RawCompression>,
 }
@@ -384,6 +387,8 @@ pub struct RawRoute {
     pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
     /// An upgraded connection silent both ways this long is closed. Default `5m`.
     pub upgrade_idle_timeout: Option<Spanned<String>>,
+    /// The route's HTTP response cache (docs/cache.md). Default: none.
+    pub cache: Option<Spanned<super::cache::RawRouteCache>>,
     /// Answer every request with this status, headers and body, without a service
     /// (docs/static-responses.md). Exclusive with `service`, `split` and `redirect`.
     pub respond: Option<Spanned<RawRespond>>,

@@ -360,8 +360,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     }
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
+    let cache = super::cache::budget(&mut v, &raw.cache);
     let compression = super::compression::global(&mut v, raw.compression.as_ref());
-    let mut routes = validate_routes(&mut v, &raw.routes, &known, &limits);
+    let mut routes = validate_routes(&mut v, &raw.routes, &known, &limits, &cache);
     for (i, (r, route)) in raw.routes.iter().zip(&mut routes).enumerate() {
         let at = format!("routes[{i}]");
         route.compression =
@@ -405,6 +406,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         routes,
         registry,
         plugins,
+        cache,
         warnings: v.warnings,
     })
 }
@@ -481,6 +483,7 @@ fn validate_routes(
     raw: &[RawRoute],
     known: &BTreeSet<&str>,
     limits: &Limits,
+    cache: &crate::cache::CacheBudget,
 ) -> Vec<RouteConfig> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -496,6 +499,7 @@ fn validate_routes(
             );
         }
         let matcher = validate_match(v, &r.matcher, &at);
+        let route_cache = super::cache::route(v, r, &at, &matcher, cache);
         let target = match super::respond::target(v, r, &at, &matcher.path) {
             Some(answer) => answer,
             None => route_target(v, r, &at, known),
@@ -550,6 +554,7 @@ fn validate_routes(
             limits: super::ratelimit::route_limits(v, r, &at),
             mirror: None,
             upgrade: super::upgrade::route(v, r, &at),
+            cache: route_cache,
             compression: None,
             cors: None,
         });

@@ -120,7 +120,7 @@ impl PluginManager {
         watcher::load_dir(&loader, &registry, &settings.dir).await?;
         Ok(PluginManager {
             recycler: Recycler::new(engine.clone()),
-            cache: Arc::new(PluginCache::new(settings.limits.cache_entries)),
+            cache: Arc::new(PluginCache::new(settings.limits.cache_bytes)),
             engine,
             loader,
             registry,

@@ -3,9 +3,11 @@
 //! limits keyed by route or client address, and its in-flight cap → body limit →
 //! upstream request (hop-by-hop, forwarding headers, the route's request header policy) →
 //! request plugins → rate limits keyed by header or cookie → split pick → mirror (a background
-//! copy) → `Upstreams::call` → response plugins → the route's response header policy →
-//! the route's CORS headers and compression (on every response after routing, errors
-//! included) → access log. A CORS preflight is answered right after routing.
+//! copy) → `Upstreams::call`, or on a route with a cache `cached::call` (a hit, or the upstream
+//! call with coalescing, revalidation and storing) → response plugins → the route's response
+//! header policy → the route's CORS headers and compression (on every response after routing,
+//! errors included, cache hits too) → access log. A CORS preflight is answered right after
+//! routing.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -235,6 +237,17 @@ async fn proxy(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
+    // The cache keys on the client's canonical path, before any rewrite: purge names it.
+    // Whether the client sent credentials is read here too: a plugin may strip them.
+    let cache_target = route
+        .config
+        .cache
+        .as_ref()
+        .map(|_| super::cached::ClientTarget {
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            authorization: parts.headers.contains_key(header::AUTHORIZATION),
+        });
     parts.uri = upstream_uri(&route, &parts.uri, &params).ok_or_else(|| ProxyError::NoRoute {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -340,12 +353,34 @@ async fn proxy(
             Box::pin(mirror.tee(&route.name, &snapshot.upstreams, metrics, upstream_req)).await
         }
     };
-    let upstream = match snapshot
-        .upstreams
-        .call(&service.0, upstream_req, route.config.timeout)
-        .await
-    {
-        Ok(upstream) => upstream,
+    let fetched = match (&route.config.cache, cache_target) {
+        // An upgrade request is never cached: it is a connection, not a response.
+        (Some(policy), Some(target)) if upgrade.is_none() => {
+            let call = super::cached::CacheCall {
+                cache: &snapshot.cache,
+                policy,
+                route: &route.name,
+                target,
+                metrics,
+                origin: super::cached::Origin {
+                    upstreams: Arc::clone(&snapshot.upstreams),
+                    service: service.0.clone(),
+                    timeout: route.config.timeout,
+                },
+            };
+            // Boxed like the plugin hooks: only cached routes carry its future.
+            Box::pin(super::cached::call(call, upstream_req))
+                .await
+                .map(|cached| (cached.response, cached.endpoint))
+        }
+        _ => snapshot
+            .upstreams
+            .call(&service.0, upstream_req, route.config.timeout)
+            .await
+            .map(|upstream| (upstream.response, Some(upstream.endpoint))),
+    };
+    let (mut response, endpoint) = match fetched {
+        Ok(fetched) => fetched,
         Err(error) => {
             // The client's body failed mid-stream (over the limit, malformed, cut short) or went
             // silent: its fault, whatever the upstream connection made of it, and no case for
@@ -372,9 +407,8 @@ async fn proxy(
             return Err(error.into());
         }
     };
-    log.upstream = Some(upstream.endpoint);
+    log.upstream = endpoint;
 
-    let mut response = upstream.response;
     if let Some(upgrade) = upgrade {
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             // The response phase does not run: there is no response body, only the stream.

@@ -67,6 +67,9 @@ pub struct RouteConfig {
     /// HTTP/1.1 upgrades (WebSocket) this route carries (docs/websocket.md); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradePolicy>,
+    /// The route's HTTP response cache (docs/cache.md); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::RouteCachePolicy>,
     /// Response compression (docs/compression.md): the route's `[routes.compression]` over
     /// the global `[compression]`; None when off.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -24,6 +24,12 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    route: Arc<String>,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SplitLabels {
     route: Arc<String>,
     service: Arc<String>,
@@ -126,6 +132,10 @@ pub struct Metrics {
     upgraded_open: Family<RouteLabels, Gauge>,
     upgraded_bytes: Family<DirectionLabels, Counter>,
     upgraded_closed: Family<DropLabels, Counter>,
+    cache_responses: Family<CacheLabels, Counter>,
+    cache_stored_bytes: Gauge,
+    cache_entries: Gauge,
+    cache_evictions: Counter,
     compressed: Family<EncodingLabels, Counter>,
     compression_bytes: Family<DirectionLabels, Counter>,
 }
@@ -265,6 +275,31 @@ impl Default for Metrics {
             "Upgraded connections closed, by route and reason (closed, idle_timeout, shutdown, error)",
             upgraded_closed.clone(),
         );
+        let cache_responses = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_responses",
+            "Responses of cached routes, by route and what the cache did (hit, miss, stale, \
+             revalidated, collapsed, bypass)",
+            cache_responses.clone(),
+        );
+        let cache_stored_bytes = Gauge::default();
+        registry.register(
+            "cache_stored_bytes",
+            "Bytes the response cache holds (keys, headers and bodies), read at scrape time",
+            cache_stored_bytes.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Keys the response cache holds, read at scrape time",
+            cache_entries.clone(),
+        );
+        let cache_evictions = Counter::default();
+        registry.register(
+            "cache_evictions",
+            "Response cache entries evicted to stay within cache.max_bytes",
+            cache_evictions.clone(),
+        );
         let compressed = Family::<EncodingLabels, Counter>::default();
         registry.register(
             "compressed_responses",
@@ -278,6 +313,10 @@ impl Default for Metrics {
             compression_bytes.clone(),
         );
         Metrics {
+            cache_responses,
+            cache_stored_bytes,
+            cache_entries,
+            cache_evictions,
             compressed,
             compression_bytes,
             upgraded_open,
@@ -458,6 +497,29 @@ impl Metrics {
             down: bytes("down"),
             closed: self.upgraded_closed.clone(),
             route: Arc::clone(route),
+        }
+    }
+
+    /// Counts one response of a cached route; `status` is one of a fixed set.
+    pub fn cache_response(&self, route: &Arc<String>, status: &'static str) {
+        self.cache_responses
+            .get_or_create(&CacheLabels {
+                route: Arc::clone(route),
+                status,
+            })
+            .inc();
+    }
+
+    /// Sets the response cache's size at scrape time; `evictions` is its running total.
+    pub fn cache_size(&self, bytes: u64, entries: u64, evictions: u64) {
+        self.cache_stored_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        // A new store (cache.max_bytes changed) starts from 0 again: count on from there.
+        let seen = self.cache_evictions.get();
+        if evictions > seen {
+            self.cache_evictions.inc_by(evictions - seen);
         }
     }
 

@@ -139,7 +139,7 @@ impl Loader {
             config: "{}".into(),
             grants: Grants::default(),
             services: Arc::new(NoServices),
-            cache: Arc::new(PluginCache::new(1)),
+            cache: Arc::new(PluginCache::new(1024)),
             shelf: Default::default(),
         });
         pre.instantiate(&self.engine, env, Arc::new(RequestMeta::default()))

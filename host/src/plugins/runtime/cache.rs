@@ -1,7 +1,6 @@
-//! The cache shared by plugins: namespaced keys, a TTL per entry, bounded size.
+//! The cache shared by plugins (the `cache` WIT import): namespaced keys, a TTL per entry,
+//! bounded by bytes (moka with a weigher, per-entry expiry).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +11,8 @@ pub const MAX_KEY: usize = 1024;
 pub const MAX_VALUE: usize = 1 << 20;
 /// Longest TTL; a TTL of 0 means this.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Bytes an entry weighs beyond its namespace, key and value (the map's own bookkeeping).
+const ENTRY_OVERHEAD: usize = 64;
 
 /// Why a cache operation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,45 +22,63 @@ pub enum CacheError {
     TooLarge,
 }
 
+#[derive(Clone)]
 struct Entry {
     value: Bytes,
+    ttl: Duration,
     expires: Instant,
 }
 
-/// An in-process TTL cache. Past `capacity` entries, expired entries are swept, then the
-/// entry closest to expiry is evicted.
+/// Each entry lives for its own TTL.
+struct EntryTtl;
+
+impl moka::Expiry<(String, String), Entry> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &(String, String),
+        value: &Entry,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &(String, String),
+        value: &Entry,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// An in-process TTL cache of at most `max_bytes` (namespaces, keys and values); past it,
+/// the least useful entries are evicted (moka's TinyLFU).
 pub struct PluginCache {
-    entries: Mutex<HashMap<(String, String), Entry>>,
-    capacity: usize,
+    entries: moka::sync::Cache<(String, String), Entry>,
 }
 
 impl PluginCache {
-    /// A cache holding at most `capacity` entries.
-    pub fn new(capacity: usize) -> Self {
-        PluginCache {
-            entries: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update is a
-        // single insert/remove), so a poisoned lock is safe to keep using.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    /// A cache holding at most `max_bytes`.
+    pub fn new(max_bytes: u64) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_bytes.max(1))
+            .weigher(|(ns, key): &(String, String), entry: &Entry| {
+                let bytes = ENTRY_OVERHEAD + ns.len() + key.len() + entry.value.len();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryTtl)
+            .build();
+        PluginCache { entries }
     }
 
     /// The live value under `ns`/`key`.
     pub fn get(&self, ns: &str, key: &str) -> Option<Bytes> {
-        let mut map = self.lock();
-        let k = (ns.to_string(), key.to_string());
-        match map.get(&k) {
-            Some(e) if e.expires > Instant::now() => Some(e.value.clone()),
-            Some(_) => {
-                map.remove(&k);
-                None
-            }
-            None => None,
-        }
+        self.entries
+            .get(&(ns.to_owned(), key.to_owned()))
+            .filter(|e| e.expires > Instant::now())
+            .map(|e| e.value)
     }
 
     /// Store `value` under `ns`/`key` for `ttl` (zero or over [`MAX_TTL`] means [`MAX_TTL`]).
@@ -72,37 +91,20 @@ impl PluginCache {
         } else {
             ttl
         };
-        let now = Instant::now();
-        let mut map = self.lock();
-        let k = (ns.to_string(), key.to_string());
-        if map.len() >= self.capacity && !map.contains_key(&k) {
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= self.capacity {
-                let victim = map
-                    .iter()
-                    .min_by_key(|(_, e)| e.expires)
-                    .map(|(k, _)| k.clone());
-                if let Some(v) = victim {
-                    map.remove(&v);
-                }
-            }
-        }
-        map.insert(
-            k,
-            Entry {
-                value,
-                expires: now + ttl,
-            },
-        );
+        let entry = Entry {
+            value,
+            ttl,
+            expires: Instant::now() + ttl,
+        };
+        self.entries.insert((ns.to_owned(), key.to_owned()), entry);
         Ok(())
     }
 
     /// Remove `ns`/`key`; whether a live entry was there.
     pub fn delete(&self, ns: &str, key: &str) -> bool {
-        let now = Instant::now();
-        self.lock()
-            .remove(&(ns.to_string(), key.to_string()))
-            .is_some_and(|e| e.expires > now)
+        self.entries
+            .remove(&(ns.to_owned(), key.to_owned()))
+            .is_some_and(|e| e.expires > Instant::now())
     }
 }
 
@@ -112,7 +114,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_namespaces_are_separate() {
-        let c = PluginCache::new(10);
+        let c = PluginCache::new(1 << 20);
         c.set(
             "a",
             "k",
@@ -130,18 +132,23 @@ mod tests {
     }
 
     #[test]
-    fn capacity_is_bounded() {
-        let c = PluginCache::new(2);
-        for i in 0..5 {
+    fn size_is_bounded_in_bytes() {
+        let c = PluginCache::new(16 * 1024);
+        for i in 0..100 {
             c.set(
                 "n",
                 &i.to_string(),
-                Bytes::new(),
-                Duration::from_secs(i + 1),
+                Bytes::from(vec![0u8; 1024]),
+                Duration::from_secs(60),
             )
             .expect("fits");
         }
-        assert_eq!(c.lock().len(), 2);
-        assert!(c.get("n", "4").is_some());
+        c.entries.run_pending_tasks();
+        assert!(
+            c.entries.weighted_size() <= 16 * 1024,
+            "{}",
+            c.entries.weighted_size()
+        );
+        assert!(c.entries.entry_count() < 100);
     }
 }

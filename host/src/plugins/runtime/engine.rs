@@ -33,8 +33,9 @@ pub struct PluginLimits {
     /// without plugin calls the ticker slows to 100 ms until the next call wakes it:
     /// `ticker.rs`.)
     pub epoch_tick: Duration,
-    /// Entries in the shared plugin cache. Default 10 000.
-    pub cache_entries: usize,
+    /// Bytes (namespaces, keys and values) the shared plugin cache holds at most.
+    /// Default 16 MiB.
+    pub cache_bytes: u64,
 }
 
 impl Default for PluginLimits {
@@ -45,7 +46,7 @@ impl Default for PluginLimits {
             body_cap: 1 << 20,
             max_instances: 1000,
             epoch_tick: Duration::from_millis(2),
-            cache_entries: 10_000,
+            cache_bytes: 16 << 20,
         }
     }
 }
