@@ -454,3 +454,48 @@ async fn static_answers_are_compressed_and_carry_cors_headers() {
     assert_eq!(vary, ["origin", "accept-encoding"]);
     assert_eq!(decode("zstd", &got.body).await, body.as_bytes());
 }
+
+/// The cache stores the origin's bytes; each hit is compressed for its own client, as nginx's
+/// gzip filter does on `proxy_cache` hits.
+#[tokio::test]
+async fn cache_hits_are_compressed_per_client() {
+    let body = text(16 * 1024);
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = origin::start({
+        let (body, hits) = (body.clone(), Arc::clone(&hits));
+        move |_req| {
+            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = body.clone();
+            async move {
+                let mut r = Response::new(body::full(body));
+                let h = r.headers_mut();
+                h.insert("content-type", "application/json".parse().expect("v"));
+                h.insert("cache-control", "max-age=60".parse().expect("v"));
+                r
+            }
+        }
+    })
+    .await;
+    let gw = gateway(origin.addr, "[routes.compression]\n[routes.cache]\n").await;
+    let first = get(&gw, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(header(&first, "content-encoding"), Some("gzip"));
+    assert_eq!(decode("gzip", &first.body).await, body);
+    // The entry is stored once its body has streamed through; poll until a hit answers.
+    let mut hit = None;
+    support::eventually("a cache hit", Duration::from_secs(5), async || {
+        let got = get(&gw, &[("accept-encoding", "br")]).await;
+        let is_hit = header(&got, "cache-status").is_some_and(|s| s.contains("hit"));
+        if is_hit {
+            hit = Some(got);
+        }
+        is_hit
+    })
+    .await;
+    let hit = hit.expect("a hit");
+    assert_eq!(header(&hit, "content-encoding"), Some("br"));
+    assert_eq!(decode("br", &hit.body).await, body);
+    let plain = get(&gw, &[]).await;
+    assert_eq!(header(&plain, "content-encoding"), None);
+    assert_eq!(plain.body, body);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
