@@ -53,6 +53,10 @@ pub enum ProxyError {
     /// a valid header value).
     #[error(transparent)]
     Static(#[from] crate::routing::RespondError),
+    /// A CORS preflight the route's policy does not allow (origin, method or header): 403,
+    /// without CORS headers, so the browser fails the request.
+    #[error(transparent)]
+    Preflight(#[from] crate::cors::PreflightRefusal),
 }
 
 impl From<LimitRefusal> for ProxyError {
@@ -93,6 +97,7 @@ impl ProxyError {
             ProxyError::Plugin(failure) => failure.status(),
             ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Static(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Preflight(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -131,6 +136,7 @@ impl ProxyError {
             ProxyError::Plugin(_) => "plugin_failed",
             ProxyError::Limited(refusal) => refusal.code(),
             ProxyError::Static(_) => "bad_redirect",
+            ProxyError::Preflight(_) => "cors_preflight_refused",
         }
     }
 

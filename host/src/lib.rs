@@ -16,8 +16,15 @@
 //!          call, revalidation or a stale answer, and the response is stored as it streams
 //!        → upstream (gray subset and zone, endpoint pick, pooled client, timeout,
 //!          response head validation)
-//!        → plugins (response) → route response policy → telemetry (access log)
+//!        → plugins (response) → route response policy
+//!        → cors (the route's CORS headers) → compression → telemetry (access log)
 //! ```
+//!
+//! A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is routed
+//! by the method it asks about and, on a route with `[routes.cors]`, answered right after
+//! routing (`cors::preflight`): no limits, plugins or upstream. The last two steps run on
+//! every response of a matched route, gateway errors included, with the request's `Origin`
+//! and `Accept-Encoding` as captured on arrival (before plugins can change them).
 //!
 //! A WebSocket handshake on a route with `upgrades` takes the same path up to the upstream,
 //! which it reaches on a dedicated connection (`conn::upgrade`); after the 101,
@@ -34,7 +41,8 @@
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
 //! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys),
 //! tunnel (upgrade policy and the byte relay of upgraded connections), fswatch (file events),
-//! cache (the response cache's rules, key, byte-bounded store and fill locks)
+//! cache (the response cache's rules, key, byte-bounded store and fill locks),
+//! compression (Accept-Encoding and streaming encoders), cors (origin policy, preflights)
 //! conn (one endpoint's connections, TLS to upstreams), listener (public listener + Limits),
 //! plugins
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
@@ -48,8 +56,10 @@ pub mod admin;
 pub mod balancing;
 pub mod body;
 pub mod cache;
+pub mod compression;
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod demo;
 pub mod discovery;
 pub mod error;

@@ -4,6 +4,8 @@
 //! which turns it into [`Config`], whose types cannot hold bad values.
 
 mod cache;
+pub mod compression;
+pub mod cors;
 mod listen;
 mod load;
 pub mod model;

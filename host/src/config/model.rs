@@ -51,6 +51,8 @@ pub struct RawConfig {
     /// The response cache's byte budget (docs/cache.md).
     #[serde(default)]
     pub cache: super::cache::RawCache,
+    /// Response compression for every route (docs/compression.md). Default: off.
+    pub compression: Option<super::compression::RawCompression>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,6 +395,10 @@ pub struct RawRoute {
     /// Answer every request with a redirect, without a service. Exclusive with `service`,
     /// `split` and `respond`.
     pub redirect: Option<Spanned<RawRedirect>>,
+    /// This route's compression, over the global `[compression]` (docs/compression.md).
+    pub compression: Option<super::compression::RawCompression>,
+    /// The gateway answers preflights and sets CORS headers (docs/cors.md). Default: none.
+    pub cors: Option<super::cors::RawCors>,
 }
 
 /// `[routes.respond]`.

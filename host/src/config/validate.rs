@@ -361,7 +361,14 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
     let cache = super::cache::budget(&mut v, &raw.cache);
-    let routes = validate_routes(&mut v, &raw.routes, &known, &limits, &cache);
+    let compression = super::compression::global(&mut v, raw.compression.as_ref());
+    let mut routes = validate_routes(&mut v, &raw.routes, &known, &limits, &cache);
+    for (i, (r, route)) in raw.routes.iter().zip(&mut routes).enumerate() {
+        let at = format!("routes[{i}]");
+        route.compression =
+            super::compression::route(&mut v, r.compression.as_ref(), &at, &compression);
+        route.cors = super::cors::route(&mut v, r.cors.as_ref(), &at);
+    }
     let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
     super::upgrade::check_protocols(&mut v, &raw.routes, &routes, &services);
 
@@ -548,6 +555,8 @@ fn validate_routes(
             mirror: None,
             upgrade: super::upgrade::route(v, r, &at),
             cache: route_cache,
+            compression: None,
+            cors: None,
         });
         let timeout = out.last().map_or(limits.default_timeout, |r| r.timeout);
         let mirror = super::traffic::mirror(v, r, &at, known, timeout);

@@ -5,6 +5,9 @@
 pub mod forwarding;
 pub mod policy;
 pub mod refuse;
+mod vary;
+
+pub use vary::add_vary;
 
 use std::net::IpAddr;
 

@@ -5,7 +5,9 @@
 //! request plugins → rate limits keyed by header or cookie → split pick → mirror (a background
 //! copy) → `Upstreams::call`, or on a route with a cache `cached::call` (a hit, or the upstream
 //! call with coalescing, revalidation and storing) → response plugins → the route's response
-//! header policy → access log.
+//! header policy → the route's CORS headers and compression (on every response after routing,
+//! errors included, cache hits too) → access log. A CORS preflight is answered right after
+//! routing.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -21,11 +23,13 @@ use hyper::body::Incoming;
 use crate::body::idle::{BodyIdle, IdleTimeout};
 use crate::body::limit::{self as body_limit, BodyWatch};
 use crate::body::{self, Body};
+use crate::compression::ClientAccepts;
+use crate::cors;
 use crate::error::ProxyError;
 use crate::headers::{self, refuse};
 use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::ratelimit::{InFlightPermit, PermitBody};
-use crate::routing::{Matched, Pick};
+use crate::routing::{Matched, Pick, Route};
 use crate::state::Snapshot;
 use crate::telemetry::{AccessLog, Metrics};
 use crate::tls::ClientCertificate;
@@ -56,8 +60,8 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
         let version = req.version();
-        // Set when the answer is a 101: the relay starts once hyper has written it.
-        let mut tunnel = None;
+        let arrival = Arrival::capture(&req);
+        let mut exchange = Exchange::default();
 
         let response = match proxy(
             &snapshot,
@@ -66,7 +70,7 @@ impl Pipeline {
             client,
             &request_id,
             &mut log,
-            &mut tunnel,
+            &mut exchange,
         )
         .await
         {
@@ -106,9 +110,12 @@ impl Pipeline {
         };
         // The client hears its own HTTP version, whatever the origin spoke (an HTTP/1.0 origin's
         // version would otherwise be written on the client's status line).
-        let mut response = response;
+        let mut response = match (&exchange.route, &exchange.tunnel) {
+            (Some(route), None) => last_steps(route, &arrival, response, &self.metrics),
+            _ => response,
+        };
         *response.version_mut() = version;
-        match tunnel {
+        match exchange.tunnel {
             Some(tunnel) => {
                 let log = log.upgraded(response.status(), started.elapsed(), &self.metrics);
                 tokio::spawn(tunnel.run(log, Arc::clone(&self.metrics)));
@@ -119,6 +126,51 @@ impl Pipeline {
     }
 }
 
+/// The request headers the last steps answer to, read on arrival: the request plugins may
+/// change them, the answer must follow what the client sent.
+struct Arrival {
+    origin: Option<HeaderValue>,
+    /// A CORS preflight: its answer (or refusal) already is the CORS answer.
+    preflight: bool,
+    accepts: ClientAccepts,
+}
+
+impl Arrival {
+    fn capture(req: &Request<Incoming>) -> Self {
+        Arrival {
+            origin: req.headers().get(header::ORIGIN).cloned(),
+            preflight: cors::preflight_method(req.method(), req.headers()).is_some(),
+            accepts: ClientAccepts::capture(req.method(), req.headers()),
+        }
+    }
+}
+
+/// What `proxy` leaves beside the response.
+#[derive(Default)]
+struct Exchange {
+    /// The matched route, once known: its last steps apply to every response after routing.
+    route: Option<Arc<Route>>,
+    /// Set when the answer is a 101: the relay starts once hyper has written it.
+    tunnel: Option<Box<PendingTunnel>>,
+}
+
+/// The route's last say on any response after routing, its own error answers included (a
+/// page must be able to read a 401 or a 429): the CORS headers, then compression.
+fn last_steps(
+    route: &Route,
+    arrival: &Arrival,
+    mut response: Response<Body>,
+    metrics: &Metrics,
+) -> Response<Body> {
+    if let (Some(policy), false) = (&route.config.cors, arrival.preflight) {
+        policy.apply(arrival.origin.as_ref(), response.headers_mut());
+    }
+    match &route.config.compression {
+        Some(policy) => policy.apply(&arrival.accepts, response, &route.name, metrics),
+        None => response,
+    }
+}
+
 async fn proxy(
     snapshot: &Snapshot,
     metrics: &Metrics,
@@ -126,7 +178,7 @@ async fn proxy(
     client: SocketAddr,
     request_id: &HeaderValue,
     log: &mut AccessLog,
-    tunnel: &mut Option<Box<PendingTunnel>>,
+    exchange: &mut Exchange,
 ) -> Result<Response<Body>, ProxyError> {
     check_limits(snapshot, &req)?;
     refuse::check_request(req.method(), req.version(), req.headers())?;
@@ -143,12 +195,21 @@ async fn proxy(
     let (mut parts, incoming) = req.into_parts();
     let Matched { route, params } = canonical_route(snapshot, &mut parts)?;
     log.route = Some(Arc::clone(&route.name));
+    exchange.route = Some(Arc::clone(&route));
     if let Some(status) = route.config.deny {
         // Refused by config: no plugin runs and the upstream is never contacted.
         return Err(ProxyError::Denied {
             route: route.config.name.0.clone(),
             status,
         });
+    }
+    if let Some(policy) = &route.config.cors {
+        if cors::preflight_method(&parts.method, &parts.headers).is_some() {
+            // The gateway's to answer: no limits, plugins or upstream (a browser sends no
+            // credentials with a preflight, so an auth plugin would refuse it).
+            let response = policy.preflight(&route.name, &parts.headers)?;
+            return Ok(finish(response, &route, request_id, None));
+        }
     }
     refuse::check_trace(&parts.method, &route.config.matcher.methods)?;
     // Limits keyed by the route or the client address are known now: a refusal costs no
@@ -352,7 +413,7 @@ async fn proxy(
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             // The response phase does not run: there is no response body, only the stream.
             let (switched, pending) = upgrade.switch(&mut response, in_flight, &route.name);
-            *tunnel = Some(pending);
+            exchange.tunnel = Some(pending);
             return Ok(finish(switched, &route, request_id, None));
         }
         // Any other answer is relayed as a normal response (the upstream refused the switch).
@@ -446,6 +507,17 @@ fn canonical_route(snapshot: &Snapshot, parts: &mut Parts) -> Result<Matched, Pr
 }
 
 fn find_route(snapshot: &Snapshot, parts: &Parts) -> Result<Matched, ProxyError> {
+    // A CORS preflight goes to the route of the method it asks about, if that route answers
+    // preflights; otherwise it is an OPTIONS request like any other.
+    if let Some(asked) = cors::preflight_method(&parts.method, &parts.headers) {
+        let answering = snapshot
+            .routes
+            .find_for_method(parts, &asked)
+            .filter(|m| m.route.config.cors.is_some());
+        if let Some(matched) = answering {
+            return Ok(matched);
+        }
+    }
     snapshot
         .routes
         .find(parts)

@@ -152,14 +152,21 @@ impl RouteTable {
 
     /// The most specific route for this request, if any.
     pub fn find(&self, req: &Parts) -> Option<Matched> {
+        self.find_for_method(req, &req.method)
+    }
+
+    /// The route this request would take if its method were `method`: a CORS preflight
+    /// (`OPTIONS`) belongs to the route of the method it asks about, whether or not that
+    /// route's `methods` list `OPTIONS`.
+    pub fn find_for_method(&self, req: &Parts, method: &http::Method) -> Option<Matched> {
         let path = req.uri.path();
         if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
             // The common single-host gateway: no need to look at the host at all.
-            return self.find_in(&self.any_host, req, path);
+            return self.find_in(&self.any_host, req, method, path);
         }
         let host = request_host(req);
         if let Some(table) = host.as_deref().and_then(|h| self.exact_hosts.get(h)) {
-            if let Some(m) = self.find_in(table, req, path) {
+            if let Some(m) = self.find_in(table, req, method, path) {
                 return Some(m);
             }
         }
@@ -169,21 +176,27 @@ impl RouteTable {
                 if let Some(m) = self
                     .wildcard_hosts
                     .get(&host[i..])
-                    .and_then(|t| self.find_in(t, req, path))
+                    .and_then(|t| self.find_in(t, req, method, path))
                 {
                     return Some(m);
                 }
             }
         }
-        self.find_in(&self.any_host, req, path)
+        self.find_in(&self.any_host, req, method, path)
     }
 
-    fn find_in(&self, table: &PathTable, req: &Parts, path: &str) -> Option<Matched> {
+    fn find_in(
+        &self,
+        table: &PathTable,
+        req: &Parts,
+        method: &http::Method,
+        path: &str,
+    ) -> Option<Matched> {
         if let Ok(m) = table.paths.at(path) {
             if let Some(id) = m
                 .value
                 .iter()
-                .find(|id| self.routes[id.0].predicates_match(req))
+                .find(|id| self.routes[id.0].predicates_match(req, method))
             {
                 let params = m
                     .params
@@ -204,7 +217,7 @@ impl RouteTable {
             if let Some(ids) = table.prefixes.get(probe) {
                 if let Some(id) = ids
                     .iter()
-                    .find(|id| self.routes[id.0].predicates_match(req))
+                    .find(|id| self.routes[id.0].predicates_match(req, method))
                 {
                     return Some(Matched {
                         route: self.routes[id.0].clone(),

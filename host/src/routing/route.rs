@@ -27,9 +27,10 @@ impl Route {
     }
 
     /// Method, header, cookie and query predicates (host and path are matched by the table).
-    pub(super) fn predicates_match(&self, req: &Parts) -> bool {
+    /// `method` is the request's, or for a CORS preflight the method it asks about.
+    pub(super) fn predicates_match(&self, req: &Parts, method: &http::Method) -> bool {
         let m = &self.config.matcher;
-        if !m.methods.is_empty() && !m.methods.contains(&req.method) {
+        if !m.methods.is_empty() && !m.methods.contains(method) {
             return false;
         }
         m.request.matches(&req.headers, req.uri.query())

@@ -8,6 +8,8 @@ use serde::{Serialize, Serializer};
 
 use super::RouteTarget;
 use crate::body::limit::MaxBodyBytes;
+use crate::compression::CompressionPolicy;
+use crate::cors::CorsPolicy;
 use crate::headers::policy::HeaderPolicy;
 use crate::matching::RequestMatch;
 use crate::mirror::MirrorPolicy;
@@ -68,6 +70,13 @@ pub struct RouteConfig {
     /// The route's HTTP response cache (docs/cache.md); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::cache::RouteCachePolicy>,
+    /// Response compression (docs/compression.md): the route's `[routes.compression]` over
+    /// the global `[compression]`; None when off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionPolicy>,
+    /// The route's CORS policy (docs/cors.md); None: the gateway leaves CORS to the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

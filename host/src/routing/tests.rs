@@ -306,3 +306,29 @@ match = { prefix = "/tie", cookies = { b = "1" } }
         Some("cookie-second")
     );
 }
+
+#[test]
+fn a_preflight_is_matched_by_the_method_it_asks_about() {
+    let t = table(
+        r#"
+[[routes]]
+name = "writes"
+service = "s"
+match = { prefix = "/api", methods = ["PUT", "DELETE"] }
+[[routes]]
+name = "reads"
+service = "s"
+match = { prefix = "/api", methods = ["GET"] }
+"#,
+    );
+    let preflight = req("OPTIONS", "/api/x", &[("origin", "https://a.test")]);
+    let name = |method| {
+        t.find_for_method(&preflight, &method)
+            .map(|m| m.route.config.name.0.clone())
+    };
+    assert_eq!(name(http::Method::PUT).as_deref(), Some("writes"));
+    assert_eq!(name(http::Method::GET).as_deref(), Some("reads"));
+    assert_eq!(name(http::Method::PATCH), None);
+    // As itself, the OPTIONS request takes neither route.
+    assert_eq!(route_name(&t, &preflight), None);
+}

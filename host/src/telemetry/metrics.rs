@@ -104,6 +104,12 @@ struct DirectionLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EncodingLabels {
+    route: Arc<String>,
+    encoding: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -130,6 +136,17 @@ pub struct Metrics {
     cache_stored_bytes: Gauge,
     cache_entries: Gauge,
     cache_evictions: Counter,
+    compressed: Family<EncodingLabels, Counter>,
+    compression_bytes: Family<DirectionLabels, Counter>,
+}
+
+/// The byte counters of one compressed response, fetched once when compression starts.
+#[derive(Debug, Clone)]
+pub struct CompressionCounters {
+    /// Bytes read from the response before compression.
+    pub input: Counter,
+    /// Compressed bytes sent.
+    pub output: Counter,
 }
 
 /// One upgraded connection's metrics, fetched once when it opens: counted open until
@@ -283,11 +300,25 @@ impl Default for Metrics {
             "Response cache entries evicted to stay within cache.max_bytes",
             cache_evictions.clone(),
         );
+        let compressed = Family::<EncodingLabels, Counter>::default();
+        registry.register(
+            "compressed_responses",
+            "Responses the gateway compressed, by route and encoding (gzip, br, zstd)",
+            compressed.clone(),
+        );
+        let compression_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "compression_bytes",
+            "Bytes through response compression, by route and direction (in: before, out: after)",
+            compression_bytes.clone(),
+        );
         Metrics {
             cache_responses,
             cache_stored_bytes,
             cache_entries,
             cache_evictions,
+            compressed,
+            compression_bytes,
             upgraded_open,
             upgraded_bytes,
             upgraded_closed,
@@ -419,6 +450,28 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// Counts one compressed response; its bytes are counted on the returned counters.
+    pub fn compressed(&self, route: &Arc<String>, encoding: &'static str) -> CompressionCounters {
+        self.compressed
+            .get_or_create(&EncodingLabels {
+                route: Arc::clone(route),
+                encoding,
+            })
+            .inc();
+        let direction = |direction| {
+            self.compression_bytes
+                .get_or_create(&DirectionLabels {
+                    route: Arc::clone(route),
+                    direction,
+                })
+                .clone()
+        };
+        CompressionCounters {
+            input: direction("in"),
+            output: direction("out"),
+        }
     }
 
     /// Counts one upgraded connection of `route` open until the returned handle is dropped.

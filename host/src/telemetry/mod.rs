@@ -3,7 +3,7 @@
 mod metrics;
 mod throttle;
 
-pub use metrics::{ListenerEvent, Metrics, UpgradedMetrics};
+pub use metrics::{CompressionCounters, ListenerEvent, Metrics, UpgradedMetrics};
 pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;
