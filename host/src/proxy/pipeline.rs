@@ -60,7 +60,6 @@ impl Pipeline {
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
         let version = req.version();
-        let arrival = Arrival::capture(&req);
         let mut exchange = Exchange::default();
 
         let response = match proxy(
@@ -111,7 +110,7 @@ impl Pipeline {
         // The client hears its own HTTP version, whatever the origin spoke (an HTTP/1.0 origin's
         // version would otherwise be written on the client's status line).
         let mut response = match (&exchange.route, &exchange.tunnel) {
-            (Some(route), None) => last_steps(route, &arrival, response, &self.metrics),
+            (Some(route), None) => last_steps(route, &exchange.arrival, response, &self.metrics),
             _ => response,
         };
         *response.version_mut() = version;
@@ -126,22 +125,28 @@ impl Pipeline {
     }
 }
 
-/// The request headers the last steps answer to, read on arrival: the request plugins may
-/// change them, the answer must follow what the client sent.
+/// The request headers the last steps answer to, read once the route is known, before the
+/// request plugins may change them (the answer follows what the client sent); only what the
+/// route's policies need is read.
+#[derive(Default)]
 struct Arrival {
     origin: Option<HeaderValue>,
     /// A CORS preflight: its answer (or refusal) already is the CORS answer.
     preflight: bool,
-    accepts: ClientAccepts,
+    accepts: Option<ClientAccepts>,
 }
 
 impl Arrival {
-    fn capture(req: &Request<Incoming>) -> Self {
-        Arrival {
-            origin: req.headers().get(header::ORIGIN).cloned(),
-            preflight: cors::preflight_method(req.method(), req.headers()).is_some(),
-            accepts: ClientAccepts::capture(req.method(), req.headers()),
+    fn capture(route: &Route, parts: &Parts) -> Self {
+        let mut arrival = Arrival::default();
+        if route.config.cors.is_some() {
+            arrival.origin = parts.headers.get(header::ORIGIN).cloned();
+            arrival.preflight = cors::preflight_method(&parts.method, &parts.headers).is_some();
         }
+        if route.config.compression.is_some() {
+            arrival.accepts = Some(ClientAccepts::capture(&parts.method, &parts.headers));
+        }
+        arrival
     }
 }
 
@@ -152,6 +157,7 @@ struct Exchange {
     route: Option<Arc<Route>>,
     /// Set when the answer is a 101: the relay starts once hyper has written it.
     tunnel: Option<Box<PendingTunnel>>,
+    arrival: Arrival,
 }
 
 /// The route's last say on any response after routing, its own error answers included (a
@@ -165,9 +171,9 @@ fn last_steps(
     if let (Some(policy), false) = (&route.config.cors, arrival.preflight) {
         policy.apply(arrival.origin.as_ref(), response.headers_mut());
     }
-    match &route.config.compression {
-        Some(policy) => policy.apply(&arrival.accepts, response, &route.name, metrics),
-        None => response,
+    match (&route.config.compression, &arrival.accepts) {
+        (Some(policy), Some(accepts)) => policy.apply(accepts, response, &route.name, metrics),
+        _ => response,
     }
 }
 
@@ -196,6 +202,7 @@ async fn proxy(
     let Matched { route, params } = canonical_route(snapshot, &mut parts)?;
     log.route = Some(Arc::clone(&route.name));
     exchange.route = Some(Arc::clone(&route));
+    exchange.arrival = Arrival::capture(&route, &parts);
     if let Some(status) = route.config.deny {
         // Refused by config: no plugin runs and the upstream is never contacted.
         return Err(ProxyError::Denied {
