@@ -87,27 +87,13 @@ pub(super) fn target(
 
 fn respond_to(v: &mut Validator<'_>, raw: &RawRespond, at: &str) -> StaticResponse {
     let at = format!("{at}.respond");
-    let status = match &raw.status {
-        None => StatusCode::OK,
-        Some(s) => match u16::try_from(*s.get_ref())
-            .ok()
-            .filter(|n| (200..=599).contains(n))
-            .and_then(|n| StatusCode::from_u16(n).ok())
-        {
-            Some(status) => status,
-            None => {
-                v.problem(
-                    s.span(),
-                    format!("{at}.status"),
-                    format!(
-                        "{} is not a status for an answer; expected 200-599",
-                        s.get_ref()
-                    ),
-                );
-                StatusCode::OK
-            }
-        },
-    };
+    let status = status(
+        v,
+        raw.status.as_ref(),
+        &format!("{at}.status"),
+        (StatusCode::OK, |n| (200..=599).contains(&n)),
+        "is not a status for an answer; expected 200-599",
+    );
     let mut headers = headers(v, &raw.headers, &at);
     let (body, default_type) = match (&raw.body, &raw.body_file) {
         (Some(_), Some(file)) => {
@@ -164,27 +150,13 @@ fn redirect_to(
     path: &PathMatch,
 ) -> StaticResponse {
     let at = format!("{at}.redirect");
-    let status = match &raw.status {
-        None => StatusCode::FOUND,
-        Some(s) => match u16::try_from(*s.get_ref())
-            .ok()
-            .filter(|n| REDIRECT_STATUSES.contains(n))
-            .and_then(|n| StatusCode::from_u16(n).ok())
-        {
-            Some(status) => status,
-            None => {
-                v.problem(
-                    s.span(),
-                    format!("{at}.status"),
-                    format!(
-                        "{} is not a redirect status; expected one of 301, 302, 303, 307, 308",
-                        s.get_ref()
-                    ),
-                );
-                StatusCode::FOUND
-            }
-        },
-    };
+    let status = status(
+        v,
+        raw.status.as_ref(),
+        &format!("{at}.status"),
+        (StatusCode::FOUND, |n| REDIRECT_STATUSES.contains(&n)),
+        "is not a redirect status; expected one of 301, 302, 303, 307, 308",
+    );
     check_location(v, &raw.location, path, &format!("{at}.location"));
     StaticResponse {
         status,
@@ -195,6 +167,25 @@ fn redirect_to(
             keep_query: raw.keep_query.unwrap_or(true),
         }),
     }
+}
+
+/// `raw`, if it is a status `allowed` takes; the default when unset (or refused, reported).
+fn status(
+    v: &mut Validator<'_>,
+    raw: Option<&Spanned<i64>>,
+    field: &str,
+    (default, allowed): (StatusCode, fn(u16) -> bool),
+    refusal: &str,
+) -> StatusCode {
+    let Some(raw) = raw else { return default };
+    let status = u16::try_from(*raw.get_ref())
+        .ok()
+        .filter(|&n| allowed(n))
+        .and_then(|n| StatusCode::from_u16(n).ok());
+    status.unwrap_or_else(|| {
+        v.problem(raw.span(), field, format!("{} {refusal}", raw.get_ref()));
+        default
+    })
 }
 
 /// Every `{param}` of the location is captured by the route's path template, and the location
