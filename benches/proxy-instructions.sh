@@ -14,6 +14,10 @@
 #        TRAFFIC=1 adds two routes and counts each (after the plain route, same binary):
 #        /limited/ (a rate limit and max_in_flight that never refuse) and /traffic/ (the same
 #        plus a 95/5 weighted split over two services on the one origin).
+#        EDGE=1 adds a cached route and a static one and counts each: /cached/ (a cache hit:
+#        the origin says max-age=3600, so after the warm-up every request is a hit) and
+#        /static (a `respond` route, no upstream); nginx is then also counted serving the
+#        /cached/ hit from its proxy_cache.
 # Needs: apt-get install -y nginx wrk valgrind; builds gatehouse in release mode by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +33,8 @@ source benches/load-lib.sh
 trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; rm -rf "$WORK"' EXIT
 ORIGIN=127.0.0.1:18181; PUBLIC=127.0.0.1:18180; ADMIN=127.0.0.1:18191; NGINX=127.0.0.1:18182
 BODY=$(printf 'x%.0s' $(seq 1 64))
-nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; } }"
+nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; }
+  location /cached/ { add_header Cache-Control 'max-age=3600'; return 200 '$BODY'; } }"
 cat > "$WORK/gatehouse.toml" <<CONF
 [listen]
 public = "$PUBLIC"
@@ -44,6 +49,17 @@ name = "all"
 service = "origin"
 CONF
 [ -n "${TRAFFIC:-}" ] && traffic_routes "$ORIGIN" >> "$WORK/gatehouse.toml"
+[ -n "${EDGE:-}" ] && cat >> "$WORK/gatehouse.toml" <<CONF
+[[routes]]
+name = "cached"
+service = "origin"
+match = { prefix = "/cached" }
+[routes.cache]
+[[routes]]
+name = "static"
+match = { path = "/static" }
+respond = { body = "$BODY" }
+CONF
 nginx -c "$WORK/origin.conf" -p "$WORK"
 
 answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }
@@ -82,14 +98,17 @@ count_instructions() { # $1 = binary, $2 = path (default /) → "instructions-pe
 # nginx as the same reverse proxy (keep-alive upstream pool), for comparison: one process in
 # the foreground so callgrind follows the worker itself. nginx keeps no request count, so the
 # window's requests are wrk's.
-count_nginx_instructions() { # → "instructions-per-request requests"
+count_nginx_instructions() { # $1 = path (default /) → "instructions-per-request requests"
   nginx_conf proxy 10 "upstream origin { server $ORIGIN; keepalive 64; }
-  server { listen $NGINX; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=hits:10m;
+  server { listen $NGINX; proxy_http_version 1.1; proxy_set_header Connection \"\";
+    location / { proxy_pass http://origin; }
+    location /cached/ { proxy_pass http://origin; proxy_cache hits; } }"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.%p" \
     nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off; master_process off;' >"$WORK/nginx.log" 2>&1 &
   local pid=$!
   for _ in $(seq 240); do curl -sf "http://$NGINX/" >/dev/null && break; sleep 0.5; done
-  measure_window "$pid" "http://$NGINX/"
+  measure_window "$pid" "http://$NGINX${1:-/}"
 }
 
 for bin in "$@"; do
@@ -101,6 +120,16 @@ for bin in "$@"; do
       printf '%-50s %8d instructions/request (%d requests)\n' "  $path" "$per_request" "$requests"
     done
   fi
+  if [ -n "${EDGE:-}" ]; then
+    for path in /cached/ /static; do
+      read -r per_request requests < <(count_instructions "$bin" "$path")
+      printf '%-50s %8d instructions/request (%d requests)\n' "  $path" "$per_request" "$requests"
+    done
+  fi
 done
+if [ -n "${EDGE:-}" ]; then
+  read -r per_request requests < <(count_nginx_instructions /cached/)
+  printf '%-50s %8d instructions/request (%d requests)\n' "nginx proxy_cache hit, /cached/" "$per_request" "$requests"
+fi
 read -r per_request requests < <(count_nginx_instructions)
 printf '%-50s %8d instructions/request (%d requests)\n' "nginx (same proxy, for comparison)" "$per_request" "$requests"

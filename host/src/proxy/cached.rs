@@ -39,10 +39,9 @@ impl Origin {
         &self,
         req: Request<Body>,
     ) -> Result<(Response<Body>, SocketAddr), UpstreamError> {
-        let upstream = self
-            .upstreams
-            .call(&self.service, req, self.timeout)
-            .await?;
+        // Boxed, like `forward` below: only misses pay for the upstream call's future, and the
+        // cache's own future stays small, so a hit does not copy it around (benches/README.md).
+        let upstream = Box::pin(self.upstreams.call(&self.service, req, self.timeout)).await?;
         let mut response = upstream.response;
         if response.headers().contains_key(header::TRANSFER_ENCODING) {
             // As on the uncached path: Transfer-Encoding won, Content-Length is false.
@@ -188,10 +187,12 @@ pub(super) async fn call(c: CacheCall<'_>, req: Request<Body>) -> Result<Cached,
                 let params = format!("fwd=miss; fwd-status={}", response.status().as_u16());
                 return Ok(c.answer(response, Some(endpoint), Outcome::new(params, "miss")));
             }
-            lookup if collapsed => return forward(&c, key, parts, body, lookup, None).await,
+            lookup if collapsed => {
+                return Box::pin(forward(&c, key, parts, body, lookup, None)).await;
+            }
             lookup => match c.cache.fills.join(&key) {
                 Fill::Leader(guard) => {
-                    return forward(&c, key, parts, body, lookup, Some(guard)).await;
+                    return Box::pin(forward(&c, key, parts, body, lookup, Some(guard))).await;
                 }
                 Fill::Follower(wait) => {
                     // Whether the fill ended or the wait timed out, look again; a second
