@@ -177,8 +177,12 @@ fn remove_cors_headers(headers: &mut HeaderMap) {
 // --- used by preflight ---
 
 impl CorsPolicy {
+    /// The Fetch standard lets a browser use the CORS-safelisted methods (GET, HEAD, POST)
+    /// whatever `Access-Control-Allow-Methods` says: refusing a preflight that asks for one
+    /// (sent because of a custom header) would block what browsers' own rules allow.
     fn allows_method(&self, method: &Method) -> bool {
-        self.methods.contains(method)
+        matches!(*method, Method::GET | Method::HEAD | Method::POST)
+            || self.methods.contains(method)
     }
 
     fn allows_header(&self, name: &str) -> bool {

@@ -132,3 +132,29 @@ fn preflight_detection() {
     let h = request(&[("access-control-request-method", "PUT")]);
     assert_eq!(preflight_method(&Method::OPTIONS, &h), None);
 }
+
+#[test]
+fn safelisted_methods_pass_a_preflight_whatever_allow_methods_says() {
+    // allow_methods is GET and PUT here: POST and HEAD are allowed by the Fetch standard.
+    let p = policy(
+        &["https://app.test"],
+        false,
+        AllowHeaders::List(vec![HeaderName::from_static("x-api-key")]),
+    );
+    for method in ["POST", "HEAD"] {
+        let h: HeaderMap = [
+            (ORIGIN, HeaderValue::from_static("https://app.test")),
+            (
+                ACCESS_CONTROL_REQUEST_METHOD,
+                HeaderValue::from_static(method),
+            ),
+            (
+                ACCESS_CONTROL_REQUEST_HEADERS,
+                HeaderValue::from_static("x-api-key"),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(p.preflight("r", &h).unwrap().status(), 204, "{method}");
+    }
+}
