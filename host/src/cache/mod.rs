@@ -68,16 +68,27 @@ pub struct RouteCachePolicy {
     pub authorized: bool,
     /// Store responses that carry `Set-Cookie`.
     pub set_cookie: bool,
+    /// [`RouteCachePolicy::generation`], hashed once by [`RouteCachePolicy::fingerprinted`]
+    /// when the config is loaded, not on every request.
+    #[serde(skip)]
+    pub fingerprint: u64,
 }
 
 impl RouteCachePolicy {
     /// A fingerprint of the policy: part of every key, so a route whose cache policy changes
     /// on reload no longer sees the entries stored under the old one.
     pub fn generation(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The policy with its fingerprint computed from its settings.
+    pub fn fingerprinted(mut self) -> Self {
+        self.fingerprint = 0;
         // DefaultHasher::new() has fixed keys: the same policy hashes the same in one process.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.hash(&mut hasher);
-        hasher.finish()
+        self.fingerprint = hasher.finish();
+        self
     }
 }
 

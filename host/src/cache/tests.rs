@@ -20,7 +20,9 @@ fn policy() -> RouteCachePolicy {
         lock_timeout: DEFAULT_LOCK_TIMEOUT,
         authorized: false,
         set_cookie: false,
+        fingerprint: 0,
     }
+    .fingerprinted()
 }
 
 fn request(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {

@@ -201,19 +201,23 @@ pub(super) fn route(
             Some(ttl)
         }
     };
-    Some(RouteCachePolicy {
-        ttl,
-        max_body_bytes,
-        key_headers,
-        key_cookies,
-        stale_while_revalidate,
-        stale_if_error,
-        lock_timeout: v.duration(
-            &c.lock_timeout,
-            &format!("{at}.lock_timeout"),
-            DEFAULT_LOCK_TIMEOUT,
-        ),
-        authorized: c.authorized.as_ref().is_some_and(|b| *b.get_ref()),
-        set_cookie: c.set_cookie.as_ref().is_some_and(|b| *b.get_ref()),
-    })
+    Some(
+        RouteCachePolicy {
+            ttl,
+            max_body_bytes,
+            key_headers,
+            key_cookies,
+            stale_while_revalidate,
+            stale_if_error,
+            lock_timeout: v.duration(
+                &c.lock_timeout,
+                &format!("{at}.lock_timeout"),
+                DEFAULT_LOCK_TIMEOUT,
+            ),
+            authorized: c.authorized.as_ref().is_some_and(|b| *b.get_ref()),
+            set_cookie: c.set_cookie.as_ref().is_some_and(|b| *b.get_ref()),
+            fingerprint: 0,
+        }
+        .fingerprinted(),
+    )
 }
