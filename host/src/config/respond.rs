@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use toml::Spanned;
 
 use super::model::{RawRedirect, RawRespond, RawRoute};
-use super::validate::{template_params, Validator};
-use crate::headers::policy as header_policy;
+use super::validate::{header_pair, template_params, Validator};
 use crate::routing::{
     content_type_for, PathMatch, Redirect, RouteTarget, StaticResponse, MAX_STATIC_BODY,
     REDIRECT_STATUSES,
@@ -240,35 +239,8 @@ fn headers(
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in raw {
-        let field = format!("{at}.headers.{name}");
-        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            v.problem(
-                value.span(),
-                field,
-                format!("{name:?} is not a header name"),
-            );
-            continue;
-        };
-        if header_policy::is_reserved(&header) {
-            v.problem(
-                value.span(),
-                field,
-                format!("{header} frames the message or the connection; the gateway sets it"),
-            );
-            continue;
-        }
-        match HeaderValue::from_str(value.get_ref()) {
-            Ok(val) => {
-                headers.append(header, val);
-            }
-            Err(_) => v.problem(
-                value.span(),
-                field,
-                format!(
-                    "{:?} is not a header value (control characters are not allowed)",
-                    value.get_ref()
-                ),
-            ),
+        if let Some((name, value)) = header_pair(v, name, value, &format!("{at}.headers.{name}")) {
+            headers.append(name, value);
         }
     }
     headers

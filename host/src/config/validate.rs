@@ -1029,6 +1029,46 @@ fn drained(
         .collect()
 }
 
+/// A header a config sets (`request_headers`, `response_headers`, `respond.headers`): a valid
+/// name and value, and not one that frames the message or the connection.
+pub(super) fn header_pair(
+    v: &mut Validator<'_>,
+    name: &str,
+    value: &Spanned<String>,
+    field: &str,
+) -> Option<(HeaderName, HeaderValue)> {
+    let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+        v.problem(
+            value.span(),
+            field,
+            format!("{name:?} is not a header name"),
+        );
+        return None;
+    };
+    if header_policy::is_reserved(&header) {
+        v.problem(
+            value.span(),
+            field,
+            format!("{header} frames the message or the connection; the gateway sets it"),
+        );
+        return None;
+    }
+    match HeaderValue::from_str(value.get_ref()) {
+        Ok(val) => Some((header, val)),
+        Err(_) => {
+            v.problem(
+                value.span(),
+                field,
+                format!(
+                    "{:?} is not a header value (control characters are not allowed)",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// `routes.request_headers` / `routes.response_headers`.
 fn header_policy(v: &mut Validator<'_>, raw: Option<&RawHeaderPolicy>, at: &str) -> HeaderPolicy {
     let Some(raw) = raw else {
@@ -1055,41 +1095,7 @@ fn header_policy(v: &mut Validator<'_>, raw: Option<&RawHeaderPolicy>, at: &str)
     let mut pairs = |table: &std::collections::BTreeMap<String, Spanned<String>>, key: &str| {
         table
             .iter()
-            .filter_map(|(name, value)| {
-                let field = format!("{at}.{key}.{name}");
-                let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-                    v.problem(
-                        value.span(),
-                        field,
-                        format!("{name:?} is not a header name"),
-                    );
-                    return None;
-                };
-                if header_policy::is_reserved(&header) {
-                    v.problem(
-                        value.span(),
-                        field,
-                        format!(
-                            "{header} frames the message or the connection; the gateway sets it"
-                        ),
-                    );
-                    return None;
-                }
-                match HeaderValue::from_str(value.get_ref()) {
-                    Ok(val) => Some((header, val)),
-                    Err(_) => {
-                        v.problem(
-                            value.span(),
-                            field,
-                            format!(
-                                "{:?} is not a header value (control characters are not allowed)",
-                                value.get_ref()
-                            ),
-                        );
-                        None
-                    }
-                }
-            })
+            .filter_map(|(name, value)| header_pair(v, name, value, &format!("{at}.{key}.{name}")))
             .collect::<Vec<_>>()
     };
     let set = pairs(&raw.set, "set");
