@@ -96,15 +96,25 @@ match = {{ prefix = "/api" }}
         "{html}"
     );
     assert_eq!(html.matches("<script").count(), 1, "no inline script");
-    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN");
-    for (file, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
         let got = get(&format!("{admin}/admin/dashboard/{file}"), &[]).await;
         assert_eq!(got.status, 200, "{file}");
         assert!(got.headers["content-type"]
             .to_str()
             .expect("ascii")
             .starts_with(kind));
-        assert!(!got.text().contains("https://"), "{file} fetches nothing elsewhere");
+        assert!(
+            !got.text().contains("https://"),
+            "{file} fetches nothing elsewhere"
+        );
     }
     let post = send(
         &http1(),
@@ -129,7 +139,10 @@ match = {{ prefix = "/api" }}
         &http1(),
         "POST",
         &format!("{admin}/registry/services/api/instances"),
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         Bytes::from(format!(
             r#"{{"id":"api-1","address":"127.0.0.1","port":{},"metadata":{{"weight":7}}}}"#,
             ok.addr.port()

@@ -2,8 +2,9 @@
 //! instance registered through the registry API, a route with a plugin, and steady traffic;
 //! `tests/browser/dashboard.mjs` (playwright-core driving the system Chromium) opens the page
 //! with `#token=`, and checks that the instance, the plugin and a moving chart appear, that
-//! the page loads nothing from elsewhere and raises no CSP or script error. The screenshot is
-//! kept at `target/dashboard.png` (the workspace's `target/`, beside `target/guests`).
+//! the page loads nothing from elsewhere and raises no CSP or script error, and that without
+//! the token it says so and takes one from its form. The screenshot is kept at
+//! `target/dashboard.png` (the workspace's `target/`, beside `target/guests`).
 //!
 //! Needs node, `npm ci` in tests/browser (playwright-core) and Chromium (`.ci/run` installs
 //! all three). A missing one fails the test with the command that installs it.

@@ -1,6 +1,7 @@
 // Opens the gatehouse dashboard in the system Chromium (playwright-core, no browser download)
 // and checks what a person would see: a registered instance, a loaded plugin, and a chart that
-// moves between two reads. Saves a screenshot. Run by tests/all/dashboard_browser.rs:
+// moves between two reads; no request elsewhere, no CSP or script error; without the token, a
+// clear message and a form that takes it. Saves a screenshot. Run by tests/all/dashboard_browser.rs:
 //
 //   node dashboard.mjs <dashboard url, with #token=...> <instance ip:port> <plugin> <route> <screenshot.png>
 //
@@ -29,6 +30,7 @@ try {
   // A CSP violation or a script error shows up as a console error.
   page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("response", (r) => { if (r.status() >= 400) problems.push(`${r.status()} for ${r.url()}`); });
 
   await page.goto(url);
   const wait = { timeout: 20000 };
@@ -63,6 +65,20 @@ try {
   if (elsewhere.length) problems.push(`requests left the admin listener: ${elsewhere.join(", ")}`);
 
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // Without the token (a fresh context: nothing in sessionStorage) the page says what is
+  // missing and asks for it; the token typed into the form brings the data.
+  const bare = await (await browser.newContext()).newPage();
+  await bare.goto(url.split("#")[0]);
+  await bare.waitForSelector("#token-form:not([hidden])", wait);
+  const refused = await bare.textContent("#status");
+  if (!/needs a token/.test(refused)) problems.push(`without a token the page says: ${refused}`);
+  if (!(await bare.$eval("#status", (s) => s.classList.contains("error")))) {
+    problems.push("the missing token is not shown as an error");
+  }
+  await bare.fill("#token", new URLSearchParams(new URL(url).hash.slice(1)).get("token"));
+  await bare.click("#token-form button");
+  await bare.waitForSelector(`#services tr[data-instance="${instance}"]`, wait);
   console.log(JSON.stringify({ instanceRow, pluginRow, first, second, screenshot }));
 } catch (e) {
   problems.push(String(e && e.stack || e));

@@ -109,11 +109,9 @@ impl Admin {
                 StatusCode::OK,
                 &crate::state::plugins::GatewayPlugins::admin_status(self.plugins.as_deref()),
             ),
-            (&Method::GET, "/admin/dashboard/state") => dashboard::state_response(
-                &snapshot,
-                &self.registry,
-                self.plugins.as_deref(),
-            ),
+            (&Method::GET, "/admin/dashboard/state") => {
+                dashboard::state_response(&snapshot, &self.registry, self.plugins.as_deref())
+            }
             (&Method::GET, "/admin/tls") => match &self.tls {
                 Some(tls) => json(StatusCode::OK, &tls.terminator.status()),
                 None => json(StatusCode::OK, &crate::listener::tls::TlsStatus::disabled()),
@@ -159,8 +157,14 @@ impl Admin {
             }
             (
                 _,
-                "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins"
-                | "/admin/tls" | "/admin/services" | "/admin/dashboard/state",
+                "/healthz"
+                | "/readyz"
+                | "/metrics"
+                | "/admin/config"
+                | "/admin/plugins"
+                | "/admin/tls"
+                | "/admin/services"
+                | "/admin/dashboard/state",
             ) => method_not_allowed(req.method(), path, "GET", &request_id),
             _ => json_error(
                 StatusCode::NOT_FOUND,

@@ -234,7 +234,9 @@ impl LiveRoutes {
         let routes = routes
             .into_iter()
             .map(|name| {
-                let window = before.get(name).map_or_else(Arc::default, |w| Arc::clone(w));
+                let window = before
+                    .get(name)
+                    .map_or_else(Arc::default, |w| Arc::clone(w));
                 (Arc::new(name.to_owned()), window)
             })
             .collect();
@@ -285,7 +287,11 @@ mod tests {
         assert_eq!(bucket_of(u64::MAX), LATENCY_BUCKETS - 1);
         for index in 1..LATENCY_BUCKETS {
             assert_eq!(bucket_of(bucket_floor(index)), index, "floor of {index}");
-            assert_eq!(bucket_of(bucket_floor(index) - 1), index - 1, "below {index}");
+            assert_eq!(
+                bucket_of(bucket_floor(index) - 1),
+                index - 1,
+                "below {index}"
+            );
         }
     }
 
@@ -321,7 +327,10 @@ mod tests {
         assert_eq!((series.requests[0], series.errors[0]), (1, 1));
         window.record(200, Duration::from_millis(1), at);
         let series = window.series(later + Duration::from_secs(1), 1);
-        assert_eq!(series.requests[0], 1, "a record from a window ago is dropped");
+        assert_eq!(
+            series.requests[0], 1,
+            "a record from a window ago is dropped"
+        );
         // Seconds without traffic read as zero, not as what the slot held before.
         let empty = window.series(later + Duration::from_secs(3), 1);
         assert_eq!(empty.requests, [0]);

@@ -21,6 +21,8 @@ use crate::state::Snapshot;
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const APP_CSS: &str = include_str!("app.css");
+/// Served, so that the browser's icon request does not end in a 404.
+const FAVICON_SVG: &str = include_str!("favicon.svg");
 
 /// Own origin only: the script and style files, `fetch` to the admin API, nothing inline.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
@@ -37,6 +39,7 @@ pub(super) fn asset(
         "/admin/dashboard" | "/admin/dashboard/" => (INDEX_HTML, "text/html; charset=utf-8"),
         "/admin/dashboard/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "/admin/dashboard/app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        "/admin/dashboard/favicon.svg" => (FAVICON_SVG, "image/svg+xml"),
         _ => return None,
     };
     if method != Method::GET && method != Method::HEAD {
@@ -73,6 +76,9 @@ fn secure(headers: &mut http::HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
