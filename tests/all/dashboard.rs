@@ -236,6 +236,17 @@ async fn without_a_token_the_loopback_admin_serves_the_state() {
     assert_eq!(state.status, 200, "{}", state.text());
     assert_eq!(state.headers["cache-control"], "no-store");
     assert_eq!(state.json()["routes"][0]["name"], "ok");
+    let head = send(
+        &http1(),
+        "HEAD",
+        &format!("http://{}/admin/dashboard", gw.admin_addr),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_ne!(head.headers["content-length"], "0", "the page's length");
     let missing = get(
         &format!("http://{}/admin/dashboard/nothing", gw.admin_addr),
         &[],

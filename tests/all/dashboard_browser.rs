@@ -48,6 +48,7 @@ fn tools() -> (PathBuf, PathBuf) {
     let chromium = std::env::var_os("GATEHOUSE_CHROMIUM")
         .map(PathBuf::from)
         .or_else(|| on_path("chromium"))
+        .filter(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
                 "the dashboard browser test needs Chromium: `apt-get install -y chromium`, or \

@@ -45,11 +45,8 @@ pub(super) fn asset(
     if method != Method::GET && method != Method::HEAD {
         return Some(super::method_not_allowed(method, path, "GET", request_id));
     }
-    let mut response = Response::new(if method == Method::HEAD {
-        body::empty()
-    } else {
-        body::full(content)
-    });
+    // For HEAD too: hyper sends the head (its length included) and drops the body.
+    let mut response = Response::new(body::full(content));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     secure(headers);

@@ -75,6 +75,8 @@ fn services(snapshot: &Snapshot, registry: &Registry) -> Vec<Value> {
                     "registry",
                     registry
                         .instances(&config.name.0)
+                        // Unknown only before the service's pool first watched it: no
+                        // instance to show a lease for yet.
                         .unwrap_or_default()
                         .into_iter()
                         .map(|i| (i.spec.id, now.saturating_duration_since(i.last_renewal)))
