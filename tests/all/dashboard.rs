@@ -1,13 +1,16 @@
 //! The dashboard over plain HTTP: the page and its files (embedded, strict CSP, open), and
 //! `GET /admin/dashboard/state` (token rules, routes → services, instances with health,
-//! breaker, weight and lease age, plugins, and live per-route figures fed by real traffic).
+//! breaker, weight and lease age, plugins, and live per-route figures fed by real traffic and
+//! kept across a reload).
 //! `dashboard_browser.rs` drives the same page in Chromium.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use gatehouse::{config, gateway};
 use serde_json::Value;
 
+use crate::plugins::guests::TempDir;
 use crate::support::{self, get, http1, origin, send};
 
 const TOKEN: &str = "dash-s3cret";
@@ -253,4 +256,60 @@ async fn without_a_token_the_loopback_admin_serves_the_state() {
     )
     .await;
     assert_eq!(missing.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_figures_of_the_routes_it_keeps() {
+    let ok = origin::echo("ok").await;
+    let dir = TempDir::new("dashboard-reload");
+    let path = dir.join("gatehouse.toml");
+    let text = |routes: &[&str]| {
+        let mut text = format!(
+            "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[[services]]\nname = \"ok\"\nendpoints = [\"{}\"]\n",
+            ok.addr
+        );
+        for name in routes {
+            text.push_str(&format!(
+                "[[routes]]\nname = \"{name}\"\nservice = \"ok\"\nmatch = {{ prefix = \"/{name}\" }}\n"
+            ));
+        }
+        text
+    };
+    std::fs::write(&path, text(&["kept", "dropped"])).expect("write config");
+    let gw = gateway::start(config::load_file(&path).expect("valid config"))
+        .await
+        .expect("gateway starts");
+    let public = format!("http://{}", gw.public_addr);
+    let state_url = format!("http://{}/admin/dashboard/state", gw.admin_addr);
+    for _ in 0..4 {
+        assert_eq!(get(&format!("{public}/kept/x"), &[]).await.status, 200);
+    }
+    support::eventually(
+        "the kept route's requests are counted",
+        Duration::from_secs(10),
+        async || live_sum(&get(&state_url, &[]).await.json(), "kept", "requests") >= 4,
+    )
+    .await;
+
+    // The new order puts `kept` at another index: its figures follow its name.
+    std::fs::write(&path, text(&["added", "kept"])).expect("write config");
+    let reloaded = send(
+        &http1(),
+        "POST",
+        &format!("http://{}/admin/reload", gw.admin_addr),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    let state = get(&state_url, &[]).await.json();
+    let routes: Vec<&str> = state["live"]["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r["route"].as_str())
+        .collect();
+    assert_eq!(routes, ["added", "kept"]);
+    assert!(live_sum(&state, "kept", "requests") >= 4, "{state:#}");
+    assert_eq!(live_sum(&state, "added", "requests"), 0);
 }
