@@ -17,7 +17,8 @@
 //!        → upstream (gray subset and zone, endpoint pick, pooled client, timeout,
 //!          response head validation)
 //!        → plugins (response) → route response policy
-//!        → cors (the route's CORS headers) → compression → telemetry (access log)
+//!        → cors (the route's CORS headers) → compression → telemetry (access log, and the
+//!          route's live figures for the admin dashboard: `telemetry::live`)
 //! ```
 //!
 //! A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is routed

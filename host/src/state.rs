@@ -14,6 +14,7 @@ use crate::discovery::registry::Registry;
 use crate::plugins::PluginChain;
 use crate::ratelimit::Limits;
 use crate::routing::{RouteError, RouteTable, RouteTarget};
+use crate::telemetry::live::LiveRoutes;
 use crate::upstream::Upstreams;
 
 /// Everything a request needs, consistent with one config.
@@ -30,6 +31,9 @@ pub struct Snapshot {
     /// The response cache (docs/cache.md): carried over from the snapshot this one replaces
     /// while `[cache] max_bytes` stays the same.
     pub cache: Arc<ResponseCache>,
+    /// Every route's live figures for the dashboard, by route index; a route kept across a
+    /// reload keeps its figures.
+    pub live: LiveRoutes,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -76,9 +80,14 @@ impl Snapshot {
         } else {
             Arc::new(ResponseCache::in_memory(config.cache))
         };
+        let live = LiveRoutes::build(
+            config.routes.iter().map(|r| r.name.0.as_str()),
+            &previous.live,
+        );
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
+            live,
             upstreams,
             chains,
             limits,
@@ -106,6 +115,7 @@ impl Snapshot {
             // The same routes in the same order: the same limiters, counters and all.
             limits: self.limits.clone(),
             cache: Arc::clone(&self.cache),
+            live: self.live.clone(),
         })
     }
 
@@ -119,6 +129,7 @@ impl Snapshot {
             upstreams: Arc::default(),
             chains: HashMap::new(),
             limits: Limits::default(),
+            live: LiveRoutes::default(),
         }
     }
 }

@@ -10,6 +10,8 @@ mod config_errors;
 mod connections;
 mod cors;
 mod cors_browser;
+mod dashboard;
+mod dashboard_browser;
 mod discovery;
 mod edge_endpoint_cap;
 mod edge_h2;

@@ -1,6 +1,8 @@
-//! The admin listener: liveness, readiness, metrics and the active config (loopback by default).
+//! The admin listener: liveness, readiness, metrics, the active config and the dashboard
+//! (loopback by default).
 
 mod cache;
+mod dashboard;
 mod services;
 mod split;
 
@@ -67,6 +69,11 @@ impl Admin {
             let response = crate::discovery::registry::handle(&self.registry, req).await;
             return Ok(response.map(|b| b.map_err(|never| match never {}).boxed_unsync()));
         }
+        // The page and its files hold no data: served before the token check (a browser
+        // cannot send a header when it opens a page); its data endpoint checks the token.
+        if let Some(response) = dashboard::asset(req.method(), path, &request_id) {
+            return Ok(response);
+        }
         if path.starts_with("/admin/") && !authorized(&req, snapshot.config.admin.token.as_deref())
         {
             return Ok(json_error(
@@ -102,6 +109,9 @@ impl Admin {
                 StatusCode::OK,
                 &crate::state::plugins::GatewayPlugins::admin_status(self.plugins.as_deref()),
             ),
+            (&Method::GET, "/admin/dashboard/state") => {
+                dashboard::state_response(&snapshot, &self.registry, self.plugins.as_deref())
+            }
             (&Method::GET, "/admin/tls") => match &self.tls {
                 Some(tls) => json(StatusCode::OK, &tls.terminator.status()),
                 None => json(StatusCode::OK, &crate::listener::tls::TlsStatus::disabled()),
@@ -147,8 +157,14 @@ impl Admin {
             }
             (
                 _,
-                "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/plugins"
-                | "/admin/tls" | "/admin/services",
+                "/healthz"
+                | "/readyz"
+                | "/metrics"
+                | "/admin/config"
+                | "/admin/plugins"
+                | "/admin/tls"
+                | "/admin/services"
+                | "/admin/dashboard/state",
             ) => method_not_allowed(req.method(), path, "GET", &request_id),
             _ => json_error(
                 StatusCode::NOT_FOUND,

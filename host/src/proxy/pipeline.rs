@@ -114,12 +114,18 @@ impl Pipeline {
             _ => response,
         };
         *response.version_mut() = version;
+        let finished = Instant::now();
+        let elapsed = finished.saturating_duration_since(started);
+        if let Some(route) = &exchange.route {
+            let status = response.status().as_u16();
+            snapshot.live.record(route.id.0, status, elapsed, finished);
+        }
         match exchange.tunnel {
             Some(tunnel) => {
-                let log = log.upgraded(response.status(), started.elapsed(), &self.metrics);
+                let log = log.upgraded(response.status(), elapsed, &self.metrics);
                 tokio::spawn(tunnel.run(log, Arc::clone(&self.metrics)));
             }
-            None => log.finish(response.status(), started.elapsed(), &self.metrics),
+            None => log.finish(response.status(), elapsed, &self.metrics),
         }
         Ok(response)
     }

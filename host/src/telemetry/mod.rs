@@ -1,5 +1,7 @@
-//! Telemetry: `tracing` setup (text or JSON), the one access-log line per request, and metrics.
+//! Telemetry: `tracing` setup (text or JSON), the one access-log line per request, metrics,
+//! and the live per-route figures of the dashboard (`live`).
 
+pub mod live;
 mod metrics;
 mod throttle;
 
