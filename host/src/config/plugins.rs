@@ -26,6 +26,9 @@ pub struct RawPlugins {
     pub artifact_cache: Option<bool>,
     /// Hot-reload plugins when files in `dir` change. Default true.
     pub watch: Option<bool>,
+    /// Serve a new plugin from a quick baseline (Winch) build while the optimized one
+    /// compiles. Default true.
+    pub tiered_compile: Option<bool>,
     /// How long one plugin hook may run (wall time in wasm, waiting on the host excluded).
     /// Default `100ms`.
     pub deadline: Option<Spanned<String>>,
@@ -62,6 +65,12 @@ pub struct RawRoutePlugin {
     /// Rate limits of the route (`key = "plugin"`) the plugin may charge. Default: none.
     #[serde(default)]
     pub limits: Vec<Spanned<String>>,
+    /// This entry's hook deadline. Default `plugins.deadline`.
+    pub deadline: Option<Spanned<String>>,
+    /// This entry's memory limit in MiB, at most `plugins.memory_limit_mib`. Default that.
+    pub memory_limit_mib: Option<Spanned<i64>>,
+    /// This entry's body cap in KiB. Default `plugins.body_limit_kib`.
+    pub body_limit_kib: Option<Spanned<i64>>,
 }
 
 /// The largest data file a plugin may be granted. Files are held in memory for the life of
@@ -75,6 +84,7 @@ pub struct PluginsConfig {
     /// `None`: no artifact cache.
     pub cache_dir: Option<PathBuf>,
     pub watch: bool,
+    pub tiered_compile: bool,
     #[serde(serialize_with = "super::as_humantime")]
     pub deadline: Duration,
     pub memory_limit_mib: usize,
@@ -122,37 +132,55 @@ fn bounded(
     }
 }
 
-/// Validate `[plugins]`.
-pub(super) fn validate(raw: &RawPlugins, text: &str, problems: &mut Vec<Problem>) -> PluginsConfig {
-    let dir = PathBuf::from(raw.dir.as_deref().unwrap_or("plugins"));
+/// A hook deadline: from 1 ms to 60 s.
+fn deadline(
+    d: &Spanned<String>,
+    field: String,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
+    match humantime::parse_duration(d.get_ref()) {
+        Ok(v) if v >= Duration::from_millis(1) && v <= Duration::from_secs(60) => Some(v),
+        _ => {
+            problem(
+                text,
+                problems,
+                d.span(),
+                field,
+                format!(
+                    "{:?} is not a duration from 1ms to 60s, e.g. \"100ms\"",
+                    d.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Validate `[plugins]`; relative directories resolve against `base`, the config file's
+/// directory.
+pub(super) fn validate(
+    raw: &RawPlugins,
+    base: &Path,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> PluginsConfig {
+    let dir = base.join(raw.dir.as_deref().unwrap_or("plugins"));
     let cache_dir = match (raw.artifact_cache.unwrap_or(true), &raw.cache_dir) {
         (false, _) => None,
-        (true, Some(d)) => Some(PathBuf::from(d)),
+        (true, Some(d)) => Some(base.join(d)),
         (true, None) => Some(dir.join(".cache")),
     };
-    let deadline = match &raw.deadline {
-        None => Duration::from_millis(100),
-        Some(d) => match humantime::parse_duration(d.get_ref()) {
-            Ok(v) if !v.is_zero() && v <= Duration::from_secs(60) => v,
-            _ => {
-                problem(
-                    text,
-                    problems,
-                    d.span(),
-                    "plugins.deadline".to_owned(),
-                    format!(
-                        "{:?} is not a duration from 1ms to 60s, e.g. \"100ms\"",
-                        d.get_ref()
-                    ),
-                );
-                Duration::from_millis(100)
-            }
-        },
-    };
+    let deadline = raw
+        .deadline
+        .as_ref()
+        .and_then(|d| deadline(d, "plugins.deadline".to_owned(), text, problems))
+        .unwrap_or(Duration::from_millis(100));
     PluginsConfig {
         dir,
         cache_dir,
         watch: raw.watch.unwrap_or(true),
+        tiered_compile: raw.tiered_compile.unwrap_or(true),
         deadline,
         memory_limit_mib: bounded(
             &raw.memory_limit_mib,
@@ -276,7 +304,20 @@ pub(super) fn validate_route(
                 Err(message) => problem(text, problems, path.span(), field, message),
             }
         }
+        let deadline = p
+            .deadline
+            .as_ref()
+            .and_then(|d| deadline(d, format!("{here}.deadline"), text, problems));
+        let memory_limit_mib = p.memory_limit_mib.as_ref().map(|_| {
+            bounded(&p.memory_limit_mib, &format!("{here}.memory_limit_mib"), 64, 4096, text, problems)
+        });
+        let body_limit_kib = p.body_limit_kib.as_ref().map(|_| {
+            bounded(&p.body_limit_kib, &format!("{here}.body_limit_kib"), 1024, 1 << 20, text, problems)
+        });
         out.push(RoutePlugin {
+            deadline,
+            memory_limit_mib,
+            body_limit_kib,
             name: name.clone(),
             config: serde_json::to_value(&p.config).unwrap_or_else(|_| serde_json::json!({})),
             calls: p.calls.iter().map(|c| c.get_ref().clone()).collect(),
@@ -287,6 +328,36 @@ pub(super) fn validate_route(
         });
     }
     out
+}
+
+/// Check each route entry's `memory_limit_mib` against `plugins.memory_limit_mib`: the
+/// global value sizes the instance pool's memory slots, so an entry can only lower it.
+pub(super) fn check_entry_memory(
+    raw: &[RawRoute],
+    global: &PluginsConfig,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) {
+    for (i, r) in raw.iter().enumerate() {
+        for (j, p) in r.plugins.iter().enumerate() {
+            let Some(m) = &p.memory_limit_mib else {
+                continue;
+            };
+            if usize::try_from(*m.get_ref()).is_ok_and(|m| m > global.memory_limit_mib) {
+                problem(
+                    text,
+                    problems,
+                    m.span(),
+                    format!("routes[{i}].plugins[{j}].memory_limit_mib"),
+                    format!(
+                        "{} is over plugins.memory_limit_mib ({}); a plugin entry can only lower the global limit",
+                        m.get_ref(),
+                        global.memory_limit_mib
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Validate one route's `on_error`.

@@ -194,9 +194,9 @@ impl ChainRun {
         &mut self,
         req: http::Request<Body>,
     ) -> Result<RequestOutcome, PluginFailure> {
-        let cap = self.body_cap();
-        let mut req = PluginRequest::new(req, cap);
+        let mut req = PluginRequest::new(req, self.body_cap());
         for i in 0..self.chain.entries.len() {
+            let cap = self.chain.entries[i].limits.body_cap;
             let slot = match self.instance(i, Phase::Request).await {
                 Ok(Some(slot)) => slot,
                 Ok(None) => continue,
@@ -208,6 +208,7 @@ impl ChainRun {
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
+            req.set_body_cap(cap);
             let (back, result) = inst.on_request(req).await;
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Request, result.err()));
@@ -246,6 +247,7 @@ impl ChainRun {
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
+            resp.set_body_cap(self.chain.entries[i].limits.body_cap);
             let (back, result) = inst.on_response(resp).await;
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Response, result.err()));
@@ -264,8 +266,8 @@ impl ChainRun {
         &mut self,
         failure: UpstreamFailure,
     ) -> Result<Option<http::Response<Body>>, PluginFailure> {
-        let cap = self.body_cap();
         for i in (0..self.chain.entries.len()).rev() {
+            let cap = self.chain.entries[i].limits.body_cap;
             let slot = match self.instance(i, Phase::Failure).await {
                 Ok(Some(slot)) => slot,
                 Ok(None) => continue,

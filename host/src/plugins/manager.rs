@@ -33,6 +33,10 @@ pub struct PluginSettings {
     pub debounce: Duration,
     /// Per-invocation limits.
     pub limits: PluginLimits,
+    /// Compile a new plugin first with the baseline compiler (live in about a second, slower
+    /// code) and swap in the optimized build when it is ready; `false`: Cranelift only.
+    /// Default true.
+    pub tiered: bool,
 }
 
 impl Default for PluginSettings {
@@ -43,6 +47,7 @@ impl Default for PluginSettings {
             watch: true,
             debounce: Duration::from_millis(200),
             limits: PluginLimits::default(),
+            tiered: true,
         }
     }
 }
@@ -64,6 +69,10 @@ pub struct PluginRef {
     pub files: Arc<HashMap<String, Bytes>>,
     /// Its granted rate limits, by name.
     pub limits: Arc<HashMap<String, Arc<Limiter>>>,
+    /// Its own deadline, memory limit and body cap, where they differ from `[plugins]`.
+    pub deadline: Option<Duration>,
+    pub memory: Option<usize>,
+    pub body_cap: Option<usize>,
 }
 
 /// Why the plugin subsystem could not start.
@@ -98,7 +107,9 @@ impl PluginManager {
         services: Arc<dyn ServiceCaller>,
     ) -> Result<Self, PluginsError> {
         let engine = Arc::new(PluginEngine::new(settings.limits.clone())?);
-        let loader = Arc::new(Loader::new(engine.clone(), settings.cache_dir.clone()));
+        let loader = Arc::new(
+            Loader::new(engine.clone(), settings.cache_dir.clone()).tiered(settings.tiered),
+        );
         let registry = Arc::new(PluginRegistry::new());
         // Watch before the first scan so a file written during the scan is not missed.
         let watcher = if settings.watch {
@@ -153,6 +164,7 @@ impl PluginManager {
                     } else {
                         Lifetime::Fresh
                     }),
+                    limits: self.settings.limits.entry(p.deadline, p.memory, p.body_cap),
                 })
             })
             .collect();

@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod manager;
+pub mod preflight;
 pub mod reload;
 pub mod runtime;
 mod spec;

@@ -73,6 +73,7 @@ pub fn settings(config: &Config) -> PluginSettings {
             max_instances: p.max_instances,
             ..PluginLimits::default()
         },
+        tiered: p.tiered_compile,
     }
 }
 
@@ -90,7 +91,16 @@ impl GatewayPlugins {
         let caller = Arc::new(UpstreamCaller {
             state: Arc::downgrade(state),
         });
-        let manager = PluginManager::start(settings(config), caller).await?;
+        let settings = settings(config);
+        let uses = config
+            .routes
+            .iter()
+            .flat_map(|r| r.plugins.iter().map(move |p| (r.name.0.as_str(), p.name.as_str())));
+        for missing in crate::plugins::preflight::missing_files(&settings.dir, uses) {
+            tracing::warn!(plugin = %missing.plugin, routes = %missing.routes.join(","),
+                "{missing}; its routes answer 503 not_loaded until the file appears");
+        }
+        let manager = PluginManager::start(settings, caller).await?;
         Ok(Some(Arc::new(GatewayPlugins { manager })))
     }
 
@@ -132,6 +142,9 @@ impl GatewayPlugins {
                                     })
                                     .collect(),
                             ),
+                            deadline: p.deadline,
+                            memory: p.memory_limit_mib.map(|m| m << 20),
+                            body_cap: p.body_limit_kib.map(|k| k << 10),
                         })
                     })
                     .collect();

@@ -39,6 +39,9 @@ pub struct PluginStatus {
     /// The engine the serving version runs on: `plain`, or `concurrent` for components that
     /// need component-model async (slower hook calls).
     pub engine: Option<&'static str>,
+    /// The compiler of the serving version's code: `baseline` (Winch, serving while the
+    /// optimized build compiles in the background) or `optimized` (Cranelift).
+    pub tier: Option<&'static str>,
     /// Milliseconds it took to load the serving version.
     pub load_ms: Option<f64>,
     /// Why the newest file was rejected, if it was.
@@ -91,7 +94,9 @@ impl PluginRegistry {
     pub fn install(&self, plugin: LoadedPlugin) {
         let plugin = Arc::new(plugin);
         let hooks = hook_names(plugin.hooks);
-        self.statuses().insert(
+        // Held across the swap, so `upgrade` sees status and active set agree.
+        let mut statuses = self.statuses();
+        statuses.insert(
             plugin.name.clone(),
             PluginStatus {
                 name: plugin.name.to_string(),
@@ -102,6 +107,7 @@ impl PluginRegistry {
                 skipped_hooks: Vec::new(),
                 from_cache: Some(plugin.from_cache),
                 engine: Some(plugin.flavor.as_str()),
+                tier: Some(plugin.tier.as_str()),
                 load_ms: Some(plugin.load_time.as_secs_f64() * 1000.0),
                 last_error: None,
                 failed_hash: None,
@@ -112,6 +118,42 @@ impl PluginRegistry {
             set.insert(plugin.name.clone(), plugin.clone());
             set
         });
+    }
+
+    /// Put the optimized build of the serving version in its place, unless a newer version
+    /// replaced it meanwhile. Whether it did. Requests already running keep the baseline
+    /// instances they hold.
+    pub fn upgrade(&self, optimized: LoadedPlugin) -> bool {
+        let mut statuses = self.statuses();
+        let serving = self.get(&optimized.name);
+        if serving.is_none_or(|s| s.hash != optimized.hash) {
+            return false;
+        }
+        let optimized = Arc::new(optimized);
+        if let Some(status) = statuses.get_mut(&optimized.name) {
+            status.tier = Some(optimized.tier.as_str());
+            status.engine = Some(optimized.flavor.as_str());
+        }
+        // Under the status lock, so an `install` of a newer version cannot slip in between
+        // the check and the swap.
+        self.active.rcu(|set| {
+            let mut set = PluginSet::clone(set);
+            set.insert(optimized.name.clone(), optimized.clone());
+            set
+        });
+        true
+    }
+
+    /// The file of `name` now holds the bytes already serving: a failure recorded for a
+    /// newer file no longer applies.
+    pub fn clear_failure(&self, name: &PluginName) {
+        if let Some(status) = self.statuses().get_mut(name) {
+            if status.hash.is_some() && status.status == "failed" {
+                status.status = "loaded";
+                status.last_error = None;
+                status.failed_hash = None;
+            }
+        }
     }
 
     /// Record that the newest file for `name` was rejected; the serving version (if any)
@@ -129,6 +171,7 @@ impl PluginRegistry {
                 skipped_hooks: Vec::new(),
                 from_cache: None,
                 engine: None,
+                tier: None,
                 load_ms: None,
                 last_error: None,
                 failed_hash: None,
