@@ -89,33 +89,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// Load every plugin the config names, as `run` would.
 fn check_plugins(config: &Config) -> anyhow::Result<()> {
-    let uses: Vec<(&str, &str)> = config
-        .routes
-        .iter()
-        .flat_map(|r| r.plugins.iter().map(move |p| (r.name.0.as_str(), p.name.as_str())))
-        .collect();
-    if uses.is_empty() {
-        return Ok(());
-    }
-    let settings = gatehouse::state::plugins::settings(config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let problems = runtime.block_on(gatehouse::plugins::preflight::check(
-        &settings.dir,
-        &settings.limits,
-        uses,
-    ))?;
-    if problems.is_empty() {
-        return Ok(());
-    }
-    let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-    anyhow::bail!(
-        "{} would not load:\n{}",
-        config::count(problems.len(), "plugin"),
-        lines.join("\n")
-    )
+    runtime
+        .block_on(gatehouse::state::plugins::check(config))
+        .map_err(anyhow::Error::msg)
 }
 
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::load::line_col;
 use super::model::RawRoute;
 use super::Problem;
-pub use crate::plugins::{OnError as OnErrorConfig, PluginFile, RoutePlugin};
+pub use crate::plugins::{OnError as OnErrorConfig, PluginFile, RolloutPolicy, RoutePlugin};
 
 /// `[plugins]`, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +38,24 @@ pub struct RawPlugins {
     pub body_limit_kib: Option<Spanned<i64>>,
     /// Plugin instances alive at once (one per plugin per in-flight request). Default 1000.
     pub max_instances: Option<Spanned<i64>>,
+    /// How a new version of a serving plugin goes live. Default: at once.
+    #[serde(default)]
+    pub rollout: RawRollout,
+}
+
+/// `[plugins.rollout]`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// Percent of invocations the new version gets, step by step. Default `[100]` (at once).
+    pub steps: Option<Spanned<Vec<i64>>>,
+    /// How long each step lasts. Default `30s`.
+    pub step_interval: Option<Spanned<String>>,
+    /// Failed share of the new version's invocations past which it is rolled back.
+    /// Default 0.05.
+    pub max_failure_ratio: Option<Spanned<f64>>,
+    /// Invocations before the ratio is judged. Default 20.
+    pub min_invocations: Option<Spanned<i64>>,
 }
 
 /// One entry of a route's `plugins = [...]`, as written.
@@ -90,6 +108,7 @@ pub struct PluginsConfig {
     pub memory_limit_mib: usize,
     pub body_limit_kib: usize,
     pub max_instances: u32,
+    pub rollout: RolloutPolicy,
 }
 
 fn problem(
@@ -176,7 +195,9 @@ pub(super) fn validate(
         .as_ref()
         .and_then(|d| deadline(d, "plugins.deadline".to_owned(), text, problems))
         .unwrap_or(Duration::from_millis(100));
+    let rollout = rollout(&raw.rollout, text, problems);
     PluginsConfig {
+        rollout,
         dir,
         cache_dir,
         watch: raw.watch.unwrap_or(true),
@@ -207,6 +228,50 @@ pub(super) fn validate(
             problems,
         ) as u32,
     }
+}
+
+/// Validate `[plugins.rollout]`.
+fn rollout(raw: &RawRollout, text: &str, problems: &mut Vec<Problem>) -> RolloutPolicy {
+    let mut policy = RolloutPolicy::default();
+    if let Some(steps) = &raw.steps {
+        let v = steps.get_ref();
+        let valid = !v.is_empty()
+            && v.iter().all(|s| (1..=100).contains(s))
+            && v.windows(2).all(|w| w[0] < w[1])
+            && v.last() == Some(&100);
+        if valid {
+            policy.steps = v.iter().map(|&s| s as u8).collect();
+        } else {
+            problem(text, problems, steps.span(), "plugins.rollout.steps".to_owned(),
+                format!("{v:?} is not a list of increasing percentages from 1 to 100 ending in 100, e.g. [5, 25, 100]"));
+        }
+    }
+    if let Some(d) = &raw.step_interval {
+        match humantime::parse_duration(d.get_ref()) {
+            Ok(v) if v >= Duration::from_millis(100) && v <= Duration::from_secs(86_400) => {
+                policy.step_interval = v
+            }
+            _ => problem(text, problems, d.span(), "plugins.rollout.step_interval".to_owned(),
+                format!("{:?} is not a duration from 100ms to 24h, e.g. \"30s\"", d.get_ref())),
+        }
+    }
+    if let Some(r) = &raw.max_failure_ratio {
+        let v = *r.get_ref();
+        if (0.0..=1.0).contains(&v) {
+            policy.max_failure_ratio = v;
+        } else {
+            problem(text, problems, r.span(), "plugins.rollout.max_failure_ratio".to_owned(),
+                format!("{v} is not a ratio from 0.0 to 1.0"));
+        }
+    }
+    if let Some(n) = &raw.min_invocations {
+        match u64::try_from(*n.get_ref()) {
+            Ok(v) if v >= 1 => policy.min_invocations = v,
+            _ => problem(text, problems, n.span(), "plugins.rollout.min_invocations".to_owned(),
+                format!("{} must be a positive integer", n.get_ref())),
+        }
+    }
+    policy
 }
 
 fn is_name(n: &str) -> bool {

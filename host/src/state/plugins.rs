@@ -74,7 +74,34 @@ pub fn settings(config: &Config) -> PluginSettings {
             ..PluginLimits::default()
         },
         tiered: p.tiered_compile,
+        rollout: p.rollout.clone(),
     }
+}
+
+/// `gatehouse check` for plugins: load every plugin a route of `config` names, as `run`
+/// would. The problems, one line each, if any would not load.
+pub async fn check(config: &Config) -> Result<(), String> {
+    let uses: Vec<(&str, &str)> = config
+        .routes
+        .iter()
+        .flat_map(|r| r.plugins.iter().map(move |p| (r.name.0.as_str(), p.name.as_str())))
+        .collect();
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let settings = settings(config);
+    let problems = crate::plugins::preflight::check(&settings.dir, &settings.limits, uses)
+        .await
+        .map_err(|e| e.to_string())?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    Err(format!(
+        "{} would not load:\n{}",
+        crate::config::count(problems.len(), "plugin"),
+        lines.join("\n")
+    ))
 }
 
 impl GatewayPlugins {
@@ -159,17 +186,47 @@ impl GatewayPlugins {
         &self.manager
     }
 
-    /// `GET /admin/plugins`: settings and every plugin's status.
-    pub fn admin_status(plugins: Option<&Self>) -> serde_json::Value {
+    /// `GET /admin/plugins`: settings, every plugin's status, and the limits each route's
+    /// plugin entry runs under (its own where set, else `[plugins]`).
+    pub fn admin_status(plugins: Option<&Self>, config: &Config) -> serde_json::Value {
         match plugins {
             None => serde_json::json!({ "enabled": false, "plugins": [] }),
             Some(p) => {
                 let s = p.manager.settings();
+                let global = &s.limits;
+                let entries: Vec<serde_json::Value> = config
+                    .routes
+                    .iter()
+                    .flat_map(|r| r.plugins.iter().map(move |e| (r, e)))
+                    .map(|(r, e)| {
+                        let limits = global.entry(
+                            e.deadline,
+                            e.memory_limit_mib.map(|m| m << 20),
+                            e.body_limit_kib.map(|k| k << 10),
+                        );
+                        serde_json::json!({
+                            "route": r.name.0,
+                            "plugin": e.name,
+                            "deadline": humantime::format_duration(limits.deadline).to_string(),
+                            "memory_limit_mib": limits.memory >> 20,
+                            "body_limit_kib": limits.body_cap >> 10,
+                            "reuse_instances": e.reuse_instances,
+                        })
+                    })
+                    .collect();
                 serde_json::json!({
                     "enabled": true,
                     "dir": s.dir.display().to_string(),
                     "watch": s.watch,
+                    "tiered_compile": s.tiered,
+                    "rollout": s.rollout,
+                    "defaults": {
+                        "deadline": humantime::format_duration(global.deadline).to_string(),
+                        "memory_limit_mib": global.memory >> 20,
+                        "body_limit_kib": global.body_cap >> 10,
+                    },
                     "plugins": p.manager.status(),
+                    "routes": entries,
                 })
             }
         }

@@ -29,6 +29,7 @@ async fn start(dir: &TempDir, cache: &TempDir, watch: bool) -> PluginManager {
             debounce: Duration::from_millis(50),
             limits: test_limits(),
             tiered: true,
+            rollout: Default::default(),
         },
         Arc::new(FakeServices {
             delay: Duration::ZERO,
@@ -199,4 +200,330 @@ async fn each_route_entry_runs_under_its_own_limits() {
         uncapped.start(Default::default()).on_request(get("/")).await.is_ok(),
         "the global cap lets 10 KiB through"
     );
+}
+
+/// Drop → live per language, with and without the baseline tier: printed, not asserted
+/// (speed is measured, not tested). Run it in the build you want figures for:
+/// `cargo test -p gatehouse --test all drop_to_live -- --ignored --nocapture`; a Python
+/// component is included when `GATEHOUSE_PY_PLUGIN` names one (componentize-py output).
+#[tokio::test]
+#[ignore = "a measurement; run by hand"]
+async fn drop_to_live() {
+    let mut plugins = vec![
+        ("rust", guests::bytes("header-rewrite")),
+        ("js", super::js::js_plugin()),
+    ];
+    if let Some(py) = std::env::var_os("GATEHOUSE_PY_PLUGIN") {
+        plugins.push(("python", std::fs::read(py).expect("GATEHOUSE_PY_PLUGIN readable")));
+    }
+    for (language, bytes) in plugins {
+        for tiered in [true, false] {
+            let dir = TempDir::new("drop");
+            let cache = TempDir::new("drop-cache");
+            let mut manager = start(&dir, &cache, true).await;
+            if !tiered {
+                drop(manager);
+                manager = PluginManager::start(
+                    PluginSettings {
+                        dir: dir.0.clone(),
+                        cache_dir: Some(cache.0.clone()),
+                        debounce: Duration::from_millis(50),
+                        limits: test_limits(),
+                        tiered: false,
+                        ..PluginSettings::default()
+                    },
+                    Arc::new(gatehouse::plugins::NoServices),
+                )
+                .await
+                .expect("starts");
+            }
+            let started = std::time::Instant::now();
+            std::fs::write(dir.join("p.wasm.tmp"), &bytes).expect("write");
+            std::fs::rename(dir.join("p.wasm.tmp"), dir.join("p.wasm")).expect("rename");
+            eventually("live", Duration::from_secs(300), async || tier(&manager, "p").is_some())
+                .await;
+            let live = started.elapsed();
+            let first = tier(&manager, "p");
+            eventually("optimized", Duration::from_secs(300), async || {
+                tier(&manager, "p") == Some("optimized")
+            })
+            .await;
+            eprintln!(
+                "drop-to-live {language} ({} KiB) tiered={tiered}: live after {live:?} ({}), optimized after {:?}",
+                bytes.len() >> 10,
+                first.unwrap_or("?"),
+                started.elapsed()
+            );
+        }
+    }
+}
+
+/// A config in its own directory naming `plugins` relatively, with one entry's own limits.
+fn config_beside_its_plugins(dir: &TempDir, plugin: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("plugins")).expect("plugins dir");
+    std::fs::write(dir.join("plugins/rw.wasm"), guests::bytes("header-rewrite")).expect("write");
+    let path = dir.join("gatehouse.toml");
+    let text = format!(
+        "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+         [plugins]\ndir = \"plugins\"\nmax_instances = 64\nmemory_limit_mib = 32\n\n\
+         [[services]]\nname = \"o\"\nendpoints = [\"127.0.0.1:9\"]\n\n\
+         [[routes]]\nname = \"r\"\nservice = \"o\"\nmatch = {{ prefix = \"/\" }}\n\
+         plugins = [{{ name = \"{plugin}\", deadline = \"20ms\", memory_limit_mib = 8, body_limit_kib = 16 }}]\n"
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[tokio::test]
+async fn plugins_dir_resolves_beside_the_config_and_admin_shows_entry_limits() {
+    let dir = TempDir::new("relative-config");
+    let path = config_beside_its_plugins(&dir, "rw");
+    // The test runs from host/, not from the config's directory.
+    let config = gatehouse::config::load_file(&path).expect("valid config");
+    assert_eq!(config.plugins.dir, dir.join("plugins"));
+    let gw = gatehouse::gateway::start(config).await.expect("starts");
+    let url = format!("http://{}/admin/plugins", gw.admin_addr);
+    eventually("rw is loaded from the config's plugins/", Duration::from_secs(30), async || {
+        crate::support::get(&url, &[]).await.json()["plugins"][0]["status"] == "loaded"
+    })
+    .await;
+    let admin = crate::support::get(&url, &[]).await.json();
+    let entry = &admin["routes"][0];
+    assert_eq!(entry["route"], "r", "{admin}");
+    assert_eq!(entry["plugin"], "rw", "{admin}");
+    assert_eq!(entry["deadline"], "20ms", "{admin}");
+    assert_eq!(entry["memory_limit_mib"], 8, "{admin}");
+    assert_eq!(entry["body_limit_kib"], 16, "{admin}");
+    assert_eq!(admin["defaults"]["memory_limit_mib"], 32, "{admin}");
+    gw.shutdown().await;
+}
+
+/// What `gatehouse check` runs after the config validates (in-process: the `gatehouse`
+/// binary in the shared target dir may be another tree's build).
+async fn check(path: &std::path::Path) -> Result<(), String> {
+    let config = gatehouse::config::load_file(path).expect("valid config");
+    gatehouse::state::plugins::check(&config).await
+}
+
+#[tokio::test]
+async fn check_loads_every_plugin_the_config_names() {
+    let dir = TempDir::new("check-plugins");
+    let good = config_beside_its_plugins(&dir, "rw");
+    check(&good).await.expect("rw loads");
+
+    let typo = config_beside_its_plugins(&dir, "rw-typo");
+    let error = check(&typo).await.expect_err("a missing plugin file fails check");
+    assert!(
+        error.contains("plugin \"rw-typo\" (route r)") && error.contains("rw-typo.wasm"),
+        "{error}"
+    );
+
+    // A component of another world is caught too.
+    std::fs::write(dir.join("plugins/rw-typo.wasm"), guests::other_world()).expect("write");
+    let error = check(&typo).await.expect_err("a foreign world fails check");
+    assert!(error.contains("acme:billing/ledger@1.0.0"), "{error}");
+}
+
+// --- staged rollout ---
+
+async fn start_rolling(dir: &TempDir, policy: gatehouse::plugins::RolloutPolicy) -> PluginManager {
+    let cache = guests::workspace().join("target/guests/artifact-cache");
+    PluginManager::start(
+        PluginSettings {
+            dir: dir.0.clone(),
+            cache_dir: Some(cache),
+            watch: true,
+            debounce: Duration::from_millis(50),
+            limits: test_limits(),
+            tiered: true,
+            rollout: policy,
+        },
+        Arc::new(gatehouse::plugins::NoServices),
+    )
+    .await
+    .expect("starts")
+}
+
+fn status_of(manager: &PluginManager, name: &str) -> gatehouse::plugins::PluginStatus {
+    manager
+        .status()
+        .into_iter()
+        .find(|s| s.name == name)
+        .expect("status")
+}
+
+/// Requests through plugin `p` with `config`, one after another with distinct request ids,
+/// until `stop`: (failed, answered by a version that set `x-live`).
+fn steady_stream(
+    chain: Arc<gatehouse::plugins::PluginChain>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64, u64)> {
+    tokio::spawn(async move {
+        let (mut total, mut failed, mut new) = (0u64, 0u64, 0u64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            total += 1;
+            let meta = gatehouse::plugins::RequestMeta {
+                request_id: format!("req-{total}"),
+                ..Default::default()
+            };
+            match chain.start(meta).on_request(get("/")).await {
+                Ok(gatehouse::plugins::RequestOutcome::Continue(req)) => {
+                    if req.headers().contains_key("x-live") {
+                        new += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => failed += 1,
+            }
+            tokio::task::yield_now().await;
+        }
+        (total, failed, new)
+    })
+}
+
+#[tokio::test]
+async fn a_good_new_version_rolls_out_under_load_and_is_promoted() {
+    let dir = TempDir::new("rollout-good");
+    std::fs::write(dir.join("p.wasm"), guests::bytes("noop")).expect("write");
+    let manager = start_rolling(
+        &dir,
+        gatehouse::plugins::RolloutPolicy {
+            steps: vec![30, 100],
+            step_interval: Duration::from_millis(300),
+            max_failure_ratio: 0.0,
+            min_invocations: 5,
+        },
+    )
+    .await;
+    let old = status_of(&manager, "p").hash.expect("noop serves");
+    let chain = manager.chain(
+        "r",
+        &[plugin("p", json!({ "request": { "x-live": "yes" } }))],
+        OnError::FailClosed,
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = steady_stream(chain, stop.clone());
+
+    std::fs::write(dir.join("p.wasm.tmp"), guests::bytes("header-rewrite")).expect("write");
+    std::fs::rename(dir.join("p.wasm.tmp"), dir.join("p.wasm")).expect("rename");
+    eventually("the rollout starts", Duration::from_secs(30), async || {
+        status_of(&manager, "p").rollout.is_some()
+    })
+    .await;
+    assert_eq!(status_of(&manager, "p").hash, Some(old.clone()), "the old version still serves");
+    eventually("the new version is promoted", Duration::from_secs(60), async || {
+        let s = status_of(&manager, "p");
+        s.rollout.is_none() && s.hash.as_ref() != Some(&old)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (total, failed, new) = client.await.expect("client");
+    assert_eq!(failed, 0, "no request failed during the rollout ({total} sent)");
+    assert!(new > 0, "some requests ran the new version ({total} sent)");
+    assert_eq!(status_of(&manager, "p").status, "loaded");
+}
+
+#[tokio::test]
+async fn a_failing_new_version_is_rolled_back_and_the_old_keeps_serving() {
+    let dir = TempDir::new("rollout-bad");
+    std::fs::write(dir.join("p.wasm"), guests::bytes("noop")).expect("write");
+    let manager = start_rolling(
+        &dir,
+        gatehouse::plugins::RolloutPolicy {
+            steps: vec![50, 100],
+            step_interval: Duration::from_secs(3600),
+            max_failure_ratio: 0.1,
+            min_invocations: 5,
+        },
+    )
+    .await;
+    let old = status_of(&manager, "p").hash.expect("noop serves");
+    // noop ignores its config; the new version (test-kit) traps on it.
+    let chain = manager.chain("r", &[plugin("p", json!({ "mode": "trap" }))], OnError::FailClosed);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = steady_stream(chain.clone(), stop.clone());
+
+    std::fs::write(dir.join("p.wasm.tmp"), guests::bytes("test-kit")).expect("write");
+    std::fs::rename(dir.join("p.wasm.tmp"), dir.join("p.wasm")).expect("rename");
+    eventually("the new version is rolled back", Duration::from_secs(60), async || {
+        let s = status_of(&manager, "p");
+        s.status == "failed" && s.rollout.is_none()
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (total, failed, _) = client.await.expect("client");
+    assert!(failed > 0 && failed < total, "only the candidate's share failed: {failed} of {total}");
+    let s = status_of(&manager, "p");
+    assert_eq!(s.hash, Some(old), "the old version keeps serving");
+    assert!(s.last_error.as_deref().unwrap_or_default().contains("rolled back"), "{s:?}");
+    for i in 0..20 {
+        let meta = gatehouse::plugins::RequestMeta {
+            request_id: format!("after-{i}"),
+            ..Default::default()
+        };
+        assert!(chain.start(meta).on_request(get("/")).await.is_ok(), "request {i} after rollback");
+    }
+}
+
+#[tokio::test]
+async fn a_rollout_is_promoted_or_rolled_back_by_hand() {
+    let dir = TempDir::new("rollout-manual");
+    std::fs::write(dir.join("p.wasm"), guests::bytes("noop")).expect("write");
+    let manager = start_rolling(
+        &dir,
+        gatehouse::plugins::RolloutPolicy {
+            steps: vec![10, 100],
+            step_interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .await;
+    let name = PluginName::new("p").expect("name");
+    let old = status_of(&manager, "p").hash.expect("noop serves");
+    assert!(manager.promote(&name).is_err(), "nothing to promote yet");
+
+    std::fs::write(dir.join("p.wasm"), guests::bytes("header-rewrite")).expect("write");
+    eventually("the rollout starts", Duration::from_secs(30), async || {
+        status_of(&manager, "p").rollout.is_some()
+    })
+    .await;
+    let new = manager.rollback(&name).expect("rolled back");
+    let s = status_of(&manager, "p");
+    assert_eq!((s.hash.as_ref(), s.status), (Some(&old), "failed"), "{s:?}");
+    assert_eq!(s.failed_hash.as_ref(), Some(&new));
+
+    // The same file written again starts a new rollout; promoting it makes it serve.
+    std::fs::write(dir.join("p.wasm"), guests::bytes("header-rewrite")).expect("write");
+    eventually("the rollout starts again", Duration::from_secs(30), async || {
+        status_of(&manager, "p").rollout.is_some()
+    })
+    .await;
+    assert_eq!(manager.promote(&name).expect("promoted"), new);
+    let s = status_of(&manager, "p");
+    assert_eq!((s.hash.as_ref(), s.status), (Some(&new), "loaded"), "{s:?}");
+    assert!(s.rollout.is_none());
+}
+
+#[tokio::test]
+async fn admin_promote_and_rollback_answer_json() {
+    let dir = TempDir::new("rollout-admin");
+    let path = config_beside_its_plugins(&dir, "rw");
+    let gw = gatehouse::gateway::start(gatehouse::config::load_file(&path).expect("valid"))
+        .await
+        .expect("starts");
+    let client = crate::support::http1();
+    let base = format!("http://{}/admin/plugins", gw.admin_addr);
+    let post = async |p: &str| {
+        let url = format!("{base}/{p}");
+        crate::support::send(&client, "POST", &url, &[], bytes::Bytes::new()).await
+    };
+    let got = post("rw/promote").await;
+    assert_eq!(got.status, 409, "no rollout in progress");
+    assert_eq!(got.json()["error"], "no_rollout");
+    assert_eq!(post("rw/rollback").await.status, 409);
+    assert_eq!(post("rw/retire").await.status, 404);
+    assert_eq!(post("bad%20name/promote").await.status, 400);
+    let got = crate::support::get(&format!("{base}/rw/promote"), &[]).await;
+    assert_eq!(got.status, 405);
+    gw.shutdown().await;
 }

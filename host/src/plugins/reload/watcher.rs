@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::loader::Loader;
 use super::registry::PluginRegistry;
+use super::rollout::Canary;
 use crate::fswatch::may_change_content;
 use crate::plugins::runtime::engine::{hex, Flavor, Tier};
 use crate::plugins::runtime::error::LoadError;
@@ -72,6 +73,12 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
         }
     };
     let hash = hex(&sha2::Sha256::digest(&*bytes));
+    if registry
+        .canary(&name)
+        .is_some_and(|c| c.version.load().hash == hash)
+    {
+        return; // already being rolled out
+    }
     if registry.get(&name).is_some_and(|p| p.hash == hash) {
         // The serving bytes are back (e.g. a bad build replaced by the good one again).
         registry.clear_failure(&name);
@@ -83,7 +90,16 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
                 tier = plugin.tier.as_str(), load_ms = plugin.load_time.as_millis() as u64,
                 "plugin loaded");
             let optimize = (plugin.tier == Tier::Baseline).then(|| (plugin.hash.clone(), plugin.flavor));
-            registry.install(plugin);
+            let policy = registry.rollout_policy();
+            if policy.staged() && registry.get(&name).is_some() {
+                let first = policy.steps.first().copied().unwrap_or(100);
+                let canary = registry.begin_rollout(plugin, first);
+                tracing::info!(plugin = %name, hash = %hash, share = first,
+                    "rolling the new plugin version out beside the serving one");
+                roll_out(registry.clone(), name.clone(), canary);
+            } else {
+                registry.install(plugin);
+            }
             if let Some((hash, flavor)) = optimize {
                 optimize_later(loader.clone(), registry.clone(), name, hash, flavor, bytes);
             }
@@ -125,6 +141,50 @@ fn optimize_later(
             // The baseline build stays: slower, but correct.
             Err(error) => tracing::warn!(plugin = %name, hash = %hash, error = %error,
                 "optimized compile failed; the baseline build keeps serving"),
+        }
+    });
+}
+
+/// How often a rollout's failure ratio is judged within a step.
+const ROLLOUT_CHECK: Duration = Duration::from_millis(100);
+
+/// Drive the rollout of `canary`: each step of the policy for `step_interval`, judged every
+/// [`ROLLOUT_CHECK`]; rolled back as soon as its failure ratio is over the threshold,
+/// promoted after the last step. Stops when the candidate is no longer the current one
+/// (promoted or rolled back by hand, replaced by a newer file, removed).
+fn roll_out(registry: Arc<PluginRegistry>, name: PluginName, canary: Arc<Canary>) {
+    let policy = registry.rollout_policy().clone();
+    tokio::spawn(async move {
+        let current = || {
+            registry
+                .canary(&name)
+                .is_some_and(|c| Arc::ptr_eq(&c, &canary))
+        };
+        let hash = canary.version.load().hash.clone();
+        for &share in &policy.steps {
+            canary.set_share(share);
+            let step_end = tokio::time::Instant::now() + policy.step_interval;
+            loop {
+                if !current() {
+                    return;
+                }
+                if let Some(reason) = canary.verdict(&policy) {
+                    if registry.rollback(&name, &reason).is_ok() {
+                        tracing::warn!(plugin = %name, hash = %hash, "{reason}; the previous version keeps serving");
+                    }
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= step_end {
+                    break;
+                }
+                tokio::time::sleep(ROLLOUT_CHECK.min(step_end - now)).await;
+            }
+        }
+        if current() && registry.promote(&name).is_ok() {
+            let (invocations, failures) = canary.counts();
+            tracing::info!(plugin = %name, hash = %hash, invocations, failures,
+                "new plugin version promoted after its rollout");
         }
     });
 }
