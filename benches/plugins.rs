@@ -44,6 +44,9 @@ fn plugin(name: &str, config: serde_json::Value) -> PluginRef {
         reuse_instances: false,
         files: Default::default(),
         limits: Default::default(),
+        deadline: None,
+        memory: None,
+        body_cap: None,
     }
 }
 
@@ -393,8 +396,8 @@ fn startup(rt: &tokio::runtime::Runtime) {
                     watch: false,
                     limits: PluginLimits::default(),
                     // Measure the optimized (Cranelift) code, not the baseline build.
-                tiered: false,
-                ..PluginSettings::default()
+                    tiered: false,
+                    ..PluginSettings::default()
                 },
                 Arc::new(NoServices),
             )

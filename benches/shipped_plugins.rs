@@ -126,6 +126,9 @@ async fn request_phase(
             reuse_instances: false,
             files: Default::default(),
             limits: Default::default(),
+            deadline: None,
+            memory: None,
+            body_cap: None,
         }],
         OnError::FailClosed,
     );

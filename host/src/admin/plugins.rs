@@ -29,7 +29,12 @@ pub(super) fn rollout(
     let name = match PluginName::new(name) {
         Ok(n) => n,
         Err(message) => {
-            return json_error(StatusCode::BAD_REQUEST, "bad_plugin_name", &message, request_id)
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_plugin_name",
+                &message,
+                request_id,
+            )
         }
     };
     let Some(plugins) = plugins else {
@@ -51,7 +56,12 @@ pub(super) fn rollout(
             StatusCode::OK,
             &serde_json::json!({ "plugin": name.as_str(), "action": action, "hash": hash }),
         ),
-        Err(e) => json_error(StatusCode::CONFLICT, "no_rollout", &e.to_string(), request_id),
+        Err(e) => json_error(
+            StatusCode::CONFLICT,
+            "no_rollout",
+            &e.to_string(),
+            request_id,
+        ),
     }
 }
 

@@ -251,8 +251,16 @@ fn rollout(raw: &RawRollout, text: &str, problems: &mut Vec<Problem>) -> Rollout
             Ok(v) if v >= Duration::from_millis(100) && v <= Duration::from_secs(86_400) => {
                 policy.step_interval = v
             }
-            _ => problem(text, problems, d.span(), "plugins.rollout.step_interval".to_owned(),
-                format!("{:?} is not a duration from 100ms to 24h, e.g. \"30s\"", d.get_ref())),
+            _ => problem(
+                text,
+                problems,
+                d.span(),
+                "plugins.rollout.step_interval".to_owned(),
+                format!(
+                    "{:?} is not a duration from 100ms to 24h, e.g. \"30s\"",
+                    d.get_ref()
+                ),
+            ),
         }
     }
     if let Some(r) = &raw.max_failure_ratio {
@@ -260,15 +268,25 @@ fn rollout(raw: &RawRollout, text: &str, problems: &mut Vec<Problem>) -> Rollout
         if (0.0..=1.0).contains(&v) {
             policy.max_failure_ratio = v;
         } else {
-            problem(text, problems, r.span(), "plugins.rollout.max_failure_ratio".to_owned(),
-                format!("{v} is not a ratio from 0.0 to 1.0"));
+            problem(
+                text,
+                problems,
+                r.span(),
+                "plugins.rollout.max_failure_ratio".to_owned(),
+                format!("{v} is not a ratio from 0.0 to 1.0"),
+            );
         }
     }
     if let Some(n) = &raw.min_invocations {
         match u64::try_from(*n.get_ref()) {
             Ok(v) if v >= 1 => policy.min_invocations = v,
-            _ => problem(text, problems, n.span(), "plugins.rollout.min_invocations".to_owned(),
-                format!("{} must be a positive integer", n.get_ref())),
+            _ => problem(
+                text,
+                problems,
+                n.span(),
+                "plugins.rollout.min_invocations".to_owned(),
+                format!("{} must be a positive integer", n.get_ref()),
+            ),
         }
     }
     policy
@@ -374,10 +392,24 @@ pub(super) fn validate_route(
             .as_ref()
             .and_then(|d| deadline(d, format!("{here}.deadline"), text, problems));
         let memory_limit_mib = p.memory_limit_mib.as_ref().map(|_| {
-            bounded(&p.memory_limit_mib, &format!("{here}.memory_limit_mib"), 64, 4096, text, problems)
+            bounded(
+                &p.memory_limit_mib,
+                &format!("{here}.memory_limit_mib"),
+                64,
+                4096,
+                text,
+                problems,
+            )
         });
         let body_limit_kib = p.body_limit_kib.as_ref().map(|_| {
-            bounded(&p.body_limit_kib, &format!("{here}.body_limit_kib"), 1024, 1 << 20, text, problems)
+            bounded(
+                &p.body_limit_kib,
+                &format!("{here}.body_limit_kib"),
+                1024,
+                1 << 20,
+                text,
+                problems,
+            )
         });
         out.push(RoutePlugin {
             deadline,

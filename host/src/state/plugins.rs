@@ -84,7 +84,11 @@ pub async fn check(config: &Config) -> Result<(), String> {
     let uses: Vec<(&str, &str)> = config
         .routes
         .iter()
-        .flat_map(|r| r.plugins.iter().map(move |p| (r.name.0.as_str(), p.name.as_str())))
+        .flat_map(|r| {
+            r.plugins
+                .iter()
+                .map(move |p| (r.name.0.as_str(), p.name.as_str()))
+        })
         .collect();
     if uses.is_empty() {
         return Ok(());
@@ -119,10 +123,11 @@ impl GatewayPlugins {
             state: Arc::downgrade(state),
         });
         let settings = settings(config);
-        let uses = config
-            .routes
-            .iter()
-            .flat_map(|r| r.plugins.iter().map(move |p| (r.name.0.as_str(), p.name.as_str())));
+        let uses = config.routes.iter().flat_map(|r| {
+            r.plugins
+                .iter()
+                .map(move |p| (r.name.0.as_str(), p.name.as_str()))
+        });
         for missing in crate::plugins::preflight::missing_files(&settings.dir, uses) {
             tracing::warn!(plugin = %missing.plugin, routes = %missing.routes.join(","),
                 "{missing}; its routes answer 503 not_loaded until the file appears");

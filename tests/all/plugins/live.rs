@@ -62,9 +62,11 @@ async fn a_new_plugin_serves_from_the_baseline_build_until_the_optimized_one_rep
     let manager = start(&dir, &cache, true).await;
     std::fs::write(dir.join("rw.wasm"), guests::bytes("header-rewrite")).expect("write");
 
-    eventually("the plugin goes live", Duration::from_secs(30), async || {
-        tier(&manager, "rw").is_some()
-    })
+    eventually(
+        "the plugin goes live",
+        Duration::from_secs(30),
+        async || tier(&manager, "rw").is_some(),
+    )
     .await;
     assert!(serves(&manager, "rw").await, "serves as soon as it is live");
     eventually(
@@ -82,7 +84,10 @@ async fn a_new_plugin_serves_from_the_baseline_build_until_the_optimized_one_rep
         .collect();
     artifacts.sort();
     assert_eq!(artifacts.len(), 2, "{artifacts:?}");
-    assert!(artifacts.iter().any(|a| a.ends_with(".winch.cwasm")), "{artifacts:?}");
+    assert!(
+        artifacts.iter().any(|a| a.ends_with(".winch.cwasm")),
+        "{artifacts:?}"
+    );
     drop(manager);
     let again = start(&dir, &cache, false).await;
     let status = again
@@ -158,7 +163,10 @@ async fn each_route_entry_runs_under_its_own_limits() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["kind"], "deadline", "{body}");
     assert!(
-        body["message"].as_str().unwrap_or_default().contains("20 ms"),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("20 ms"),
         "the entry's deadline is the one reported: {body}"
     );
 
@@ -175,7 +183,10 @@ async fn each_route_entry_runs_under_its_own_limits() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["kind"], "out_of_memory", "{body}");
     assert!(
-        body["message"].as_str().unwrap_or_default().contains(&(4u64 << 20).to_string()),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&(4u64 << 20).to_string()),
         "the entry's memory limit is the one reported: {body}"
     );
 
@@ -193,11 +204,18 @@ async fn each_route_entry_runs_under_its_own_limits() {
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["kind"], "bad_output", "{body}");
     let uncapped = kit.chain(
-        &[plugin("kit", json!({ "mode": "huge-response", "size": 10 << 10 }))],
+        &[plugin(
+            "kit",
+            json!({ "mode": "huge-response", "size": 10 << 10 }),
+        )],
         OnError::FailClosed,
     );
     assert!(
-        uncapped.start(Default::default()).on_request(get("/")).await.is_ok(),
+        uncapped
+            .start(Default::default())
+            .on_request(get("/"))
+            .await
+            .is_ok(),
         "the global cap lets 10 KiB through"
     );
 }
@@ -214,7 +232,10 @@ async fn drop_to_live() {
         ("js", super::js::js_plugin()),
     ];
     if let Some(py) = std::env::var_os("GATEHOUSE_PY_PLUGIN") {
-        plugins.push(("python", std::fs::read(py).expect("GATEHOUSE_PY_PLUGIN readable")));
+        plugins.push((
+            "python",
+            std::fs::read(py).expect("GATEHOUSE_PY_PLUGIN readable"),
+        ));
     }
     for (language, bytes) in plugins {
         for tiered in [true, false] {
@@ -240,8 +261,10 @@ async fn drop_to_live() {
             let started = std::time::Instant::now();
             std::fs::write(dir.join("p.wasm.tmp"), &bytes).expect("write");
             std::fs::rename(dir.join("p.wasm.tmp"), dir.join("p.wasm")).expect("rename");
-            eventually("live", Duration::from_secs(300), async || tier(&manager, "p").is_some())
-                .await;
+            eventually("live", Duration::from_secs(300), async || {
+                tier(&manager, "p").is_some()
+            })
+            .await;
             let live = started.elapsed();
             let first = tier(&manager, "p");
             eventually("optimized", Duration::from_secs(300), async || {
@@ -283,9 +306,11 @@ async fn plugins_dir_resolves_beside_the_config_and_admin_shows_entry_limits() {
     assert_eq!(config.plugins.dir, dir.join("plugins"));
     let gw = gatehouse::gateway::start(config).await.expect("starts");
     let url = format!("http://{}/admin/plugins", gw.admin_addr);
-    eventually("rw is loaded from the config's plugins/", Duration::from_secs(30), async || {
-        crate::support::get(&url, &[]).await.json()["plugins"][0]["status"] == "loaded"
-    })
+    eventually(
+        "rw is loaded from the config's plugins/",
+        Duration::from_secs(30),
+        async || crate::support::get(&url, &[]).await.json()["plugins"][0]["status"] == "loaded",
+    )
     .await;
     let admin = crate::support::get(&url, &[]).await.json();
     let entry = &admin["routes"][0];
@@ -312,7 +337,9 @@ async fn check_loads_every_plugin_the_config_names() {
     check(&good).await.expect("rw loads");
 
     let typo = config_beside_its_plugins(&dir, "rw-typo");
-    let error = check(&typo).await.expect_err("a missing plugin file fails check");
+    let error = check(&typo)
+        .await
+        .expect_err("a missing plugin file fails check");
     assert!(
         error.contains("plugin \"rw-typo\" (route r)") && error.contains("rw-typo.wasm"),
         "{error}"
@@ -410,15 +437,26 @@ async fn a_good_new_version_rolls_out_under_load_and_is_promoted() {
         status_of(&manager, "p").rollout.is_some()
     })
     .await;
-    assert_eq!(status_of(&manager, "p").hash, Some(old.clone()), "the old version still serves");
-    eventually("the new version is promoted", Duration::from_secs(60), async || {
-        let s = status_of(&manager, "p");
-        s.rollout.is_none() && s.hash.as_ref() != Some(&old)
-    })
+    assert_eq!(
+        status_of(&manager, "p").hash,
+        Some(old.clone()),
+        "the old version still serves"
+    );
+    eventually(
+        "the new version is promoted",
+        Duration::from_secs(60),
+        async || {
+            let s = status_of(&manager, "p");
+            s.rollout.is_none() && s.hash.as_ref() != Some(&old)
+        },
+    )
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (total, failed, new) = client.await.expect("client");
-    assert_eq!(failed, 0, "no request failed during the rollout ({total} sent)");
+    assert_eq!(
+        failed, 0,
+        "no request failed during the rollout ({total} sent)"
+    );
     assert!(new > 0, "some requests ran the new version ({total} sent)");
     assert_eq!(status_of(&manager, "p").status, "loaded");
 }
@@ -439,29 +477,49 @@ async fn a_failing_new_version_is_rolled_back_and_the_old_keeps_serving() {
     .await;
     let old = status_of(&manager, "p").hash.expect("noop serves");
     // noop ignores its config; the new version (test-kit) traps on it.
-    let chain = manager.chain("r", &[plugin("p", json!({ "mode": "trap" }))], OnError::FailClosed);
+    let chain = manager.chain(
+        "r",
+        &[plugin("p", json!({ "mode": "trap" }))],
+        OnError::FailClosed,
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = steady_stream(chain.clone(), stop.clone());
 
     std::fs::write(dir.join("p.wasm.tmp"), guests::bytes("test-kit")).expect("write");
     std::fs::rename(dir.join("p.wasm.tmp"), dir.join("p.wasm")).expect("rename");
-    eventually("the new version is rolled back", Duration::from_secs(60), async || {
-        let s = status_of(&manager, "p");
-        s.status == "failed" && s.rollout.is_none()
-    })
+    eventually(
+        "the new version is rolled back",
+        Duration::from_secs(60),
+        async || {
+            let s = status_of(&manager, "p");
+            s.status == "failed" && s.rollout.is_none()
+        },
+    )
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (total, failed, _) = client.await.expect("client");
-    assert!(failed > 0 && failed < total, "only the candidate's share failed: {failed} of {total}");
+    assert!(
+        failed > 0 && failed < total,
+        "only the candidate's share failed: {failed} of {total}"
+    );
     let s = status_of(&manager, "p");
     assert_eq!(s.hash, Some(old), "the old version keeps serving");
-    assert!(s.last_error.as_deref().unwrap_or_default().contains("rolled back"), "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rolled back"),
+        "{s:?}"
+    );
     for i in 0..20 {
         let meta = gatehouse::plugins::RequestMeta {
             request_id: format!("after-{i}"),
             ..Default::default()
         };
-        assert!(chain.start(meta).on_request(get("/")).await.is_ok(), "request {i} after rollback");
+        assert!(
+            chain.start(meta).on_request(get("/")).await.is_ok(),
+            "request {i} after rollback"
+        );
     }
 }
 
@@ -494,9 +552,11 @@ async fn a_rollout_is_promoted_or_rolled_back_by_hand() {
 
     // The same file written again starts a new rollout; promoting it makes it serve.
     std::fs::write(dir.join("p.wasm"), guests::bytes("header-rewrite")).expect("write");
-    eventually("the rollout starts again", Duration::from_secs(30), async || {
-        status_of(&manager, "p").rollout.is_some()
-    })
+    eventually(
+        "the rollout starts again",
+        Duration::from_secs(30),
+        async || status_of(&manager, "p").rollout.is_some(),
+    )
     .await;
     assert_eq!(manager.promote(&name).expect("promoted"), new);
     let s = status_of(&manager, "p");

@@ -169,7 +169,13 @@ impl Loader {
             .artifacts(&hash)
             .map(|a| a.path(flavor, Tier::Optimized));
         let component = tokio::task::spawn_blocking(move || {
-            compile_with(&engine, &bytes, flavor, Tier::Optimized, artifact.as_deref())
+            compile_with(
+                &engine,
+                &bytes,
+                flavor,
+                Tier::Optimized,
+                artifact.as_deref(),
+            )
         })
         .await
         .map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??;
@@ -308,10 +314,15 @@ fn compile(
             Ok(c) => return Ok((c, false)),
             // Winch lacks some proposals (tail calls, exceptions, relaxed SIMD, parts of
             // SIMD): such a component waits for Cranelift.
-            Err(e) => tracing::debug!(error = %e, "baseline compiler refused the plugin; compiling with Cranelift"),
+            Err(e) => {
+                tracing::debug!(error = %e, "baseline compiler refused the plugin; compiling with Cranelift")
+            }
         }
     }
-    Ok((compile_either(engine, bytes, Tier::Optimized, &path)?, false))
+    Ok((
+        compile_either(engine, bytes, Tier::Optimized, &path)?,
+        false,
+    ))
 }
 
 /// Compile on the plain engine of `tier`, or, for a component that needs component-model
@@ -322,12 +333,24 @@ fn compile_either(
     tier: Tier,
     path: &dyn Fn(Flavor, Tier) -> Option<PathBuf>,
 ) -> Result<Component, LoadError> {
-    match compile_with(engine, bytes, Flavor::Plain, tier, path(Flavor::Plain, tier).as_deref()) {
+    match compile_with(
+        engine,
+        bytes,
+        Flavor::Plain,
+        tier,
+        path(Flavor::Plain, tier).as_deref(),
+    ) {
         Ok(c) => Ok(c),
         Err(plain) => {
             tracing::debug!(error = %plain, tier = tier.as_str(), "not loadable on the plain engine");
             let concurrent = path(Flavor::Concurrent, tier);
-            compile_with(engine, bytes, Flavor::Concurrent, tier, concurrent.as_deref())
+            compile_with(
+                engine,
+                bytes,
+                Flavor::Concurrent,
+                tier,
+                concurrent.as_deref(),
+            )
         }
     }
 }

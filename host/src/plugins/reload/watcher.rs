@@ -89,7 +89,8 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
             tracing::info!(plugin = %name, hash = %plugin.hash, from_cache = plugin.from_cache,
                 tier = plugin.tier.as_str(), load_ms = plugin.load_time.as_millis() as u64,
                 "plugin loaded");
-            let optimize = (plugin.tier == Tier::Baseline).then(|| (plugin.hash.clone(), plugin.flavor));
+            let optimize =
+                (plugin.tier == Tier::Baseline).then(|| (plugin.hash.clone(), plugin.flavor));
             let policy = registry.rollout_policy();
             if policy.staged() && registry.get(&name).is_some() {
                 let first = policy.steps.first().copied().unwrap_or(100);
@@ -129,7 +130,10 @@ fn optimize_later(
         move || registry.get(&name).is_some_and(|p| p.hash == hash)
     };
     tokio::spawn(async move {
-        match loader.optimize(name.clone(), hash.clone(), flavor, bytes, serving).await {
+        match loader
+            .optimize(name.clone(), hash.clone(), flavor, bytes, serving)
+            .await
+        {
             Ok(Some(optimized)) => {
                 let load_ms = optimized.load_time.as_millis() as u64;
                 if registry.upgrade(optimized) {

@@ -94,7 +94,11 @@ impl PluginPre {
     /// Link `component` against the host imports and find its hooks. Fails if it imports
     /// anything the host does not provide or exports no hook.
     /// `hash` is the version's content hash; log lines carry its first 12 digits.
-    pub fn new(engine: &PluginEngine, component: &Component, hash: &str) -> Result<Self, LoadError> {
+    pub fn new(
+        engine: &PluginEngine,
+        component: &Component,
+        hash: &str,
+    ) -> Result<Self, LoadError> {
         let pre = engine
             .linker_for(component)
             .map_err(|e| LoadError::World(e.to_string()))?
