@@ -101,3 +101,28 @@ fn by_plugin<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_name_the_plugin_and_every_route_once() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-preflight-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("here.wasm"), b"x").expect("write");
+        let missing = missing_files(
+            &dir,
+            [("a", "here"), ("a", "gone"), ("b", "gone"), ("b", "gone")],
+        );
+        let _ = std::fs::remove_dir_all(&dir); // best effort: it is a temp dir
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(missing[0].plugin, "gone");
+        assert_eq!(missing[0].routes, ["a", "b"]);
+        assert!(
+            missing[0].to_string().contains("gone.wasm"),
+            "{}",
+            missing[0]
+        );
+    }
+}
