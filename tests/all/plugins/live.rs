@@ -587,3 +587,101 @@ async fn admin_promote_and_rollback_answer_json() {
     assert_eq!(got.status, 405);
     gw.shutdown().await;
 }
+
+/// Through the gateway: real HTTP clients keep sending while a new version is rolled out in
+/// steps and promoted; no request fails and both versions answer along the way.
+#[tokio::test]
+async fn a_staged_rollout_through_the_gateway_fails_no_request() {
+    let echo = crate::support::origin::echo("echo").await;
+    let dir = TempDir::new("rollout-gw");
+    std::fs::write(dir.join("ver.wasm"), guests::bytes("test-kit")).expect("write");
+    let cache = guests::workspace().join("target/guests/artifact-cache");
+    let gw = crate::support::gateway(&format!(
+        r#"
+[plugins]
+dir = {dir:?}
+cache_dir = {cache:?}
+max_instances = 64
+memory_limit_mib = 32
+
+[plugins.rollout]
+steps = [20, 60, 100]
+step_interval = "300ms"
+max_failure_ratio = 0.0
+min_invocations = 5
+
+[[services]]
+name = "echo"
+endpoints = ["{addr}"]
+
+[[routes]]
+name = "echo"
+service = "echo"
+match = {{ prefix = "/" }}
+plugins = [{{ name = "ver", config = {{ mode = "tag", request = {{ x-version = "rewrite" }} }} }}]
+"#,
+        dir = dir.0.display().to_string(),
+        cache = cache.display().to_string(),
+        addr = echo.addr,
+    ))
+    .await;
+    let admin = format!("http://{}/admin/plugins", gw.admin_addr);
+    let ver = async || {
+        let all = crate::support::get(&admin, &[]).await.json();
+        all["plugins"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "ver").cloned())
+            .unwrap_or_default()
+    };
+    let old = ver().await["hash"].clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = format!("http://{}/v", gw.public_addr);
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            tokio::spawn(async move {
+                let client = crate::support::http1();
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let got =
+                        crate::support::send(&client, "GET", &url, &[], bytes::Bytes::new()).await;
+                    assert_eq!(got.status, 200, "a request failed: {}", got.text());
+                    let v = got.json()["headers"]["x-version"]
+                        .as_str()
+                        .map(str::to_owned);
+                    seen.insert(v.expect("every response carries a plugin version"));
+                }
+                seen
+            })
+        })
+        .collect();
+
+    std::fs::write(dir.join("ver.wasm.tmp"), guests::bytes("header-rewrite")).expect("write");
+    std::fs::rename(dir.join("ver.wasm.tmp"), dir.join("ver.wasm")).expect("rename");
+    eventually(
+        "the rollout shows in /admin/plugins",
+        Duration::from_secs(30),
+        async || ver().await["rollout"]["share"].is_u64(),
+    )
+    .await;
+    eventually(
+        "the new version is promoted",
+        Duration::from_secs(60),
+        async || {
+            let v = ver().await;
+            v["rollout"].is_null() && v["hash"] != old
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = std::collections::BTreeSet::new();
+    for c in clients {
+        seen.extend(c.await.expect("client saw no failed request"));
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["kit", "rewrite"],
+        "both versions answered during the rollout"
+    );
+    gw.shutdown().await;
+}
