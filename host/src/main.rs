@@ -77,6 +77,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     for warning in config.warning_lines() {
         println!("warning: {warning}");
     }
+    check_plugins(&config)?;
     println!(
         "{}: ok ({}, {})",
         path.display(),
@@ -84,6 +85,17 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config::count(config.routes.len(), "route")
     );
     Ok(())
+}
+
+/// Load every plugin the config names, as `run` would.
+fn check_plugins(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime
+        .block_on(gatehouse::state::plugins::check(config))
+        .map_err(anyhow::Error::msg)
 }
 
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {

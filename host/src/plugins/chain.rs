@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::reload::loader::LoadedPlugin;
-use super::reload::registry::{PluginRegistry, PluginSet};
+use super::reload::registry::{CanarySet, PluginRegistry, PluginSet};
+use super::reload::rollout::Canary;
 use super::runtime::bindings::types::{Decision, UpstreamFailure};
 use super::runtime::capabilities::{PluginEnv, RequestMeta};
 use super::runtime::engine::PluginEngine;
@@ -82,6 +83,8 @@ impl PluginChain {
         ChainRun {
             chain: self.clone(),
             set: self.registry.snapshot(),
+            canaries: self.registry.canaries(),
+            canary: self.entries.iter().map(|_| None).collect(),
             meta: Arc::new(meta),
             instances: self.entries.iter().map(|_| None).collect(),
             failed: vec![false; self.entries.len()],
@@ -94,6 +97,10 @@ impl PluginChain {
 pub struct ChainRun {
     chain: Arc<PluginChain>,
     set: Arc<PluginSet>,
+    /// Candidates being rolled out when the request started.
+    canaries: Arc<CanarySet>,
+    /// The candidate each plugin's instance came from, if it did: its outcome is counted.
+    canary: Vec<Option<Arc<Canary>>>,
     meta: Arc<RequestMeta>,
     /// Each plugin's instance for this request, with the version it was made from.
     instances: Vec<Option<(Arc<LoadedPlugin>, PluginInstance)>>,
@@ -106,6 +113,13 @@ impl Drop for ChainRun {
     /// replaced off the request path, reused ones go back on their shelf. An instance that
     /// failed was already dropped (`fail`), so a broken one never serves again.
     fn drop(&mut self) {
+        for (canary, failed) in self.canary.iter().zip(&self.failed) {
+            if let Some(canary) = canary {
+                if !failed {
+                    canary.record(false);
+                }
+            }
+        }
         for (env, slot) in self.chain.entries.iter().zip(&mut self.instances) {
             if let Some((version, instance)) = slot.take() {
                 version.defaults.learn(instance.default_hooks());
@@ -123,6 +137,13 @@ impl ChainRun {
     /// Handle a failure of plugin `i`: log it, then either swallow it (fail-open) or
     /// return it (fail-closed).
     fn fail(&mut self, i: usize, phase: Phase, error: InvokeError) -> Result<(), PluginFailure> {
+        if let Some(canary) = self.canary[i].take() {
+            // Only what the version itself did counts against it.
+            canary.record(matches!(
+                error,
+                InvokeError::Trap(_) | InvokeError::Deadline(_) | InvokeError::OutOfMemory(_)
+            ));
+        }
         self.failed[i] = true;
         self.instances[i] = None;
         let env = &self.chain.entries[i];
@@ -167,8 +188,19 @@ impl ChainRun {
             return Ok(loaded.runs(phase).then_some(i));
         }
         let env = self.chain.entries[i].clone();
-        let Some(loaded) = self.set.get(&env.name).cloned() else {
-            return Err(InvokeError::NotLoaded);
+        let canary = self
+            .canaries
+            .get(&env.name)
+            .filter(|c| c.picks(&self.meta.request_id));
+        let loaded = match canary {
+            Some(c) => {
+                self.canary[i] = Some(c.clone());
+                c.version.load_full()
+            }
+            None => match self.set.get(&env.name) {
+                Some(l) => l.clone(),
+                None => return Err(InvokeError::NotLoaded),
+            },
         };
         if !loaded.runs(phase) {
             return Ok(None);
@@ -194,9 +226,9 @@ impl ChainRun {
         &mut self,
         req: http::Request<Body>,
     ) -> Result<RequestOutcome, PluginFailure> {
-        let cap = self.body_cap();
-        let mut req = PluginRequest::new(req, cap);
+        let mut req = PluginRequest::new(req, self.body_cap());
         for i in 0..self.chain.entries.len() {
+            let cap = self.chain.entries[i].limits.body_cap;
             let slot = match self.instance(i, Phase::Request).await {
                 Ok(Some(slot)) => slot,
                 Ok(None) => continue,
@@ -208,6 +240,7 @@ impl ChainRun {
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
+            req.set_body_cap(cap);
             let (back, result) = inst.on_request(req).await;
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Request, result.err()));
@@ -246,6 +279,7 @@ impl ChainRun {
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
+            resp.set_body_cap(self.chain.entries[i].limits.body_cap);
             let (back, result) = inst.on_response(resp).await;
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Response, result.err()));
@@ -264,8 +298,8 @@ impl ChainRun {
         &mut self,
         failure: UpstreamFailure,
     ) -> Result<Option<http::Response<Body>>, PluginFailure> {
-        let cap = self.body_cap();
         for i in (0..self.chain.entries.len()).rev() {
+            let cap = self.chain.entries[i].limits.body_cap;
             let slot = match self.instance(i, Phase::Failure).await {
                 Ok(Some(slot)) => slot,
                 Ok(None) => continue,

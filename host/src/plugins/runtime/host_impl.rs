@@ -60,6 +60,8 @@ pub struct PluginCtx {
     pub(crate) clock: CpuClock,
     pub(crate) env: Arc<PluginEnv>,
     meta: Arc<RequestMeta>,
+    /// The plugin version's short content hash, for log lines.
+    version: Arc<str>,
     body_cap: usize,
     /// Hooks the plugin declared to do nothing (`context.default-hook`).
     pub(crate) default_hooks: HookSet,
@@ -70,6 +72,7 @@ impl PluginCtx {
     pub fn new(
         env: Arc<PluginEnv>,
         meta: Arc<RequestMeta>,
+        version: Arc<str>,
         memory_limit: usize,
         cpu_budget: Duration,
         ticker: TickerHandle,
@@ -92,6 +95,7 @@ impl PluginCtx {
             clock: CpuClock::new(cpu_budget, ticker),
             env,
             meta,
+            version,
             body_cap,
             default_hooks: HookSet::default(),
         }
@@ -552,6 +556,7 @@ impl context::Host for PluginCtx {
         let plugin = self.env.name.as_str();
         let route = &*self.env.route;
         let request_id = self.meta.request_id.as_str();
+        let version = &*self.version;
         // Plugins are untrusted: cap what one log line may carry.
         let message = match message.char_indices().nth(2048) {
             Some((i, _)) => &message[..i],
@@ -559,19 +564,19 @@ impl context::Host for PluginCtx {
         };
         match level {
             context::Level::Trace => {
-                tracing::trace!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::trace!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Debug => {
-                tracing::debug!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::debug!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Info => {
-                tracing::info!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::info!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Warn => {
-                tracing::warn!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::warn!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Error => {
-                tracing::error!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::error!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
         }
         Ok(())
