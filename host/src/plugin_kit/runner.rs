@@ -115,9 +115,12 @@ impl Drop for PluginDir {
     }
 }
 
-/// Instances the test engine's pool holds: one case runs one instance at a time, and a
-/// smaller pool reserves less address space. Per-instance limits are the gateway's.
-const TEST_INSTANCES: u32 = 4;
+/// Instances the test engine's pool holds. A case runs one instance at a time, but the
+/// gateway's recycler prepares fresh ones ahead and tears used ones down in the background, and
+/// a componentize-py component holds a dozen core instances per instance: room for a few
+/// dozen keeps every case clear of the pool's limits, with far less address space reserved
+/// than a gateway's 1000. Per-instance limits are the gateway's.
+const TEST_INSTANCES: u32 = 64;
 
 impl Harness {
     /// Load `wasm` the way the gateway loads a file dropped in its plugins directory.
