@@ -24,7 +24,7 @@ pub struct CallRecord {
     pub path: String,
     /// Request headers, in order.
     pub headers: Vec<(String, String)>,
-    /// Request body, as text (lossy).
+    /// Request body: as text if it is printable UTF-8, else `hex:` and its bytes.
     pub body: String,
     /// What the call got: a status, or the failure.
     pub answer: String,
@@ -65,6 +65,16 @@ impl CannedServices {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_bodies_decode_and_bad_ones_are_refused() {
+        assert_eq!(super::from_hex("00 0a ff"), Some(vec![0, 10, 255]));
+        assert_eq!(super::from_hex("0"), None);
+        assert_eq!(super::from_hex("zz"), None);
+    }
+}
+
 impl ServiceCaller for CannedServices {
     fn call(
         &self,
@@ -95,7 +105,7 @@ impl ServiceCaller for CannedServices {
                     .iter()
                     .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
                     .collect(),
-                body: String::from_utf8_lossy(&body).into_owned(),
+                body: printable(&body),
                 answer: String::new(),
             };
             let found = canned.iter().find(|c| {
@@ -131,8 +141,50 @@ impl ServiceCaller for CannedServices {
     }
 }
 
+/// A body as text if it is printable UTF-8, else as `hex:` and its bytes (a gRPC frame).
+fn printable(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+        {
+            text.to_string()
+        }
+        _ => {
+            use std::fmt::Write as _;
+            let mut out = String::from("hex:");
+            for b in body {
+                let _ = write!(out, "{b:02x}");
+            }
+            out
+        }
+    }
+}
+
+/// `text` as bytes, two hex digits each (whitespace ignored).
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(pair, 16).ok()
+        })
+        .collect()
+}
+
 fn canned_response(answer: &CannedService) -> Result<http::Response<Body>, ServiceCallError> {
-    let mut resp = http::Response::new(full(Bytes::from(answer.body.clone())));
+    let body = match &answer.body_hex {
+        Some(hex) => from_hex(hex).ok_or_else(|| {
+            ServiceCallError::Failed(format!("canned body_hex of {} is not hex", answer.name))
+        })?,
+        None => answer.body.clone().into_bytes(),
+    };
+    let mut resp = http::Response::new(full(Bytes::from(body)));
     *resp.status_mut() = http::StatusCode::from_u16(answer.status).map_err(|_| {
         ServiceCallError::Failed(format!("canned status {} is invalid", answer.status))
     })?;

@@ -131,6 +131,9 @@ pub struct CannedService {
     /// Response body, as text.
     #[serde(default)]
     pub body: String,
+    /// Response body as hex, for binary bodies (a gRPC frame); replaces `body`.
+    #[serde(default)]
+    pub body_hex: Option<String>,
     /// Wait this long before answering (real time; not counted in the plugin's CPU deadline).
     #[serde(default)]
     pub delay_ms: u64,
