@@ -65,16 +65,6 @@ impl CannedServices {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_bodies_decode_and_bad_ones_are_refused() {
-        assert_eq!(super::from_hex("00 0a ff"), Some(vec![0, 10, 255]));
-        assert_eq!(super::from_hex("0"), None);
-        assert_eq!(super::from_hex("zz"), None);
-    }
-}
-
 impl ServiceCaller for CannedServices {
     fn call(
         &self,
@@ -165,7 +155,7 @@ fn printable(body: &[u8]) -> String {
 /// `text` as bytes, two hex digits each (whitespace ignored).
 fn from_hex(text: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -196,4 +186,14 @@ fn canned_response(answer: &CannedService) -> Result<http::Response<Body>, Servi
         resp.headers_mut().append(name, value);
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_bodies_decode_and_bad_ones_are_refused() {
+        assert_eq!(super::from_hex("00 0a ff"), Some(vec![0, 10, 255]));
+        assert_eq!(super::from_hex("0"), None);
+        assert_eq!(super::from_hex("zz"), None);
+    }
 }
