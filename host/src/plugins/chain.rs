@@ -88,6 +88,7 @@ impl PluginChain {
             meta: Arc::new(meta),
             instances: self.entries.iter().map(|_| None).collect(),
             failed: vec![false; self.entries.len()],
+            failed_memory_peak: 0,
         }
     }
 }
@@ -105,6 +106,8 @@ pub struct ChainRun {
     /// Each plugin's instance for this request, with the version it was made from.
     instances: Vec<Option<(Arc<LoadedPlugin>, PluginInstance)>>,
     failed: Vec<bool>,
+    /// The memory peak of instances dropped because they failed (see `memory_peak`).
+    failed_memory_peak: usize,
 }
 
 impl Drop for ChainRun {
@@ -134,6 +137,15 @@ impl ChainRun {
         self.chain.engine.limits().body_cap
     }
 
+    /// The most linear memory any one of this request's plugin instances held, in bytes.
+    pub fn memory_peak(&self) -> usize {
+        self.instances
+            .iter()
+            .flatten()
+            .map(|(_, instance)| instance.memory_peak())
+            .fold(self.failed_memory_peak, usize::max)
+    }
+
     /// Handle a failure of plugin `i`: log it, then either swallow it (fail-open) or
     /// return it (fail-closed).
     fn fail(&mut self, i: usize, phase: Phase, error: InvokeError) -> Result<(), PluginFailure> {
@@ -145,7 +157,9 @@ impl ChainRun {
             ));
         }
         self.failed[i] = true;
-        self.instances[i] = None;
+        if let Some((_, instance)) = self.instances[i].take() {
+            self.failed_memory_peak = self.failed_memory_peak.max(instance.memory_peak());
+        }
         let env = &self.chain.entries[i];
         let failure = PluginFailure {
             plugin: env.name.clone(),

@@ -25,12 +25,23 @@ const STDERR_CAPTURE: usize = 4096;
 pub struct MemoryLimiter {
     limit: usize,
     pub(crate) hit: bool,
+    /// Bytes of linear memory the instance holds now (all its memories), and the most it
+    /// ever held: `gatehouse plugin test` reports the peak per case.
+    held: usize,
+    peak: usize,
+}
+
+impl MemoryLimiter {
+    /// The most linear memory (bytes, all memories together) the instance held so far.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Result<bool> {
@@ -38,6 +49,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.held = self.held.saturating_add(desired.saturating_sub(current));
+        self.peak = self.peak.max(self.held);
         Ok(true)
     }
 
@@ -91,6 +104,8 @@ impl PluginCtx {
             memory: MemoryLimiter {
                 limit: memory_limit,
                 hit: false,
+                held: 0,
+                peak: 0,
             },
             clock: CpuClock::new(cpu_budget, ticker),
             env,

@@ -268,6 +268,11 @@ impl PluginInstance {
         self.store.data().default_hooks
     }
 
+    /// The most linear memory this instance held so far, in bytes.
+    pub fn memory_peak(&self) -> usize {
+        self.store.data().memory.peak()
+    }
+
     /// Whether this instance may serve another request: no hook was cut off mid-call.
     pub fn reusable(&self) -> bool {
         !self.in_call
