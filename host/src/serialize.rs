@@ -7,3 +7,7 @@ use serde::Serializer;
 pub(crate) fn as_humantime<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
+
+pub(crate) fn as_str<S: Serializer>(name: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_str())
+}

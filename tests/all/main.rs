@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod cache;
+mod call_tracing;
 mod cli;
 mod compression;
 mod config_errors;
@@ -32,5 +33,6 @@ mod static_responses;
 mod streaming;
 mod tls;
 mod traffic;
+
 mod upstream_tls;
 mod websocket;

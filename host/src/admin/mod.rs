@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness, metrics and the active config (loopback by default).
 
+pub mod audit;
 mod cache;
 mod services;
 mod split;
@@ -48,7 +49,39 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    /// Answers one admin request from `client`; every write is audited once (`audit`).
+    pub async fn handle(
+        self,
+        req: Request<Incoming>,
+        client: std::net::SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let Some(action) = audit::action(req.method(), req.uri().path()) else {
+            return self.respond(req).await;
+        };
+        let entry = audit::AuditEntry {
+            client,
+            token: audit::token_name(&req, &self.state.load().config),
+            action,
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            request_id: String::from_utf8_lossy(
+                crate::headers::request_id(req.headers()).as_bytes(),
+            )
+            .into_owned(),
+        };
+        let mut entry = entry;
+        let response = self.respond(req).await;
+        if let Ok(response) = &response {
+            // The id the answer carries, when the handler generated one.
+            if let Some(id) = response.headers().get(&crate::headers::REQUEST_ID) {
+                entry.request_id = String::from_utf8_lossy(id.as_bytes()).into_owned();
+            }
+            entry.record(response.status(), None);
+        }
+        response
+    }
+
+    async fn respond(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let snapshot = self.state.load_full();
         let request_id = crate::headers::request_id(req.headers());
         let path = req.uri().path();

@@ -370,6 +370,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         route.cors = super::cors::route(&mut v, r.cors.as_ref(), &at);
     }
     let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
+    let tracing = super::observability::tracing(&mut v, raw.tracing.as_ref());
+    let metering = super::observability::metering(&mut v, &raw.metrics);
     super::upgrade::check_protocols(&mut v, &raw.routes, &routes, &services);
 
     // Route conflicts (two templates the radix tree cannot tell apart) are found by building the
@@ -407,6 +409,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         registry,
         plugins,
         cache,
+        tracing,
+        metering,
         warnings: v.warnings,
     })
 }

@@ -17,6 +17,15 @@ use super::runtime::message::{
 };
 use super::runtime::shelf::Recycler;
 use super::Body;
+use crate::telemetry::trace::ChildSpan;
+
+/// A failed hook's outcome in its span.
+fn hook_failure(error: &InvokeError) -> &'static str {
+    match error {
+        InvokeError::OutOfMemory(_) => "oom",
+        other => other.kind(),
+    }
+}
 
 /// What a plugin failure does to the request (a route's `on_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -189,6 +198,18 @@ impl ChainRun {
         Ok(Some(i))
     }
 
+    /// A span for plugin `slot`'s hook in `phase`, when the request is traced.
+    fn hook_span(&self, slot: usize, phase: Phase) -> Option<ChildSpan> {
+        let scope = self.meta.trace.as_ref()?;
+        let (loaded, _) = self.instances[slot].as_ref()?;
+        let version = loaded.hash.get(..12).unwrap_or(&loaded.hash);
+        Some(scope.plugin_hook(
+            self.chain.entries[slot].name.as_str(),
+            version,
+            phase.as_str(),
+        ))
+    }
+
     /// The request phase: each plugin in order may change the request or answer it.
     pub async fn on_request(
         &mut self,
@@ -205,10 +226,18 @@ impl ChainRun {
                     continue;
                 }
             };
+            let span = self.hook_span(slot, Phase::Request);
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_request(req).await;
+            if let Some(span) = span {
+                span.end_hook(match &result {
+                    Ok(Decision::Continue) => "continue",
+                    Ok(Decision::Respond(_)) => "respond",
+                    Err(e) => hook_failure(e),
+                });
+            }
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Request, result.err()));
             };
@@ -243,10 +272,17 @@ impl ChainRun {
                     continue;
                 }
             };
+            let span = self.hook_span(slot, Phase::Response);
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             let (back, result) = inst.on_response(resp).await;
+            if let Some(span) = span {
+                span.end_hook(match &result {
+                    Ok(()) => "continue",
+                    Err(e) => hook_failure(e),
+                });
+            }
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Response, result.err()));
             };
@@ -274,10 +310,19 @@ impl ChainRun {
                     continue;
                 }
             };
+            let span = self.hook_span(slot, Phase::Failure);
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
-            match inst.on_failure(failure.clone()).await {
+            let result = inst.on_failure(failure.clone()).await;
+            if let Some(span) = span {
+                span.end_hook(match &result {
+                    Ok(None) => "continue",
+                    Ok(Some(_)) => "respond",
+                    Err(e) => hook_failure(e),
+                });
+            }
+            match result {
                 Ok(None) => {}
                 Ok(Some(mut full)) => {
                     stamp_request_id(&mut full, &self.meta.request_id);

@@ -13,13 +13,17 @@ use http_body_util::BodyExt;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
+use super::{
+    Breaker, BreakerError, BreakerPolicy, BreakerState, RetryBudget, RetryPolicy, Timeouts,
+    TryFailure,
+};
 use crate::balancing::pool::{Availability, BackendPool};
 use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, NoPick, PickContext};
 use crate::body::{self, Body};
 use crate::conn::{self, ConnError, ConnSettings, PooledBody};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
+use crate::telemetry::trace::TraceScope;
 
 /// Request bodies on this path (the host's `body::Body`).
 pub type CallBody = Body;
@@ -356,10 +360,33 @@ impl UpstreamService {
                 })?,
             };
             try_head.uri = uri;
+            // Traced requests: a client span per try, sent on as the try's `traceparent`.
+            let span = match try_head.extensions.get::<TraceScope>() {
+                None => None,
+                Some(scope) => {
+                    let span = scope.upstream_try(
+                        &self.name,
+                        endpoint,
+                        attempt,
+                        self.breaker_state(),
+                        method.as_str(),
+                    );
+                    span.scope().inject(&mut try_head.headers);
+                    Some(span)
+                }
+            };
             let req = Request::from_parts(try_head, body);
 
             let outcome = tokio::time::timeout(per_try, connections.send(req)).await;
             drop(picked);
+            if let Some(span) = span {
+                match &outcome {
+                    Ok(Ok(resp)) => span.end_status(resp.status()),
+                    Ok(Err(e)) if e.is_connect() => span.end_error("connect", e.to_string()),
+                    Ok(Err(e)) => span.end_error("reset", e.to_string()),
+                    Err(_) => span.end_error("timeout", "the try timed out".to_owned()),
+                }
+            }
             let (failure, result) = match outcome {
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     self.mark(&backend, Outcome::Success);
@@ -406,6 +433,16 @@ impl UpstreamService {
             last = Some(result);
             attempt += 1;
             tokio::time::sleep(self.retry.backoff_for(attempt)).await;
+        }
+    }
+
+    /// The breaker's state as a span attribute: `closed`, `open`, `half_open`, or `none`.
+    fn breaker_state(&self) -> &'static str {
+        match self.breaker.as_ref().map(Breaker::state) {
+            None => "none",
+            Some(BreakerState::Closed) => "closed",
+            Some(BreakerState::Open) => "open",
+            Some(BreakerState::HalfOpen) => "half_open",
         }
     }
 
