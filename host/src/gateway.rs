@@ -121,13 +121,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.clone(),
     ))));
     let plugins = GatewayPlugins::start(&config, &state).await?;
-    let first = Snapshot::build(config, &registry, plugins.as_deref(), &state.load())?;
+    let first = Snapshot::build(
+        config,
+        &registry,
+        plugins.as_deref(),
+        &state.load(),
+        &metrics,
+    )?;
     state.store(Arc::new(first));
     let reloader = Arc::new(Reloader::new(
         state.clone(),
         registry.clone(),
         plugins.clone(),
         tls.clone(),
+        metrics.clone(),
     ));
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);

@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod audit;
 mod cache;
 mod call_tracing;
 mod cli;
@@ -21,6 +22,7 @@ mod first_hour;
 mod gray;
 mod grpc;
 mod layering;
+mod metrics;
 mod mirror;
 mod plugins;
 mod productdetails;

@@ -166,6 +166,7 @@ impl Admin {
                 if let Some(tls) = &self.tls {
                     self.metrics.tls_certificates(tls.terminator.expiries());
                 }
+                self.scrape_state(&snapshot);
                 let cache = snapshot.cache.store.stats().await;
                 self.metrics
                     .cache_size(cache.bytes, cache.entries, cache.evictions);
@@ -191,6 +192,41 @@ impl Admin {
             ),
         };
         Ok(response)
+    }
+}
+
+impl Admin {
+    /// Reads what `/metrics` shows as current state: breakers, idle connections, registry.
+    fn scrape_state(&self, snapshot: &Snapshot) {
+        self.metrics.clear_service_state();
+        for service in &snapshot.config.services {
+            let Some(svc) = snapshot.upstreams.service(&service.name.0) else {
+                continue;
+            };
+            let breaker = svc.upstream.breaker().map(|b| match b.state() {
+                crate::resilience::BreakerState::Closed => "closed",
+                crate::resilience::BreakerState::Open => "open",
+                crate::resilience::BreakerState::HalfOpen => "half_open",
+            });
+            let idle = svc
+                .upstream
+                .pool()
+                .all_backends()
+                .iter()
+                .map(|b| (b.endpoint.addr, b.connections().idle_count()))
+                .collect::<Vec<_>>();
+            self.metrics
+                .service_state(svc.upstream.name(), breaker, idle);
+        }
+        let (renewals, expirations) = self.registry.totals();
+        self.metrics.registry_state(
+            self.registry
+                .services()
+                .into_iter()
+                .map(|s| (s.name, s.instances, s.self_preservation)),
+            renewals,
+            expirations,
+        );
     }
 }
 

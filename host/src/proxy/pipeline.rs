@@ -68,6 +68,8 @@ impl Pipeline {
         client: SocketAddr,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
+        // Down when answered, or when the client gave up and the future was dropped.
+        let _in_flight = self.metrics.request_in_flight();
         // One snapshot for the whole request: a reload mid-request does not change its route.
         let snapshot = self.state.load_full();
         let request_id = headers::request_id(req.headers());
@@ -345,7 +347,10 @@ async fn proxy(
             .await
             .map_err(|failure| client_fault(watch.as_ref()).unwrap_or(failure.into()))?
         {
-            RequestOutcome::Continue(req) => req,
+            RequestOutcome::Continue(req) => {
+                meter_consumer(snapshot, metrics, &route, req.headers());
+                req
+            }
             RequestOutcome::Respond(response) => {
                 return Ok(finish(response, &route, request_id, in_flight));
             }
@@ -458,6 +463,21 @@ async fn proxy(
         response = Box::pin(run.on_response(response)).await?;
     }
     Ok(finish(response, &route, request_id, in_flight))
+}
+
+/// API metering: the consumer an auth plugin established (`metrics.consumer_header` on the
+/// request after the request plugins), counted per route. Only routes with plugins meter:
+/// elsewhere the header is whatever the client claimed.
+fn meter_consumer(
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+    route: &Route,
+    headers: &http::HeaderMap,
+) {
+    let policy = &snapshot.config.metering;
+    if let Some(consumer) = headers.get(&policy.consumer_header) {
+        metrics.consumer_request(&route.name, consumer.as_bytes(), policy.top_consumers);
+    }
 }
 
 /// A response the gateway made for the route (`respond`, `redirect`), through the response

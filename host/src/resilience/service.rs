@@ -46,6 +46,8 @@ pub struct ServiceSpec {
     pub health: Option<ActiveCheck>,
     pub outlier: Option<OutlierPolicy>,
     pub retry: RetryPolicy,
+    /// Where its tries, retries and ejections are counted (`None` in unit tests).
+    pub metrics: Option<crate::telemetry::ServiceMetrics>,
     pub breaker: Option<BreakerPolicy>,
     pub timeouts: Timeouts,
     /// Drained endpoints and panic mode.
@@ -155,6 +157,7 @@ pub struct UpstreamService {
     budget: RetryBudget,
     breaker: Option<Breaker>,
     timeouts: Timeouts,
+    metrics: Option<crate::telemetry::ServiceMetrics>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -208,6 +211,7 @@ impl UpstreamService {
             hash_key: spec.hash_key,
             retry: spec.retry,
             timeouts: spec.timeouts,
+            metrics: spec.metrics,
             tasks,
         }
     }
@@ -377,8 +381,16 @@ impl UpstreamService {
             };
             let req = Request::from_parts(try_head, body);
 
+            let sent_at = Instant::now();
             let outcome = tokio::time::timeout(per_try, connections.send(req)).await;
             drop(picked);
+            if let Some(metrics) = &self.metrics {
+                let status = match &outcome {
+                    Ok(Ok(resp)) => Some(resp.status().as_u16()),
+                    _ => None,
+                };
+                metrics.try_done(endpoint, status, sent_at.elapsed());
+            }
             if let Some(span) = span {
                 match &outcome {
                     Ok(Ok(resp)) => span.end_status(resp.status()),
@@ -420,13 +432,19 @@ impl UpstreamService {
                 ),
             };
             self.mark(&backend, Outcome::Failure);
-            let may_retry = replay.is_some()
+            let wanted = replay.is_some()
                 && attempt < self.retry.max_retries
-                && self.retry.allows(&method, failure)
-                && self.budget.try_withdraw();
+                && self.retry.allows(&method, failure);
+            let may_retry = wanted && self.budget.try_withdraw();
+            if let (true, false, Some(metrics)) = (wanted, may_retry, &self.metrics) {
+                metrics.budget_refused();
+            }
             if !may_retry {
                 record(permit, false);
                 return result;
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.retried();
             }
             tracing::debug!(service = %self.name, %endpoint, ?failure, attempt, "retrying on another endpoint");
             tried.push(backend);
@@ -460,6 +478,9 @@ impl UpstreamService {
             .record(backend, all, outcome, Instant::now())
             .is_some()
         {
+            if let Some(metrics) = &self.metrics {
+                metrics.ejected(backend.endpoint.addr);
+            }
             self.pool.rebuild();
         }
     }

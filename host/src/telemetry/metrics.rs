@@ -166,6 +166,8 @@ pub struct Metrics {
     compressed: Family<EncodingLabels, Counter>,
     compression_bytes: Family<DirectionLabels, Counter>,
     trace_spans: Family<ResultLabels, Counter>,
+    /// Upstream, plugin, registry and consumer families (`service_metrics`).
+    pub(super) services: super::service_metrics::Families,
 }
 
 /// The byte counters of one compressed response, fetched once when compression starts.
@@ -347,7 +349,9 @@ impl Default for Metrics {
              failed (the collector refused, failed or timed out)",
             trace_spans.clone(),
         );
+        let services = super::service_metrics::Families::register(&mut registry);
         Metrics {
+            services,
             trace_spans,
             cache_responses,
             cache_stored_bytes,

@@ -1,10 +1,12 @@
 //! Telemetry: `tracing` setup (text or JSON), the one access-log line per request, and metrics.
 
 mod metrics;
+mod service_metrics;
 mod throttle;
 pub mod trace;
 
 pub use metrics::{CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, UpgradedMetrics};
+pub use service_metrics::ServiceMetrics;
 pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;
