@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 
 use http::{header, Method, Request, StatusCode};
 
-use crate::config::Config;
 
 /// What a write was, derived from its method and path; `None` for reads and heartbeats,
 /// which are not audited. Unknown admin writes are audited as `admin_write`, so a new
@@ -37,9 +36,14 @@ pub fn action(method: &Method, path: &str) -> Option<&'static str> {
     })
 }
 
-/// Which configured token the request presented: `admin`, `registry`, `unknown` (a bearer
-/// token that is neither), or `none`. The token itself is never logged.
-pub fn token_name<B>(req: &Request<B>, config: &Config) -> &'static str {
+/// Which configured token the request presented: `admin` (`admin.token`), `registry`
+/// (`registry.token`), `unknown` (a bearer token that is neither), or `none`. The token
+/// itself is never logged.
+pub fn token_name<B>(
+    req: &Request<B>,
+    admin: Option<&str>,
+    registry: Option<&str>,
+) -> &'static str {
     let Some(given) = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -51,9 +55,9 @@ pub fn token_name<B>(req: &Request<B>, config: &Config) -> &'static str {
     let is = |token: Option<&str>| {
         token.is_some_and(|t| super::constant_time_eq(given.as_bytes(), t.as_bytes()))
     };
-    if is(config.admin.token.as_deref()) {
+    if is(admin) {
         "admin"
-    } else if is(config.registry.token.as_deref()) {
+    } else if is(registry) {
         "registry"
     } else {
         "unknown"

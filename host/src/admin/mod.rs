@@ -60,7 +60,14 @@ impl Admin {
         };
         let entry = audit::AuditEntry {
             client,
-            token: audit::token_name(&req, &self.state.load().config),
+            token: {
+                let config = &self.state.load().config;
+                audit::token_name(
+                    &req,
+                    config.admin.token.as_deref(),
+                    config.registry.token.as_deref(),
+                )
+            },
             action,
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
