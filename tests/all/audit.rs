@@ -145,6 +145,12 @@ async fn admin_and_registry_writes_are_audited_once_as_json_lines() {
 
 #[tokio::test]
 async fn access_log_carries_trace_and_span_ids() {
+    for format in ["json", "text"] {
+        access_log_in(format).await;
+    }
+}
+
+async fn access_log_in(format: &str) {
     let collector = Collector::start().await;
     let upstream = origin::echo("a").await;
     let (public, admin) = (origin::closed_port().await, origin::closed_port().await);
@@ -153,7 +159,7 @@ async fn access_log_carries_trace_and_span_ids() {
     std::fs::write(
         &path,
         format!(
-            "[listen]\npublic = \"{public}\"\nadmin = \"{admin}\"\n[log]\nformat = \"json\"\n\
+            "[listen]\npublic = \"{public}\"\nadmin = \"{admin}\"\n[log]\nformat = \"{format}\"\n\
              [tracing]\nendpoint = \"{}\"\n\
              [[services]]\nname = \"a\"\nendpoints = [\"{}\"]\n\
              [[routes]]\nname = \"all\"\nservice = \"a\"\nmatch = {{ prefix = \"/\" }}\n",
@@ -181,7 +187,22 @@ async fn access_log_carries_trace_and_span_ids() {
         .into_iter()
         .find(|s| s.kind == 2)
         .expect("server span");
-    let (json, _) = logs(child).await;
+    let (json, lines) = logs(child).await;
+    if format == "text" {
+        let access = lines
+            .iter()
+            .find(|l| l.contains("gatehouse::access"))
+            .unwrap_or_else(|| panic!("an access line: {lines:#?}"));
+        assert!(
+            access.contains(&format!("trace_id=\"{trace}\"")),
+            "{access}"
+        );
+        assert!(
+            access.contains(&format!("span_id=\"{}\"", server.span_id)),
+            "{access}"
+        );
+        return;
+    }
     let access = json
         .iter()
         .find(|l| l["target"] == "gatehouse::access")

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 
 use http::{header, Method, Request, StatusCode};
 
-
 /// What a write was, derived from its method and path; `None` for reads and heartbeats,
 /// which are not audited. Unknown admin writes are audited as `admin_write`, so a new
 /// endpoint is never silently left out.
