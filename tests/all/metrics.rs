@@ -177,3 +177,92 @@ match = {{ prefix = "/" }}
         ) >= 1.0
     );
 }
+
+/// Health probes by result, breaker trips and state, registry instances and renewals: each
+/// moves as the gateway works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_breaker_and_registry_series_move() {
+    let failing = origin::start(|_req| async { origin::text(500, "down") }).await;
+    let gw = support::gateway(&format!(
+        r#"
+[registry]
+token = "t"
+
+[[services]]
+name = "bad"
+endpoints = ["{}"]
+[services.health]
+path = "/health"
+interval = "50ms"
+[services.breaker]
+min_requests = 4
+failure_rate = 0.5
+open_for = "10s"
+half_open_probes = 1
+
+[[services]]
+name = "listed"
+discovery = "registry"
+
+[[routes]]
+name = "bad"
+service = "bad"
+match = {{ prefix = "/" }}
+"#,
+        failing.addr
+    ))
+    .await;
+    let registry = gatehouse::discovery::registry::RegistryClient::new(gw.admin_addr, "t");
+    let _registration = registry
+        .register(
+            "listed",
+            gatehouse::discovery::registry::InstanceSpec {
+                id: "l1".into(),
+                address: "127.0.0.1".parse().expect("ip"),
+                port: 9,
+                meta: Default::default(),
+            },
+            std::time::Duration::from_millis(100),
+        )
+        .await
+        .expect("registers");
+    let url = format!("http://{}/", gw.public_addr);
+    support::eventually(
+        "the breaker opens",
+        std::time::Duration::from_secs(10),
+        async || support::get(&url, &[]).await.status == 503,
+    )
+    .await;
+    let endpoint = failing.addr.to_string();
+    support::eventually(
+        "the series moved",
+        std::time::Duration::from_secs(10),
+        async || {
+            let m = scrape::scrape(gw.admin_addr).await;
+            let health = scrape::value(
+                &m,
+                "gatehouse_upstream_health_checks_total",
+                &[
+                    ("service", "bad"),
+                    ("endpoint", &endpoint),
+                    ("result", "fail"),
+                ],
+            );
+            let trips = scrape::value(
+                &m,
+                "gatehouse_upstream_breaker_trips_total",
+                &[("service", "bad")],
+            );
+            let open = scrape::value(
+                &m,
+                "gatehouse_upstream_breaker_state",
+                &[("service", "bad"), ("state", "open")],
+            );
+            let instances =
+                scrape::value(&m, "gatehouse_registry_instances", &[("service", "listed")]);
+            let renewals = scrape::value(&m, "gatehouse_registry_renewals_total", &[]);
+            health >= 1.0 && trips >= 1.0 && open == 1.0 && instances == 1.0 && renewals >= 1.0
+        },
+    )
+    .await;
+}

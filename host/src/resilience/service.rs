@@ -197,14 +197,15 @@ impl UpstreamService {
             tokio::spawn(sweep_idle_connections(Arc::clone(&pool))).abort_handle(),
         ];
         if let Some(check) = spec.health.clone() {
-            let checker = ActiveChecker::new(check, Arc::clone(&pool));
+            let checker =
+                ActiveChecker::new(check, Arc::clone(&pool)).counted_in(spec.metrics.clone());
             tasks.push(tokio::spawn(checker.run()).abort_handle());
         }
         Self {
             budget: RetryBudget::new(spec.retry.budget),
             breaker: spec
                 .breaker
-                .map(|p| Breaker::new(Arc::clone(&spec.name), p)),
+                .map(|p| Breaker::new(Arc::clone(&spec.name), p).counted_in(spec.metrics.clone())),
             outlier: spec.outlier.map(OutlierDetector::new),
             name: spec.name,
             pool,

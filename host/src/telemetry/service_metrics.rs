@@ -39,6 +39,13 @@ struct EndpointLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HealthLabels {
+    service: Arc<str>,
+    endpoint: EndpointLabel,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ServiceLabels {
     service: Arc<str>,
 }
@@ -88,6 +95,8 @@ pub(super) struct Families {
     budget_refusals: Family<ServiceLabels, Counter>,
     ejections: Family<EndpointLabels, Counter>,
     breaker: Family<BreakerLabels, Gauge>,
+    breaker_trips: Family<ServiceLabels, Counter>,
+    health: Family<HealthLabels, Counter>,
     pool_idle: Family<EndpointLabels, Gauge>,
     hooks: Family<HookLabels, Counter>,
     hook_duration: Family<HookDurationLabels, Histogram>,
@@ -115,6 +124,8 @@ impl Families {
             budget_refusals: Family::default(),
             ejections: Family::default(),
             breaker: Family::default(),
+            breaker_trips: Family::default(),
+            health: Family::default(),
             pool_idle: Family::default(),
             hooks: Family::default(),
             hook_duration: Family::new_with_constructor(|| {
@@ -159,6 +170,16 @@ impl Families {
             "upstream_breaker_state",
             "Circuit breaker state by service (1 for the current state), read at scrape time",
             f.breaker.clone(),
+        );
+        registry.register(
+            "upstream_breaker_trips",
+            "Times a service's circuit breaker opened",
+            f.breaker_trips.clone(),
+        );
+        registry.register(
+            "upstream_health_checks",
+            "Active health check probes, by service, endpoint and result (pass, fail)",
+            f.health.clone(),
         );
         registry.register(
             "upstream_idle_connections",
@@ -238,8 +259,10 @@ pub struct ServiceMetrics {
     tries: Family<TryLabels, Counter>,
     try_duration: Family<EndpointLabels, Histogram>,
     ejections: Family<EndpointLabels, Counter>,
+    health: Family<HealthLabels, Counter>,
     retries: Counter,
     budget_refusals: Counter,
+    breaker_trips: Counter,
 }
 
 impl ServiceMetrics {
@@ -279,6 +302,22 @@ impl ServiceMetrics {
         self.budget_refusals.inc();
     }
 
+    /// The circuit breaker opened.
+    pub fn breaker_tripped(&self) {
+        self.breaker_trips.inc();
+    }
+
+    /// An active health check of `endpoint` passed (`ok`) or failed.
+    pub fn health_checked(&self, endpoint: SocketAddr, ok: bool) {
+        self.health
+            .get_or_create(&HealthLabels {
+                service: Arc::clone(&self.service),
+                endpoint: EndpointLabel(endpoint),
+                result: if ok { "pass" } else { "fail" },
+            })
+            .inc();
+    }
+
     /// Outlier detection ejected `endpoint`.
     pub fn ejected(&self, endpoint: SocketAddr) {
         self.ejections
@@ -306,6 +345,8 @@ impl super::Metrics {
             tries: f.tries.clone(),
             try_duration: f.try_duration.clone(),
             ejections: f.ejections.clone(),
+            health: f.health.clone(),
+            breaker_trips: f.breaker_trips.get_or_create(&labels).clone(),
             retries: f.retries.get_or_create(&labels).clone(),
             budget_refusals: f.budget_refusals.get_or_create(&labels).clone(),
         }
