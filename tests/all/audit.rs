@@ -143,7 +143,7 @@ async fn admin_and_registry_writes_are_audited_once_as_json_lines() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_carries_trace_and_span_ids() {
     for format in ["json", "text"] {
         access_log_in(format).await;
@@ -160,7 +160,7 @@ async fn access_log_in(format: &str) {
         &path,
         format!(
             "[listen]\npublic = \"{public}\"\nadmin = \"{admin}\"\n[log]\nformat = \"{format}\"\n\
-             [tracing]\nendpoint = \"{}\"\n\
+             [tracing]\nendpoint = \"{}\"\nflush_interval = \"50ms\"\n\
              [[services]]\nname = \"a\"\nendpoints = [\"{}\"]\n\
              [[routes]]\nname = \"all\"\nservice = \"a\"\nmatch = {{ prefix = \"/\" }}\n",
             collector.endpoint(),
