@@ -178,7 +178,7 @@ async fn access_log_in(format: &str) {
     assert_eq!(got.status, 200);
     support::eventually(
         "the server span is exported",
-        Duration::from_secs(15),
+        Duration::from_secs(30), // beside the whole suite on a loaded machine,
         async || collector.trace(trace).iter().any(|s| s.kind == 2),
     )
     .await;
