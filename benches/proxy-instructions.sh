@@ -18,6 +18,11 @@
 #        the origin says max-age=3600, so after the warm-up every request is a hit) and
 #        /static (a `respond` route, no upstream); nginx is then also counted serving the
 #        /cached/ hit from its proxy_cache.
+#        TRACING=1 counts the plain route again with `[tracing]` on, sampling 1 % and 100 % of
+#        new traces, and prints each as a ratio to tracing off (same binary, same run). The
+#        OTLP endpoint is a port nothing listens on: spans are made, queued, batched and
+#        encoded, and each batch's export fails at connect (counted as failed), so the figure
+#        is the gateway's own cost without a collector's answers.
 # Needs: apt-get install -y nginx wrk valgrind; builds gatehouse in release mode by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,6 +119,20 @@ count_nginx_instructions() { # $1 = path (default /) → "instructions-per-reque
 for bin in "$@"; do
   read -r per_request requests < <(count_instructions "$bin")
   printf '%-50s %8d instructions/request (%d requests)\n' "$bin" "$per_request" "$requests"
+  if [ -n "${TRACING:-}" ]; then
+    off=$per_request
+    cp "$WORK/gatehouse.toml" "$WORK/untraced.toml"
+    for ratio in 0.01 1.0; do
+      { cat "$WORK/untraced.toml"
+        printf '[tracing]\nendpoint = "http://127.0.0.1:18199"\nsample_ratio = %s\n' "$ratio"
+      } > "$WORK/gatehouse.toml"
+      read -r per_request requests < <(count_instructions "$bin")
+      printf '%-50s %8d instructions/request (%d requests), %s x tracing off\n' \
+        "  tracing, sample_ratio $ratio" "$per_request" "$requests" \
+        "$(awk -v a="$per_request" -v b="$off" 'BEGIN { printf "%.2f", a / b }')"
+    done
+    cp "$WORK/untraced.toml" "$WORK/gatehouse.toml"
+  fi
   if [ -n "${TRAFFIC:-}" ]; then
     for path in /limited/ /traffic/; do
       read -r per_request requests < <(count_instructions "$bin" "$path")

@@ -144,6 +144,7 @@ async fn request_phase(
             client_addr: Some("127.0.0.1:1".parse().expect("address")),
             request_id: "bench".into(),
             client_certificate: None,
+            trace: None,
         };
         let started = Instant::now();
         let outcome = chain.start(meta).on_request(req).await;

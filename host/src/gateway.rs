@@ -21,6 +21,7 @@ use crate::reload::Reloader;
 use crate::routing::RouteError;
 use crate::state::plugins::GatewayPlugins;
 use crate::state::Snapshot;
+use crate::telemetry::trace::Tracer;
 use crate::telemetry::Metrics;
 
 /// Why the gateway could not start.
@@ -41,6 +42,8 @@ pub enum StartError {
     Workers(#[source] std::io::Error),
     #[error("listen.tls: {0}")]
     Tls(#[from] crate::listener::tls::TlsError),
+    #[error("{0}")]
+    Tracing(#[from] crate::telemetry::trace::TraceError),
 }
 
 /// A started gateway. [`RunningGateway::shutdown`] stops it; dropping it stops it too, but
@@ -104,6 +107,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let drain = config.shutdown.drain_timeout;
     let workers = config.listen.workers;
 
+    let metrics = Arc::new(Metrics::default());
+    let tracer = match &config.tracing {
+        Some(policy) => Some(Tracer::start(policy, metrics.span_counters())?),
+        None => None,
+    };
     // The registry outlives config snapshots: instances stay registered across reloads.
     let registry = Registry::new(config.registry.clone());
     registry.spawn_evictions();
@@ -113,22 +121,28 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.clone(),
     ))));
     let plugins = GatewayPlugins::start(&config, &state).await?;
-    let first = Snapshot::build(config, &registry, plugins.as_deref(), &state.load())?;
+    let first = Snapshot::build(
+        config,
+        &registry,
+        plugins.as_deref(),
+        &state.load(),
+        &metrics,
+    )?;
     state.store(Arc::new(first));
     let reloader = Arc::new(Reloader::new(
         state.clone(),
         registry.clone(),
         plugins.clone(),
         tls.clone(),
+        metrics.clone(),
     ));
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);
 
-    let metrics = Arc::new(Metrics::default());
     // Headroom for connections: the public listener's caps stay below the descriptor limit.
     let nofile = shedding::raise_nofile_limit();
     let budget = Arc::new(ListenerBudget::public(&limits, nofile, metrics.clone()));
-    let pipeline = Pipeline::new(state.clone(), metrics.clone());
+    let pipeline = Pipeline::new(state.clone(), metrics.clone()).with_tracer(tracer.clone());
     let handler = {
         let pipeline = pipeline.clone();
         move |req, peer| pipeline.clone().handle(req, peer)
@@ -186,7 +200,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         tls,
     };
     let admin = tokio::spawn(async move {
-        let handler = move |req, _peer| admin_api.clone().handle(req);
+        let handler = move |req, peer| admin_api.clone().handle(req, peer);
         server::serve(
             admin_listener,
             &limits,

@@ -66,6 +66,8 @@ pub struct Reloader {
     plugins: Option<Arc<GatewayPlugins>>,
     /// The public listener's TLS: `[listen.tls]` certificates and CA apply on reload.
     tls: Option<Arc<InboundTls>>,
+    /// Where the new snapshots' services and plugins count.
+    metrics: Arc<crate::telemetry::Metrics>,
     /// Serializes reloads (SIGHUP and the admin call may race).
     applying: Mutex<()>,
 }
@@ -76,12 +78,14 @@ impl Reloader {
         registry: Arc<Registry>,
         plugins: Option<Arc<GatewayPlugins>>,
         tls: Option<Arc<InboundTls>>,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Self {
         Reloader {
             state,
             registry,
             plugins,
             tls,
+            metrics,
             applying: Mutex::new(()),
         }
     }
@@ -120,7 +124,16 @@ impl Reloader {
             services: config.services.len(),
             routes: config.routes.len(),
         };
-        let snapshot = Snapshot::build(config, &self.registry, self.plugins.as_deref(), &current)?;
+        if config.tracing != current.config.tracing {
+            tracing::warn!("[tracing] changed: the new settings apply at the next restart");
+        }
+        let snapshot = Snapshot::build(
+            config,
+            &self.registry,
+            self.plugins.as_deref(),
+            &current,
+            &self.metrics,
+        )?;
         // Last of what can fail: new handshakes use the new certificates from here on.
         if let (Some(tls), Some(policy)) = (&self.tls, &snapshot.config.listen.tls) {
             tls.apply(policy)?;

@@ -17,3 +17,7 @@ pub(crate) fn as_humantime_opt<S: Serializer>(
         None => s.serialize_none(),
     }
 }
+
+pub(crate) fn as_str<S: Serializer>(name: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_str())
+}

@@ -15,6 +15,7 @@ use crate::plugins::PluginChain;
 use crate::ratelimit::Limits;
 use crate::routing::{RouteError, RouteTable, RouteTarget};
 use crate::telemetry::live::LiveRoutes;
+use crate::telemetry::Metrics;
 use crate::upstream::Upstreams;
 
 /// Everything a request needs, consistent with one config.
@@ -58,6 +59,7 @@ impl Snapshot {
         registry: &Arc<Registry>,
         plugins: Option<&GatewayPlugins>,
         previous: &Snapshot,
+        metrics: &Arc<Metrics>,
     ) -> Result<Self, RouteError> {
         let routes = RouteTable::new(&config.routes)?;
         let upstreams = Arc::new(Upstreams::new(
@@ -65,13 +67,14 @@ impl Snapshot {
             config.listen.workers,
             config.limits.max_response_header_bytes,
             registry,
+            Some(metrics),
         ));
         let limits = Limits::build(
             config.routes.iter().map(|r| (r.name.0.as_str(), &r.limits)),
             &previous.limits,
         );
         let chains = plugins
-            .map(|p| p.chains(&config, &limits))
+            .map(|p| p.chains(&config, &limits, metrics))
             .unwrap_or_default();
         // Entries are keyed by the route's cache policy too: a route whose cache changed
         // never sees the old entries, which age out of the shared budget.

@@ -3,7 +3,9 @@
 mod support;
 
 mod admin;
+mod audit;
 mod cache;
+mod call_tracing;
 mod cli;
 mod compression;
 mod config_errors;
@@ -22,6 +24,7 @@ mod first_hour;
 mod gray;
 mod grpc;
 mod layering;
+mod metrics;
 mod mirror;
 mod plugin_kit;
 mod plugins;
@@ -35,5 +38,6 @@ mod static_responses;
 mod streaming;
 mod tls;
 mod traffic;
+
 mod upstream_tls;
 mod websocket;

@@ -20,15 +20,15 @@ use crate::support::{self, Got};
 const DEADLINE: Duration = Duration::from_secs(15);
 
 /// The running demo: gateway, services, and a valid token for user `alice`.
-struct Demo {
-    gw: RunningGateway,
-    services: HashMap<&'static str, MockService>,
-    token: String,
+pub(crate) struct Demo {
+    pub(crate) gw: RunningGateway,
+    pub(crate) services: HashMap<&'static str, MockService>,
+    pub(crate) token: String,
     _plugins: PluginsDir,
 }
 
 /// The demo's config, with ephemeral loopback ports and the test's plugins directory.
-fn demo_config(plugins: &PluginsDir) -> String {
+fn demo_config(plugins: &PluginsDir, tweak: impl FnOnce(&mut toml::Table)) -> String {
     let file = guests::workspace().join("examples/productdetails/gatehouse.toml");
     let text = std::fs::read_to_string(&file).expect("the demo's gatehouse.toml is readable");
     let mut config: toml::Table = text.parse().expect("the demo's gatehouse.toml is TOML");
@@ -44,13 +44,19 @@ fn demo_config(plugins: &PluginsDir) -> String {
     section.insert("dir".into(), plugins.0.display().to_string().into());
     section.insert("cache_dir".into(), cache.display().to_string().into());
     section.insert("watch".into(), false.into());
+    tweak(&mut config);
     config.to_string()
 }
 
 impl Demo {
     async fn start() -> Demo {
+        Demo::start_with(|_| {}).await
+    }
+
+    /// The demo with `tweak` applied to its config (e.g. a `[tracing]` table).
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut toml::Table)) -> Demo {
         let plugins = PluginsDir::new();
-        let gw = support::gateway(&demo_config(&plugins)).await;
+        let gw = support::gateway(&demo_config(&plugins, tweak)).await;
         let registry = RegistryClient::new(gw.admin_addr, productdetails::REGISTRY_TOKEN);
         let mut services = HashMap::new();
         for kind in ServiceKind::ALL {
@@ -78,7 +84,7 @@ impl Demo {
         demo
     }
 
-    fn url(&self, productid: &str) -> String {
+    pub(crate) fn url(&self, productid: &str) -> String {
         kit::url(&self.gw, &format!("/productdetails?productid={productid}"))
     }
 

@@ -69,7 +69,12 @@ pub struct MockService {
     /// Sending `true` (or dropping it) ends the accept loop and every open connection.
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// Every `traceparent` received (W3C Trace Context), oldest first.
+    traceparents: Traceparents,
 }
+
+/// The `traceparent` headers a mock service received.
+type Traceparents = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl MockService {
     /// Listen on `listen` (port 0 for any), then register with the gateway's registry behind
@@ -88,7 +93,8 @@ impl MockService {
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
         let (shutdown, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(kind, listener, stopped));
+        let traceparents = Traceparents::default();
+        let server = tokio::spawn(serve(kind, listener, stopped, traceparents.clone()));
         let spec = InstanceSpec {
             id: format!("{}-{}", kind.name(), addr.port()),
             address: addr.ip(),
@@ -114,6 +120,7 @@ impl MockService {
             registration,
             shutdown,
             server,
+            traceparents,
         })
     }
 
@@ -125,6 +132,14 @@ impl MockService {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `traceparent` headers received so far (a traced gateway sends one per call).
+    pub fn traceparents(&self) -> Vec<String> {
+        self.traceparents
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default()
     }
 
     /// Its instance id in the registry (`<service>-<port>`).
@@ -174,7 +189,12 @@ async fn close(shutdown: watch::Sender<bool>, server: JoinHandle<()>) {
 
 /// Accept until told to stop; each connection also ends when told, so a stopped service
 /// really refuses the gateway's pooled keep-alive connections too.
-async fn serve(kind: ServiceKind, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    kind: ServiceKind,
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    traceparents: Traceparents,
+) {
     let mut connections = tokio::task::JoinSet::new();
     // The accept loop's own receiver is borrowed by `select!`; connections clone this one.
     let for_connections = stopped.clone();
@@ -184,9 +204,14 @@ async fn serve(kind: ServiceKind, listener: TcpListener, mut stopped: watch::Rec
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let mut stopped = for_connections.clone();
+                let traceparents = traceparents.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req| async move {
-                        Ok::<_, Infallible>(handle(kind, req))
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+                        if let (Some(value), Ok(mut seen)) = (traceparent, traceparents.lock()) {
+                            seen.push(value.to_owned());
+                        }
+                        async move { Ok::<_, Infallible>(handle(kind, req)) }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection(TokioIo::new(stream), service);

@@ -1,6 +1,7 @@
 //! The admin listener: liveness, readiness, metrics, the active config and the dashboard
 //! (loopback by default).
 
+pub mod audit;
 mod cache;
 mod dashboard;
 mod plugins;
@@ -51,7 +52,46 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    /// Answers one admin request from `client`; every write is audited once (`audit`).
+    pub async fn handle(
+        self,
+        req: Request<Incoming>,
+        client: std::net::SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let Some(action) = audit::action(req.method(), req.uri().path()) else {
+            return self.respond(req).await;
+        };
+        let entry = audit::AuditEntry {
+            client,
+            token: {
+                let config = &self.state.load().config;
+                audit::token_name(
+                    &req,
+                    config.admin.token.as_deref(),
+                    config.registry.token.as_deref(),
+                )
+            },
+            action,
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            request_id: String::from_utf8_lossy(
+                crate::headers::request_id(req.headers()).as_bytes(),
+            )
+            .into_owned(),
+        };
+        let mut entry = entry;
+        let response = self.respond(req).await;
+        if let Ok(response) = &response {
+            // The id the answer carries, when the handler generated one.
+            if let Some(id) = response.headers().get(&crate::headers::REQUEST_ID) {
+                entry.request_id = String::from_utf8_lossy(id.as_bytes()).into_owned();
+            }
+            entry.record(response.status(), None);
+        }
+        response
+    }
+
+    async fn respond(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let snapshot = self.state.load_full();
         let request_id = crate::headers::request_id(req.headers());
         let path = req.uri().path();
@@ -152,6 +192,7 @@ impl Admin {
                 if let Some(tls) = &self.tls {
                     self.metrics.tls_certificates(tls.terminator.expiries());
                 }
+                self.scrape_state(&snapshot);
                 let cache = snapshot.cache.store.stats().await;
                 self.metrics
                     .cache_size(cache.bytes, cache.entries, cache.evictions);
@@ -183,6 +224,41 @@ impl Admin {
             ),
         };
         Ok(response)
+    }
+}
+
+impl Admin {
+    /// Reads what `/metrics` shows as current state: breakers, idle connections, registry.
+    fn scrape_state(&self, snapshot: &Snapshot) {
+        self.metrics.clear_service_state();
+        for service in &snapshot.config.services {
+            let Some(svc) = snapshot.upstreams.service(&service.name.0) else {
+                continue;
+            };
+            let breaker = svc.upstream.breaker().map(|b| match b.state() {
+                crate::resilience::BreakerState::Closed => "closed",
+                crate::resilience::BreakerState::Open => "open",
+                crate::resilience::BreakerState::HalfOpen => "half_open",
+            });
+            let idle = svc
+                .upstream
+                .pool()
+                .all_backends()
+                .iter()
+                .map(|b| (b.endpoint.addr, b.connections().idle_count()))
+                .collect::<Vec<_>>();
+            self.metrics
+                .service_state(svc.upstream.name(), breaker, idle);
+        }
+        let (renewals, expirations) = self.registry.totals();
+        self.metrics.registry_state(
+            self.registry
+                .services()
+                .into_iter()
+                .map(|s| (s.name, s.instances, s.self_preservation)),
+            renewals,
+            expirations,
+        );
     }
 }
 

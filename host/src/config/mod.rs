@@ -9,6 +9,7 @@ pub mod cors;
 mod listen;
 mod load;
 pub mod model;
+mod observability;
 pub mod plugins;
 mod policy;
 pub mod ratelimit;
@@ -57,6 +58,10 @@ pub struct Config {
     pub plugins: plugins::PluginsConfig,
     /// `[cache]`: the response cache's byte budget.
     pub cache: crate::cache::CacheBudget,
+    /// `[tracing]`: call-chain tracing; `None` when off.
+    pub tracing: Option<crate::telemetry::trace::TracingPolicy>,
+    /// `[metrics]`: API metering by consumer.
+    pub metering: crate::telemetry::MeteringPolicy,
     /// Problems that do not make the config invalid (an expired certificate), each rendered
     /// like an error; `gatehouse check` prints them and the gateway logs them at start.
     #[serde(skip)]

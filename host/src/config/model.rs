@@ -53,6 +53,11 @@ pub struct RawConfig {
     pub cache: super::cache::RawCache,
     /// Response compression for every route (docs/compression.md). Default: off.
     pub compression: Option<super::compression::RawCompression>,
+    /// Call-chain tracing over OTLP (docs/observability.md). Default: off.
+    pub tracing: Option<Spanned<super::observability::RawTracing>>,
+    /// API metering by consumer (docs/observability.md).
+    #[serde(default)]
+    pub metrics: super::observability::RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]

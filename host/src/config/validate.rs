@@ -371,6 +371,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     }
     let plugins = super::plugins::validate(&raw.plugins, v.base, text, &mut v.problems);
     super::plugins::check_entry_memory(&raw.routes, &plugins, text, &mut v.problems);
+    let tracing = super::observability::tracing(&mut v, raw.tracing.as_ref());
+    let metering = super::observability::metering(&mut v, &raw.metrics);
     super::upgrade::check_protocols(&mut v, &raw.routes, &routes, &services);
 
     // Route conflicts (two templates the radix tree cannot tell apart) are found by building the
@@ -408,6 +410,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         registry,
         plugins,
         cache,
+        tracing,
+        metering,
         warnings: v.warnings,
     })
 }

@@ -62,6 +62,8 @@ pub struct ActiveChecker {
     /// Probe connections per endpoint id (and the address they go to).
     probes: HashMap<Arc<str>, (SocketAddr, Connections)>,
     streaks: HashMap<Arc<str>, Streak>,
+    /// Counts each probe's result.
+    metrics: Option<crate::telemetry::ServiceMetrics>,
 }
 
 impl ActiveChecker {
@@ -79,7 +81,14 @@ impl ActiveChecker {
             settings,
             probes: HashMap::new(),
             streaks: HashMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts every probe's result in `metrics`.
+    pub fn counted_in(mut self, metrics: Option<crate::telemetry::ServiceMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Probes every endpoint each interval until the task is aborted.
@@ -111,6 +120,9 @@ impl ActiveChecker {
         let mut changed = false;
         for (backend, result) in backends.iter().zip(results) {
             let ok = result.is_ok();
+            if let Some(metrics) = &self.metrics {
+                metrics.health_checked(backend.endpoint.addr, ok);
+            }
             backend.health.set_active_failure(result.err());
             let streak = self.streaks.entry(backend.endpoint.id.clone()).or_default();
             if ok {

@@ -363,6 +363,7 @@ impl Setup {
                 .clone()
                 .unwrap_or_else(|| "plugin-test".into()),
             client_certificate: None,
+            trace: None,
         };
         Ok(Setup {
             entry,

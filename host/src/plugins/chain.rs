@@ -1,7 +1,8 @@
 //! A route's plugin chain: which plugin runs at which phase, in what order, and what a
 //! plugin failure does to the request (fail-closed or fail-open).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -18,6 +19,28 @@ use super::runtime::message::{
 };
 use super::runtime::shelf::Recycler;
 use super::Body;
+use crate::telemetry::trace::ChildSpan;
+use crate::telemetry::Metrics;
+
+/// One hook call being watched (see `ChainRun::watch`).
+struct HookWatch {
+    span: Option<ChildSpan>,
+    phase: Phase,
+    started: Instant,
+}
+
+/// A plugin version as labels show it: the first 12 hex digits of its SHA-256.
+fn version_label(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// A failed hook's outcome in its span.
+fn hook_failure(error: &InvokeError) -> &'static str {
+    match error {
+        InvokeError::OutOfMemory(_) => "oom",
+        other => other.kind(),
+    }
+}
 
 /// What a plugin failure does to the request (a route's `on_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -46,9 +69,17 @@ pub struct PluginChain {
     engine: Arc<PluginEngine>,
     registry: Arc<PluginRegistry>,
     recycler: Recycler,
+    /// Where hook calls, failures and instance creation are counted (set once, by the
+    /// gateway, right after the chain is built).
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl PluginChain {
+    /// Counts this chain's plugin calls in `metrics`.
+    pub fn count_in(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
     /// A chain running `entries` in order.
     pub fn new(
         entries: Vec<Arc<PluginEnv>>,
@@ -63,6 +94,7 @@ impl PluginChain {
             engine,
             registry,
             recycler,
+            metrics: OnceLock::new(),
         }
     }
 
@@ -167,6 +199,9 @@ impl ChainRun {
             error,
         };
         let fail_open = self.chain.on_error == OnError::FailOpen;
+        if let (true, Some(metrics)) = (fail_open, self.chain.metrics.get()) {
+            metrics.plugin_fail_open(env.name.arc());
+        }
         tracing::error!(plugin = %env.name, route = %env.route, phase = %phase,
             kind = failure.error.kind(), request_id = %self.meta.request_id, fail_open,
             "{failure}");
@@ -225,6 +260,9 @@ impl ChainRun {
                 inst
             }
             None => {
+                if let Some(metrics) = self.chain.metrics.get() {
+                    metrics.plugin_instance_created(env.name.arc());
+                }
                 loaded
                     .pre
                     .instantiate(&self.chain.engine, env, self.meta.clone())
@@ -233,6 +271,42 @@ impl ChainRun {
         };
         self.instances[i] = Some((loaded, inst));
         Ok(Some(i))
+    }
+
+    /// Starts watching plugin `slot`'s hook in `phase`: its clock, and a span when the
+    /// request is traced.
+    fn watch(&self, slot: usize, phase: Phase) -> HookWatch {
+        let span = self.meta.trace.as_ref().and_then(|scope| {
+            let (loaded, _) = self.instances[slot].as_ref()?;
+            Some(scope.plugin_hook(
+                self.chain.entries[slot].name.as_str(),
+                version_label(&loaded.hash),
+                phase.as_str(),
+            ))
+        });
+        HookWatch {
+            span,
+            phase,
+            started: Instant::now(),
+        }
+    }
+
+    /// The hook `watch` watched ended with `outcome`: counted, and its span ended.
+    fn observed(&self, slot: usize, watch: HookWatch, outcome: &'static str) {
+        if let (Some(metrics), Some((loaded, _))) =
+            (self.chain.metrics.get(), self.instances[slot].as_ref())
+        {
+            metrics.plugin_hook(
+                self.chain.entries[slot].name.arc(),
+                &Arc::from(version_label(&loaded.hash)),
+                watch.phase.as_str(),
+                outcome,
+                watch.started.elapsed(),
+            );
+        }
+        if let Some(span) = watch.span {
+            span.end_hook(outcome);
+        }
     }
 
     /// The request phase: each plugin in order may change the request or answer it.
@@ -251,11 +325,21 @@ impl ChainRun {
                     continue;
                 }
             };
+            let watch = self.watch(slot, Phase::Request);
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             req.set_body_cap(cap);
             let (back, result) = inst.on_request(req).await;
+            self.observed(
+                slot,
+                watch,
+                match &result {
+                    Ok(Decision::Continue) => "continue",
+                    Ok(Decision::Respond(_)) => "respond",
+                    Err(e) => hook_failure(e),
+                },
+            );
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Request, result.err()));
             };
@@ -290,11 +374,20 @@ impl ChainRun {
                     continue;
                 }
             };
+            let watch = self.watch(slot, Phase::Response);
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
             resp.set_body_cap(self.chain.entries[i].limits.body_cap);
             let (back, result) = inst.on_response(resp).await;
+            self.observed(
+                slot,
+                watch,
+                match &result {
+                    Ok(()) => "continue",
+                    Err(e) => hook_failure(e),
+                },
+            );
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Response, result.err()));
             };
@@ -322,10 +415,21 @@ impl ChainRun {
                     continue;
                 }
             };
+            let watch = self.watch(slot, Phase::Failure);
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
-            match inst.on_failure(failure.clone()).await {
+            let result = inst.on_failure(failure.clone()).await;
+            self.observed(
+                slot,
+                watch,
+                match &result {
+                    Ok(None) => "continue",
+                    Ok(Some(_)) => "respond",
+                    Err(e) => hook_failure(e),
+                },
+            );
+            match result {
                 Ok(None) => {}
                 Ok(Some(mut full)) => {
                     stamp_request_id(&mut full, &self.meta.request_id);

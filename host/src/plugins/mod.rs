@@ -57,6 +57,11 @@ impl PluginName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shared name (a metric label without a copy).
+    pub fn arc(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 impl fmt::Display for PluginName {

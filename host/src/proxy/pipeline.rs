@@ -31,6 +31,7 @@ use crate::plugins::{RequestMeta, RequestOutcome, UpstreamFailure};
 use crate::ratelimit::{InFlightPermit, PermitBody};
 use crate::routing::{Matched, Pick, Route};
 use crate::state::Snapshot;
+use crate::telemetry::trace::Tracer;
 use crate::telemetry::{AccessLog, Metrics};
 use crate::tls::ClientCertificate;
 
@@ -41,11 +42,23 @@ use super::upgrade::{ClientUpgrade, PendingTunnel};
 pub struct Pipeline {
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    /// `None` unless `[tracing]` is configured: then no request pays for tracing.
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl Pipeline {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Pipeline { state, metrics }
+        Pipeline {
+            state,
+            metrics,
+            tracer: None,
+        }
+    }
+
+    /// Traces every request with `tracer` (`[tracing]`).
+    pub fn with_tracer(mut self, tracer: Option<Arc<Tracer>>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Never fails: every error becomes a response here, and is logged once.
@@ -55,10 +68,15 @@ impl Pipeline {
         client: SocketAddr,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
+        // Down when answered, or when the client gave up and the future was dropped.
+        let _in_flight = self.metrics.request_in_flight();
         // One snapshot for the whole request: a reload mid-request does not change its route.
         let snapshot = self.state.load_full();
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, client, &request_id);
+        if let Some(tracer) = &self.tracer {
+            log.trace = Some(tracer.request_span(&req, client));
+        }
         let version = req.version();
         let mut exchange = Exchange::default();
 
@@ -309,6 +327,11 @@ async fn proxy(
         )),
         None => request_body,
     };
+    // The request's span reaches every upstream try (and each try's `traceparent`).
+    let trace = log.trace.as_ref().map(|span| span.scope().clone());
+    if let Some(scope) = &trace {
+        parts.extensions.insert(scope.clone());
+    }
     let upstream_req = Request::from_parts(parts, request_body);
     // Plugins: the request phase sees the request as it will go upstream and may answer it.
     let mut chain = snapshot.chains.get(&route.config.name.0).map(|chain| {
@@ -319,6 +342,7 @@ async fn proxy(
                 .get::<ClientCertificate>()
                 .map(|cert| Arc::clone(&cert.0)),
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
+            trace,
         })
     });
     let mut upstream_req = match &mut chain {
@@ -329,7 +353,10 @@ async fn proxy(
             .await
             .map_err(|failure| client_fault(watch.as_ref()).unwrap_or(failure.into()))?
         {
-            RequestOutcome::Continue(req) => req,
+            RequestOutcome::Continue(req) => {
+                meter_consumer(snapshot, metrics, &route, req.headers());
+                req
+            }
             RequestOutcome::Respond(response) => {
                 return Ok(finish(response, &route, request_id, in_flight));
             }
@@ -442,6 +469,21 @@ async fn proxy(
         response = Box::pin(run.on_response(response)).await?;
     }
     Ok(finish(response, &route, request_id, in_flight))
+}
+
+/// API metering: the consumer an auth plugin established (`metrics.consumer_header` on the
+/// request after the request plugins), counted per route. Only routes with plugins meter:
+/// elsewhere the header is whatever the client claimed.
+fn meter_consumer(
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+    route: &Route,
+    headers: &http::HeaderMap,
+) {
+    let policy = &snapshot.config.metering;
+    if let Some(consumer) = headers.get(&policy.consumer_header) {
+        metrics.consumer_request(&route.name, consumer.as_bytes(), policy.top_consumers);
+    }
 }
 
 /// A response the gateway made for the route (`respond`, `redirect`), through the response

@@ -88,6 +88,8 @@ pub struct Breaker {
     slots: Arc<Semaphore>,
     pending: AtomicUsize,
     state: Mutex<State>,
+    /// Counts each time the circuit opens.
+    metrics: Option<crate::telemetry::ServiceMetrics>,
 }
 
 impl Breaker {
@@ -102,6 +104,19 @@ impl Breaker {
                 failures: 0,
             }),
             policy,
+            metrics: None,
+        }
+    }
+
+    /// Counts the circuit's trips in `metrics`.
+    pub fn counted_in(mut self, metrics: Option<crate::telemetry::ServiceMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn tripped(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.breaker_tripped();
         }
     }
 
@@ -209,6 +224,7 @@ impl Breaker {
                     *state = State::Open {
                         until: now + self.policy.open_for,
                     };
+                    self.tripped();
                 }
             }
             State::HalfOpen { succeeded, .. } if probe => {
@@ -217,6 +233,7 @@ impl Breaker {
                     *state = State::Open {
                         until: now + self.policy.open_for,
                     };
+                    self.tripped();
                 } else {
                     *succeeded += 1;
                     if *succeeded >= self.policy.half_open_probes.max(1) {

@@ -13,13 +13,17 @@ use http_body_util::BodyExt;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::{Breaker, BreakerError, BreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TryFailure};
+use super::{
+    Breaker, BreakerError, BreakerPolicy, BreakerState, RetryBudget, RetryPolicy, Timeouts,
+    TryFailure,
+};
 use crate::balancing::pool::{Availability, BackendPool};
 use crate::balancing::{Algorithm, Backend, ClientAddr, HashKey, NoPick, PickContext};
 use crate::body::{self, Body};
 use crate::conn::{self, ConnError, ConnSettings, PooledBody};
 use crate::discovery::{Discover, Source};
 use crate::health::{ActiveCheck, ActiveChecker, Outcome, OutlierDetector, OutlierPolicy};
+use crate::telemetry::trace::TraceScope;
 
 /// Request bodies on this path (the host's `body::Body`).
 pub type CallBody = Body;
@@ -42,6 +46,8 @@ pub struct ServiceSpec {
     pub health: Option<ActiveCheck>,
     pub outlier: Option<OutlierPolicy>,
     pub retry: RetryPolicy,
+    /// Where its tries, retries and ejections are counted (`None` in unit tests).
+    pub metrics: Option<crate::telemetry::ServiceMetrics>,
     pub breaker: Option<BreakerPolicy>,
     pub timeouts: Timeouts,
     /// Drained endpoints and panic mode.
@@ -151,6 +157,7 @@ pub struct UpstreamService {
     budget: RetryBudget,
     breaker: Option<Breaker>,
     timeouts: Timeouts,
+    metrics: Option<crate::telemetry::ServiceMetrics>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -190,20 +197,22 @@ impl UpstreamService {
             tokio::spawn(sweep_idle_connections(Arc::clone(&pool))).abort_handle(),
         ];
         if let Some(check) = spec.health.clone() {
-            let checker = ActiveChecker::new(check, Arc::clone(&pool));
+            let checker =
+                ActiveChecker::new(check, Arc::clone(&pool)).counted_in(spec.metrics.clone());
             tasks.push(tokio::spawn(checker.run()).abort_handle());
         }
         Self {
             budget: RetryBudget::new(spec.retry.budget),
             breaker: spec
                 .breaker
-                .map(|p| Breaker::new(Arc::clone(&spec.name), p)),
+                .map(|p| Breaker::new(Arc::clone(&spec.name), p).counted_in(spec.metrics.clone())),
             outlier: spec.outlier.map(OutlierDetector::new),
             name: spec.name,
             pool,
             hash_key: spec.hash_key,
             retry: spec.retry,
             timeouts: spec.timeouts,
+            metrics: spec.metrics,
             tasks,
         }
     }
@@ -356,10 +365,41 @@ impl UpstreamService {
                 })?,
             };
             try_head.uri = uri;
+            // Traced requests: a client span per try, sent on as the try's `traceparent`.
+            let span = match try_head.extensions.get::<TraceScope>() {
+                None => None,
+                Some(scope) => {
+                    let span = scope.upstream_try(
+                        &self.name,
+                        endpoint,
+                        attempt,
+                        self.breaker_state(),
+                        method.as_str(),
+                    );
+                    span.scope().inject(&mut try_head.headers);
+                    Some(span)
+                }
+            };
             let req = Request::from_parts(try_head, body);
 
+            let sent_at = Instant::now();
             let outcome = tokio::time::timeout(per_try, connections.send(req)).await;
             drop(picked);
+            if let Some(metrics) = &self.metrics {
+                let status = match &outcome {
+                    Ok(Ok(resp)) => Some(resp.status().as_u16()),
+                    _ => None,
+                };
+                metrics.try_done(endpoint, status, sent_at.elapsed());
+            }
+            if let Some(span) = span {
+                match &outcome {
+                    Ok(Ok(resp)) => span.end_status(resp.status()),
+                    Ok(Err(e)) if e.is_connect() => span.end_error("connect", e.to_string()),
+                    Ok(Err(e)) => span.end_error("reset", e.to_string()),
+                    Err(_) => span.end_error("timeout", "the try timed out".to_owned()),
+                }
+            }
             let (failure, result) = match outcome {
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     self.mark(&backend, Outcome::Success);
@@ -393,19 +433,35 @@ impl UpstreamService {
                 ),
             };
             self.mark(&backend, Outcome::Failure);
-            let may_retry = replay.is_some()
+            let wanted = replay.is_some()
                 && attempt < self.retry.max_retries
-                && self.retry.allows(&method, failure)
-                && self.budget.try_withdraw();
+                && self.retry.allows(&method, failure);
+            let may_retry = wanted && self.budget.try_withdraw();
+            if let (true, false, Some(metrics)) = (wanted, may_retry, &self.metrics) {
+                metrics.budget_refused();
+            }
             if !may_retry {
                 record(permit, false);
                 return result;
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.retried();
             }
             tracing::debug!(service = %self.name, %endpoint, ?failure, attempt, "retrying on another endpoint");
             tried.push(backend);
             last = Some(result);
             attempt += 1;
             tokio::time::sleep(self.retry.backoff_for(attempt)).await;
+        }
+    }
+
+    /// The breaker's state as a span attribute: `closed`, `open`, `half_open`, or `none`.
+    fn breaker_state(&self) -> &'static str {
+        match self.breaker.as_ref().map(Breaker::state) {
+            None => "none",
+            Some(BreakerState::Closed) => "closed",
+            Some(BreakerState::Open) => "open",
+            Some(BreakerState::HalfOpen) => "half_open",
         }
     }
 
@@ -423,6 +479,9 @@ impl UpstreamService {
             .record(backend, all, outcome, Instant::now())
             .is_some()
         {
+            if let Some(metrics) = &self.metrics {
+                metrics.ejected(backend.endpoint.addr);
+            }
             self.pool.rebuild();
         }
     }

@@ -15,6 +15,7 @@ use crate::plugins::{
     PluginsError, ServiceCallError, ServiceCaller,
 };
 use crate::ratelimit::Limits;
+use crate::telemetry::Metrics;
 use crate::upstream::UpstreamError;
 
 /// Plugin service calls go through the gateway's upstreams, like proxied requests.
@@ -138,7 +139,12 @@ impl GatewayPlugins {
 
     /// Every route's chain for `config`, by route name (part of each config snapshot);
     /// `limits` holds the routes' limiters, which plugins are granted by name.
-    pub fn chains(&self, config: &Config, limits: &Limits) -> HashMap<String, Arc<PluginChain>> {
+    pub fn chains(
+        &self,
+        config: &Config,
+        limits: &Limits,
+        metrics: &Arc<Metrics>,
+    ) -> HashMap<String, Arc<PluginChain>> {
         config
             .routes
             .iter()
@@ -181,6 +187,7 @@ impl GatewayPlugins {
                     })
                     .collect();
                 let chain = self.manager.chain(&r.name.0, &refs, r.on_error);
+                chain.count_in(Arc::clone(metrics));
                 (r.name.0.clone(), chain)
             })
             .collect()

@@ -114,6 +114,33 @@ struct ActionLabels {
     action: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// `[metrics]`: which header names the consumer of a request (set by an auth plugin) and how
+/// many consumers get a label of their own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MeteringPolicy {
+    #[serde(serialize_with = "crate::serialize::as_str")]
+    pub consumer_header: http::HeaderName,
+    pub top_consumers: usize,
+}
+
+impl MeteringPolicy {
+    pub const DEFAULT_TOP_CONSUMERS: usize = 50;
+}
+
+impl Default for MeteringPolicy {
+    fn default() -> Self {
+        MeteringPolicy {
+            consumer_header: http::HeaderName::from_static("x-consumer"),
+            top_consumers: Self::DEFAULT_TOP_CONSUMERS,
+        }
+    }
+}
+
 /// One gateway's metrics (each gateway in a process has its own registry).
 #[derive(Debug)]
 pub struct Metrics {
@@ -138,6 +165,9 @@ pub struct Metrics {
     cache_evictions: Counter,
     compressed: Family<EncodingLabels, Counter>,
     compression_bytes: Family<DirectionLabels, Counter>,
+    trace_spans: Family<ResultLabels, Counter>,
+    /// Upstream, plugin, registry and consumer families (`service_metrics`).
+    pub(super) services: super::service_metrics::Families,
 }
 
 /// The byte counters of one compressed response, fetched once when compression starts.
@@ -312,7 +342,17 @@ impl Default for Metrics {
             "Bytes through response compression, by route and direction (in: before, out: after)",
             compression_bytes.clone(),
         );
+        let trace_spans = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "trace_spans",
+            "Sampled spans by what became of them: exported, dropped (export queue full) or \
+             failed (the collector refused, failed or timed out)",
+            trace_spans.clone(),
+        );
+        let services = super::service_metrics::Families::register(&mut registry);
         Metrics {
+            services,
+            trace_spans,
             cache_responses,
             cache_stored_bytes,
             cache_entries,
@@ -520,6 +560,20 @@ impl Metrics {
         let seen = self.cache_evictions.get();
         if evictions > seen {
             self.cache_evictions.inc_by(evictions - seen);
+        }
+    }
+
+    /// The counters of the span export queue (`[tracing]`).
+    pub fn span_counters(&self) -> crate::telemetry::trace::SpanCounters {
+        let counter = |result| {
+            self.trace_spans
+                .get_or_create(&ResultLabels { result })
+                .clone()
+        };
+        crate::telemetry::trace::SpanCounters {
+            exported: counter("exported"),
+            dropped: counter("dropped"),
+            failed: counter("failed"),
         }
     }
 

@@ -3,9 +3,12 @@
 
 pub mod live;
 mod metrics;
+mod service_metrics;
 mod throttle;
+pub mod trace;
 
-pub use metrics::{CompressionCounters, ListenerEvent, Metrics, UpgradedMetrics};
+pub use metrics::{CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, UpgradedMetrics};
+pub use service_metrics::ServiceMetrics;
 pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;
@@ -29,9 +32,19 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The `tracing` target of audit lines (`admin::audit`): always written as JSON.
+pub const AUDIT_TARGET: &str = "audit";
+
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
+/// Audit lines (target `audit`) are written as one JSON line each whatever the format and
+/// level, so they can be shipped and parsed apart from the rest.
 /// Returns false if a subscriber was already installed (as in tests).
 pub fn init(log: &LogConfig) -> bool {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // The h2 crate warns once per connection on floods a client controls (e.g.
         // "remotely-reset pending-accept streams reached limit"); the listener counts those
@@ -43,14 +56,29 @@ pub fn init(log: &LogConfig) -> bool {
         }
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_ansi(ansi);
-    match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init().is_ok(),
-        LogFormat::Text => builder.try_init().is_ok(),
+    let not_audit = filter_fn(|meta| meta.target() != AUDIT_TARGET);
+    let main = match log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_target(true)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(ansi)
+            .boxed(),
     }
+    .with_filter(filter.and(not_audit));
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_target(true)
+        .with_filter(filter_fn(|meta| meta.target() == AUDIT_TARGET));
+    tracing_subscriber::registry()
+        .with(main)
+        .with(audit)
+        .try_init()
+        .is_ok()
 }
 
 /// Collects what the access-log line needs while the request flows.
@@ -64,6 +92,10 @@ pub struct AccessLog {
     pub upstream: Option<SocketAddr>,
     /// The service a split route picked (one-service routes leave it unset: the route says).
     pub service: Option<Arc<String>>,
+    /// The request's server span, when tracing is on; ended with the line.
+    pub trace: Option<trace::RequestSpan>,
+    /// The span's ids once it ended before the line (an upgraded connection's).
+    trace_ids: Option<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -88,6 +120,8 @@ impl AccessLog {
             route: None,
             upstream: None,
             service: None,
+            trace: None,
+            trace_ids: None,
         }
     }
 
@@ -97,15 +131,32 @@ impl AccessLog {
     }
 
     /// Writes the line and records the metrics. `elapsed` runs until the response head is ready.
-    pub fn finish(self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
+    pub fn finish(mut self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
         self.record(status, elapsed, metrics);
         self.write(status, elapsed, None);
+        self.end_trace(status);
+    }
+
+    fn end_trace(&mut self, status: StatusCode) {
+        if let Some(span) = self.trace.take() {
+            span.finish(self.route.as_deref().map(String::as_str), status);
+        }
     }
 
     /// For a request that switched protocols: records its metrics now (at the response
     /// head), and leaves the line to [`UpgradedLog::close`], when the connection closes.
-    pub fn upgraded(self, status: StatusCode, elapsed: Duration, metrics: &Metrics) -> UpgradedLog {
+    pub fn upgraded(
+        mut self,
+        status: StatusCode,
+        elapsed: Duration,
+        metrics: &Metrics,
+    ) -> UpgradedLog {
         self.record(status, elapsed, metrics);
+        // The line comes when the connection closes; the span covers the exchange up to
+        // the 101, but its ids stay in the line.
+        let ids = self.trace.as_ref().map(trace::RequestSpan::ids);
+        self.end_trace(status);
+        self.trace_ids = ids;
         UpgradedLog {
             log: self,
             status,
@@ -124,6 +175,14 @@ impl AccessLog {
         let Some(line) = &self.request else {
             return;
         };
+        let ids = match (&self.trace, &self.trace_ids) {
+            (Some(span), _) => Some(span.ids()),
+            (None, ids) => ids.clone(),
+        };
+        let (trace_id, span_id) = match &ids {
+            Some((t, s)) => (Some(t.as_str()), Some(s.as_str())),
+            None => (None, None),
+        };
         // An `Option` field is left out of the line when `None`: only an upgraded connection's
         // line has the tunnel's fields.
         tracing::info!(
@@ -137,6 +196,8 @@ impl AccessLog {
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             request_id = %String::from_utf8_lossy(line.request_id.as_bytes()),
             client = %line.client,
+            trace_id,
+            span_id,
             upgraded_us = upgraded.map(|u| u64::try_from(u.open_for.as_micros()).unwrap_or(u64::MAX)),
             bytes_up = upgraded.map(|u| u.bytes_up),
             bytes_down = upgraded.map(|u| u.bytes_down),

@@ -26,6 +26,7 @@ use crate::resilience::{
     BreakerError, CallError, ConnectTimeout, ServiceSpec, Timeouts, TotalTimeout, TryTimeout,
     UpstreamService,
 };
+use crate::telemetry::Metrics;
 
 /// Why a request did not get a response from its service.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +167,7 @@ impl Service {
         registry: &Arc<Registry>,
         workers: usize,
         max_response_head: usize,
+        metrics: Option<&Metrics>,
     ) -> Self {
         if config.tls.as_ref().is_some_and(|tls| !tls.verify()) {
             // Logged at every start and reload, so it is never missed.
@@ -191,8 +193,10 @@ impl Service {
                 interval: *interval,
             }),
         };
+        let name: Arc<str> = Arc::from(config.name.0.as_str());
         let spec = ServiceSpec {
-            name: Arc::from(config.name.0.as_str()),
+            metrics: metrics.map(|m| m.service(&name)),
+            name,
             source,
             connections: ConnSettings {
                 workers,
@@ -234,17 +238,19 @@ pub struct Upstreams {
 impl Upstreams {
     /// Starts every service of `services`, with connections for `workers` public listener
     /// workers that refuse response heads over `max_response_head` bytes; `registry` backs
-    /// `discovery = "registry"`. Must run inside a tokio runtime.
+    /// `discovery = "registry"`; `metrics` counts their tries. Must run inside a tokio runtime.
     pub fn new(
         services: &[ServiceConfig],
         workers: usize,
         max_response_head: usize,
         registry: &Arc<Registry>,
+        metrics: Option<&Metrics>,
     ) -> Self {
         let services = services
             .iter()
             .map(|s| {
-                let service = Service::new(s.clone(), registry, workers, max_response_head);
+                let service =
+                    Service::new(s.clone(), registry, workers, max_response_head, metrics);
                 (s.name.clone(), Arc::new(service))
             })
             .collect();

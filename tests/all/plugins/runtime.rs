@@ -145,6 +145,7 @@ fn meta() -> RequestMeta {
         client_addr: Some("127.0.0.1:4242".parse().unwrap()),
         request_id: "req-1".into(),
         client_certificate: None,
+        trace: None,
     }
 }
 

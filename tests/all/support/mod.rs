@@ -3,6 +3,8 @@
 pub mod certs;
 pub mod load;
 pub mod origin;
+pub mod otlp;
+pub mod scrape;
 
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,7 @@ pub use client::{ClientError, Registration, RegistryClient};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -132,6 +133,8 @@ pub struct Sweep {
 pub struct Registry {
     config: RegistryConfig,
     services: Mutex<BTreeMap<String, ServiceEntry>>,
+    renewals: AtomicU64,
+    expirations: AtomicU64,
 }
 
 /// Service names: 1–64 of `a-z A-Z 0-9 - _ .`; instance ids: 1–128, no `/` or whitespace.
@@ -152,11 +155,21 @@ impl Registry {
         Arc::new(Self {
             config,
             services: Mutex::new(BTreeMap::new()),
+            renewals: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
         })
     }
 
     pub fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// Lease renewals and lease expirations (evictions) so far, for `/metrics`.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.renewals.load(Ordering::Relaxed),
+            self.expirations.load(Ordering::Relaxed),
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ServiceEntry>> {
@@ -216,6 +229,7 @@ impl Registry {
                     id: id.to_owned(),
                 })?;
         instance.last_renewal = Instant::now();
+        self.renewals.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -312,6 +326,7 @@ impl Registry {
             for id in lapsed {
                 entry.instances.remove(&id);
                 tracing::warn!(service = %name, %id, "registry: lease lapsed, instance evicted");
+                self.expirations.fetch_add(1, Ordering::Relaxed);
                 sweep.evicted.push((name.clone(), id));
             }
             entry.publish();

@@ -96,4 +96,6 @@ pub struct RequestMeta {
     pub request_id: String,
     /// The client certificate the listener verified (mTLS), if any.
     pub client_certificate: Option<std::sync::Arc<crate::tls::PeerIdentity>>,
+    /// The request's span when tracing is on: hook and service-call spans are its children.
+    pub trace: Option<crate::telemetry::trace::TraceScope>,
 }

@@ -14,6 +14,7 @@ use super::clock::CpuClock;
 use super::instance::HookSet;
 use super::message::{collect_capped, full, headers, PluginRequest, PluginResponse};
 use super::ticker::TickerHandle;
+use crate::telemetry::trace::TraceScope;
 
 type Result<T> = wasmtime::Result<T>;
 
@@ -377,22 +378,48 @@ async fn call_one(
     body_cap: usize,
     service: String,
     req: services::ServiceRequest,
+    trace: Option<TraceScope>,
 ) -> std::result::Result<services::ServiceResponse, services::CallError> {
     if !env.grants.services.contains(&service) {
         tracing::warn!(plugin = %env.name, route = %env.route, service = %service,
             "plugin called a service it has no grant for; refused");
         return Err(services::CallError::NotAllowed(service));
     }
-    let req = build_service_request(req)?;
-    let resp = env
-        .services
-        .call(&service, req)
-        .await
-        .map_err(|e| match e {
-            ServiceCallError::UnknownService(s) => services::CallError::UnknownService(s),
-            ServiceCallError::Timeout => services::CallError::Timeout,
-            ServiceCallError::Failed(m) => services::CallError::Failed(m),
-        })?;
+    let mut req = build_service_request(req)?;
+    // A child of the request's span; the upstream tries under it send `traceparent`.
+    let span = trace.map(|scope| {
+        let span = scope.service_call(
+            env.name.as_str(),
+            &service,
+            req.method().as_str(),
+            req.uri().path(),
+        );
+        req.extensions_mut().insert(span.scope().clone());
+        span
+    });
+    let resp = match env.services.call(&service, req).await {
+        Ok(resp) => {
+            if let Some(span) = span {
+                span.end_status(resp.status());
+            }
+            resp
+        }
+        Err(e) => {
+            let kind = match &e {
+                ServiceCallError::UnknownService(_) => "unknown_service",
+                ServiceCallError::Timeout => "timeout",
+                ServiceCallError::Failed(_) => "failed",
+            };
+            if let Some(span) = span {
+                span.end_error(kind, e.to_string());
+            }
+            return Err(match e {
+                ServiceCallError::UnknownService(s) => services::CallError::UnknownService(s),
+                ServiceCallError::Timeout => services::CallError::Timeout,
+                ServiceCallError::Failed(m) => services::CallError::Failed(m),
+            });
+        }
+    };
     let (parts, body) = resp.into_parts();
     let collected = match collect_capped(body, body_cap).await {
         Ok(Some(c)) => c,
@@ -425,7 +452,10 @@ impl services::Host for PluginCtx {
     ) -> Result<std::result::Result<services::ServiceResponse, services::CallError>> {
         let env = self.env.clone();
         let cap = self.body_cap;
-        Ok(self.waiting(call_one(env, cap, service, request)).await)
+        let trace = self.meta.trace.clone();
+        Ok(self
+            .waiting(call_one(env, cap, service, request, trace))
+            .await)
     }
 
     async fn call_batch(
@@ -434,9 +464,10 @@ impl services::Host for PluginCtx {
     ) -> Result<Vec<std::result::Result<services::ServiceResponse, services::CallError>>> {
         let env = self.env.clone();
         let cap = self.body_cap;
+        let trace = self.meta.trace.clone();
         let all = calls
             .into_iter()
-            .map(|(service, req)| call_one(env.clone(), cap, service, req));
+            .map(|(service, req)| call_one(env.clone(), cap, service, req, trace.clone()));
         Ok(self.waiting(futures::future::join_all(all)).await)
     }
 }
