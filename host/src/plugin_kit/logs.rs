@@ -73,7 +73,7 @@ struct Fields {
 }
 
 /// Fields every plugin line carries; the report shows them once per case, not per line.
-const PER_CASE: [&str; 3] = ["plugin", "route", "request_id"];
+const PER_CASE: [&str; 4] = ["plugin", "version", "route", "request_id"];
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
