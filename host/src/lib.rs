@@ -75,6 +75,7 @@ pub mod path;
 pub mod plugins;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_store;
 pub mod reload;
 pub mod resilience;
 pub mod routing;

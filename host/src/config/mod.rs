@@ -13,6 +13,7 @@ pub mod plugins;
 mod policy;
 pub mod ratelimit;
 mod respond;
+mod scale_out;
 mod traffic;
 mod upgrade;
 mod upstream_tls;
@@ -57,6 +58,8 @@ pub struct Config {
     pub plugins: plugins::PluginsConfig,
     /// `[cache]`: the response cache's byte budget.
     pub cache: crate::cache::CacheBudget,
+    /// `[rate_limits]` (with `[redis]`): where limit counters live (docs/scale-out.md).
+    pub rate_limits: crate::ratelimit::StorePolicy,
     /// Problems that do not make the config invalid (an expired certificate), each rendered
     /// like an error; `gatehouse check` prints them and the gateway logs them at start.
     #[serde(skip)]

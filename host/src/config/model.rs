@@ -53,6 +53,11 @@ pub struct RawConfig {
     pub cache: super::cache::RawCache,
     /// Response compression for every route (docs/compression.md). Default: off.
     pub compression: Option<super::compression::RawCompression>,
+    /// Redis for state shared between gateways (docs/scale-out.md). Default: none.
+    pub redis: Option<Spanned<super::scale_out::RawRedis>>,
+    /// Where rate limit counters live (docs/scale-out.md). Default: in this process.
+    #[serde(default)]
+    pub rate_limits: super::scale_out::RawRateLimitStore,
 }
 
 #[derive(Debug, Default, Deserialize)]

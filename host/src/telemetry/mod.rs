@@ -5,7 +5,10 @@ pub mod live;
 mod metrics;
 mod throttle;
 
-pub use metrics::{CompressionCounters, ListenerEvent, Metrics, UpgradedMetrics};
+pub use metrics::{
+    redis_metrics, CompressionCounters, ListenerEvent, Metrics, RedisCallLabels, RedisMetrics,
+    UpgradedMetrics,
+};
 pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod load;
 pub mod origin;
+pub mod redis;
 
 use std::time::{Duration, Instant};
 
