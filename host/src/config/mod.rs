@@ -60,6 +60,9 @@ pub struct Config {
     pub cache: crate::cache::CacheBudget,
     /// `[rate_limits]` (with `[redis]`): where limit counters live (docs/scale-out.md).
     pub rate_limits: crate::ratelimit::StorePolicy,
+    /// `[plugins.cache] store = "redis"`: plugin cache entries in this Redis. `None`: in
+    /// process.
+    pub plugin_cache: Option<crate::redis_store::RedisSettings>,
     /// Problems that do not make the config invalid (an expired certificate), each rendered
     /// like an error; `gatehouse check` prints them and the gateway logs them at start.
     #[serde(skip)]

@@ -57,7 +57,7 @@ pub struct RawConfig {
     pub redis: Option<Spanned<super::scale_out::RawRedis>>,
     /// Where rate limit counters live (docs/scale-out.md). Default: in this process.
     #[serde(default)]
-    pub rate_limits: super::scale_out::RawRateLimitStore,
+    pub rate_limits: super::scale_out::RawStoreChoice,
 }
 
 #[derive(Debug, Default, Deserialize)]

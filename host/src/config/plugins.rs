@@ -35,6 +35,8 @@ pub struct RawPlugins {
     pub body_limit_kib: Option<Spanned<i64>>,
     /// Plugin instances alive at once (one per plugin per in-flight request). Default 1000.
     pub max_instances: Option<Spanned<i64>>,
+    /// `[plugins.cache]`: where the `cache` import keeps entries (docs/scale-out.md).
+    pub cache: Option<super::scale_out::RawStoreChoice>,
 }
 
 /// One entry of a route's `plugins = [...]`, as written.

@@ -28,21 +28,68 @@ pub struct RawRedis {
     pub breaker_cooldown: Option<Spanned<String>>,
 }
 
-/// `[rate_limits]` (top level; a route's `rate_limits = [...]` declares the limits).
+/// `[rate_limits]` (top level; a route's `rate_limits = [...]` declares the limits) and
+/// `[plugins.cache]`: where a store keeps its state.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRateLimitStore {
+pub struct RawStoreChoice {
     /// `memory` (default) or `redis`.
     pub store: Option<Spanned<String>>,
-    /// With `redis`: `open` (default; count locally while Redis fails) or `closed` (503).
+    /// With `redis`: `open` (default; carry on locally while Redis fails) or `closed` (rate
+    /// limits only: 503).
     pub on_error: Option<Spanned<String>>,
+}
+
+/// `[plugins.cache]`: `Some` settings when plugin cache entries live in Redis. A cache
+/// fails open only (a miss), so `on_error = "closed"` is refused.
+pub(super) fn plugin_cache_store(
+    v: &mut Validator<'_>,
+    redis: Option<&Spanned<RawRedis>>,
+    raw: Option<&RawStoreChoice>,
+) -> Option<RedisSettings> {
+    let raw = raw?;
+    if let Some(e) = raw.on_error.as_ref().filter(|e| e.get_ref() != "open") {
+        v.problem(
+            e.span(),
+            "plugins.cache.on_error",
+            format!(
+                "{:?}: the plugin cache can only fail open (a miss while Redis is down); \
+                 remove on_error or set it to \"open\"",
+                e.get_ref()
+            ),
+        );
+    }
+    match raw.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("memory", _)) => None,
+        Some(("redis", span)) => match redis {
+            Some(r) => settings(v, r),
+            None => {
+                v.problem(
+                    span,
+                    "plugins.cache.store",
+                    "store = \"redis\" needs a [redis] table with its url, such as \
+                     url = \"redis://127.0.0.1:6379\""
+                        .to_owned(),
+                );
+                None
+            }
+        },
+        Some((other, span)) => {
+            v.problem(
+                span,
+                "plugins.cache.store",
+                format!("{other:?} is not a cache store; expected \"memory\" or \"redis\""),
+            );
+            None
+        }
+    }
 }
 
 /// `[redis]` and `[rate_limits]` into where counters live.
 pub(super) fn rate_limit_store(
     v: &mut Validator<'_>,
     redis: Option<&Spanned<RawRedis>>,
-    raw: &RawRateLimitStore,
+    raw: &RawStoreChoice,
 ) -> StorePolicy {
     let settings = redis.and_then(|r| settings(v, r));
     let on_error = on_error(v, raw.on_error.as_ref(), "rate_limits.on_error");

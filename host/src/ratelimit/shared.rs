@@ -104,6 +104,7 @@ impl LimiterStore for RedisLimiterStore {
         let rate = *rate;
         Take::Pending(
             async move {
+                let redis_key = &redis_key;
                 let answer = self
                     .client
                     .call("gcra", |mut conn| async move {

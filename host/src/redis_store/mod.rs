@@ -132,7 +132,7 @@ impl RedisClient {
     /// under the breaker.
     pub async fn call<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T, RedisError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let m = redis_metrics();
@@ -140,7 +140,16 @@ impl RedisClient {
             m.calls.get_or_create(&RedisCallLabels { call: what, outcome: "skipped" }).inc();
             return Err(RedisError::BreakerOpen(self.settings.breaker_failures));
         }
-        let outcome = tokio::time::timeout(self.settings.timeout, f(self.conn.clone())).await;
+        // A connection Redis dropped (a restart) fails the first call on it while the manager
+        // reconnects: one retry, within the same budget, so a returning Redis does not cost a
+        // failed request per gateway.
+        let attempt = async {
+            match f(self.conn.clone()).await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => f(self.conn.clone()).await,
+                other => other,
+            }
+        };
+        let outcome = tokio::time::timeout(self.settings.timeout, attempt).await;
         let error = match outcome {
             Ok(Ok(value)) => {
                 m.calls.get_or_create(&RedisCallLabels { call: what, outcome: "ok" }).inc();

@@ -73,6 +73,7 @@ pub fn settings(config: &Config) -> PluginSettings {
             max_instances: p.max_instances,
             ..PluginLimits::default()
         },
+        shared_cache: config.plugin_cache.clone(),
     }
 }
 

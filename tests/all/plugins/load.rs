@@ -139,6 +139,7 @@ async fn watcher_loads_replaces_keeps_last_good_and_unloads() {
             watch: true,
             debounce: Duration::from_millis(100),
             limits: test_limits(),
+            ..PluginSettings::default()
         },
         Arc::new(FakeServices {
             delay: Duration::ZERO,
