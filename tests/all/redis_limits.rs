@@ -62,7 +62,11 @@ async fn statuses(gateways: &[RunningGateway], n: usize, user: &str) -> Vec<u16>
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let gw = &gateways[i % gateways.len()];
-        out.push(support::get(&url(gw, "/api/x"), &[("x-user", user)]).await.status);
+        out.push(
+            support::get(&url(gw, "/api/x"), &[("x-user", user)])
+                .await
+                .status,
+        );
     }
     out
 }
@@ -93,9 +97,17 @@ async fn three_gateways_together_allow_the_configured_quota_not_three_times_it()
     // The refusal is the usual one: RateLimit fields and a JSON error.
     let refused = support::get(&url(&gateways[2], "/api/x"), &[("x-user", "ann")]).await;
     assert_eq!(refused.status, 429);
-    assert_eq!(refused.json()["error"], "rate_limited", "{}", refused.text());
+    assert_eq!(
+        refused.json()["error"],
+        "rate_limited",
+        "{}",
+        refused.text()
+    );
     assert!(refused.headers.contains_key("retry-after"));
-    assert_eq!(refused.headers["ratelimit-policy"], "\"per-user\";q=10;w=3600");
+    assert_eq!(
+        refused.headers["ratelimit-policy"],
+        "\"per-user\";q=10;w=3600"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +201,10 @@ impl Load {
                                 unavailable.fetch_add(1, Ordering::SeqCst)
                             }
                             s => {
-                                other.lock().expect("lock").push(format!("{s} {}", got.text()));
+                                other
+                                    .lock()
+                                    .expect("lock")
+                                    .push(format!("{s} {}", got.text()));
                                 0
                             }
                         };
@@ -208,9 +223,11 @@ impl Load {
 
     async fn ok_after(&self, more: usize) {
         let target = self.ok.load(Ordering::SeqCst) + more;
-        support::eventually("requests keep being answered", Duration::from_secs(20), async || {
-            self.ok.load(Ordering::SeqCst) >= target
-        })
+        support::eventually(
+            "requests keep being answered",
+            Duration::from_secs(20),
+            async || self.ok.load(Ordering::SeqCst) >= target,
+        )
         .await;
     }
 
@@ -241,7 +258,11 @@ async fn fail_open_redis_dies_and_returns_under_load_without_a_failed_request() 
     let mut redis = RedisServer::start();
     let (origin, _) = kit::counting_echo().await;
     let gateways = three_gateways(&redis, &origin, GENEROUS_AND_STRICT, "open").await;
-    assert_eq!(shared_quota_check(&gateways, "before").await, 3, "shared while Redis is up");
+    assert_eq!(
+        shared_quota_check(&gateways, "before").await,
+        3,
+        "shared while Redis is up"
+    );
 
     let load = Load::start(&gateways);
     load.ok_after(30).await;
@@ -256,10 +277,14 @@ async fn fail_open_redis_dies_and_returns_under_load_without_a_failed_request() 
     redis.restart();
     // Converges: once the breakers probe Redis again, a new user's quota is shared again.
     let mut n = 0;
-    support::eventually("limits are shared again after Redis returns", Duration::from_secs(20), async || {
-        n += 1;
-        shared_quota_check(&gateways, &format!("after-{n}")).await == 3
-    })
+    support::eventually(
+        "limits are shared again after Redis returns",
+        Duration::from_secs(20),
+        async || {
+            n += 1;
+            shared_quota_check(&gateways, &format!("after-{n}")).await == 3
+        },
+    )
     .await;
     load.ok_after(30).await;
     let (ok, unavailable, other) = load.finish().await;
@@ -276,9 +301,11 @@ async fn fail_closed_answers_503_while_redis_is_down_and_recovers_when_it_return
     let load = Load::start(&gateways);
     load.ok_after(30).await;
     redis.stop();
-    support::eventually("503s while Redis is down", Duration::from_secs(20), async || {
-        load.unavailable.load(Ordering::SeqCst) >= 30
-    })
+    support::eventually(
+        "503s while Redis is down",
+        Duration::from_secs(20),
+        async || load.unavailable.load(Ordering::SeqCst) >= 30,
+    )
     .await;
     let refused = support::get(&url(&gateways[0], "/api/x"), &[]).await;
     assert_eq!(refused.status, 503);
@@ -286,10 +313,14 @@ async fn fail_closed_answers_503_while_redis_is_down_and_recovers_when_it_return
     redis.restart();
     load.ok_after(30).await;
     let mut n = 0;
-    support::eventually("limits are shared again after Redis returns", Duration::from_secs(20), async || {
-        n += 1;
-        shared_quota_check(&gateways, &format!("after-{n}")).await == 3
-    })
+    support::eventually(
+        "limits are shared again after Redis returns",
+        Duration::from_secs(20),
+        async || {
+            n += 1;
+            shared_quota_check(&gateways, &format!("after-{n}")).await == 3
+        },
+    )
     .await;
     let (_, unavailable, other) = load.finish().await;
     assert!(unavailable > 0);
@@ -297,7 +328,10 @@ async fn fail_closed_answers_503_while_redis_is_down_and_recovers_when_it_return
     // The breaker and call counts are exported.
     let metrics = support::get(&format!("http://{}/metrics", gateways[0].admin_addr), &[]).await;
     let text = metrics.text();
-    assert!(text.contains("gatehouse_redis_calls_total{call=\"gcra\",outcome=\"ok\"}"), "{text}");
+    assert!(
+        text.contains("gatehouse_redis_calls_total{call=\"gcra\",outcome=\"ok\"}"),
+        "{text}"
+    );
     assert!(text.contains("gatehouse_redis_breaker_open "), "{text}");
     assert!(text.contains("gatehouse_redis_refused_total "), "{text}");
 }

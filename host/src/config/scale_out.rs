@@ -99,7 +99,8 @@ pub(super) fn rate_limit_store(
                 v.problem(
                     e.span(),
                     "rate_limits.on_error",
-                    "on_error applies to store = \"redis\" only; counters in memory never fail".to_owned(),
+                    "on_error applies to store = \"redis\" only; counters in memory never fail"
+                        .to_owned(),
                 );
             }
             StorePolicy::Memory
@@ -157,22 +158,27 @@ fn settings(v: &mut Validator<'_>, raw: &Spanned<RawRedis>) -> Option<RedisSetti
             );
             None
         }
-        Some(url) => match check_url(url.get_ref()) {
-            Ok(()) => Some(url.get_ref().clone()),
-            Err(e) => {
-                // The URL may hold a password: name the problem, not the value.
-                v.problem(
+        Some(url) => {
+            match check_url(url.get_ref()) {
+                Ok(()) => Some(url.get_ref().clone()),
+                Err(e) => {
+                    // The URL may hold a password: name the problem, not the value.
+                    v.problem(
                     url.span(),
                     "redis.url",
                     format!("not a Redis URL ({e}); expected redis://[user:password@]host:port[/db]"),
                 );
-                None
+                    None
+                }
             }
-        },
+        }
     };
     let timeout = v.duration(&r.timeout, "redis.timeout", DEFAULT_TIMEOUT);
-    let breaker_cooldown =
-        v.duration(&r.breaker_cooldown, "redis.breaker_cooldown", DEFAULT_BREAKER_COOLDOWN);
+    let breaker_cooldown = v.duration(
+        &r.breaker_cooldown,
+        "redis.breaker_cooldown",
+        DEFAULT_BREAKER_COOLDOWN,
+    );
     let breaker_failures = v.positive(
         &r.breaker_failures,
         "redis.breaker_failures",
@@ -187,7 +193,10 @@ fn settings(v: &mut Validator<'_>, raw: &Spanned<RawRedis>) -> Option<RedisSetti
             v.problem(
                 p.span(),
                 "redis.key_prefix",
-                format!("{:?} is not a key prefix; use at most 128 printable characters", p.get_ref()),
+                format!(
+                    "{:?} is not a key prefix; use at most 128 printable characters",
+                    p.get_ref()
+                ),
             );
             DEFAULT_KEY_PREFIX.to_owned()
         }

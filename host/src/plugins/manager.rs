@@ -13,12 +13,12 @@ use super::reload::loader::Loader;
 use super::reload::registry::{PluginRegistry, PluginStatus};
 use super::reload::watcher::{self, PluginWatcher, WatchError};
 use super::runtime::cache::PluginCache;
-use crate::redis_store::{RedisClient, RedisSettings};
 use super::runtime::capabilities::{Grants, PluginEnv, ServiceCaller};
 use super::runtime::engine::{EngineError, PluginEngine, PluginLimits};
 use super::runtime::shelf::{InstanceShelf, Lifetime, Recycler};
 use super::PluginName;
 use crate::ratelimit::Limiter;
+use crate::redis_store::{RedisClient, RedisSettings};
 
 /// How the plugin subsystem is set up (from the `[plugins]` config table).
 #[derive(Debug, Clone)]

@@ -55,7 +55,12 @@ impl Limiter {
     }
 
     /// A limit whose counters live in Redis, shared with every gateway using it.
-    pub fn in_redis(route: &str, spec: LimitSpec, redis: &Arc<RedisClient>, on_error: OnError) -> Self {
+    pub fn in_redis(
+        route: &str,
+        spec: LimitSpec,
+        redis: &Arc<RedisClient>,
+        on_error: OnError,
+    ) -> Self {
         let store = Arc::new(RedisLimiterStore::new(
             Arc::clone(redis),
             route,
@@ -341,7 +346,11 @@ mod tests {
     fn routes_without_limits_have_no_limiters() {
         let plain = RouteLimitsSpec::default();
         let limited = route(vec![spec("ip", "client-address", 1)], None);
-        let limits = Limits::build([("a", &plain), ("b", &limited)], &Limits::default(), &StorePolicy::Memory);
+        let limits = Limits::build(
+            [("a", &plain), ("b", &limited)],
+            &Limits::default(),
+            &StorePolicy::Memory,
+        );
         assert!(limits.route(0).is_none());
         assert!(limits.route(1).is_some());
         assert!(limits.route(2).is_none());
@@ -354,9 +363,21 @@ mod tests {
         let route = limits.route(0).expect("limited");
         let now = Instant::now();
         let (a, b) = ("10.0.0.1".parse().expect("ip"), "::1".parse().expect("ip"));
-        assert!(route.admit(a, now).now_or_never().expect("in memory: at once").is_ok());
-        assert!(route.admit(b, now).now_or_never().expect("in memory: at once").is_ok());
-        let refusal = route.admit(a, now).now_or_never().expect("in memory: at once").expect_err("second from a");
+        assert!(route
+            .admit(a, now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .admit(b, now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        let refusal = route
+            .admit(a, now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .expect_err("second from a");
         assert_eq!(refusal.limit().as_str(), "ip");
         let mut headers = HeaderMap::new();
         refusal.headers(&mut headers);
@@ -383,17 +404,43 @@ mod tests {
             }
             h
         };
-        assert!(route.check_upstream(&with(Some("ann"), None), now).now_or_never().expect("in memory: at once").is_ok());
-        assert!(route.check_upstream(&with(Some("bob"), None), now).now_or_never().expect("in memory: at once").is_ok());
-        assert!(route.check_upstream(&with(Some("ann"), None), now).now_or_never().expect("in memory: at once").is_err());
+        assert!(route
+            .check_upstream(&with(Some("ann"), None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .check_upstream(&with(Some("bob"), None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .check_upstream(&with(Some("ann"), None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_err());
         // No x-consumer: one shared key for all such requests.
-        assert!(route.check_upstream(&with(None, None), now).now_or_never().expect("in memory: at once").is_ok());
-        assert!(route.check_upstream(&with(None, None), now).now_or_never().expect("in memory: at once").is_err());
+        assert!(route
+            .check_upstream(&with(None, None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .check_upstream(&with(None, None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_err());
         // The cookie limit lets requests without the cookie pass, counts those with it.
         let c = |v| with(Some(v), Some("a=1; session=s1"));
-        assert!(route.check_upstream(&c("c1"), now).now_or_never().expect("in memory: at once").is_ok());
+        assert!(route
+            .check_upstream(&c("c1"), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
         let refusal = route
-            .check_upstream(&c("c2"), now).now_or_never().expect("in memory: at once")
+            .check_upstream(&c("c2"), now)
+            .now_or_never()
+            .expect("in memory: at once")
             .expect_err("session s1 again");
         assert_eq!(refusal.limit().as_str(), "cookie");
     }
@@ -405,13 +452,23 @@ mod tests {
         let route = limits.route(0).expect("limited");
         let ip = "10.0.0.1".parse().expect("ip");
         let permit = route
-            .admit(ip, Instant::now()).now_or_never().expect("in memory: at once")
+            .admit(ip, Instant::now())
+            .now_or_never()
+            .expect("in memory: at once")
             .expect("first")
             .expect("a permit");
-        let refusal = route.admit(ip, Instant::now()).now_or_never().expect("in memory: at once").expect_err("second");
+        let refusal = route
+            .admit(ip, Instant::now())
+            .now_or_never()
+            .expect("in memory: at once")
+            .expect_err("second");
         assert!(matches!(refusal, LimitRefusal::InFlight { max: 1 }));
         drop(permit);
-        assert!(route.admit(ip, Instant::now()).now_or_never().expect("in memory: at once").is_ok());
+        assert!(route
+            .admit(ip, Instant::now())
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
     }
 
     #[test]
@@ -426,7 +483,9 @@ mod tests {
         let permit = first
             .route(0)
             .expect("limited")
-            .admit(ip, now).now_or_never().expect("in memory: at once")
+            .admit(ip, now)
+            .now_or_never()
+            .expect("in memory: at once")
             .expect("allowed");
         // "all" keeps its counters; "ip" changes its key kind, so it starts afresh.
         let spec2 = route(
@@ -436,12 +495,18 @@ mod tests {
         let second = Limits::build([("a", &spec2)], &first, &StorePolicy::Memory);
         let route = second.route(0).expect("limited");
         let refusal = route
-            .admit(ip, now).now_or_never().expect("in memory: at once")
+            .admit(ip, now)
+            .now_or_never()
+            .expect("in memory: at once")
             .expect_err("the route's quota is spent");
         assert_eq!(refusal.limit().as_str(), "all");
         assert_eq!(route.in_flight().expect("capped").current(), 1);
         drop(permit);
         assert_eq!(route.in_flight().expect("capped").current(), 0);
-        assert!(route.check_upstream(&HeaderMap::new(), now).now_or_never().expect("in memory: at once").is_ok());
+        assert!(route
+            .check_upstream(&HeaderMap::new(), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
     }
 }

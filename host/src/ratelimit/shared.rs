@@ -74,7 +74,14 @@ impl RedisLimiterStore {
     }
 
     /// Redis failed or is skipped: what `on_error` says.
-    fn failed(&self, key: &[u8], cost: u32, rate: &Rate, now: Instant, why: String) -> Result<Decision, StoreError> {
+    fn failed(
+        &self,
+        key: &[u8],
+        cost: u32,
+        rate: &Rate,
+        now: Instant,
+        why: String,
+    ) -> Result<Decision, StoreError> {
         match self.on_error {
             OnError::Open => {
                 redis_metrics().local_fallbacks.inc();

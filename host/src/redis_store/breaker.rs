@@ -80,7 +80,10 @@ impl Breaker {
 
     /// A call failed; returns whether this opened (or re-opened) the breaker.
     pub fn failure(&self) -> bool {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         if failures >= self.failures_to_open {
             let until = self
                 .now_ms()

@@ -21,7 +21,9 @@ pub use breaker::{Admit, Breaker};
 
 /// Checks a `[redis] url` as the client will read it (for `gatehouse check`).
 pub fn check_url(url: &str) -> Result<(), String> {
-    redis::Client::open(url).map(|_| ()).map_err(|e| e.to_string())
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 use crate::serialize::as_humantime;
@@ -98,8 +100,8 @@ impl RedisClient {
     /// A client for `settings`; connects on first use, so a gateway starts while Redis is
     /// down. Must run inside a tokio runtime. Fails only on a malformed URL (config checks it).
     pub fn new(settings: RedisSettings) -> Result<Arc<Self>, RedisError> {
-        let client =
-            redis::Client::open(settings.url.as_str()).map_err(|e| RedisError::Failed(e.to_string()))?;
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| RedisError::Failed(e.to_string()))?;
         // No retries inside the manager: the breaker decides when to try again, and every
         // call has `timeout` for all of it.
         let config = ConnectionManagerConfig::new()
@@ -137,7 +139,12 @@ impl RedisClient {
     {
         let m = redis_metrics();
         if self.breaker.admit() == Admit::No {
-            m.calls.get_or_create(&RedisCallLabels { call: what, outcome: "skipped" }).inc();
+            m.calls
+                .get_or_create(&RedisCallLabels {
+                    call: what,
+                    outcome: "skipped",
+                })
+                .inc();
             return Err(RedisError::BreakerOpen(self.settings.breaker_failures));
         }
         // A connection Redis dropped (a restart) fails the first call on it while the manager
@@ -145,14 +152,21 @@ impl RedisClient {
         // failed request per gateway.
         let attempt = async {
             match f(self.conn.clone()).await {
-                Err(e) if e.is_connection_dropped() || e.is_io_error() => f(self.conn.clone()).await,
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    f(self.conn.clone()).await
+                }
                 other => other,
             }
         };
         let outcome = tokio::time::timeout(self.settings.timeout, attempt).await;
         let error = match outcome {
             Ok(Ok(value)) => {
-                m.calls.get_or_create(&RedisCallLabels { call: what, outcome: "ok" }).inc();
+                m.calls
+                    .get_or_create(&RedisCallLabels {
+                        call: what,
+                        outcome: "ok",
+                    })
+                    .inc();
                 if self.breaker.success() {
                     m.breaker_open.set(0);
                     tracing::info!("redis answers again: breaker closed, shared state back");
@@ -162,8 +176,17 @@ impl RedisClient {
             Ok(Err(e)) => RedisError::Failed(e.to_string()),
             Err(_) => RedisError::Timeout(self.settings.timeout),
         };
-        let outcome = if matches!(error, RedisError::Timeout(_)) { "timeout" } else { "error" };
-        m.calls.get_or_create(&RedisCallLabels { call: what, outcome }).inc();
+        let outcome = if matches!(error, RedisError::Timeout(_)) {
+            "timeout"
+        } else {
+            "error"
+        };
+        m.calls
+            .get_or_create(&RedisCallLabels {
+                call: what,
+                outcome,
+            })
+            .inc();
         let total = self.failures_logged.fetch_add(1, Ordering::Relaxed) + 1;
         if self.breaker.failure() {
             m.breaker_open.set(1);

@@ -94,7 +94,10 @@ impl RedisServer {
             if let Ok(Some(_)) = child.try_wait() {
                 return false; // exited: most likely the port was taken
             }
-            if self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG")) {
+            if self
+                .command(&["PING"])
+                .is_some_and(|r| r.starts_with("+PONG"))
+            {
                 self.child = Some(child);
                 return true;
             }

@@ -214,7 +214,10 @@ impl SharedCache {
         let key = &self.key(ns, key);
         self.client
             .call("cache_delete", |mut conn| async move {
-                redis::cmd("DEL").arg(key).query_async::<u64>(&mut conn).await
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<u64>(&mut conn)
+                    .await
             })
             .await
             .is_ok_and(|n| n > 0)
