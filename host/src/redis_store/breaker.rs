@@ -78,7 +78,8 @@ impl Breaker {
         self.failures.swap(0, Ordering::Relaxed) >= self.failures_to_open
     }
 
-    /// A call failed; returns whether this opened (or re-opened) the breaker.
+    /// A call failed; returns whether this opened a closed breaker (a failed probe re-opens
+    /// it for another cool-down and returns false).
     pub fn failure(&self) -> bool {
         let failures = self
             .failures
@@ -90,7 +91,7 @@ impl Breaker {
                 .saturating_add(u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX));
             self.open_until.store(until, Ordering::Relaxed);
             self.probing.store(false, Ordering::Release);
-            return true;
+            return failures == self.failures_to_open;
         }
         false
     }
@@ -109,6 +110,7 @@ mod tests {
         assert!(!b.failure());
         assert!(b.failure(), "the second failure in a row opens it");
         assert!(b.is_open());
+        assert!(!b.failure(), "already open: no second opening");
         // Cool-down of zero: over at once; one probe, the others skip.
         assert_eq!(b.admit(), Admit::Probe);
         assert_eq!(b.admit(), Admit::No);

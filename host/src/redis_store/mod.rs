@@ -96,6 +96,15 @@ impl std::fmt::Debug for RedisClient {
     }
 }
 
+impl Drop for RedisClient {
+    fn drop(&mut self) {
+        // A client replaced by a reload while its breaker is open takes its count along.
+        if self.breaker.is_open() {
+            redis_metrics().breaker_open.dec();
+        }
+    }
+}
+
 impl RedisClient {
     /// A client for `settings`; connects on first use, so a gateway starts while Redis is
     /// down. Must run inside a tokio runtime. Fails only on a malformed URL (config checks it).
@@ -110,7 +119,6 @@ impl RedisClient {
             .set_response_timeout(Some(settings.timeout));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| RedisError::Failed(e.to_string()))?;
-        redis_metrics().breaker_open.set(0);
         Ok(Arc::new(RedisClient {
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
             settings,
@@ -168,7 +176,7 @@ impl RedisClient {
                     })
                     .inc();
                 if self.breaker.success() {
-                    m.breaker_open.set(0);
+                    m.breaker_open.dec();
                     tracing::info!("redis answers again: breaker closed, shared state back");
                 }
                 return Ok(value);
@@ -189,7 +197,7 @@ impl RedisClient {
             .inc();
         let total = self.failures_logged.fetch_add(1, Ordering::Relaxed) + 1;
         if self.breaker.failure() {
-            m.breaker_open.set(1);
+            m.breaker_open.inc();
         }
         if let Some(held_back) = self.warn.allow() {
             tracing::warn!(%error, failures = total, held_back, breaker_open = self.breaker.is_open(),

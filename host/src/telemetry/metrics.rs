@@ -551,7 +551,7 @@ pub struct RedisCallLabels {
 #[derive(Debug, Default)]
 pub struct RedisMetrics {
     pub calls: Family<RedisCallLabels, Counter>,
-    /// 1 while the breaker is open.
+    /// Redis breakers open now (one per store using Redis).
     pub breaker_open: Gauge,
     /// Limit charges decided by this gateway's own counters because Redis failed
     /// (`on_error = "open"`).
@@ -569,7 +569,7 @@ impl RedisMetrics {
         );
         registry.register(
             "redis_breaker_open",
-            "1 while the Redis breaker is open (Redis is skipped)",
+            "Redis breakers open now, one per store using Redis (Redis is skipped)",
             self.breaker_open.clone(),
         );
         registry.register(
