@@ -148,3 +148,24 @@ fn decision(reply: &[i64]) -> Option<Decision> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scripts_reply_becomes_a_decision() {
+        let allowed = decision(&[1, 4, 250_000, 0]).expect("four numbers");
+        assert!(allowed.allowed);
+        assert_eq!(allowed.remaining, 4);
+        assert_eq!(allowed.reset, Duration::from_millis(250));
+        let refused = decision(&[0, 0, 1_000_000, 100_000]).expect("four numbers");
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_millis(100));
+        assert!(
+            decision(&[1, 2]).is_none(),
+            "a short reply is an error, not a decision"
+        );
+        assert_eq!(decision(&[1, -1, -5, 0]).map(|d| d.remaining), Some(0));
+    }
+}
