@@ -44,6 +44,9 @@ fn plugin(name: &str, config: serde_json::Value) -> PluginRef {
         reuse_instances: false,
         files: Default::default(),
         limits: Default::default(),
+        deadline: None,
+        memory: None,
+        body_cap: None,
     }
 }
 
@@ -93,6 +96,8 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 dir: dir.0.clone(),
                 cache_dir: Some(guests::workspace().join("target/guests/artifact-cache")),
                 watch: false,
+                // Measure the optimized (Cranelift) code, not the baseline build.
+                tiered: false,
                 ..PluginSettings::default()
             },
             Arc::new(NoServices),
@@ -192,6 +197,7 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         services: Arc::new(NoServices),
         cache: Arc::new(PluginCache::new(1)),
         shelf: Default::default(),
+        limits: manager.engine().limits().entry(None, None, None),
     });
     let meta = Arc::new(RequestMeta::default());
     let limits = manager.engine().limits().clone();
@@ -201,6 +207,7 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             PluginCtx::new(
                 env.clone(),
                 meta.clone(),
+                "bench".into(),
                 limits.memory,
                 limits.deadline,
                 ticker.clone(),
@@ -388,6 +395,8 @@ fn startup(rt: &tokio::runtime::Runtime) {
                     cache_dir: Some(cache.0.clone()),
                     watch: false,
                     limits: PluginLimits::default(),
+                    // Measure the optimized (Cranelift) code, not the baseline build.
+                    tiered: false,
                     ..PluginSettings::default()
                 },
                 Arc::new(NoServices),

@@ -126,6 +126,9 @@ async fn request_phase(
             reuse_instances: false,
             files: Default::default(),
             limits: Default::default(),
+            deadline: None,
+            memory: None,
+            body_cap: None,
         }],
         OnError::FailClosed,
     );
@@ -160,6 +163,8 @@ async fn jwt_costs(dir: &Path) {
         dir: dir.to_path_buf(),
         cache_dir: Some(guests::workspace().join("target/guests/artifact-cache")),
         watch: false,
+        // Measure the optimized (Cranelift) code, not the baseline build.
+        tiered: false,
         ..PluginSettings::default()
     };
     let manager = PluginManager::start(settings, Arc::new(NoServices))

@@ -45,7 +45,7 @@
 //! cache (the response cache's rules, key, byte-bounded store and fill locks),
 //! compression (Accept-Encoding and streaming encoders), cors (origin policy, preflights)
 //! conn (one endpoint's connections, TLS to upstreams), listener (public listener + Limits),
-//! plugins
+//! plugins → plugin_kit (`gatehouse plugin test` and `plugin new`: the runtime, offline)
 //! balancing (backends and their health state) → health (checkers) → resilience → upstream
 //! mirror (copies of a route's requests to another service)
 //! routing, error
@@ -72,6 +72,7 @@ pub mod listener;
 pub mod matching;
 pub mod mirror;
 pub mod path;
+pub mod plugin_kit;
 pub mod plugins;
 pub mod proxy;
 pub mod ratelimit;

@@ -41,6 +41,48 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Write and test plugins: `plugin new`, `plugin test`.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Write a ready plugin project (source, build script, README, sample test cases, and the
+    /// WIT this binary speaks) into a new directory.
+    New {
+        /// The plugin's name: its file name in the plugins directory without `.wasm`.
+        name: String,
+        /// The language: rust, js or python.
+        #[arg(long, value_name = "LANG", default_value = "rust")]
+        lang: gatehouse::plugin_kit::scaffold::Language,
+        /// The hooks it exports, comma-separated: request, response, failure.
+        #[arg(long, value_name = "HOOKS", default_value = "request")]
+        hooks: gatehouse::plugin_kit::scaffold::Hooks,
+        /// The project directory. Default: ./NAME.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Run a plugin against test cases on the gateway's runtime, without a gateway, origin or
+    /// network. Exits 0 if every case passes, 1 if one fails, 2 if the run cannot start.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// Case files or directories of them. Default: ./cases, else cases/ beside the plugin.
+        cases: Vec<PathBuf>,
+        /// Write each case's observed outcome into its `[expect]` table.
+        #[arg(long)]
+        record: bool,
+        /// Print the report as JSON (for CI).
+        #[arg(long)]
+        json: bool,
+        /// Cache compiled plugins here between runs. Default: $HOME/.cache/gatehouse/plugins.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Compile every run; cache nothing.
+        #[arg(long, conflicts_with = "cache_dir")]
+        no_cache: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +90,30 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(config),
+        Command::Plugin(PluginCommand::Test {
+            plugin,
+            cases,
+            record,
+            json,
+            cache_dir,
+            no_cache,
+        }) => {
+            let cache_dir = if no_cache {
+                None
+            } else {
+                cache_dir.or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|home| PathBuf::from(home).join(".cache/gatehouse/plugins"))
+                })
+            };
+            return plugin_test(&plugin, cases, record, json, cache_dir);
+        }
+        Command::Plugin(PluginCommand::New {
+            name,
+            lang,
+            hooks,
+            dir,
+        }) => plugin_new(name, lang, hooks, dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +143,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     for warning in config.warning_lines() {
         println!("warning: {warning}");
     }
+    check_plugins(&config)?;
     println!(
         "{}: ok ({}, {})",
         path.display(),
@@ -84,6 +151,99 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config::count(config.routes.len(), "route")
     );
     Ok(())
+}
+
+/// Load every plugin the config names, as `run` would.
+fn check_plugins(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime
+        .block_on(gatehouse::state::plugins::check(config))
+        .map_err(anyhow::Error::msg)
+}
+
+fn plugin_new(
+    name: String,
+    language: gatehouse::plugin_kit::scaffold::Language,
+    hooks: gatehouse::plugin_kit::scaffold::Hooks,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use gatehouse::plugin_kit::scaffold;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    let files = scaffold::write(&scaffold::NewPlugin {
+        name: name.clone(),
+        language,
+        hooks,
+        dir: dir.clone(),
+    })?;
+    println!("wrote {} plugin `{name}` in {}:", language, dir.display());
+    for file in files {
+        println!("  {}", file.display());
+    }
+    println!(
+        "next: cd {} && ./build.sh && gatehouse plugin test {name}.wasm",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `gatehouse plugin test`: its own exit codes (1: a case failed, 2: the run cannot start).
+fn plugin_test(
+    plugin: &std::path::Path,
+    cases: Vec<PathBuf>,
+    record: bool,
+    json: bool,
+    cache_dir: Option<PathBuf>,
+) -> ExitCode {
+    use gatehouse::plugin_kit::{self, record as recorder, render, RunOptions};
+    let cases = if cases.is_empty() {
+        vec![plugin_kit::default_cases(plugin)]
+    } else {
+        cases
+    };
+    let report = match plugin_kit::run_cases(plugin, &cases, RunOptions { cache_dir }) {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("gatehouse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("gatehouse: cannot write the report as JSON: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", render::text(&report));
+    }
+    if record {
+        for case in &report.cases {
+            let Some(observed) = &case.observed else {
+                continue;
+            };
+            if case.passed {
+                continue;
+            }
+            match recorder::write(&case.file, &observed.to_expect()) {
+                Ok(()) => eprintln!("recorded {}", case.file.display()),
+                Err(error) => {
+                    eprintln!("gatehouse: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {

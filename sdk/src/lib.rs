@@ -171,8 +171,11 @@ pub mod prelude {
 
 /// The hooks a plugin implements. Each has a default that does nothing.
 ///
-/// Register the implementing type with [`export_plugin!`]. The gateway creates a fresh
-/// instance of the plugin for every request, so statics never leak between requests; within
+/// Register the implementing type with [`export_plugin!`]. By default the gateway creates a
+/// fresh instance of the plugin for every request, so statics never leak between requests.
+/// A route entry with `reuse_instances = true` instead hands one instance many requests of
+/// that route, one at a time: statics then carry over to later requests, so a plugin meant
+/// for that mode keeps no per-request state in them past its hooks. In both modes, within
 /// one request the same instance runs `on_request` and then `on_response` or `on_failure`.
 pub trait Plugin {
     /// The request phase, before the upstream call. Edit `req` in place and return

@@ -23,6 +23,7 @@ mod gray;
 mod grpc;
 mod layering;
 mod mirror;
+mod plugin_kit;
 mod plugins;
 mod productdetails;
 mod proxy;

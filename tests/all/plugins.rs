@@ -5,6 +5,7 @@ mod fairness;
 mod gateway;
 pub mod guests;
 mod js;
+mod live;
 mod load;
 mod runtime;
 mod versions;

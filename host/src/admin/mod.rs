@@ -3,6 +3,7 @@
 
 mod cache;
 mod dashboard;
+mod plugins;
 mod services;
 mod split;
 
@@ -87,6 +88,11 @@ impl Admin {
             let query = req.uri().query();
             return Ok(cache::handle(&snapshot, req.method(), query, &request_id).await);
         }
+        if let Some(rest) = path.strip_prefix("/admin/plugins/") {
+            let method = req.method();
+            let plugins = self.plugins.as_deref();
+            return Ok(plugins::rollout(plugins, method, path, rest, &request_id));
+        }
         if path.starts_with("/admin/routes/") {
             return Ok(split::route_split(&self.reloader, &snapshot, req, &request_id).await);
         }
@@ -107,7 +113,10 @@ impl Admin {
             }
             (&Method::GET, "/admin/plugins") => json(
                 StatusCode::OK,
-                &crate::state::plugins::GatewayPlugins::admin_status(self.plugins.as_deref()),
+                &crate::state::plugins::GatewayPlugins::admin_status(
+                    self.plugins.as_deref(),
+                    &snapshot.config,
+                ),
             ),
             (&Method::GET, "/admin/dashboard/state") => {
                 dashboard::state_response(&snapshot, &self.registry, self.plugins.as_deref())

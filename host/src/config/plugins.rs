@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::load::line_col;
 use super::model::RawRoute;
 use super::Problem;
-pub use crate::plugins::{OnError as OnErrorConfig, PluginFile, RoutePlugin};
+pub use crate::plugins::{OnError as OnErrorConfig, PluginFile, RolloutPolicy, RoutePlugin};
 
 /// `[plugins]`, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +26,9 @@ pub struct RawPlugins {
     pub artifact_cache: Option<bool>,
     /// Hot-reload plugins when files in `dir` change. Default true.
     pub watch: Option<bool>,
+    /// Serve a new plugin from a quick baseline (Winch) build while the optimized one
+    /// compiles. Default true.
+    pub tiered_compile: Option<bool>,
     /// How long one plugin hook may run (wall time in wasm, waiting on the host excluded).
     /// Default `100ms`.
     pub deadline: Option<Spanned<String>>,
@@ -37,6 +40,24 @@ pub struct RawPlugins {
     pub max_instances: Option<Spanned<i64>>,
     /// `[plugins.cache]`: where the `cache` import keeps entries (docs/scale-out.md).
     pub cache: Option<super::scale_out::RawStoreChoice>,
+    /// How a new version of a serving plugin goes live. Default: at once.
+    #[serde(default)]
+    pub rollout: RawRollout,
+}
+
+/// `[plugins.rollout]`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// Percent of invocations the new version gets, step by step. Default `[100]` (at once).
+    pub steps: Option<Spanned<Vec<i64>>>,
+    /// How long each step lasts. Default `30s`.
+    pub step_interval: Option<Spanned<String>>,
+    /// Failed share of the new version's invocations past which it is rolled back.
+    /// Default 0.05.
+    pub max_failure_ratio: Option<Spanned<f64>>,
+    /// Invocations before the ratio is judged. Default 20.
+    pub min_invocations: Option<Spanned<i64>>,
 }
 
 /// One entry of a route's `plugins = [...]`, as written.
@@ -64,6 +85,12 @@ pub struct RawRoutePlugin {
     /// Rate limits of the route (`key = "plugin"`) the plugin may charge. Default: none.
     #[serde(default)]
     pub limits: Vec<Spanned<String>>,
+    /// This entry's hook deadline. Default `plugins.deadline`.
+    pub deadline: Option<Spanned<String>>,
+    /// This entry's memory limit in MiB, at most `plugins.memory_limit_mib`. Default that.
+    pub memory_limit_mib: Option<Spanned<i64>>,
+    /// This entry's body cap in KiB. Default `plugins.body_limit_kib`.
+    pub body_limit_kib: Option<Spanned<i64>>,
 }
 
 /// The largest data file a plugin may be granted. Files are held in memory for the life of
@@ -77,11 +104,13 @@ pub struct PluginsConfig {
     /// `None`: no artifact cache.
     pub cache_dir: Option<PathBuf>,
     pub watch: bool,
+    pub tiered_compile: bool,
     #[serde(serialize_with = "super::as_humantime")]
     pub deadline: Duration,
     pub memory_limit_mib: usize,
     pub body_limit_kib: usize,
     pub max_instances: u32,
+    pub rollout: RolloutPolicy,
 }
 
 fn problem(
@@ -124,37 +153,57 @@ fn bounded(
     }
 }
 
-/// Validate `[plugins]`.
-pub(super) fn validate(raw: &RawPlugins, text: &str, problems: &mut Vec<Problem>) -> PluginsConfig {
-    let dir = PathBuf::from(raw.dir.as_deref().unwrap_or("plugins"));
+/// A hook deadline: from 1 ms to 60 s.
+fn deadline(
+    d: &Spanned<String>,
+    field: String,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
+    match humantime::parse_duration(d.get_ref()) {
+        Ok(v) if v >= Duration::from_millis(1) && v <= Duration::from_secs(60) => Some(v),
+        _ => {
+            problem(
+                text,
+                problems,
+                d.span(),
+                field,
+                format!(
+                    "{:?} is not a duration from 1ms to 60s, e.g. \"100ms\"",
+                    d.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Validate `[plugins]`; relative directories resolve against `base`, the config file's
+/// directory.
+pub(super) fn validate(
+    raw: &RawPlugins,
+    base: &Path,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> PluginsConfig {
+    let dir = base.join(raw.dir.as_deref().unwrap_or("plugins"));
     let cache_dir = match (raw.artifact_cache.unwrap_or(true), &raw.cache_dir) {
         (false, _) => None,
-        (true, Some(d)) => Some(PathBuf::from(d)),
+        (true, Some(d)) => Some(base.join(d)),
         (true, None) => Some(dir.join(".cache")),
     };
-    let deadline = match &raw.deadline {
-        None => Duration::from_millis(100),
-        Some(d) => match humantime::parse_duration(d.get_ref()) {
-            Ok(v) if !v.is_zero() && v <= Duration::from_secs(60) => v,
-            _ => {
-                problem(
-                    text,
-                    problems,
-                    d.span(),
-                    "plugins.deadline".to_owned(),
-                    format!(
-                        "{:?} is not a duration from 1ms to 60s, e.g. \"100ms\"",
-                        d.get_ref()
-                    ),
-                );
-                Duration::from_millis(100)
-            }
-        },
-    };
+    let deadline = raw
+        .deadline
+        .as_ref()
+        .and_then(|d| deadline(d, "plugins.deadline".to_owned(), text, problems))
+        .unwrap_or(Duration::from_millis(100));
+    let rollout = rollout(&raw.rollout, text, problems);
     PluginsConfig {
+        rollout,
         dir,
         cache_dir,
         watch: raw.watch.unwrap_or(true),
+        tiered_compile: raw.tiered_compile.unwrap_or(true),
         deadline,
         memory_limit_mib: bounded(
             &raw.memory_limit_mib,
@@ -181,6 +230,68 @@ pub(super) fn validate(raw: &RawPlugins, text: &str, problems: &mut Vec<Problem>
             problems,
         ) as u32,
     }
+}
+
+/// Validate `[plugins.rollout]`.
+fn rollout(raw: &RawRollout, text: &str, problems: &mut Vec<Problem>) -> RolloutPolicy {
+    let mut policy = RolloutPolicy::default();
+    if let Some(steps) = &raw.steps {
+        let v = steps.get_ref();
+        let valid = !v.is_empty()
+            && v.iter().all(|s| (1..=100).contains(s))
+            && v.windows(2).all(|w| w[0] < w[1])
+            && v.last() == Some(&100);
+        if valid {
+            policy.steps = v.iter().map(|&s| s as u8).collect();
+        } else {
+            problem(text, problems, steps.span(), "plugins.rollout.steps".to_owned(),
+                format!("{v:?} is not a list of increasing percentages from 1 to 100 ending in 100, e.g. [5, 25, 100]"));
+        }
+    }
+    if let Some(d) = &raw.step_interval {
+        match humantime::parse_duration(d.get_ref()) {
+            Ok(v) if v >= Duration::from_millis(100) && v <= Duration::from_secs(86_400) => {
+                policy.step_interval = v
+            }
+            _ => problem(
+                text,
+                problems,
+                d.span(),
+                "plugins.rollout.step_interval".to_owned(),
+                format!(
+                    "{:?} is not a duration from 100ms to 24h, e.g. \"30s\"",
+                    d.get_ref()
+                ),
+            ),
+        }
+    }
+    if let Some(r) = &raw.max_failure_ratio {
+        let v = *r.get_ref();
+        if (0.0..=1.0).contains(&v) {
+            policy.max_failure_ratio = v;
+        } else {
+            problem(
+                text,
+                problems,
+                r.span(),
+                "plugins.rollout.max_failure_ratio".to_owned(),
+                format!("{v} is not a ratio from 0.0 to 1.0"),
+            );
+        }
+    }
+    if let Some(n) = &raw.min_invocations {
+        match u64::try_from(*n.get_ref()) {
+            Ok(v) if v >= 1 => policy.min_invocations = v,
+            _ => problem(
+                text,
+                problems,
+                n.span(),
+                "plugins.rollout.min_invocations".to_owned(),
+                format!("{} must be a positive integer", n.get_ref()),
+            ),
+        }
+    }
+    policy
 }
 
 fn is_name(n: &str) -> bool {
@@ -278,7 +389,34 @@ pub(super) fn validate_route(
                 Err(message) => problem(text, problems, path.span(), field, message),
             }
         }
+        let deadline = p
+            .deadline
+            .as_ref()
+            .and_then(|d| deadline(d, format!("{here}.deadline"), text, problems));
+        let memory_limit_mib = p.memory_limit_mib.as_ref().map(|_| {
+            bounded(
+                &p.memory_limit_mib,
+                &format!("{here}.memory_limit_mib"),
+                64,
+                4096,
+                text,
+                problems,
+            )
+        });
+        let body_limit_kib = p.body_limit_kib.as_ref().map(|_| {
+            bounded(
+                &p.body_limit_kib,
+                &format!("{here}.body_limit_kib"),
+                1024,
+                1 << 20,
+                text,
+                problems,
+            )
+        });
         out.push(RoutePlugin {
+            deadline,
+            memory_limit_mib,
+            body_limit_kib,
             name: name.clone(),
             config: serde_json::to_value(&p.config).unwrap_or_else(|_| serde_json::json!({})),
             calls: p.calls.iter().map(|c| c.get_ref().clone()).collect(),
@@ -289,6 +427,36 @@ pub(super) fn validate_route(
         });
     }
     out
+}
+
+/// Check each route entry's `memory_limit_mib` against `plugins.memory_limit_mib`: the
+/// global value sizes the instance pool's memory slots, so an entry can only lower it.
+pub(super) fn check_entry_memory(
+    raw: &[RawRoute],
+    global: &PluginsConfig,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) {
+    for (i, r) in raw.iter().enumerate() {
+        for (j, p) in r.plugins.iter().enumerate() {
+            let Some(m) = &p.memory_limit_mib else {
+                continue;
+            };
+            if usize::try_from(*m.get_ref()).is_ok_and(|m| m > global.memory_limit_mib) {
+                problem(
+                    text,
+                    problems,
+                    m.span(),
+                    format!("routes[{i}].plugins[{j}].memory_limit_mib"),
+                    format!(
+                        "{} is over plugins.memory_limit_mib ({}); a plugin entry can only lower the global limit",
+                        m.get_ref(),
+                        global.memory_limit_mib
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Validate one route's `on_error`.

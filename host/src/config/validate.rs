@@ -376,7 +376,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
             super::compression::route(&mut v, r.compression.as_ref(), &at, &compression);
         route.cors = super::cors::route(&mut v, r.cors.as_ref(), &at);
     }
-    let plugins = super::plugins::validate(&raw.plugins, text, &mut v.problems);
+    let plugins = super::plugins::validate(&raw.plugins, v.base, text, &mut v.problems);
+    super::plugins::check_entry_memory(&raw.routes, &plugins, text, &mut v.problems);
     super::upgrade::check_protocols(&mut v, &raw.routes, &routes, &services);
 
     // Route conflicts (two templates the radix tree cannot tell apart) are found by building the

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::reload::loader::LoadedPlugin;
-use super::reload::registry::{PluginRegistry, PluginSet};
+use super::reload::registry::{CanarySet, PluginRegistry, PluginSet};
+use super::reload::rollout::Canary;
 use super::runtime::bindings::types::{Decision, UpstreamFailure};
 use super::runtime::capabilities::{PluginEnv, RequestMeta};
 use super::runtime::engine::PluginEngine;
@@ -82,9 +83,12 @@ impl PluginChain {
         ChainRun {
             chain: self.clone(),
             set: self.registry.snapshot(),
+            canaries: self.registry.canaries(),
+            canary: self.entries.iter().map(|_| None).collect(),
             meta: Arc::new(meta),
             instances: self.entries.iter().map(|_| None).collect(),
             failed: vec![false; self.entries.len()],
+            failed_memory_peak: 0,
         }
     }
 }
@@ -94,10 +98,16 @@ impl PluginChain {
 pub struct ChainRun {
     chain: Arc<PluginChain>,
     set: Arc<PluginSet>,
+    /// Candidates being rolled out when the request started.
+    canaries: Arc<CanarySet>,
+    /// The candidate each plugin's instance came from, if it did: its outcome is counted.
+    canary: Vec<Option<Arc<Canary>>>,
     meta: Arc<RequestMeta>,
     /// Each plugin's instance for this request, with the version it was made from.
     instances: Vec<Option<(Arc<LoadedPlugin>, PluginInstance)>>,
     failed: Vec<bool>,
+    /// The memory peak of instances dropped because they failed (see `memory_peak`).
+    failed_memory_peak: usize,
 }
 
 impl Drop for ChainRun {
@@ -106,6 +116,13 @@ impl Drop for ChainRun {
     /// replaced off the request path, reused ones go back on their shelf. An instance that
     /// failed was already dropped (`fail`), so a broken one never serves again.
     fn drop(&mut self) {
+        for (canary, failed) in self.canary.iter().zip(&self.failed) {
+            if let Some(canary) = canary {
+                if !failed {
+                    canary.record(false);
+                }
+            }
+        }
         for (env, slot) in self.chain.entries.iter().zip(&mut self.instances) {
             if let Some((version, instance)) = slot.take() {
                 version.defaults.learn(instance.default_hooks());
@@ -120,11 +137,29 @@ impl ChainRun {
         self.chain.engine.limits().body_cap
     }
 
+    /// The most linear memory any one of this request's plugin instances held, in bytes.
+    pub fn memory_peak(&self) -> usize {
+        self.instances
+            .iter()
+            .flatten()
+            .map(|(_, instance)| instance.memory_peak())
+            .fold(self.failed_memory_peak, usize::max)
+    }
+
     /// Handle a failure of plugin `i`: log it, then either swallow it (fail-open) or
     /// return it (fail-closed).
     fn fail(&mut self, i: usize, phase: Phase, error: InvokeError) -> Result<(), PluginFailure> {
+        if let Some(canary) = self.canary[i].take() {
+            // Only what the version itself did counts against it.
+            canary.record(matches!(
+                error,
+                InvokeError::Trap(_) | InvokeError::Deadline(_) | InvokeError::OutOfMemory(_)
+            ));
+        }
         self.failed[i] = true;
-        self.instances[i] = None;
+        if let Some((_, instance)) = self.instances[i].take() {
+            self.failed_memory_peak = self.failed_memory_peak.max(instance.memory_peak());
+        }
         let env = &self.chain.entries[i];
         let failure = PluginFailure {
             plugin: env.name.clone(),
@@ -167,8 +202,19 @@ impl ChainRun {
             return Ok(loaded.runs(phase).then_some(i));
         }
         let env = self.chain.entries[i].clone();
-        let Some(loaded) = self.set.get(&env.name).cloned() else {
-            return Err(InvokeError::NotLoaded);
+        let canary = self
+            .canaries
+            .get(&env.name)
+            .filter(|c| c.picks(&self.meta.request_id));
+        let loaded = match canary {
+            Some(c) => {
+                self.canary[i] = Some(c.clone());
+                c.version.load_full()
+            }
+            None => match self.set.get(&env.name) {
+                Some(l) => l.clone(),
+                None => return Err(InvokeError::NotLoaded),
+            },
         };
         if !loaded.runs(phase) {
             return Ok(None);
@@ -194,9 +240,9 @@ impl ChainRun {
         &mut self,
         req: http::Request<Body>,
     ) -> Result<RequestOutcome, PluginFailure> {
-        let cap = self.body_cap();
-        let mut req = PluginRequest::new(req, cap);
+        let mut req = PluginRequest::new(req, self.body_cap());
         for i in 0..self.chain.entries.len() {
+            let cap = self.chain.entries[i].limits.body_cap;
             let slot = match self.instance(i, Phase::Request).await {
                 Ok(Some(slot)) => slot,
                 Ok(None) => continue,
@@ -208,6 +254,7 @@ impl ChainRun {
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
+            req.set_body_cap(cap);
             let (back, result) = inst.on_request(req).await;
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Request, result.err()));
@@ -246,6 +293,7 @@ impl ChainRun {
             let Some((_, inst)) = self.instances[slot].as_mut() else {
                 continue;
             };
+            resp.set_body_cap(self.chain.entries[i].limits.body_cap);
             let (back, result) = inst.on_response(resp).await;
             let Some(back) = back else {
                 return Err(self.lost(i, Phase::Response, result.err()));
@@ -264,8 +312,8 @@ impl ChainRun {
         &mut self,
         failure: UpstreamFailure,
     ) -> Result<Option<http::Response<Body>>, PluginFailure> {
-        let cap = self.body_cap();
         for i in (0..self.chain.entries.len()).rev() {
+            let cap = self.chain.entries[i].limits.body_cap;
             let slot = match self.instance(i, Phase::Failure).await {
                 Ok(Some(slot)) => slot,
                 Ok(None) => continue,

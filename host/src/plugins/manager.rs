@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use super::chain::{OnError, PluginChain};
 use super::reload::loader::Loader;
-use super::reload::registry::{PluginRegistry, PluginStatus};
+use super::reload::registry::{PluginRegistry, PluginStatus, RolloutError};
+use super::reload::rollout::RolloutPolicy;
 use super::reload::watcher::{self, PluginWatcher, WatchError};
 use super::runtime::cache::PluginCache;
 use super::runtime::capabilities::{Grants, PluginEnv, ServiceCaller};
@@ -37,6 +38,12 @@ pub struct PluginSettings {
     /// `[plugins.cache] store = "redis"`: the `cache` import's entries live in this Redis,
     /// shared with other gateways. `None`: in process.
     pub shared_cache: Option<RedisSettings>,
+    /// Compile a new plugin first with the baseline compiler (live in about a second, slower
+    /// code) and swap in the optimized build when it is ready; `false`: Cranelift only.
+    /// Default true.
+    pub tiered: bool,
+    /// How a new version of a serving plugin goes live. Default: at once.
+    pub rollout: RolloutPolicy,
 }
 
 impl Default for PluginSettings {
@@ -48,6 +55,8 @@ impl Default for PluginSettings {
             debounce: Duration::from_millis(200),
             shared_cache: None,
             limits: PluginLimits::default(),
+            tiered: true,
+            rollout: RolloutPolicy::default(),
         }
     }
 }
@@ -69,6 +78,10 @@ pub struct PluginRef {
     pub files: Arc<HashMap<String, Bytes>>,
     /// Its granted rate limits, by name.
     pub limits: Arc<HashMap<String, Arc<Limiter>>>,
+    /// Its own deadline, memory limit and body cap, where they differ from `[plugins]`.
+    pub deadline: Option<Duration>,
+    pub memory: Option<usize>,
+    pub body_cap: Option<usize>,
 }
 
 /// Why the plugin subsystem could not start.
@@ -118,8 +131,10 @@ impl PluginManager {
         services: Arc<dyn ServiceCaller>,
     ) -> Result<Self, PluginsError> {
         let engine = Arc::new(PluginEngine::new(settings.limits.clone())?);
-        let loader = Arc::new(Loader::new(engine.clone(), settings.cache_dir.clone()));
-        let registry = Arc::new(PluginRegistry::new());
+        let loader = Arc::new(
+            Loader::new(engine.clone(), settings.cache_dir.clone()).tiered(settings.tiered),
+        );
+        let registry = Arc::new(PluginRegistry::with_rollout(settings.rollout.clone()));
         // Watch before the first scan so a file written during the scan is not missed.
         let watcher = if settings.watch {
             tokio::fs::create_dir_all(&settings.dir)
@@ -173,6 +188,7 @@ impl PluginManager {
                     } else {
                         Lifetime::Fresh
                     }),
+                    limits: self.settings.limits.entry(p.deadline, p.memory, p.body_cap),
                 })
             })
             .collect();
@@ -203,6 +219,20 @@ impl PluginManager {
     /// Every plugin's status, for `GET /admin/plugins`.
     pub fn status(&self) -> Vec<PluginStatus> {
         self.registry.status()
+    }
+
+    /// Make the version being rolled out of `name` the serving one now. Its hash.
+    pub fn promote(&self, name: &PluginName) -> Result<String, RolloutError> {
+        let hash = self.registry.promote(name)?;
+        tracing::info!(plugin = %name, hash = %hash, "plugin rollout promoted by hand");
+        Ok(hash)
+    }
+
+    /// Stop the rollout of `name`, keeping the serving version. The dropped version's hash.
+    pub fn rollback(&self, name: &PluginName) -> Result<String, RolloutError> {
+        let hash = self.registry.rollback(name, "rolled back by hand")?;
+        tracing::warn!(plugin = %name, hash = %hash, "plugin rollout rolled back by hand");
+        Ok(hash)
     }
 
     /// The settings the subsystem runs with.

@@ -9,13 +9,15 @@
 
 pub mod chain;
 pub mod manager;
+pub mod preflight;
 pub mod reload;
 pub mod runtime;
 mod spec;
 
 pub use chain::{ChainRun, OnError, PluginChain, RequestOutcome};
 pub use manager::{PluginManager, PluginRef, PluginSettings, PluginsError};
-pub use reload::registry::PluginStatus;
+pub use reload::registry::{PluginStatus, RolloutError};
+pub use reload::rollout::{RolloutPolicy, RolloutStatus};
 pub use runtime::bindings::types::UpstreamFailure;
 pub use runtime::capabilities::{NoServices, RequestMeta, ServiceCallError, ServiceCaller};
 pub use runtime::engine::PluginLimits;

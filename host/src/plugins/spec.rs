@@ -30,4 +30,16 @@ pub struct RoutePlugin {
     /// Granted rate limits (`key = "plugin"` limits of the route), by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<String>,
+    /// This entry's hook deadline, if it overrides `plugins.deadline`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::serialize::as_humantime_opt"
+    )]
+    pub deadline: Option<std::time::Duration>,
+    /// This entry's memory limit, if it lowers `plugins.memory_limit_mib`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mib: Option<usize>,
+    /// This entry's body cap, if it overrides `plugins.body_limit_kib`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_limit_kib: Option<usize>,
 }

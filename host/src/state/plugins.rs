@@ -74,7 +74,39 @@ pub fn settings(config: &Config) -> PluginSettings {
             ..PluginLimits::default()
         },
         shared_cache: config.plugin_cache.clone(),
+        tiered: p.tiered_compile,
+        rollout: p.rollout.clone(),
     }
+}
+
+/// `gatehouse check` for plugins: load every plugin a route of `config` names, as `run`
+/// would. The problems, one line each, if any would not load.
+pub async fn check(config: &Config) -> Result<(), String> {
+    let uses: Vec<(&str, &str)> = config
+        .routes
+        .iter()
+        .flat_map(|r| {
+            r.plugins
+                .iter()
+                .map(move |p| (r.name.0.as_str(), p.name.as_str()))
+        })
+        .collect();
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let settings = settings(config);
+    let problems = crate::plugins::preflight::check(&settings.dir, &settings.limits, uses)
+        .await
+        .map_err(|e| e.to_string())?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    Err(format!(
+        "{} would not load:\n{}",
+        crate::config::count(problems.len(), "plugin"),
+        lines.join("\n")
+    ))
 }
 
 impl GatewayPlugins {
@@ -91,7 +123,17 @@ impl GatewayPlugins {
         let caller = Arc::new(UpstreamCaller {
             state: Arc::downgrade(state),
         });
-        let manager = PluginManager::start(settings(config), caller).await?;
+        let settings = settings(config);
+        let uses = config.routes.iter().flat_map(|r| {
+            r.plugins
+                .iter()
+                .map(move |p| (r.name.0.as_str(), p.name.as_str()))
+        });
+        for missing in crate::plugins::preflight::missing_files(&settings.dir, uses) {
+            tracing::warn!(plugin = %missing.plugin, routes = %missing.routes.join(","),
+                "{missing}; its routes answer 503 not_loaded until the file appears");
+        }
+        let manager = PluginManager::start(settings, caller).await?;
         Ok(Some(Arc::new(GatewayPlugins { manager })))
     }
 
@@ -133,6 +175,9 @@ impl GatewayPlugins {
                                     })
                                     .collect(),
                             ),
+                            deadline: p.deadline,
+                            memory: p.memory_limit_mib.map(|m| m << 20),
+                            body_cap: p.body_limit_kib.map(|k| k << 10),
                         })
                     })
                     .collect();
@@ -147,17 +192,47 @@ impl GatewayPlugins {
         &self.manager
     }
 
-    /// `GET /admin/plugins`: settings and every plugin's status.
-    pub fn admin_status(plugins: Option<&Self>) -> serde_json::Value {
+    /// `GET /admin/plugins`: settings, every plugin's status, and the limits each route's
+    /// plugin entry runs under (its own where set, else `[plugins]`).
+    pub fn admin_status(plugins: Option<&Self>, config: &Config) -> serde_json::Value {
         match plugins {
             None => serde_json::json!({ "enabled": false, "plugins": [] }),
             Some(p) => {
                 let s = p.manager.settings();
+                let global = &s.limits;
+                let entries: Vec<serde_json::Value> = config
+                    .routes
+                    .iter()
+                    .flat_map(|r| r.plugins.iter().map(move |e| (r, e)))
+                    .map(|(r, e)| {
+                        let limits = global.entry(
+                            e.deadline,
+                            e.memory_limit_mib.map(|m| m << 20),
+                            e.body_limit_kib.map(|k| k << 10),
+                        );
+                        serde_json::json!({
+                            "route": r.name.0,
+                            "plugin": e.name,
+                            "deadline": humantime::format_duration(limits.deadline).to_string(),
+                            "memory_limit_mib": limits.memory >> 20,
+                            "body_limit_kib": limits.body_cap >> 10,
+                            "reuse_instances": e.reuse_instances,
+                        })
+                    })
+                    .collect();
                 serde_json::json!({
                     "enabled": true,
                     "dir": s.dir.display().to_string(),
                     "watch": s.watch,
+                    "tiered_compile": s.tiered,
+                    "rollout": s.rollout,
+                    "defaults": {
+                        "deadline": humantime::format_duration(global.deadline).to_string(),
+                        "memory_limit_mib": global.memory >> 20,
+                        "body_limit_kib": global.body_cap >> 10,
+                    },
                     "plugins": p.manager.status(),
+                    "routes": entries,
                 })
             }
         }

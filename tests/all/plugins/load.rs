@@ -83,6 +83,8 @@ pub async fn load_twice_with_a_cache(bytes: Vec<u8>) -> (PluginStatus, PluginSta
                 cache_dir: Some(cache.0.clone()),
                 watch: false,
                 limits: test_limits(),
+                // One compiler, one artifact: the tiered pair is tested in `live.rs`.
+                tiered: false,
                 ..PluginSettings::default()
             },
             Arc::new(gatehouse::plugins::NoServices),
@@ -139,6 +141,8 @@ async fn watcher_loads_replaces_keeps_last_good_and_unloads() {
             watch: true,
             debounce: Duration::from_millis(100),
             limits: test_limits(),
+            tiered: true,
+            rollout: Default::default(),
             ..PluginSettings::default()
         },
         Arc::new(FakeServices {

@@ -112,6 +112,9 @@ pub fn plugin(name: &str, config: Value) -> PluginRef {
         reuse_instances: false,
         files: Default::default(),
         limits: Default::default(),
+        deadline: None,
+        memory: None,
+        body_cap: None,
     }
 }
 

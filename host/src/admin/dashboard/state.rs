@@ -25,7 +25,7 @@ pub(super) fn state(
     json!({
         "routes": routes(snapshot),
         "services": services(snapshot, registry),
-        "plugins": GatewayPlugins::admin_status(plugins),
+        "plugins": GatewayPlugins::admin_status(plugins, &snapshot.config),
         "live": snapshot.live.series(SERIES_SECONDS),
     })
 }

@@ -10,7 +10,7 @@ use wasmtime::component::Component;
 
 use crate::plugins::runtime::cache::PluginCache;
 use crate::plugins::runtime::capabilities::{Grants, NoServices, PluginEnv, RequestMeta};
-use crate::plugins::runtime::engine::{hex, Flavor, PluginEngine};
+use crate::plugins::runtime::engine::{hex, Flavor, PluginEngine, Tier};
 use crate::plugins::runtime::error::{InvokeError, LoadError, Phase};
 use crate::plugins::runtime::instance::{DefaultHooks, HookSet, PluginPre};
 use crate::plugins::PluginName;
@@ -31,6 +31,9 @@ pub struct LoadedPlugin {
     pub from_cache: bool,
     /// The engine it was compiled for.
     pub flavor: Flavor,
+    /// Which compiler made its code: a baseline version is replaced by its optimized build
+    /// when that is ready (see [`Tier`]).
+    pub tier: Tier,
     /// Time to compile (or deserialize), link and trial-instantiate.
     pub load_time: Duration,
     /// Ready to instantiate per request.
@@ -56,11 +59,15 @@ impl LoadedPlugin {
 }
 
 /// Compiles plugins, with an optional on-disk cache of compiled artifacts keyed by content
-/// hash and engine compatibility hash.
+/// hash, engine compatibility hash and compiler tier.
 pub struct Loader {
     engine: Arc<PluginEngine>,
     cache_dir: Option<PathBuf>,
     compat: String,
+    tiered: bool,
+    /// One optimizing compile at a time: it runs beside the serving baseline version, and
+    /// on a small machine several at once would starve the request workers.
+    optimizing: tokio::sync::Semaphore,
 }
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
@@ -74,7 +81,16 @@ impl Loader {
             engine,
             cache_dir,
             compat,
+            tiered: true,
+            optimizing: tokio::sync::Semaphore::new(1),
         }
+    }
+
+    /// Whether a plugin not in the artifact cache is first compiled by the baseline
+    /// compiler (serving sooner, optimized later) or by Cranelift alone. Default true.
+    pub fn tiered(mut self, tiered: bool) -> Self {
+        self.tiered = tiered;
+        self
     }
 
     /// The engine plugins are compiled for.
@@ -97,28 +113,97 @@ impl Loader {
         self.load_bytes(name, bytes).await
     }
 
-    /// Load a plugin from its bytes.
+    /// Load a plugin from its bytes: its cached optimized build if there is one, else (when
+    /// tiered) a baseline build to serve until [`Loader::optimize`] has made the optimized one.
     pub async fn load_bytes(
         &self,
         name: PluginName,
         bytes: Vec<u8>,
     ) -> Result<LoadedPlugin, LoadError> {
+        self.load_shared(name, Arc::new(bytes)).await
+    }
+
+    /// [`Loader::load_bytes`] for bytes the caller keeps (to optimize them later).
+    pub async fn load_shared(
+        &self,
+        name: PluginName,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<LoadedPlugin, LoadError> {
         let started = Instant::now();
         check_header(&bytes)?;
-        let hash = hex(&sha2::Sha256::digest(&bytes));
+        let hash = hex(&sha2::Sha256::digest(&*bytes));
         let engine = self.engine.clone();
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{hash}-{}.cwasm", self.compat)));
+        let artifacts = self.artifacts(&hash);
+        let tiered = self.tiered;
         let (component, from_cache) =
-            tokio::task::spawn_blocking(move || compile(&engine, &bytes, cached))
+            tokio::task::spawn_blocking(move || compile(&engine, &bytes, artifacts, tiered))
                 .await
                 .map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??;
-        let pre = PluginPre::new(&self.engine, &component)?;
+        self.finish(name, hash, component, from_cache, started)
+            .await
+    }
+
+    /// The optimized build of a plugin loaded as baseline (`name`, content `hash`, `flavor`):
+    /// compiled by Cranelift for the same flavor, one compile at a time, cached like the
+    /// others. `Ok(None)` if `wanted` says, when its turn comes, that it is no longer needed
+    /// (a newer file replaced the version).
+    pub async fn optimize(
+        &self,
+        name: PluginName,
+        hash: String,
+        flavor: Flavor,
+        bytes: Arc<Vec<u8>>,
+        wanted: impl Fn() -> bool,
+    ) -> Result<Option<LoadedPlugin>, LoadError> {
+        let _turn = self
+            .optimizing
+            .acquire()
+            .await
+            .map_err(|e| LoadError::Compile(format!("optimizer closed: {e}")))?;
+        if !wanted() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let engine = self.engine.clone();
+        let artifact = self
+            .artifacts(&hash)
+            .map(|a| a.path(flavor, Tier::Optimized));
+        let component = tokio::task::spawn_blocking(move || {
+            compile_with(
+                &engine,
+                &bytes,
+                flavor,
+                Tier::Optimized,
+                artifact.as_deref(),
+            )
+        })
+        .await
+        .map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??;
+        self.finish(name, hash, component, false, started)
+            .await
+            .map(Some)
+    }
+
+    fn artifacts(&self, hash: &str) -> Option<Artifacts> {
+        self.cache_dir
+            .as_ref()
+            .map(|d| Artifacts(d.join(format!("{hash}-{}", self.compat))))
+    }
+
+    async fn finish(
+        &self,
+        name: PluginName,
+        hash: String,
+        component: Component,
+        from_cache: bool,
+        started: Instant,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let pre = PluginPre::new(&self.engine, &component, &hash)?;
         self.trial(&name, &pre).await?;
+        let (flavor, tier) = self.engine.kind_of(&component);
         Ok(LoadedPlugin {
-            flavor: self.engine.flavor_of(&component),
+            flavor,
+            tier,
             name,
             hash,
             loaded_at: SystemTime::now(),
@@ -141,6 +226,7 @@ impl Loader {
             services: Arc::new(NoServices),
             cache: Arc::new(PluginCache::new(1024)),
             shelf: Default::default(),
+            limits: self.engine.limits().entry(None, None, None),
         });
         pre.instantiate(&self.engine, env, Arc::new(RequestMeta::default()))
             .await
@@ -171,54 +257,132 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Where a plugin's compiled artifacts are cached: one file per (flavor, tier), named from
+/// the content hash and the engine compatibility hash.
+struct Artifacts(PathBuf);
+
+impl Artifacts {
+    fn path(&self, flavor: Flavor, tier: Tier) -> PathBuf {
+        let suffix = match (flavor, tier) {
+            (Flavor::Plain, Tier::Optimized) => "cwasm",
+            (Flavor::Concurrent, Tier::Optimized) => "concurrent.cwasm",
+            (Flavor::Plain, Tier::Baseline) => "winch.cwasm",
+            (Flavor::Concurrent, Tier::Baseline) => "winch-concurrent.cwasm",
+        };
+        let mut path = self.0.clone().into_os_string();
+        path.push(".");
+        path.push(suffix);
+        PathBuf::from(path)
+    }
+}
+
+/// The plugin's component: a cached optimized artifact; else, when `tiered`, a cached or
+/// fresh baseline build; else (or when the baseline compiler refuses it) a Cranelift build.
+/// Plain before concurrent in each step. The flag says whether it came from the cache.
 fn compile(
     engine: &PluginEngine,
     bytes: &[u8],
-    cached: Option<PathBuf>,
+    artifacts: Option<Artifacts>,
+    tiered: bool,
 ) -> Result<(Component, bool), LoadError> {
-    let artifact = |flavor: Flavor| {
-        cached.as_ref().map(|p| match flavor {
-            Flavor::Plain => p.clone(),
-            Flavor::Concurrent => p.with_extension("concurrent.cwasm"),
-        })
+    let tiers: &[Tier] = if tiered {
+        &[Tier::Optimized, Tier::Baseline]
+    } else {
+        &[Tier::Optimized]
     };
-    for flavor in [Flavor::Plain, Flavor::Concurrent] {
-        let Some(path) = artifact(flavor).filter(|p| p.exists()) else {
-            continue;
-        };
-        match deserialize(engine, flavor, &path) {
-            Ok(c) => return Ok((c, true)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
-                    "cached plugin artifact unusable; recompiling");
+    for &tier in tiers {
+        for flavor in [Flavor::Plain, Flavor::Concurrent] {
+            let Some(path) = artifacts
+                .as_ref()
+                .map(|a| a.path(flavor, tier))
+                .filter(|p| p.exists())
+            else {
+                continue;
+            };
+            match deserialize(engine, flavor, tier, &path) {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
+                        "cached plugin artifact unusable; recompiling");
+                }
             }
         }
     }
-    // Plain first (the fast engine); only a component that needs component-model async
-    // (or is invalid) falls through to the concurrent engine, whose error is the one shown.
-    let component = match Component::new(engine.runtime(Flavor::Plain)?.engine(), bytes) {
-        Ok(c) => c,
-        Err(plain) => {
-            let concurrent = engine.runtime(Flavor::Concurrent)?.engine();
-            Component::new(concurrent, bytes).map_err(|e| {
-                tracing::debug!(error = %format!("{plain:#}"), "not loadable on the plain engine");
-                LoadError::Compile(format!("{e:#}"))
-            })?
+    let path = |flavor, tier| artifacts.as_ref().map(|a| a.path(flavor, tier));
+    if tiered {
+        match compile_either(engine, bytes, Tier::Baseline, &path) {
+            Ok(c) => return Ok((c, false)),
+            // Winch lacks some proposals (tail calls, exceptions, relaxed SIMD, parts of
+            // SIMD): such a component waits for Cranelift.
+            Err(e) => {
+                tracing::debug!(error = %e, "baseline compiler refused the plugin; compiling with Cranelift")
+            }
         }
-    };
-    if let Some(path) = artifact(engine.flavor_of(&component)) {
-        if let Err(e) = store_artifact(&component, &path) {
+    }
+    Ok((
+        compile_either(engine, bytes, Tier::Optimized, &path)?,
+        false,
+    ))
+}
+
+/// Compile on the plain engine of `tier`, or, for a component that needs component-model
+/// async (or is invalid), on the concurrent one, whose error is the one shown.
+fn compile_either(
+    engine: &PluginEngine,
+    bytes: &[u8],
+    tier: Tier,
+    path: &dyn Fn(Flavor, Tier) -> Option<PathBuf>,
+) -> Result<Component, LoadError> {
+    match compile_with(
+        engine,
+        bytes,
+        Flavor::Plain,
+        tier,
+        path(Flavor::Plain, tier).as_deref(),
+    ) {
+        Ok(c) => Ok(c),
+        Err(plain) => {
+            tracing::debug!(error = %plain, tier = tier.as_str(), "not loadable on the plain engine");
+            let concurrent = path(Flavor::Concurrent, tier);
+            compile_with(
+                engine,
+                bytes,
+                Flavor::Concurrent,
+                tier,
+                concurrent.as_deref(),
+            )
+        }
+    }
+}
+
+/// Compile on one engine and store the artifact at `artifact`, if given.
+fn compile_with(
+    engine: &PluginEngine,
+    bytes: &[u8],
+    flavor: Flavor,
+    tier: Tier,
+    artifact: Option<&Path>,
+) -> Result<Component, LoadError> {
+    let component = Component::new(engine.runtime_of(flavor, tier)?.engine(), bytes)
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    if let Some(path) = artifact {
+        if let Err(e) = store_artifact(&component, path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled plugin artifact to the cache");
         }
     }
-    Ok((component, false))
+    Ok(component)
 }
 
 /// Load a compiled artifact from the cache.
 #[allow(unsafe_code)]
-fn deserialize(engine: &PluginEngine, flavor: Flavor, path: &Path) -> wasmtime::Result<Component> {
+fn deserialize(
+    engine: &PluginEngine,
+    flavor: Flavor,
+    tier: Tier,
+    path: &Path,
+) -> wasmtime::Result<Component> {
     let engine = engine
-        .runtime(flavor)
+        .runtime_of(flavor, tier)
         .map_err(|e| wasmtime::format_err!("{e}"))?
         .engine();
     // SAFETY: `deserialize_file` trusts the file to be an artifact wasmtime produced. Only

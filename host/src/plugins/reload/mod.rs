@@ -2,4 +2,5 @@
 
 pub mod loader;
 pub mod registry;
+pub mod rollout;
 pub mod watcher;

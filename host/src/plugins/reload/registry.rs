@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::loader::LoadedPlugin;
+use super::rollout::{Canary, RolloutPolicy, RolloutStatus};
 use crate::plugins::runtime::error::LoadError;
 use crate::plugins::runtime::instance::HookSet;
 use crate::plugins::PluginName;
@@ -15,6 +16,17 @@ use crate::plugins::PluginName;
 /// The active plugins at one moment. Requests take one snapshot when they start and keep
 /// it, so in-flight requests finish on the version they started with.
 pub type PluginSet = HashMap<PluginName, Arc<LoadedPlugin>>;
+
+/// The candidates being rolled out, by plugin.
+pub type CanarySet = HashMap<PluginName, Arc<Canary>>;
+
+/// Why a manual promote or rollback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// No candidate of that plugin is being rolled out.
+    #[error("plugin {0} has no rollout in progress")]
+    NoRollout(String),
+}
 
 /// What the admin API reports for one plugin.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,25 +51,35 @@ pub struct PluginStatus {
     /// The engine the serving version runs on: `plain`, or `concurrent` for components that
     /// need component-model async (slower hook calls).
     pub engine: Option<&'static str>,
+    /// The compiler of the serving version's code: `baseline` (Winch, serving while the
+    /// optimized build compiles in the background) or `optimized` (Cranelift).
+    pub tier: Option<&'static str>,
     /// Milliseconds it took to load the serving version.
     pub load_ms: Option<f64>,
     /// Why the newest file was rejected, if it was.
     pub last_error: Option<String>,
     /// SHA-256 of the rejected file, if any.
     pub failed_hash: Option<String>,
+    /// The new version being rolled out beside the serving one, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// Active plugins behind an `ArcSwap`, and their statuses.
 pub struct PluginRegistry {
     active: ArcSwap<PluginSet>,
+    canaries: ArcSwap<CanarySet>,
     status: Mutex<BTreeMap<PluginName, PluginStatus>>,
+    rollout: RolloutPolicy,
 }
 
 impl Default for PluginRegistry {
     fn default() -> Self {
         PluginRegistry {
             active: ArcSwap::from_pointee(HashMap::new()),
+            canaries: ArcSwap::from_pointee(HashMap::new()),
             status: Mutex::new(BTreeMap::new()),
+            rollout: RolloutPolicy::default(),
         }
     }
 }
@@ -72,6 +94,76 @@ impl PluginRegistry {
         Self::default()
     }
 
+    /// An empty registry rolling new versions out under `policy`.
+    pub fn with_rollout(policy: RolloutPolicy) -> Self {
+        PluginRegistry {
+            rollout: policy,
+            ..Self::default()
+        }
+    }
+
+    /// How new versions of serving plugins go live.
+    pub fn rollout_policy(&self) -> &RolloutPolicy {
+        &self.rollout
+    }
+
+    /// The candidates being rolled out right now.
+    pub fn canaries(&self) -> Arc<CanarySet> {
+        self.canaries.load_full()
+    }
+
+    /// The candidate of `name` being rolled out, if any.
+    pub fn canary(&self, name: &PluginName) -> Option<Arc<Canary>> {
+        self.canaries.load().get(name).cloned()
+    }
+
+    fn set_canary(&self, name: &PluginName, canary: Option<Arc<Canary>>) {
+        self.canaries.rcu(|set| {
+            let mut set = CanarySet::clone(set);
+            match &canary {
+                Some(c) => set.insert(name.clone(), c.clone()),
+                None => set.remove(name),
+            };
+            set
+        });
+    }
+
+    /// Start rolling `candidate` out beside the serving version, at `share` percent of its
+    /// invocations (replacing any candidate before it).
+    pub fn begin_rollout(&self, candidate: LoadedPlugin, share: u8) -> Arc<Canary> {
+        let _statuses = self.statuses();
+        let name = candidate.name.clone();
+        let canary = Arc::new(Canary::new(Arc::new(candidate), share));
+        self.set_canary(&name, Some(canary.clone()));
+        canary
+    }
+
+    /// Make the candidate of `name` the serving version. Its hash.
+    pub fn promote(&self, name: &PluginName) -> Result<String, RolloutError> {
+        let canary = self
+            .canary(name)
+            .ok_or_else(|| RolloutError::NoRollout(name.to_string()))?;
+        let version = canary.version.load_full();
+        self.install_arc(version.clone());
+        Ok(version.hash.clone())
+    }
+
+    /// Drop the candidate of `name`, `reason` recorded as its failure; the serving version
+    /// stays. The candidate's hash.
+    pub fn rollback(&self, name: &PluginName, reason: &str) -> Result<String, RolloutError> {
+        let mut statuses = self.statuses();
+        let canary = self
+            .canary(name)
+            .ok_or_else(|| RolloutError::NoRollout(name.to_string()))?;
+        self.set_canary(name, None);
+        let hash = canary.version.load().hash.clone();
+        if let Some(status) = statuses.get_mut(name) {
+            status.status = "failed";
+            status.last_error = Some(reason.to_owned());
+            status.failed_hash = Some(hash.clone());
+        }
+        Ok(hash)
+    }
     /// The active set right now.
     pub fn snapshot(&self) -> Arc<PluginSet> {
         self.active.load_full()
@@ -87,11 +179,16 @@ impl PluginRegistry {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Make `plugin` the active version of its name.
+    /// Make `plugin` the active version of its name (ending any rollout of that name).
     pub fn install(&self, plugin: LoadedPlugin) {
-        let plugin = Arc::new(plugin);
+        self.install_arc(Arc::new(plugin));
+    }
+
+    fn install_arc(&self, plugin: Arc<LoadedPlugin>) {
         let hooks = hook_names(plugin.hooks);
-        self.statuses().insert(
+        // Held across the swap, so `upgrade` sees status and active set agree.
+        let mut statuses = self.statuses();
+        statuses.insert(
             plugin.name.clone(),
             PluginStatus {
                 name: plugin.name.to_string(),
@@ -102,9 +199,11 @@ impl PluginRegistry {
                 skipped_hooks: Vec::new(),
                 from_cache: Some(plugin.from_cache),
                 engine: Some(plugin.flavor.as_str()),
+                tier: Some(plugin.tier.as_str()),
                 load_ms: Some(plugin.load_time.as_secs_f64() * 1000.0),
                 last_error: None,
                 failed_hash: None,
+                rollout: None,
             },
         );
         self.active.rcu(|set| {
@@ -112,6 +211,50 @@ impl PluginRegistry {
             set.insert(plugin.name.clone(), plugin.clone());
             set
         });
+        self.set_canary(&plugin.name, None);
+    }
+
+    /// Put the optimized build of the serving version in its place, unless a newer version
+    /// replaced it meanwhile. Whether it did. Requests already running keep the baseline
+    /// instances they hold.
+    pub fn upgrade(&self, optimized: LoadedPlugin) -> bool {
+        let mut statuses = self.statuses();
+        if let Some(canary) = self
+            .canary(&optimized.name)
+            .filter(|c| c.version.load().hash == optimized.hash)
+        {
+            canary.version.store(Arc::new(optimized));
+            return true;
+        }
+        let serving = self.get(&optimized.name);
+        if serving.is_none_or(|s| s.hash != optimized.hash) {
+            return false;
+        }
+        let optimized = Arc::new(optimized);
+        if let Some(status) = statuses.get_mut(&optimized.name) {
+            status.tier = Some(optimized.tier.as_str());
+            status.engine = Some(optimized.flavor.as_str());
+        }
+        // Under the status lock, so an `install` of a newer version cannot slip in between
+        // the check and the swap.
+        self.active.rcu(|set| {
+            let mut set = PluginSet::clone(set);
+            set.insert(optimized.name.clone(), optimized.clone());
+            set
+        });
+        true
+    }
+
+    /// The file of `name` now holds the bytes already serving: a failure recorded for a
+    /// newer file no longer applies.
+    pub fn clear_failure(&self, name: &PluginName) {
+        if let Some(status) = self.statuses().get_mut(name) {
+            if status.hash.is_some() && status.status == "failed" {
+                status.status = "loaded";
+                status.last_error = None;
+                status.failed_hash = None;
+            }
+        }
     }
 
     /// Record that the newest file for `name` was rejected; the serving version (if any)
@@ -129,9 +272,11 @@ impl PluginRegistry {
                 skipped_hooks: Vec::new(),
                 from_cache: None,
                 engine: None,
+                tier: None,
                 load_ms: None,
                 last_error: None,
                 failed_hash: None,
+                rollout: None,
             });
         entry.status = "failed";
         entry.last_error = Some(error.to_string());
@@ -140,6 +285,7 @@ impl PluginRegistry {
 
     /// Deactivate `name` (its file was removed).
     pub fn remove(&self, name: &PluginName) {
+        self.set_canary(name, None);
         self.active.rcu(|set| {
             let mut set = PluginSet::clone(set);
             set.remove(name);
@@ -156,9 +302,19 @@ impl PluginRegistry {
     /// Every plugin's status, by name.
     pub fn status(&self) -> Vec<PluginStatus> {
         let active = self.snapshot();
+        let canaries = self.canaries();
         let statuses = self.statuses();
         let with_skipped = |(name, status): (&PluginName, &PluginStatus)| {
             let mut status = status.clone();
+            status.rollout = canaries.get(name).map(|c| {
+                let (invocations, failures) = c.counts();
+                RolloutStatus {
+                    hash: c.version.load().hash.clone(),
+                    share: c.share(),
+                    invocations,
+                    failures,
+                }
+            });
             let serving = active
                 .get(name)
                 .filter(|p| Some(&p.hash) == status.hash.as_ref());

@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 
 use super::loader::Loader;
 use super::registry::PluginRegistry;
+use super::rollout::Canary;
 use crate::fswatch::may_change_content;
-use crate::plugins::runtime::engine::hex;
+use crate::plugins::runtime::engine::{hex, Flavor, Tier};
 use crate::plugins::runtime::error::LoadError;
 use crate::plugins::PluginName;
 
@@ -46,13 +47,14 @@ pub fn plugin_name(path: &Path) -> Option<PluginName> {
 }
 
 /// Load (or reload) the plugin file at `path`, or deactivate it if the file is gone.
-/// A file whose content is unchanged is not recompiled.
-pub async fn sync_path(loader: &Loader, registry: &PluginRegistry, path: &Path) {
+/// A file whose content is unchanged is not recompiled. A version that went live as a
+/// baseline build is optimized in the background and swapped in when ready.
+pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, path: &Path) {
     let Some(name) = plugin_name(path) else {
         return;
     };
     let bytes = match tokio::fs::read(path).await {
-        Ok(b) => b,
+        Ok(b) => Arc::new(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if registry.get(&name).is_some() {
                 registry.remove(&name);
@@ -70,15 +72,38 @@ pub async fn sync_path(loader: &Loader, registry: &PluginRegistry, path: &Path) 
             return;
         }
     };
-    let hash = hex(&sha2::Sha256::digest(&bytes));
+    let hash = hex(&sha2::Sha256::digest(&*bytes));
+    if registry
+        .canary(&name)
+        .is_some_and(|c| c.version.load().hash == hash)
+    {
+        return; // already being rolled out
+    }
     if registry.get(&name).is_some_and(|p| p.hash == hash) {
+        // The serving bytes are back (e.g. a bad build replaced by the good one again).
+        registry.clear_failure(&name);
         return;
     }
-    match loader.load_bytes(name.clone(), bytes).await {
+    match loader.load_shared(name.clone(), bytes.clone()).await {
         Ok(plugin) => {
             tracing::info!(plugin = %name, hash = %plugin.hash, from_cache = plugin.from_cache,
-                load_ms = plugin.load_time.as_millis() as u64, "plugin loaded");
-            registry.install(plugin);
+                tier = plugin.tier.as_str(), load_ms = plugin.load_time.as_millis() as u64,
+                "plugin loaded");
+            let optimize =
+                (plugin.tier == Tier::Baseline).then(|| (plugin.hash.clone(), plugin.flavor));
+            let policy = registry.rollout_policy();
+            if policy.staged() && registry.get(&name).is_some() {
+                let first = policy.steps.first().copied().unwrap_or(100);
+                let canary = registry.begin_rollout(plugin, first);
+                tracing::info!(plugin = %name, hash = %hash, share = first,
+                    "rolling the new plugin version out beside the serving one");
+                roll_out(registry.clone(), name.clone(), canary);
+            } else {
+                registry.install(plugin);
+            }
+            if let Some((hash, flavor)) = optimize {
+                optimize_later(loader.clone(), registry.clone(), name, hash, flavor, bytes);
+            }
         }
         Err(error) => {
             let serving = registry.get(&name).map(|p| p.hash.clone());
@@ -90,10 +115,88 @@ pub async fn sync_path(loader: &Loader, registry: &PluginRegistry, path: &Path) 
     }
 }
 
+/// Compile the optimized build of the baseline version `hash` of `name` in the background
+/// and swap it in, unless a newer version replaced it first.
+fn optimize_later(
+    loader: Arc<Loader>,
+    registry: Arc<PluginRegistry>,
+    name: PluginName,
+    hash: String,
+    flavor: Flavor,
+    bytes: Arc<Vec<u8>>,
+) {
+    let serving = {
+        let (registry, name, hash) = (registry.clone(), name.clone(), hash.clone());
+        move || registry.get(&name).is_some_and(|p| p.hash == hash)
+    };
+    tokio::spawn(async move {
+        match loader
+            .optimize(name.clone(), hash.clone(), flavor, bytes, serving)
+            .await
+        {
+            Ok(Some(optimized)) => {
+                let load_ms = optimized.load_time.as_millis() as u64;
+                if registry.upgrade(optimized) {
+                    tracing::info!(plugin = %name, hash = %hash, load_ms,
+                        "optimized build of the plugin now serving");
+                }
+            }
+            Ok(None) => {}
+            // The baseline build stays: slower, but correct.
+            Err(error) => tracing::warn!(plugin = %name, hash = %hash, error = %error,
+                "optimized compile failed; the baseline build keeps serving"),
+        }
+    });
+}
+
+/// How often a rollout's failure ratio is judged within a step.
+const ROLLOUT_CHECK: Duration = Duration::from_millis(100);
+
+/// Drive the rollout of `canary`: each step of the policy for `step_interval`, judged every
+/// [`ROLLOUT_CHECK`]; rolled back as soon as its failure ratio is over the threshold,
+/// promoted after the last step. Stops when the candidate is no longer the current one
+/// (promoted or rolled back by hand, replaced by a newer file, removed).
+fn roll_out(registry: Arc<PluginRegistry>, name: PluginName, canary: Arc<Canary>) {
+    let policy = registry.rollout_policy().clone();
+    tokio::spawn(async move {
+        let current = || {
+            registry
+                .canary(&name)
+                .is_some_and(|c| Arc::ptr_eq(&c, &canary))
+        };
+        let hash = canary.version.load().hash.clone();
+        for &share in &policy.steps {
+            canary.set_share(share);
+            let step_end = tokio::time::Instant::now() + policy.step_interval;
+            loop {
+                if !current() {
+                    return;
+                }
+                if let Some(reason) = canary.verdict(&policy) {
+                    if registry.rollback(&name, &reason).is_ok() {
+                        tracing::warn!(plugin = %name, hash = %hash, "{reason}; the previous version keeps serving");
+                    }
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= step_end {
+                    break;
+                }
+                tokio::time::sleep(ROLLOUT_CHECK.min(step_end - now)).await;
+            }
+        }
+        if current() && registry.promote(&name).is_ok() {
+            let (invocations, failures) = canary.counts();
+            tracing::info!(plugin = %name, hash = %hash, invocations, failures,
+                "new plugin version promoted after its rollout");
+        }
+    });
+}
+
 /// Load every plugin file in `dir` (creating the directory if missing).
 pub async fn load_dir(
-    loader: &Loader,
-    registry: &PluginRegistry,
+    loader: &Arc<Loader>,
+    registry: &Arc<PluginRegistry>,
     dir: &Path,
 ) -> Result<(), WatchError> {
     let err = |source| WatchError::Dir {

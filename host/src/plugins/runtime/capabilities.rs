@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::cache::PluginCache;
+use super::engine::EntryLimits;
 use super::shelf::InstanceShelf;
 use crate::plugins::{Body, PluginName};
 use crate::ratelimit::Limiter;
@@ -82,6 +83,8 @@ pub struct PluginEnv {
     pub cache: Arc<PluginCache>,
     /// Instances made ahead of requests, or kept between them (`reuse_instances = true`).
     pub shelf: InstanceShelf,
+    /// Deadline, memory and body cap of each invocation.
+    pub limits: EntryLimits,
 }
 
 /// Per-request metadata visible to plugins through the `context` interface.

@@ -1,12 +1,15 @@
 //! The wasmtime engines of the process (plain, and concurrent for components that need
-//! component-model async): pooling allocators, epoch ticker, and the linkers with every host
+//! component-model async; each in a baseline tier compiled by Winch and an optimized tier
+//! compiled by Cranelift): pooling allocators, epoch ticker, and the linkers with every host
 //! import plugins may use.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy,
+};
 
 use super::bindings::Plugin;
 use super::host_impl::PluginCtx;
@@ -51,6 +54,36 @@ impl Default for PluginLimits {
     }
 }
 
+/// The limits one plugin entry of a route runs under: the entry's own `deadline`,
+/// `memory_limit_mib` and `body_limit_kib` where it sets them, else the `[plugins]` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EntryLimits {
+    /// See [`PluginLimits::deadline`].
+    #[serde(serialize_with = "crate::serialize::as_humantime")]
+    pub deadline: Duration,
+    /// See [`PluginLimits::memory`]; at most the global one, which sizes the pool's slots.
+    pub memory: usize,
+    /// See [`PluginLimits::body_cap`].
+    pub body_cap: usize,
+}
+
+impl PluginLimits {
+    /// The limits of an entry overriding some of these (`None`: the global value). A memory
+    /// limit over the global one is cut to it: a pool slot holds no more.
+    pub fn entry(
+        &self,
+        deadline: Option<Duration>,
+        memory: Option<usize>,
+        body_cap: Option<usize>,
+    ) -> EntryLimits {
+        EntryLimits {
+            deadline: deadline.unwrap_or(self.deadline),
+            memory: memory.map_or(self.memory, |m| m.min(self.memory)),
+            body_cap: body_cap.unwrap_or(self.body_cap),
+        }
+    }
+}
+
 /// Why the engine could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -89,6 +122,48 @@ impl Flavor {
     }
 }
 
+/// Which compiler made a component's code.
+///
+/// A new plugin file is compiled first by Winch, wasmtime's baseline compiler (one pass, no
+/// optimisation: several times faster to compile, slower to run), so it serves within about
+/// a second of the drop whatever its size; Cranelift then compiles it again in the
+/// background and the optimized build replaces the baseline one when ready. Code made by
+/// one compiler runs only on an engine configured for it, so each tier has engines of its
+/// own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Compiled by Winch: serving while the optimized build compiles.
+    Baseline,
+    /// Compiled by Cranelift: the steady state.
+    Optimized,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
+}
+
+/// The four engines by (flavor, tier).
+const KINDS: [(Flavor, Tier); 4] = [
+    (Flavor::Plain, Tier::Optimized),
+    (Flavor::Concurrent, Tier::Optimized),
+    (Flavor::Plain, Tier::Baseline),
+    (Flavor::Concurrent, Tier::Baseline),
+];
+
+fn kind_index(flavor: Flavor, tier: Tier) -> usize {
+    match (flavor, tier) {
+        (Flavor::Plain, Tier::Optimized) => 0,
+        (Flavor::Concurrent, Tier::Optimized) => 1,
+        (Flavor::Plain, Tier::Baseline) => 2,
+        (Flavor::Concurrent, Tier::Baseline) => 3,
+    }
+}
+
 /// One wasmtime engine with the linker holding every host import.
 pub struct Runtime {
     engine: Engine,
@@ -96,8 +171,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    fn new(limits: &PluginLimits, flavor: Flavor) -> Result<Self, EngineError> {
-        let engine = Engine::new(&wasm_config(limits, flavor))
+    fn new(limits: &PluginLimits, flavor: Flavor, tier: Tier) -> Result<Self, EngineError> {
+        let engine = Engine::new(&wasm_config(limits, flavor, tier))
             .map_err(|e| EngineError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::<PluginCtx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -121,61 +196,71 @@ impl Runtime {
 /// The wasmtime engines shared by every plugin, and the thread that advances their epochs
 /// so CPU deadlines fire. Dropping it stops the ticker.
 pub struct PluginEngine {
-    plain: Runtime,
-    concurrent: Arc<OnceLock<Runtime>>,
+    /// By [`kind_index`]; the plain optimized one is built at start, the others when a
+    /// component first needs them (each reserves a pool of its own).
+    runtimes: Arc<[OnceLock<Runtime>; 4]>,
     limits: PluginLimits,
     ticker: EpochTicker,
 }
 
 impl PluginEngine {
-    /// Build the plain engine with the pooling allocator sized from `limits` (the concurrent
-    /// one, with a pool of its own, is built when a component first needs it).
+    /// Build the plain engine with the pooling allocator sized from `limits` (the others,
+    /// with pools of their own, are built when a component first needs them).
     pub fn new(limits: PluginLimits) -> Result<Self, EngineError> {
-        let plain = Runtime::new(&limits, Flavor::Plain)?;
-        let concurrent: Arc<OnceLock<Runtime>> = Arc::default();
-        let (ticking, ticking_concurrent) = (plain.engine.clone(), concurrent.clone());
+        let runtimes: Arc<[OnceLock<Runtime>; 4]> = Arc::default();
+        let plain = Runtime::new(&limits, Flavor::Plain, Tier::Optimized)?;
+        let _ = runtimes[kind_index(Flavor::Plain, Tier::Optimized)].set(plain);
+        let ticking = runtimes.clone();
         let ticker = EpochTicker::start(limits.epoch_tick, IDLE_AFTER, IDLE_TICK, move || {
-            ticking.increment_epoch();
-            if let Some(c) = ticking_concurrent.get() {
-                c.engine.increment_epoch();
+            for r in ticking.iter().filter_map(OnceLock::get) {
+                r.engine.increment_epoch();
             }
         })
         .map_err(EngineError::Ticker)?;
         Ok(PluginEngine {
-            plain,
-            concurrent,
+            runtimes,
             limits,
             ticker,
         })
     }
 
-    /// The engine and linker of `flavor`, building the concurrent one on first use.
+    /// The optimized engine and linker of `flavor`, building it on first use.
     pub fn runtime(&self, flavor: Flavor) -> Result<&Runtime, EngineError> {
-        match flavor {
-            Flavor::Plain => Ok(&self.plain),
-            Flavor::Concurrent => {
-                if let Some(r) = self.concurrent.get() {
-                    return Ok(r);
-                }
-                let built = Runtime::new(&self.limits, Flavor::Concurrent)?;
-                // A racing builder may have won; either engine is equivalent, keep the first.
-                Ok(self.concurrent.get_or_init(|| built))
-            }
+        self.runtime_of(flavor, Tier::Optimized)
+    }
+
+    /// The engine and linker of `flavor` in `tier`, building it on first use.
+    pub fn runtime_of(&self, flavor: Flavor, tier: Tier) -> Result<&Runtime, EngineError> {
+        let slot = &self.runtimes[kind_index(flavor, tier)];
+        if let Some(r) = slot.get() {
+            return Ok(r);
         }
+        let built = Runtime::new(&self.limits, flavor, tier)?;
+        // A racing builder may have won; either engine is equivalent, keep the first.
+        Ok(slot.get_or_init(|| built))
+    }
+
+    /// The flavor and tier of the engine that compiled `component`.
+    pub fn kind_of(&self, component: &Component) -> (Flavor, Tier) {
+        KINDS
+            .into_iter()
+            .find(|&(flavor, tier)| {
+                self.runtimes[kind_index(flavor, tier)]
+                    .get()
+                    .is_some_and(|r| Engine::same(component.engine(), &r.engine))
+            })
+            .unwrap_or((Flavor::Plain, Tier::Optimized))
     }
 
     /// The flavor whose engine compiled `component`.
     pub fn flavor_of(&self, component: &Component) -> Flavor {
-        if Engine::same(component.engine(), &self.plain.engine) {
-            Flavor::Plain
-        } else {
-            Flavor::Concurrent
-        }
+        self.kind_of(component).0
     }
 
     /// The linker for `component`'s engine.
     pub fn linker_for(&self, component: &Component) -> Result<&Linker<PluginCtx>, EngineError> {
-        Ok(self.runtime(self.flavor_of(component))?.linker())
+        let (flavor, tier) = self.kind_of(component);
+        Ok(self.runtime_of(flavor, tier)?.linker())
     }
 
     /// The limits every invocation runs under.
@@ -205,9 +290,9 @@ impl PluginEngine {
             }
         }
         let mut h = ShaHasher(sha2::Sha256::new());
-        self.plain
-            .engine
-            .precompile_compatibility_hash()
+        self.runtimes[kind_index(Flavor::Plain, Tier::Optimized)]
+            .get()
+            .map(|r| r.engine.precompile_compatibility_hash())
             .hash(&mut h);
         hex(&h.0.finalize()[..16])
     }
@@ -224,7 +309,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn wasm_config(limits: &PluginLimits, flavor: Flavor) -> Config {
+fn wasm_config(limits: &PluginLimits, flavor: Flavor, tier: Tier) -> Config {
     let n = limits.max_instances.max(1);
     let memory = limits.memory.max(1 << 16);
     let mut pool = PoolingAllocationConfig::default();
@@ -253,6 +338,11 @@ fn wasm_config(limits: &PluginLimits, flavor: Flavor) -> Config {
         .memory_reservation(memory as u64)
         .memory_reservation_for_growth(0)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if tier == Tier::Baseline {
+        // Winch lacks tail calls (on by default with Cranelift); a component that uses them
+        // is refused at compile and goes straight to Cranelift.
+        cfg.strategy(Strategy::Winch).wasm_tail_call(false);
+    }
     cfg
 }
 

@@ -25,12 +25,23 @@ const STDERR_CAPTURE: usize = 4096;
 pub struct MemoryLimiter {
     limit: usize,
     pub(crate) hit: bool,
+    /// Bytes of linear memory the instance holds now (all its memories), and the most it
+    /// ever held: `gatehouse plugin test` reports the peak per case.
+    held: usize,
+    peak: usize,
+}
+
+impl MemoryLimiter {
+    /// The most linear memory (bytes, all memories together) the instance held so far.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Result<bool> {
@@ -38,6 +49,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.held = self.held.saturating_add(desired.saturating_sub(current));
+        self.peak = self.peak.max(self.held);
         Ok(true)
     }
 
@@ -60,6 +73,8 @@ pub struct PluginCtx {
     pub(crate) clock: CpuClock,
     pub(crate) env: Arc<PluginEnv>,
     meta: Arc<RequestMeta>,
+    /// The plugin version's short content hash, for log lines.
+    version: Arc<str>,
     body_cap: usize,
     /// Hooks the plugin declared to do nothing (`context.default-hook`).
     pub(crate) default_hooks: HookSet,
@@ -70,6 +85,7 @@ impl PluginCtx {
     pub fn new(
         env: Arc<PluginEnv>,
         meta: Arc<RequestMeta>,
+        version: Arc<str>,
         memory_limit: usize,
         cpu_budget: Duration,
         ticker: TickerHandle,
@@ -88,10 +104,13 @@ impl PluginCtx {
             memory: MemoryLimiter {
                 limit: memory_limit,
                 hit: false,
+                held: 0,
+                peak: 0,
             },
             clock: CpuClock::new(cpu_budget, ticker),
             env,
             meta,
+            version,
             body_cap,
             default_hooks: HookSet::default(),
         }
@@ -597,6 +616,7 @@ impl context::Host for PluginCtx {
         let plugin = self.env.name.as_str();
         let route = &*self.env.route;
         let request_id = self.meta.request_id.as_str();
+        let version = &*self.version;
         // Plugins are untrusted: cap what one log line may carry.
         let message = match message.char_indices().nth(2048) {
             Some((i, _)) => &message[..i],
@@ -604,19 +624,19 @@ impl context::Host for PluginCtx {
         };
         match level {
             context::Level::Trace => {
-                tracing::trace!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::trace!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Debug => {
-                tracing::debug!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::debug!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Info => {
-                tracing::info!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::info!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Warn => {
-                tracing::warn!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::warn!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
             context::Level::Error => {
-                tracing::error!(target: "gatehouse::plugin", plugin, route, request_id, "{message}")
+                tracing::error!(target: "gatehouse::plugin", plugin, version, route, request_id, "{message}")
             }
         }
         Ok(())

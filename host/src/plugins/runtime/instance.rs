@@ -76,6 +76,8 @@ impl DefaultHooks {
 /// A compiled, linked plugin, ready to be instantiated cheaply for each request.
 pub struct PluginPre {
     pre: InstancePre<PluginCtx>,
+    /// The version's content hash, shortened, for log lines.
+    version: Arc<str>,
     request: Option<request_hook::GuestIndices>,
     response: Option<response_hook::GuestIndices>,
     failure: Option<failure_hook::GuestIndices>,
@@ -91,7 +93,12 @@ fn shape(hook: &'static str) -> impl Fn(wasmtime::Error) -> LoadError {
 impl PluginPre {
     /// Link `component` against the host imports and find its hooks. Fails if it imports
     /// anything the host does not provide or exports no hook.
-    pub fn new(engine: &PluginEngine, component: &Component) -> Result<Self, LoadError> {
+    /// `hash` is the version's content hash; log lines carry its first 12 digits.
+    pub fn new(
+        engine: &PluginEngine,
+        component: &Component,
+        hash: &str,
+    ) -> Result<Self, LoadError> {
         let pre = engine
             .linker_for(component)
             .map_err(|e| LoadError::World(e.to_string()))?
@@ -112,6 +119,7 @@ impl PluginPre {
         }
         Ok(PluginPre {
             pre,
+            version: hash.get(..12).unwrap_or(hash).into(),
             request,
             response,
             failure,
@@ -127,17 +135,18 @@ impl PluginPre {
         }
     }
 
-    /// A fresh instance for one request, under the engine's limits.
+    /// A fresh instance for one request, under its entry's limits.
     pub async fn instantiate(
         &self,
         engine: &PluginEngine,
         env: Arc<PluginEnv>,
         meta: Arc<RequestMeta>,
     ) -> Result<PluginInstance, InvokeError> {
-        let limits = engine.limits();
+        let limits = env.limits;
         let ctx = PluginCtx::new(
             env,
             meta,
+            self.version.clone(),
             limits.memory,
             limits.deadline,
             engine.ticker(),
@@ -257,6 +266,11 @@ impl PluginInstance {
     /// The hooks this instance declared to do nothing so far.
     pub fn default_hooks(&self) -> HookSet {
         self.store.data().default_hooks
+    }
+
+    /// The most linear memory this instance held so far, in bytes.
+    pub fn memory_peak(&self) -> usize {
+        self.store.data().memory.peak()
     }
 
     /// Whether this instance may serve another request: no hook was cut off mid-call.

@@ -43,7 +43,19 @@ impl LazyBody {
         match std::mem::replace(&mut self.state, BodyState::Taken) {
             BodyState::Buffered(bytes) => {
                 self.state = BodyState::Buffered(bytes.clone());
+                // Buffered for an earlier plugin with a larger cap.
+                if bytes.len() > self.cap {
+                    return Err(BodyError::TooLarge(self.cap as u64));
+                }
                 Ok(bytes)
+            }
+            // Over an earlier plugin's smaller cap: this one may take more.
+            BodyState::Failed {
+                body,
+                error: BodyError::TooLarge(smaller),
+            } if smaller < self.cap as u64 => {
+                self.state = BodyState::Stream(body);
+                Box::pin(self.read()).await
             }
             BodyState::Failed { body, error } => {
                 self.state = BodyState::Failed {
@@ -253,6 +265,11 @@ pub struct PluginRequest {
 }
 
 impl PluginRequest {
+    /// The cap of the plugin about to see the request (plugins of a chain may differ).
+    pub fn set_body_cap(&mut self, body_cap: usize) {
+        self.body.cap = body_cap;
+    }
+
     /// Wrap a request; a plugin may buffer at most `body_cap` bytes of its body.
     pub fn new(req: http::Request<Body>, body_cap: usize) -> Self {
         let (parts, body) = req.into_parts();
@@ -317,6 +334,11 @@ pub struct PluginResponse {
 }
 
 impl PluginResponse {
+    /// The cap of the plugin about to see the response (plugins of a chain may differ).
+    pub fn set_body_cap(&mut self, body_cap: usize) {
+        self.body.cap = body_cap;
+    }
+
     /// Wrap a response; a plugin may buffer at most `body_cap` bytes of its body.
     pub fn new(resp: http::Response<Body>, body_cap: usize) -> Self {
         let (parts, body) = resp.into_parts();
