@@ -95,7 +95,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Plugin(failure) => failure.status(),
-            ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Limited(refusal) => refusal.status(),
             ProxyError::Static(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Preflight(_) => StatusCode::FORBIDDEN,
         }

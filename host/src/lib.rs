@@ -76,6 +76,7 @@ pub mod plugin_kit;
 pub mod plugins;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_store;
 pub mod reload;
 pub mod resilience;
 pub mod routing;

@@ -72,6 +72,7 @@ impl Snapshot {
         let limits = Limits::build(
             config.routes.iter().map(|r| (r.name.0.as_str(), &r.limits)),
             &previous.limits,
+            &config.rate_limits,
         );
         let chains = plugins
             .map(|p| p.chains(&config, &limits, metrics))

@@ -31,6 +31,8 @@ mod plugins;
 mod productdetails;
 mod proxy;
 mod rate_limits;
+mod redis_cache;
+mod redis_limits;
 mod reload;
 mod shipped_plugins;
 mod shutdown;

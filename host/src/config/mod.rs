@@ -14,6 +14,7 @@ pub mod plugins;
 mod policy;
 pub mod ratelimit;
 mod respond;
+mod scale_out;
 mod traffic;
 mod upgrade;
 mod upstream_tls;
@@ -62,6 +63,11 @@ pub struct Config {
     pub tracing: Option<crate::telemetry::trace::TracingPolicy>,
     /// `[metrics]`: API metering by consumer.
     pub metering: crate::telemetry::MeteringPolicy,
+    /// `[rate_limits]` (with `[redis]`): where limit counters live (docs/scale-out.md).
+    pub rate_limits: crate::ratelimit::StorePolicy,
+    /// `[plugins.cache] store = "redis"`: plugin cache entries in this Redis. `None`: in
+    /// process.
+    pub plugin_cache: Option<crate::redis_store::RedisSettings>,
     /// Problems that do not make the config invalid (an expired certificate), each rendered
     /// like an error; `gatehouse check` prints them and the gateway logs them at start.
     #[serde(skip)]

@@ -58,6 +58,11 @@ pub struct RawConfig {
     /// API metering by consumer (docs/observability.md).
     #[serde(default)]
     pub metrics: super::observability::RawMetrics,
+    /// Redis for state shared between gateways (docs/scale-out.md). Default: none.
+    pub redis: Option<Spanned<super::scale_out::RawRedis>>,
+    /// Where rate limit counters live (docs/scale-out.md). Default: in this process.
+    #[serde(default)]
+    pub rate_limits: super::scale_out::RawStoreChoice,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,8 @@ pub struct RawPlugins {
     pub body_limit_kib: Option<Spanned<i64>>,
     /// Plugin instances alive at once (one per plugin per in-flight request). Default 1000.
     pub max_instances: Option<Spanned<i64>>,
+    /// `[plugins.cache]`: where the `cache` import keeps entries (docs/scale-out.md).
+    pub cache: Option<super::scale_out::RawStoreChoice>,
     /// How a new version of a serving plugin goes live. Default: at once.
     #[serde(default)]
     pub rollout: RawRollout,

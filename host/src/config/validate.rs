@@ -361,6 +361,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
     let registry = super::policy::registry(&mut v, &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
     let cache = super::cache::budget(&mut v, &raw.cache);
+    let rate_limits =
+        super::scale_out::rate_limit_store(&mut v, raw.redis.as_ref(), &raw.rate_limits);
+    let plugin_cache = super::scale_out::plugin_cache_store(
+        &mut v,
+        raw.redis.as_ref(),
+        raw.plugins.cache.as_ref(),
+    );
     let compression = super::compression::global(&mut v, raw.compression.as_ref());
     let mut routes = validate_routes(&mut v, &raw.routes, &known, &limits, &cache);
     for (i, (r, route)) in raw.routes.iter().zip(&mut routes).enumerate() {
@@ -412,6 +419,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config,
         cache,
         tracing,
         metering,
+        rate_limits,
+        plugin_cache,
         warnings: v.warnings,
     })
 }

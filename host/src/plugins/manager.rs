@@ -19,6 +19,7 @@ use super::runtime::engine::{EngineError, PluginEngine, PluginLimits};
 use super::runtime::shelf::{InstanceShelf, Lifetime, Recycler};
 use super::PluginName;
 use crate::ratelimit::Limiter;
+use crate::redis_store::{RedisClient, RedisSettings};
 
 /// How the plugin subsystem is set up (from the `[plugins]` config table).
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct PluginSettings {
     pub debounce: Duration,
     /// Per-invocation limits.
     pub limits: PluginLimits,
+    /// `[plugins.cache] store = "redis"`: the `cache` import's entries live in this Redis,
+    /// shared with other gateways. `None`: in process.
+    pub shared_cache: Option<RedisSettings>,
     /// Compile a new plugin first with the baseline compiler (live in about a second, slower
     /// code) and swap in the optimized build when it is ready; `false`: Cranelift only.
     /// Default true.
@@ -49,6 +53,7 @@ impl Default for PluginSettings {
             cache_dir: Some(PathBuf::from("plugins/.cache")),
             watch: true,
             debounce: Duration::from_millis(200),
+            shared_cache: None,
             limits: PluginLimits::default(),
             tiered: true,
             rollout: RolloutPolicy::default(),
@@ -88,6 +93,21 @@ pub enum PluginsError {
     /// See [`WatchError`].
     #[error(transparent)]
     Watch(#[from] WatchError),
+}
+
+/// The `cache` import's store: Redis when configured (and its URL usable), else in process.
+fn plugin_cache(settings: &PluginSettings) -> PluginCache {
+    let Some(redis) = &settings.shared_cache else {
+        return PluginCache::new(settings.limits.cache_bytes);
+    };
+    match RedisClient::new(redis.clone()) {
+        Ok(client) => PluginCache::in_redis(client),
+        Err(error) => {
+            // `gatehouse check` validates the URL: this is not expected.
+            tracing::error!(%error, "cannot use [redis] for the plugin cache; caching in process");
+            PluginCache::new(settings.limits.cache_bytes)
+        }
+    }
 }
 
 /// The running plugin subsystem.
@@ -135,7 +155,7 @@ impl PluginManager {
         watcher::load_dir(&loader, &registry, &settings.dir).await?;
         Ok(PluginManager {
             recycler: Recycler::new(engine.clone()),
-            cache: Arc::new(PluginCache::new(settings.limits.cache_bytes)),
+            cache: Arc::new(plugin_cache(&settings)),
             engine,
             loader,
             registry,

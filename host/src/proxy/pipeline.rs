@@ -248,7 +248,7 @@ async fn proxy(
     // A place in flight (`max_in_flight`) is held until the response body ends.
     let limits = snapshot.limits.route(route.id.0);
     let in_flight = match limits {
-        Some(limits) => limits.admit(client.ip(), Instant::now())?,
+        Some(limits) => limits.admit(client.ip(), Instant::now()).await?,
         None => None,
     };
     // A declared length over the limit is refused here, before the body is polled: hyper
@@ -365,7 +365,9 @@ async fn proxy(
     // The key as it goes upstream: after the route's header policy and the request plugins,
     // so a header an auth plugin set (`x-consumer`) is the key, not what the client claimed.
     if let Some(limits) = limits.filter(|l| l.checks_upstream()) {
-        limits.check_upstream(upstream_req.headers(), Instant::now())?;
+        limits
+            .check_upstream(upstream_req.headers(), Instant::now())
+            .await?;
     }
     if let Some(upgrade) = &upgrade {
         upgrade.prepare(&mut upstream_req);

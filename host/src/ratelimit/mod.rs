@@ -15,6 +15,7 @@
 mod gcra;
 mod in_flight;
 mod route;
+mod shared;
 mod store;
 
 use std::fmt;
@@ -27,7 +28,10 @@ use serde::{Serialize, Serializer};
 pub use gcra::Decision;
 pub use in_flight::{InFlight, InFlightPermit, PermitBody};
 pub use route::{Limiter, Limits, RouteLimiters};
+pub use shared::RedisLimiterStore;
 pub use store::{LimiterStore, MemoryStore, StoreError, Take};
+
+use crate::redis_store::{OnError, RedisSettings};
 
 use crate::serialize::as_humantime;
 
@@ -182,6 +186,22 @@ fn name_as_str<S: Serializer>(name: &Arc<String>, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(name)
 }
 
+/// Where limit counters live: `[rate_limits] store`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "store", rename_all = "lowercase")]
+pub enum StorePolicy {
+    /// In this process (default): each gateway counts alone.
+    #[default]
+    Memory,
+    /// In Redis, shared by every gateway using the same `[redis]`; `on_error` says what a
+    /// charge does when Redis fails.
+    Redis {
+        #[serde(rename = "redis")]
+        settings: RedisSettings,
+        on_error: OnError,
+    },
+}
+
 /// Default for [`LimitSpec::max_keys`].
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
@@ -198,6 +218,9 @@ pub enum LimitRefusal {
     /// The route has `max_in_flight` requests in flight.
     #[error("the route already has {max} requests in flight (max_in_flight)")]
     InFlight { max: u32 },
+    /// The limit's shared store (Redis) failed and the limit fails closed: 503.
+    #[error("rate limit \"{limit}\" cannot be checked: its shared store is unavailable (on_error = \"closed\")")]
+    Unavailable { limit: Arc<String> },
 }
 
 impl LimitRefusal {
@@ -207,7 +230,7 @@ impl LimitRefusal {
         static IN_FLIGHT: std::sync::LazyLock<Arc<String>> =
             std::sync::LazyLock::new(|| Arc::new("max_in_flight".to_owned()));
         match self {
-            LimitRefusal::Rate { limit, .. } => limit,
+            LimitRefusal::Rate { limit, .. } | LimitRefusal::Unavailable { limit } => limit,
             LimitRefusal::InFlight { .. } => &IN_FLIGHT,
         }
     }
@@ -217,6 +240,15 @@ impl LimitRefusal {
         match self {
             LimitRefusal::Rate { .. } => "rate_limited",
             LimitRefusal::InFlight { .. } => "concurrency_limited",
+            LimitRefusal::Unavailable { .. } => "rate_limit_unavailable",
+        }
+    }
+
+    /// 429, or 503 when the limit could not be checked.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            LimitRefusal::Unavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -256,8 +288,9 @@ impl LimitRefusal {
                     headers.insert(RATELIMIT, state);
                 }
             }
-            // No window to announce: a slot frees when some request in flight ends.
-            LimitRefusal::InFlight { .. } => {
+            // No window to announce: a slot frees when some request in flight ends; a
+            // failed store is retried by the breaker within seconds.
+            LimitRefusal::InFlight { .. } | LimitRefusal::Unavailable { .. } => {
                 headers.insert(http::header::RETRY_AFTER, number(1));
             }
         }

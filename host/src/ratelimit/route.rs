@@ -9,10 +9,12 @@ use std::time::Instant;
 
 use http::HeaderMap;
 
+use super::shared::RedisLimiterStore;
 use super::{
     InFlight, InFlightPermit, LimitKey, LimitRefusal, LimitSpec, LimiterStore, MemoryStore,
-    MissingKey, Rate, RouteLimitsSpec, Stage, Take,
+    MissingKey, Rate, RouteLimitsSpec, Stage, StorePolicy, Take,
 };
+use crate::redis_store::{OnError, RedisClient};
 
 /// The key all requests without the limit's header or cookie share (`missing = "shared"`).
 /// Header values cannot hold a NUL byte, so no real key is this.
@@ -22,6 +24,8 @@ const MISSING: &[u8] = b"\0";
 pub struct Limiter {
     spec: LimitSpec,
     store: Arc<dyn LimiterStore>,
+    /// Counters in Redis (a reload to or from Redis starts afresh).
+    shared: bool,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -34,12 +38,41 @@ impl Limiter {
     /// A limit over the in-memory store.
     pub fn in_memory(spec: LimitSpec) -> Self {
         let store = Arc::new(MemoryStore::new(spec.max_keys.get()));
-        Limiter { spec, store }
+        Limiter {
+            spec,
+            store,
+            shared: false,
+        }
     }
 
     /// A limit over `store`.
     pub fn with_store(spec: LimitSpec, store: Arc<dyn LimiterStore>) -> Self {
-        Limiter { spec, store }
+        Limiter {
+            spec,
+            store,
+            shared: false,
+        }
+    }
+
+    /// A limit whose counters live in Redis, shared with every gateway using it.
+    pub fn in_redis(
+        route: &str,
+        spec: LimitSpec,
+        redis: &Arc<RedisClient>,
+        on_error: OnError,
+    ) -> Self {
+        let store = Arc::new(RedisLimiterStore::new(
+            Arc::clone(redis),
+            route,
+            &spec.name,
+            on_error,
+            spec.max_keys.get(),
+        ));
+        Limiter {
+            spec,
+            store,
+            shared: true,
+        }
     }
 
     /// Its declaration.
@@ -57,8 +90,10 @@ impl Limiter {
         self.store.take(key, cost, &self.spec.rate, now)
     }
 
-    /// Charge one request whose key is `key` (`None`: the request lacks it); `Err` when over.
-    fn check(&self, key: Option<&[u8]>, now: Instant) -> Result<(), LimitRefusal> {
+    /// Charge one request whose key is `key` (`None`: the request lacks it); `Err` when over,
+    /// or when a shared store failed under `on_error = "closed"`. The in-memory store
+    /// answers at once; only a shared store awaits.
+    async fn check(&self, key: Option<&[u8]>, now: Instant) -> Result<(), LimitRefusal> {
         let key = match (key, self.spec.missing) {
             (Some(key), _) => key,
             (None, MissingKey::Shared) => MISSING,
@@ -66,9 +101,7 @@ impl Limiter {
         };
         let decision = match self.take(key, 1, now) {
             Take::Ready(decision) => decision,
-            // Only a remote store answers later; the host's stages use the in-memory one
-            // (a remote store will make these checks async).
-            Take::Pending(_) => return Ok(()),
+            pending => pending.await,
         };
         match decision {
             Ok(d) if d.allowed => Ok(()),
@@ -77,11 +110,13 @@ impl Limiter {
                 rate: self.spec.rate,
                 decision,
             }),
-            // A failing store lets requests through: a limiter outage must not take the API
-            // down with it.
+            // Only a shared store fails, and only when told to fail closed (fail-open stores
+            // answer from their local counters instead).
             Err(error) => {
-                tracing::debug!(limit = %self.spec.name, %error, "rate limit store failed; request let through");
-                Ok(())
+                tracing::debug!(limit = %self.spec.name, %error, "rate limit store failed; request refused (on_error = closed)");
+                Err(LimitRefusal::Unavailable {
+                    limit: Arc::clone(&self.spec.name),
+                })
             }
         }
     }
@@ -102,7 +137,7 @@ pub struct RouteLimiters {
 impl RouteLimiters {
     /// The first stage, right after routing: the route and client-address limits, then a
     /// place in flight (held by the caller until the response body ends).
-    pub fn admit(
+    pub async fn admit(
         &self,
         client: IpAddr,
         now: Instant,
@@ -117,7 +152,7 @@ impl RouteLimiters {
                     LimitKey::ClientAddress => &octets,
                     _ => b"",
                 };
-                limiter.check(Some(key), now)?;
+                limiter.check(Some(key), now).await?;
             }
         }
         match &self.in_flight {
@@ -133,7 +168,11 @@ impl RouteLimiters {
 
     /// The second stage, just before the upstream call: the header and cookie limits, on the
     /// request as it goes upstream.
-    pub fn check_upstream(&self, headers: &HeaderMap, now: Instant) -> Result<(), LimitRefusal> {
+    pub async fn check_upstream(
+        &self,
+        headers: &HeaderMap,
+        now: Instant,
+    ) -> Result<(), LimitRefusal> {
         for limiter in &self.upstream {
             let key = match &limiter.spec.key {
                 LimitKey::Header(name) => headers.get(name).map(|v| v.as_bytes()),
@@ -142,7 +181,7 @@ impl RouteLimiters {
                     .map(|(_, v)| v.as_bytes()),
                 _ => None,
             };
-            limiter.check(key, now)?;
+            limiter.check(key, now).await?;
         }
         Ok(())
     }
@@ -175,6 +214,9 @@ impl RouteLimiters {
 #[derive(Debug, Default, Clone)]
 pub struct Limits {
     routes: Vec<Option<(String, Arc<RouteLimiters>)>>,
+    /// The Redis client and policy when counters are shared (`[rate_limits] store = "redis"`);
+    /// kept across reloads while `[redis]` stays the same.
+    redis: Option<(Arc<RedisClient>, OnError)>,
 }
 
 impl Limits {
@@ -182,10 +224,35 @@ impl Limits {
     /// also had — same route, same name, same key and `max_keys` — keeps its counters, so a
     /// reload does not hand every client a fresh quota; a changed rate applies to them at
     /// once. Likewise an unchanged `max_in_flight` keeps counting the requests in flight.
+    ///
+    /// `store` says where counters live; with Redis, the previous snapshot's client is reused
+    /// when `[redis]` is unchanged (its connection and breaker state with it).
     pub fn build<'a>(
         routes: impl IntoIterator<Item = (&'a str, &'a RouteLimitsSpec)>,
         previous: &Limits,
+        store: &StorePolicy,
     ) -> Self {
+        let redis = match store {
+            StorePolicy::Memory => None,
+            StorePolicy::Redis { settings, on_error } => {
+                let kept = previous
+                    .redis
+                    .as_ref()
+                    .map(|(c, _)| c)
+                    .filter(|c| c.settings() == settings);
+                match kept {
+                    Some(client) => Some((Arc::clone(client), *on_error)),
+                    None => match RedisClient::new(settings.clone()) {
+                        Ok(client) => Some((client, *on_error)),
+                        Err(error) => {
+                            // `gatehouse check` validates the URL: this is not expected.
+                            tracing::error!(%error, "cannot use [redis]; rate limits count locally");
+                            None
+                        }
+                    },
+                }
+            }
+        };
         let before: HashMap<&str, &RouteLimiters> = previous
             .routes
             .iter()
@@ -203,10 +270,21 @@ impl Limits {
                 for limit in &spec.rate_limits {
                     let kept = old
                         .and_then(|o| o.limiters().find(|l| l.spec.name == limit.name))
-                        .filter(|l| l.spec.key == limit.key && l.spec.max_keys == limit.max_keys);
-                    let limiter = Arc::new(match kept {
-                        Some(l) => Limiter::with_store(limit.clone(), Arc::clone(&l.store)),
-                        None => Limiter::in_memory(limit.clone()),
+                        .filter(|l| {
+                            l.spec.key == limit.key
+                                && l.spec.max_keys == limit.max_keys
+                                && l.shared == redis.is_some()
+                        });
+                    let limiter = Arc::new(match (kept, &redis) {
+                        (Some(l), _) => Limiter {
+                            spec: limit.clone(),
+                            store: Arc::clone(&l.store),
+                            shared: l.shared,
+                        },
+                        (None, Some((client, on_error))) => {
+                            Limiter::in_redis(route, limit.clone(), client, *on_error)
+                        }
+                        (None, None) => Limiter::in_memory(limit.clone()),
                     });
                     match limit.key.stage() {
                         Some(Stage::Routed) => limiters.routed.push(limiter),
@@ -226,7 +304,7 @@ impl Limits {
                 Some((route.to_owned(), Arc::new(limiters)))
             })
             .collect();
-        Limits { routes }
+        Limits { routes, redis }
     }
 
     /// The limiters of the route at `index`, if it has any.
@@ -239,6 +317,7 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
     use std::num::{NonZeroU32, NonZeroUsize};
     use std::time::Duration;
 
@@ -267,7 +346,11 @@ mod tests {
     fn routes_without_limits_have_no_limiters() {
         let plain = RouteLimitsSpec::default();
         let limited = route(vec![spec("ip", "client-address", 1)], None);
-        let limits = Limits::build([("a", &plain), ("b", &limited)], &Limits::default());
+        let limits = Limits::build(
+            [("a", &plain), ("b", &limited)],
+            &Limits::default(),
+            &StorePolicy::Memory,
+        );
         assert!(limits.route(0).is_none());
         assert!(limits.route(1).is_some());
         assert!(limits.route(2).is_none());
@@ -276,13 +359,25 @@ mod tests {
     #[test]
     fn client_addresses_are_counted_apart_and_refusals_name_the_limit() {
         let spec = route(vec![spec("ip", "client-address", 1)], None);
-        let limits = Limits::build([("a", &spec)], &Limits::default());
+        let limits = Limits::build([("a", &spec)], &Limits::default(), &StorePolicy::Memory);
         let route = limits.route(0).expect("limited");
         let now = Instant::now();
         let (a, b) = ("10.0.0.1".parse().expect("ip"), "::1".parse().expect("ip"));
-        assert!(route.admit(a, now).is_ok());
-        assert!(route.admit(b, now).is_ok());
-        let refusal = route.admit(a, now).expect_err("second from a");
+        assert!(route
+            .admit(a, now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .admit(b, now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        let refusal = route
+            .admit(a, now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .expect_err("second from a");
         assert_eq!(refusal.limit().as_str(), "ip");
         let mut headers = HeaderMap::new();
         refusal.headers(&mut headers);
@@ -296,7 +391,7 @@ mod tests {
         let mut pass = spec("cookie", "cookie:session", 1);
         pass.missing = MissingKey::Pass;
         let spec = route(vec![spec("consumer", "header:x-consumer", 1), pass], None);
-        let limits = Limits::build([("a", &spec)], &Limits::default());
+        let limits = Limits::build([("a", &spec)], &Limits::default(), &StorePolicy::Memory);
         let route = limits.route(0).expect("limited");
         let now = Instant::now();
         let with = |consumer: Option<&str>, cookie: Option<&str>| {
@@ -309,17 +404,43 @@ mod tests {
             }
             h
         };
-        assert!(route.check_upstream(&with(Some("ann"), None), now).is_ok());
-        assert!(route.check_upstream(&with(Some("bob"), None), now).is_ok());
-        assert!(route.check_upstream(&with(Some("ann"), None), now).is_err());
+        assert!(route
+            .check_upstream(&with(Some("ann"), None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .check_upstream(&with(Some("bob"), None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .check_upstream(&with(Some("ann"), None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_err());
         // No x-consumer: one shared key for all such requests.
-        assert!(route.check_upstream(&with(None, None), now).is_ok());
-        assert!(route.check_upstream(&with(None, None), now).is_err());
+        assert!(route
+            .check_upstream(&with(None, None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
+        assert!(route
+            .check_upstream(&with(None, None), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_err());
         // The cookie limit lets requests without the cookie pass, counts those with it.
         let c = |v| with(Some(v), Some("a=1; session=s1"));
-        assert!(route.check_upstream(&c("c1"), now).is_ok());
+        assert!(route
+            .check_upstream(&c("c1"), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
         let refusal = route
             .check_upstream(&c("c2"), now)
+            .now_or_never()
+            .expect("in memory: at once")
             .expect_err("session s1 again");
         assert_eq!(refusal.limit().as_str(), "cookie");
     }
@@ -327,17 +448,27 @@ mod tests {
     #[test]
     fn in_flight_is_capped_after_the_rate_limits() {
         let spec = route(vec![], Some(1));
-        let limits = Limits::build([("a", &spec)], &Limits::default());
+        let limits = Limits::build([("a", &spec)], &Limits::default(), &StorePolicy::Memory);
         let route = limits.route(0).expect("limited");
         let ip = "10.0.0.1".parse().expect("ip");
         let permit = route
             .admit(ip, Instant::now())
+            .now_or_never()
+            .expect("in memory: at once")
             .expect("first")
             .expect("a permit");
-        let refusal = route.admit(ip, Instant::now()).expect_err("second");
+        let refusal = route
+            .admit(ip, Instant::now())
+            .now_or_never()
+            .expect("in memory: at once")
+            .expect_err("second");
         assert!(matches!(refusal, LimitRefusal::InFlight { max: 1 }));
         drop(permit);
-        assert!(route.admit(ip, Instant::now()).is_ok());
+        assert!(route
+            .admit(ip, Instant::now())
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
     }
 
     #[test]
@@ -346,28 +477,36 @@ mod tests {
             vec![spec("all", "route", 1), spec("ip", "client-address", 1)],
             Some(1),
         );
-        let first = Limits::build([("a", &spec1)], &Limits::default());
+        let first = Limits::build([("a", &spec1)], &Limits::default(), &StorePolicy::Memory);
         let ip = "10.0.0.1".parse().expect("ip");
         let now = Instant::now();
         let permit = first
             .route(0)
             .expect("limited")
             .admit(ip, now)
+            .now_or_never()
+            .expect("in memory: at once")
             .expect("allowed");
         // "all" keeps its counters; "ip" changes its key kind, so it starts afresh.
         let spec2 = route(
             vec![spec("all", "route", 1), spec("ip", "header:x-ip", 1)],
             Some(1),
         );
-        let second = Limits::build([("a", &spec2)], &first);
+        let second = Limits::build([("a", &spec2)], &first, &StorePolicy::Memory);
         let route = second.route(0).expect("limited");
         let refusal = route
             .admit(ip, now)
+            .now_or_never()
+            .expect("in memory: at once")
             .expect_err("the route's quota is spent");
         assert_eq!(refusal.limit().as_str(), "all");
         assert_eq!(route.in_flight().expect("capped").current(), 1);
         drop(permit);
         assert_eq!(route.in_flight().expect("capped").current(), 0);
-        assert!(route.check_upstream(&HeaderMap::new(), now).is_ok());
+        assert!(route
+            .check_upstream(&HeaderMap::new(), now)
+            .now_or_never()
+            .expect("in memory: at once")
+            .is_ok());
     }
 }

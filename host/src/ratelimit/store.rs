@@ -218,7 +218,7 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 }
 
 /// The key as stored: itself, or past [`MAX_STORED_KEY`] bytes `0xff` + its SHA-256.
-fn stored_key(key: &[u8]) -> Cow<'_, [u8]> {
+pub(super) fn stored_key(key: &[u8]) -> Cow<'_, [u8]> {
     if key.len() <= MAX_STORED_KEY {
         return Cow::Borrowed(key);
     }

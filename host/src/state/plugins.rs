@@ -74,6 +74,7 @@ pub fn settings(config: &Config) -> PluginSettings {
             max_instances: p.max_instances,
             ..PluginLimits::default()
         },
+        shared_cache: config.plugin_cache.clone(),
         tiered: p.tiered_compile,
         rollout: p.rollout.clone(),
     }

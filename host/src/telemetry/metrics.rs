@@ -350,6 +350,7 @@ impl Default for Metrics {
             trace_spans.clone(),
         );
         let services = super::service_metrics::Families::register(&mut registry);
+        redis_metrics().register(&mut registry);
         Metrics {
             services,
             trace_spans,
@@ -586,4 +587,60 @@ impl Metrics {
         }
         out
     }
+}
+
+// --- Redis (shared state between gateways, docs/scale-out.md) ---
+
+/// Labels of `gatehouse_redis_calls`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RedisCallLabels {
+    /// What was asked: `gcra` (a limit charge), `cache_get`, `cache_set`...
+    pub call: &'static str,
+    /// `ok`, `error`, `timeout`, or `skipped` (breaker open: Redis not asked).
+    pub outcome: &'static str,
+}
+
+/// The process's Redis figures. A process has one Redis client, which outlives every
+/// `Metrics`, so these live in a static the registry holds clones of (a clone shares values).
+#[derive(Debug, Default)]
+pub struct RedisMetrics {
+    pub calls: Family<RedisCallLabels, Counter>,
+    /// Redis breakers open now (one per store using Redis).
+    pub breaker_open: Gauge,
+    /// Limit charges decided by this gateway's own counters because Redis failed
+    /// (`on_error = "open"`).
+    pub local_fallbacks: Counter,
+    /// Requests refused with 503 because Redis failed (`on_error = "closed"`).
+    pub refused: Counter,
+}
+
+impl RedisMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "redis_calls",
+            "Redis calls by call and outcome (ok, error, timeout, skipped: breaker open)",
+            self.calls.clone(),
+        );
+        registry.register(
+            "redis_breaker_open",
+            "Redis breakers open now, one per store using Redis (Redis is skipped)",
+            self.breaker_open.clone(),
+        );
+        registry.register(
+            "redis_local_fallbacks",
+            "Rate limit charges counted locally because Redis failed (on_error = open)",
+            self.local_fallbacks.clone(),
+        );
+        registry.register(
+            "redis_refused",
+            "Requests refused with 503 because Redis failed (on_error = closed)",
+            self.refused.clone(),
+        );
+    }
+}
+
+/// The Redis metrics of this process.
+pub fn redis_metrics() -> &'static RedisMetrics {
+    static REDIS: LazyLock<RedisMetrics> = LazyLock::new(RedisMetrics::default);
+    &REDIS
 }

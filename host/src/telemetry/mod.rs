@@ -7,7 +7,10 @@ mod service_metrics;
 mod throttle;
 pub mod trace;
 
-pub use metrics::{CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, UpgradedMetrics};
+pub use metrics::{
+    redis_metrics, CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, RedisCallLabels,
+    RedisMetrics, UpgradedMetrics,
+};
 pub use service_metrics::ServiceMetrics;
 pub use throttle::LogThrottle;
 

@@ -30,6 +30,7 @@ async fn start(dir: &TempDir, cache: &TempDir, watch: bool) -> PluginManager {
             limits: test_limits(),
             tiered: true,
             rollout: Default::default(),
+            ..PluginSettings::default()
         },
         Arc::new(FakeServices {
             delay: Duration::ZERO,
@@ -364,6 +365,7 @@ async fn start_rolling(dir: &TempDir, policy: gatehouse::plugins::RolloutPolicy)
             limits: test_limits(),
             tiered: true,
             rollout: policy,
+            ..PluginSettings::default()
         },
         Arc::new(gatehouse::plugins::NoServices),
     )

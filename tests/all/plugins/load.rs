@@ -143,6 +143,7 @@ async fn watcher_loads_replaces_keeps_last_good_and_unloads() {
             limits: test_limits(),
             tiered: true,
             rollout: Default::default(),
+            ..PluginSettings::default()
         },
         Arc::new(FakeServices {
             delay: Duration::ZERO,

@@ -4,6 +4,7 @@ pub mod certs;
 pub mod load;
 pub mod origin;
 pub mod otlp;
+pub mod redis;
 pub mod scrape;
 
 use std::time::{Duration, Instant};

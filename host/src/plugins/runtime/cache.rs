@@ -1,9 +1,13 @@
 //! The cache shared by plugins (the `cache` WIT import): namespaced keys, a TTL per entry,
-//! bounded by bytes (moka with a weigher, per-entry expiry).
+//! bounded by bytes (moka with a weigher, per-entry expiry) — or, with
+//! `[plugins.cache] store = "redis"`, in Redis ([`SharedCache`]), shared by every gateway.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use crate::redis_store::RedisClient;
 
 /// Longest key, in bytes.
 pub const MAX_KEY: usize = 1024;
@@ -57,6 +61,7 @@ impl moka::Expiry<(String, String), Entry> for EntryTtl {
 /// the least useful entries are evicted (moka's TinyLFU).
 pub struct PluginCache {
     entries: moka::sync::Cache<(String, String), Entry>,
+    shared: Option<SharedCache>,
 }
 
 impl PluginCache {
@@ -70,7 +75,25 @@ impl PluginCache {
             })
             .expire_after(EntryTtl)
             .build();
-        PluginCache { entries }
+        PluginCache {
+            entries,
+            shared: None,
+        }
+    }
+
+    /// A cache kept in Redis instead (the in-process one stays empty).
+    pub fn in_redis(client: Arc<RedisClient>) -> Self {
+        let prefix = format!("{}cache:", client.settings().key_prefix);
+        PluginCache {
+            shared: Some(SharedCache { client, prefix }),
+            ..PluginCache::new(1)
+        }
+    }
+
+    /// The Redis cache, when entries live there: the host awaits it (the in-process cache
+    /// answers synchronously, with no future at all).
+    pub fn shared(&self) -> Option<&SharedCache> {
+        self.shared.as_ref()
     }
 
     /// The live value under `ns`/`key`.
@@ -83,14 +106,8 @@ impl PluginCache {
 
     /// Store `value` under `ns`/`key` for `ttl` (zero or over [`MAX_TTL`] means [`MAX_TTL`]).
     pub fn set(&self, ns: &str, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        if key.len() > MAX_KEY || value.len() > MAX_VALUE {
-            return Err(CacheError::TooLarge);
-        }
-        let ttl = if ttl.is_zero() || ttl > MAX_TTL {
-            MAX_TTL
-        } else {
-            ttl
-        };
+        check_size(key, value.len())?;
+        let ttl = capped(ttl);
         let entry = Entry {
             value,
             ttl,
@@ -105,6 +122,105 @@ impl PluginCache {
         self.entries
             .remove(&(ns.to_owned(), key.to_owned()))
             .is_some_and(|e| e.expires > Instant::now())
+    }
+}
+
+fn check_size(key: &str, value: usize) -> Result<(), CacheError> {
+    if key.len() > MAX_KEY || value > MAX_VALUE {
+        return Err(CacheError::TooLarge);
+    }
+    Ok(())
+}
+
+/// Zero or over [`MAX_TTL`] means [`MAX_TTL`].
+fn capped(ttl: Duration) -> Duration {
+    if ttl.is_zero() || ttl > MAX_TTL {
+        MAX_TTL
+    } else {
+        ttl
+    }
+}
+
+// --- impl SharedCache ---
+
+/// Plugin cache entries in Redis under `<key_prefix>cache:<namespace>:<key>` (namespaces are
+/// letters, digits, `-` and `_`, so no two namespaces' keys meet), expiring by `SET PX`.
+/// It fails open: when Redis fails or its breaker is open, a get misses and a set or delete
+/// is dropped (the plugin sees no error; `gatehouse_redis_calls_total` counts it).
+pub struct SharedCache {
+    client: Arc<RedisClient>,
+    prefix: String,
+}
+
+impl SharedCache {
+    fn key(&self, ns: &str, key: &str) -> String {
+        format!("{}{ns}:{key}", self.prefix)
+    }
+
+    /// The live value under `ns`/`key`; `None` on a miss or when Redis fails.
+    pub async fn get(&self, ns: &str, key: &str) -> Option<Bytes> {
+        if key.len() > MAX_KEY || self.client.skipping() {
+            return None;
+        }
+        let key = &self.key(ns, key);
+        self.client
+            .call("cache_get", |mut conn| async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<Vec<u8>>>(&mut conn)
+                    .await
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(Bytes::from)
+    }
+
+    /// Store `value` under `ns`/`key` for `ttl` (as [`PluginCache::set`]); a Redis failure is
+    /// not the plugin's error.
+    pub async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        check_size(key, value.len())?;
+        if self.client.skipping() {
+            return Ok(());
+        }
+        let millis = u64::try_from(capped(ttl).as_millis()).unwrap_or(u64::MAX);
+        let (key, value) = (&self.key(ns, key), &value);
+        let _ = self
+            .client
+            .call("cache_set", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value.as_ref())
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Remove `ns`/`key`; whether a live entry was there (false when Redis fails).
+    pub async fn delete(&self, ns: &str, key: &str) -> bool {
+        if key.len() > MAX_KEY || self.client.skipping() {
+            return false;
+        }
+        let key = &self.key(ns, key);
+        self.client
+            .call("cache_delete", |mut conn| async move {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<u64>(&mut conn)
+                    .await
+            })
+            .await
+            .is_ok_and(|n| n > 0)
     }
 }
 

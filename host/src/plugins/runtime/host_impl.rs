@@ -485,13 +485,29 @@ impl PluginCtx {
 }
 
 impl cache::Host for PluginCtx {
+    // With `[plugins.cache] store = "redis"` each call awaits Redis (bounded by
+    // `[redis] timeout`, not counted as the plugin's time); in process it answers at once.
     async fn get(
         &mut self,
         key: String,
     ) -> Result<std::result::Result<Option<Vec<u8>>, cache::CacheError>> {
-        Ok(self
-            .namespace()
-            .map(|ns| self.env.cache.get(ns, &key).map(|b| b.to_vec())))
+        let ns = match self.namespace() {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
+        if self.env.cache.shared().is_none() {
+            return Ok(Ok(self.env.cache.get(ns, &key).map(|b| b.to_vec())));
+        }
+        let (cache, ns) = (Arc::clone(&self.env.cache), ns.to_owned());
+        let value = self
+            .waiting(async {
+                match cache.shared() {
+                    Some(shared) => shared.get(&ns, &key).await,
+                    None => None,
+                }
+            })
+            .await;
+        Ok(Ok(value.map(|b| b.to_vec())))
     }
 
     async fn set(
@@ -504,18 +520,47 @@ impl cache::Host for PluginCtx {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self
-            .env
-            .cache
-            .set(ns, &key, Bytes::from(value), Duration::from_millis(ttl_ms))
-            .map_err(|_| cache::CacheError::TooLarge))
+        let (value, ttl) = (Bytes::from(value), Duration::from_millis(ttl_ms));
+        if self.env.cache.shared().is_none() {
+            return Ok(self
+                .env
+                .cache
+                .set(ns, &key, value, ttl)
+                .map_err(|_| cache::CacheError::TooLarge));
+        }
+        let (cache, ns) = (Arc::clone(&self.env.cache), ns.to_owned());
+        let stored = self
+            .waiting(async {
+                match cache.shared() {
+                    Some(shared) => shared.set(&ns, &key, value, ttl).await,
+                    None => Ok(()),
+                }
+            })
+            .await;
+        Ok(stored.map_err(|_| cache::CacheError::TooLarge))
     }
 
     async fn delete(
         &mut self,
         key: String,
     ) -> Result<std::result::Result<bool, cache::CacheError>> {
-        Ok(self.namespace().map(|ns| self.env.cache.delete(ns, &key)))
+        let ns = match self.namespace() {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
+        if self.env.cache.shared().is_none() {
+            return Ok(Ok(self.env.cache.delete(ns, &key)));
+        }
+        let (cache, ns) = (Arc::clone(&self.env.cache), ns.to_owned());
+        let deleted = self
+            .waiting(async {
+                match cache.shared() {
+                    Some(shared) => shared.delete(&ns, &key).await,
+                    None => false,
+                }
+            })
+            .await;
+        Ok(Ok(deleted))
     }
 }
 
