@@ -266,3 +266,61 @@ match = {{ prefix = "/" }}
     )
     .await;
 }
+
+/// Plugin file loads by result: the files found at start and a plugin dropped in later count
+/// `loaded`, a corrupt `.wasm` counts `failed` (and serves nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_reloads_count_loaded_and_failed() {
+    let upstream = origin::echo("api").await;
+    let dir = PluginsDir::new();
+    let cache = crate::plugins::guests::workspace().join("target/guests/artifact-cache");
+    let toml = format!(
+        r#"
+[plugins]
+dir = {}
+cache_dir = {}
+watch = true
+
+[[services]]
+name = "api"
+endpoints = ["{}"]
+
+[[routes]]
+name = "keys"
+service = "api"
+match = {{ prefix = "/" }}
+plugins = [{}]
+"#,
+        kit::toml_inline(&json!(dir.0.display().to_string())),
+        kit::toml_inline(&json!(cache.display().to_string())),
+        upstream.addr,
+        plugin("api-key", json!({ "keys": [] }), &[], None)
+    );
+    let gw = support::gateway(&toml).await;
+    let reloads = |m: &prometheus_parse::Scrape, plugin: &str, result: &str| {
+        scrape::value(
+            m,
+            "gatehouse_plugin_reloads_total",
+            &[("plugin", plugin), ("result", result)],
+        )
+    };
+    let start = scrape::scrape(gw.admin_addr).await;
+    assert_eq!(reloads(&start, "api-key", "loaded"), 1.0);
+    assert_eq!(reloads(&start, "api-key", "failed"), 0.0);
+
+    let api_key = std::fs::read(dir.0.join("api-key.wasm")).expect("api-key.wasm");
+    std::fs::write(dir.0.join("dropped.wasm"), api_key).expect("drop a plugin in");
+    std::fs::write(dir.0.join("corrupt.wasm"), b"\0asm not a component").expect("corrupt");
+    support::eventually(
+        "the watcher loaded one plugin and rejected the other",
+        std::time::Duration::from_secs(30),
+        async || {
+            let m = scrape::scrape(gw.admin_addr).await;
+            reloads(&m, "dropped", "loaded") == 1.0 && reloads(&m, "corrupt", "failed") == 1.0
+        },
+    )
+    .await;
+    let end = scrape::scrape(gw.admin_addr).await;
+    assert_eq!(reloads(&end, "corrupt", "loaded"), 0.0);
+    assert_eq!(reloads(&end, "dropped", "failed"), 0.0);
+}
