@@ -324,3 +324,99 @@ plugins = [{}]
     assert_eq!(reloads(&end, "corrupt", "loaded"), 0.0);
     assert_eq!(reloads(&end, "dropped", "failed"), 0.0);
 }
+
+/// `gatehouse_open_connections` on the public listener by protocol: a keep-alive HTTP/1
+/// connection counts 1 while open and 0 once closed; an h2c connection counts as `h2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_by_protocol() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let upstream = origin::echo("api").await;
+    let gw = support::gateway(&format!(
+        r#"
+[[services]]
+name = "api"
+endpoints = ["{}"]
+
+[[routes]]
+name = "api"
+service = "api"
+match = {{ prefix = "/" }}
+"#,
+        upstream.addr
+    ))
+    .await;
+    let open = async |protocol: &str| {
+        let m = scrape::scrape(gw.admin_addr).await;
+        scrape::value(
+            &m,
+            "gatehouse_open_connections",
+            &[
+                ("listener", "public"),
+                ("protocol", protocol),
+                ("tls", "false"),
+            ],
+        )
+    };
+    let request = |uri: String| {
+        http::Request::get(uri)
+            .header(http::header::HOST, gw.public_addr.to_string())
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    let deadline = std::time::Duration::from_secs(10);
+
+    let tcp = tokio::net::TcpStream::connect(gw.public_addr)
+        .await
+        .expect("connects");
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http1 handshake");
+    let h1_task = tokio::spawn(conn);
+    let got = h1
+        .send_request(request("/x".to_owned()))
+        .await
+        .expect("http1 response");
+    assert_eq!(got.status(), 200, "{:?}", got.headers());
+    drop(got);
+    // The connection is kept alive after the answer: still counted.
+    support::eventually("the http1 connection counts", deadline, async || {
+        open("http1").await == 1.0
+    })
+    .await;
+    assert_eq!(open("h2").await, 0.0);
+    drop(h1);
+    let _ = h1_task.await;
+    support::eventually(
+        "the closed http1 connection is gone",
+        deadline,
+        async || open("http1").await == 0.0,
+    )
+    .await;
+
+    let tcp = tokio::net::TcpStream::connect(gw.public_addr)
+        .await
+        .expect("connects");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let h2_task = tokio::spawn(conn);
+    let got = h2
+        .send_request(request(format!("http://{}/x", gw.public_addr)))
+        .await
+        .expect("h2 response");
+    assert_eq!(got.status(), 200);
+    support::eventually("the h2 connection counts", deadline, async || {
+        open("h2").await == 1.0
+    })
+    .await;
+    assert_eq!(open("http1").await, 0.0);
+    drop((got, h2));
+    let _ = h2_task.await;
+    support::eventually("the closed h2 connection is gone", deadline, async || {
+        open("h2").await == 0.0 && open("pending").await == 0.0
+    })
+    .await;
+}

@@ -145,7 +145,8 @@ impl PluginManager {
         let loader = Arc::new(
             Loader::new(engine.clone(), settings.cache_dir.clone()).tiered(settings.tiered),
         );
-        let registry = Arc::new(PluginRegistry::with_rollout(settings.rollout.clone()).counted_in(metrics));
+        let registry =
+            Arc::new(PluginRegistry::with_rollout(settings.rollout.clone()).counted_in(metrics));
         // Watch before the first scan so a file written during the scan is not missed.
         let watcher = if settings.watch {
             tokio::fs::create_dir_all(&settings.dir)

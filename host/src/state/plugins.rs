@@ -135,7 +135,8 @@ impl GatewayPlugins {
             tracing::warn!(plugin = %missing.plugin, routes = %missing.routes.join(","),
                 "{missing}; its routes answer 503 not_loaded until the file appears");
         }
-        let manager = PluginManager::start_counted(settings, caller, Some(Arc::clone(metrics))).await?;
+        let manager =
+            PluginManager::start_counted(settings, caller, Some(Arc::clone(metrics))).await?;
         Ok(Some(Arc::new(GatewayPlugins { manager })))
     }
 
