@@ -1,5 +1,6 @@
 //! `/metrics` read with a real Prometheus text-format parser while requests flow: upstream
-//! tries, plugin hooks, API metering by consumer (bounded), requests in flight.
+//! tries, plugin hooks, API metering by consumer (bounded), requests in flight, plugin file
+//! loads, open connections by protocol.
 
 use serde_json::json;
 

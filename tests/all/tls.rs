@@ -783,15 +783,21 @@ async fn open_connections_over_tls_by_protocol() {
         support::scrape::value(
             &m,
             "gatehouse_open_connections",
-            &[("listener", "public"), ("protocol", protocol), ("tls", "true")],
+            &[
+                ("listener", "public"),
+                ("protocol", protocol),
+                ("tls", "true"),
+            ],
         )
     };
 
     // Connected, no ClientHello sent yet.
     let silent = TcpStream::connect(gw.public_addr).await.expect("connects");
-    support::eventually("the silent connection counts as pending", DEADLINE, async || {
-        open("pending").await == 1.0
-    })
+    support::eventually(
+        "the silent connection counts as pending",
+        DEADLINE,
+        async || open("pending").await == 1.0,
+    )
     .await;
 
     let stream = connect(gw.public_addr, "localhost", client(&ca, &[b"h2"], None))
