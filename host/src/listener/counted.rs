@@ -138,4 +138,45 @@ mod tests {
             "{text}"
         );
     }
+
+    fn open_now(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("gatehouse_open_connections{") && !l.ends_with(" 0"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_aborted_connection_task_is_uncounted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let metrics = Metrics::default();
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut counted = Counted::new(server, open(&metrics));
+        let (read, was_read) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let _ = counted.read(&mut buf).await;
+            let _ = read.send(());
+            // The client says no more: the task waits here until aborted.
+            let _ = counted.read(&mut buf).await;
+        });
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        was_read.await.expect("the task read");
+        let counted_open = open_now(&metrics);
+        assert_eq!(counted_open.len(), 1, "{counted_open:?}");
+        assert!(
+            counted_open[0].contains(r#"protocol="http1""#),
+            "{counted_open:?}"
+        );
+        task.abort();
+        let _ = task.await;
+        assert_eq!(open_now(&metrics), Vec::<String>::new());
+        drop(client);
+    }
 }
