@@ -120,7 +120,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let state = Arc::new(ArcSwap::from_pointee(Snapshot::starting(Arc::new(
         config.clone(),
     ))));
-    let plugins = GatewayPlugins::start(&config, &state).await?;
+    let plugins = GatewayPlugins::start(&config, &state, &metrics).await?;
     let first = Snapshot::build(
         config,
         &registry,

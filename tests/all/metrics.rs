@@ -1,5 +1,6 @@
 //! `/metrics` read with a real Prometheus text-format parser while requests flow: upstream
-//! tries, plugin hooks, API metering by consumer (bounded), requests in flight.
+//! tries, plugin hooks, API metering by consumer (bounded), requests in flight, plugin file
+//! loads, open connections by protocol.
 
 use serde_json::json;
 
@@ -264,5 +265,159 @@ match = {{ prefix = "/" }}
             health >= 1.0 && trips >= 1.0 && open == 1.0 && instances == 1.0 && renewals >= 1.0
         },
     )
+    .await;
+}
+
+/// Plugin file loads by result: the files found at start and a plugin dropped in later count
+/// `loaded`, a corrupt `.wasm` counts `failed` (and serves nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_reloads_count_loaded_and_failed() {
+    let upstream = origin::echo("api").await;
+    let dir = PluginsDir::new();
+    let cache = crate::plugins::guests::workspace().join("target/guests/artifact-cache");
+    let toml = format!(
+        r#"
+[plugins]
+dir = {}
+cache_dir = {}
+watch = true
+
+[[services]]
+name = "api"
+endpoints = ["{}"]
+
+[[routes]]
+name = "keys"
+service = "api"
+match = {{ prefix = "/" }}
+plugins = [{}]
+"#,
+        kit::toml_inline(&json!(dir.0.display().to_string())),
+        kit::toml_inline(&json!(cache.display().to_string())),
+        upstream.addr,
+        plugin("api-key", json!({ "keys": [] }), &[], None)
+    );
+    let gw = support::gateway(&toml).await;
+    let reloads = |m: &prometheus_parse::Scrape, plugin: &str, result: &str| {
+        scrape::value(
+            m,
+            "gatehouse_plugin_reloads_total",
+            &[("plugin", plugin), ("result", result)],
+        )
+    };
+    let start = scrape::scrape(gw.admin_addr).await;
+    assert_eq!(reloads(&start, "api-key", "loaded"), 1.0);
+    assert_eq!(reloads(&start, "api-key", "failed"), 0.0);
+
+    let api_key = std::fs::read(dir.0.join("api-key.wasm")).expect("api-key.wasm");
+    std::fs::write(dir.0.join("dropped.wasm"), api_key).expect("drop a plugin in");
+    std::fs::write(dir.0.join("corrupt.wasm"), b"\0asm not a component").expect("corrupt");
+    support::eventually(
+        "the watcher loaded one plugin and rejected the other",
+        std::time::Duration::from_secs(30),
+        async || {
+            let m = scrape::scrape(gw.admin_addr).await;
+            reloads(&m, "dropped", "loaded") == 1.0 && reloads(&m, "corrupt", "failed") == 1.0
+        },
+    )
+    .await;
+    let end = scrape::scrape(gw.admin_addr).await;
+    assert_eq!(reloads(&end, "corrupt", "loaded"), 0.0);
+    assert_eq!(reloads(&end, "dropped", "failed"), 0.0);
+}
+
+/// `gatehouse_open_connections` on the public listener by protocol: a keep-alive HTTP/1
+/// connection counts 1 while open and 0 once closed; an h2c connection counts as `h2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_by_protocol() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let upstream = origin::echo("api").await;
+    let gw = support::gateway(&format!(
+        r#"
+[[services]]
+name = "api"
+endpoints = ["{}"]
+
+[[routes]]
+name = "api"
+service = "api"
+match = {{ prefix = "/" }}
+"#,
+        upstream.addr
+    ))
+    .await;
+    let open = async |protocol: &str| {
+        let m = scrape::scrape(gw.admin_addr).await;
+        scrape::value(
+            &m,
+            "gatehouse_open_connections",
+            &[
+                ("listener", "public"),
+                ("protocol", protocol),
+                ("tls", "false"),
+            ],
+        )
+    };
+    let request = |uri: String| {
+        http::Request::get(uri)
+            .header(http::header::HOST, gw.public_addr.to_string())
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    let deadline = std::time::Duration::from_secs(10);
+
+    let tcp = tokio::net::TcpStream::connect(gw.public_addr)
+        .await
+        .expect("connects");
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http1 handshake");
+    let h1_task = tokio::spawn(conn);
+    let got = h1
+        .send_request(request("/x".to_owned()))
+        .await
+        .expect("http1 response");
+    assert_eq!(got.status(), 200, "{:?}", got.headers());
+    drop(got);
+    // The connection is kept alive after the answer: still counted.
+    support::eventually("the http1 connection counts", deadline, async || {
+        open("http1").await == 1.0
+    })
+    .await;
+    assert_eq!(open("h2").await, 0.0);
+    drop(h1);
+    let _ = h1_task.await;
+    support::eventually(
+        "the closed http1 connection is gone",
+        deadline,
+        async || open("http1").await == 0.0,
+    )
+    .await;
+
+    let tcp = tokio::net::TcpStream::connect(gw.public_addr)
+        .await
+        .expect("connects");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let h2_task = tokio::spawn(conn);
+    let got = h2
+        .send_request(request(format!("http://{}/x", gw.public_addr)))
+        .await
+        .expect("h2 response");
+    assert_eq!(got.status(), 200);
+    support::eventually("the h2 connection counts", deadline, async || {
+        open("h2").await == 1.0
+    })
+    .await;
+    assert_eq!(open("http1").await, 0.0);
+    drop((got, h2));
+    let _ = h2_task.await;
+    support::eventually("the closed h2 connection is gone", deadline, async || {
+        open("h2").await == 0.0 && open("pending").await == 0.0
+    })
     .await;
 }

@@ -761,3 +761,67 @@ async fn a_plugin_sees_the_client_certificate() {
     }
     gw.shutdown().await;
 }
+
+/// `gatehouse_open_connections` over TLS: a connection still in its handshake counts as
+/// `pending`, an h2 connection (by ALPN) as `h2`, both with `tls="true"`; closed, neither counts.
+#[tokio::test]
+async fn open_connections_over_tls_by_protocol() {
+    let origin = origin::echo("plain").await;
+    let dir = certs::temp_dir("tls-open-connections");
+    let ca = Ca::new("test CA");
+    ca.server(&["localhost"]).write(&dir, "server");
+    let gw = start_in(
+        &dir,
+        &format!(
+            "{LISTEN}[listen.tls]\ncertificates = [{{ cert = \"server.pem\", key = \"server.key\" }}]\n{}",
+            routes_to(origin.addr)
+        ),
+    )
+    .await;
+    let open = async |protocol: &str| {
+        let m = support::scrape::scrape(gw.admin_addr).await;
+        support::scrape::value(
+            &m,
+            "gatehouse_open_connections",
+            &[
+                ("listener", "public"),
+                ("protocol", protocol),
+                ("tls", "true"),
+            ],
+        )
+    };
+
+    // Connected, no ClientHello sent yet.
+    let silent = TcpStream::connect(gw.public_addr).await.expect("connects");
+    support::eventually(
+        "the silent connection counts as pending",
+        DEADLINE,
+        async || open("pending").await == 1.0,
+    )
+    .await;
+
+    let stream = connect(gw.public_addr, "localhost", client(&ca, &[b"h2"], None))
+        .await
+        .expect("TLS handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    let task = tokio::spawn(conn);
+    let req = Request::get("https://localhost/x")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let got = sender.send_request(req).await.expect("h2 response");
+    assert_eq!(got.status(), 200);
+    support::eventually("the h2 connection counts", DEADLINE, async || {
+        open("h2").await == 1.0 && open("http1").await == 0.0
+    })
+    .await;
+
+    drop((got, sender, silent));
+    let _ = task.await;
+    support::eventually("closed connections are gone", DEADLINE, async || {
+        open("h2").await == 0.0 && open("pending").await == 0.0
+    })
+    .await;
+}

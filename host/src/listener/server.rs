@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::counted::Counted;
 use super::shedding::ListenerBudget;
 use super::shedding::Permit;
 use super::tls::{TlsTerminator, HANDSHAKE_TIMEOUT};
@@ -75,9 +76,11 @@ where
             leases: Arc::clone(&leases),
             permit: Arc::clone(&permit),
         };
+        let open = budget.open_connection(tls.is_some());
         let Some(tls) = &tls else {
             let service =
                 request_service(handler.clone(), Arc::clone(&budget), peer, None, upgrades);
+            let stream = Counted::new(stream, open);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let conn = graceful.watch(conn.into_owned());
             let budget = Arc::clone(&budget);
@@ -119,6 +122,7 @@ where
                 .map(|identity| ClientCertificate(Arc::new(identity)));
             let service =
                 request_service(handler, Arc::clone(&budget), peer, client_cert, upgrades);
+            let stream = Counted::new(stream, open);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(conn.into_owned()).await {
                 let (kind, abuse) = classify(&*error);

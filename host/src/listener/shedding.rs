@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 use super::Limits;
-use crate::telemetry::{ListenerEvent, LogThrottle, Metrics};
+use crate::telemetry::{ListenerEvent, LogThrottle, Metrics, OpenConnection};
 
 /// The most connections (and requests in flight) a listener allows by default, however high
 /// the descriptor limit.
@@ -127,6 +127,13 @@ impl ListenerBudget {
     /// The listener's name in logs and metrics.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// A connection just accepted, counted open until the guard drops (if metrics are kept).
+    pub fn open_connection(&self, tls: bool) -> Option<OpenConnection> {
+        self.metrics
+            .as_ref()
+            .map(|metrics| metrics.connection_opened(self.name, tls))
     }
 
     fn count(&self, event: ListenerEvent) {

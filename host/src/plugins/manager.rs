@@ -20,6 +20,7 @@ use super::runtime::shelf::{InstanceShelf, Lifetime, Recycler};
 use super::PluginName;
 use crate::ratelimit::Limiter;
 use crate::redis_store::{RedisClient, RedisSettings};
+use crate::telemetry::Metrics;
 
 /// How the plugin subsystem is set up (from the `[plugins]` config table).
 #[derive(Debug, Clone)]
@@ -130,11 +131,22 @@ impl PluginManager {
         settings: PluginSettings,
         services: Arc<dyn ServiceCaller>,
     ) -> Result<Self, PluginsError> {
+        Self::start_counted(settings, services, None).await
+    }
+
+    /// [`PluginManager::start`], counting every load of a plugin file (at start and on each
+    /// change) in `metrics`.
+    pub async fn start_counted(
+        settings: PluginSettings,
+        services: Arc<dyn ServiceCaller>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, PluginsError> {
         let engine = Arc::new(PluginEngine::new(settings.limits.clone())?);
         let loader = Arc::new(
             Loader::new(engine.clone(), settings.cache_dir.clone()).tiered(settings.tiered),
         );
-        let registry = Arc::new(PluginRegistry::with_rollout(settings.rollout.clone()));
+        let registry =
+            Arc::new(PluginRegistry::with_rollout(settings.rollout.clone()).counted_in(metrics));
         // Watch before the first scan so a file written during the scan is not missed.
         let watcher = if settings.watch {
             tokio::fs::create_dir_all(&settings.dir)

@@ -117,6 +117,7 @@ impl GatewayPlugins {
     pub async fn start(
         config: &Config,
         state: &Arc<ArcSwap<Snapshot>>,
+        metrics: &Arc<Metrics>,
     ) -> Result<Option<Arc<Self>>, PluginsError> {
         if config.routes.iter().all(|r| r.plugins.is_empty()) {
             return Ok(None);
@@ -134,7 +135,8 @@ impl GatewayPlugins {
             tracing::warn!(plugin = %missing.plugin, routes = %missing.routes.join(","),
                 "{missing}; its routes answer 503 not_loaded until the file appears");
         }
-        let manager = PluginManager::start(settings, caller).await?;
+        let manager =
+            PluginManager::start_counted(settings, caller, Some(Arc::clone(metrics))).await?;
         Ok(Some(Arc::new(GatewayPlugins { manager })))
     }
 

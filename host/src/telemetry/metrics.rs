@@ -68,6 +68,42 @@ impl ListenerEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnectionLabels {
+    listener: &'static str,
+    protocol: &'static str,
+    tls: &'static str,
+}
+
+/// A connection counted in `gatehouse_open_connections` while it lives: first as `pending`
+/// (TLS handshake, or its first bytes not in yet), then under the protocol it speaks. The
+/// gauge goes down on drop, so a connection whose task panics or is aborted is not leaked.
+#[derive(Debug)]
+pub struct OpenConnection {
+    family: Family<ConnectionLabels, Gauge>,
+    labels: ConnectionLabels,
+    gauge: Gauge,
+}
+
+impl OpenConnection {
+    /// The connection turned out to speak `protocol` (`http1`, `h2`).
+    pub fn speaks(&mut self, protocol: &'static str) {
+        if self.labels.protocol == protocol {
+            return;
+        }
+        self.gauge.dec();
+        self.labels.protocol = protocol;
+        self.gauge = self.family.get_or_create(&self.labels).clone();
+        self.gauge.inc();
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct HandshakeLabels {
     listener: &'static str,
     result: &'static str,
@@ -149,6 +185,7 @@ pub struct Metrics {
     duration: Family<RouteLabels, Histogram>,
     listener: Family<ListenerLabels, Counter>,
     tls_handshakes: Family<HandshakeLabels, Counter>,
+    open_connections: Family<ConnectionLabels, Gauge>,
     tls_expiry: Family<CertificateLabels, Gauge>,
     underscore_headers: Family<ActionLabels, Counter>,
     upstream_refusals: Family<RefusalLabels, Counter>,
@@ -244,6 +281,13 @@ impl Default for Metrics {
             "tls_handshakes",
             "TLS handshakes on a listener, by result (`ok`, or why it failed)",
             tls_handshakes.clone(),
+        );
+        let open_connections = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now, by listener, protocol (pending until known, http1, \
+             h2) and tls (true, false); upgraded connections count until they close",
+            open_connections.clone(),
         );
         let tls_expiry = Family::<CertificateLabels, Gauge>::default();
         registry.register(
@@ -372,6 +416,7 @@ impl Default for Metrics {
             duration,
             listener,
             tls_handshakes,
+            open_connections,
             tls_expiry,
             underscore_headers,
             upstream_refusals,
@@ -415,6 +460,22 @@ impl Metrics {
                 event: event.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a connection accepted on `listener` as open until the guard is dropped.
+    pub fn connection_opened(&self, listener: &'static str, tls: bool) -> OpenConnection {
+        let labels = ConnectionLabels {
+            listener,
+            protocol: "pending",
+            tls: if tls { "true" } else { "false" },
+        };
+        let gauge = self.open_connections.get_or_create(&labels).clone();
+        gauge.inc();
+        OpenConnection {
+            family: self.open_connections.clone(),
+            labels,
+            gauge,
+        }
     }
 
     /// How many of `event` `listener` counted so far.

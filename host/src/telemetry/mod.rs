@@ -8,8 +8,8 @@ mod throttle;
 pub mod trace;
 
 pub use metrics::{
-    redis_metrics, CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, RedisCallLabels,
-    RedisMetrics, UpgradedMetrics,
+    redis_metrics, CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, OpenConnection,
+    RedisCallLabels, RedisMetrics, UpgradedMetrics,
 };
 pub use service_metrics::ServiceMetrics;
 pub use throttle::LogThrottle;

@@ -76,6 +76,12 @@ struct PluginLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    plugin: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ConsumerLabels {
     route: Arc<String>,
     consumer: Arc<str>,
@@ -102,6 +108,7 @@ pub(super) struct Families {
     hook_duration: Family<HookDurationLabels, Histogram>,
     fail_open: Family<PluginLabels, Counter>,
     instances: Family<PluginLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
     consumers: Family<ConsumerLabels, Counter>,
     /// Consumers with a label of their own (at most `top_consumers`).
     admitted: RwLock<HashSet<Arc<str>>>,
@@ -133,6 +140,7 @@ impl Families {
             }),
             fail_open: Family::default(),
             instances: Family::default(),
+            reloads: Family::default(),
             consumers: Family::default(),
             admitted: RwLock::default(),
             registry_instances: Family::default(),
@@ -206,6 +214,12 @@ impl Families {
             "plugin_instances_created",
             "Plugin instances created on the request path (none was shelved), by plugin",
             f.instances.clone(),
+        );
+        registry.register(
+            "plugin_reloads",
+            "Plugin version loads by the plugins directory scan and watcher, by plugin and \
+             result (loaded, failed)",
+            f.reloads.clone(),
         );
         registry.register(
             "consumer_requests",
@@ -431,6 +445,17 @@ impl super::Metrics {
             .instances
             .get_or_create(&PluginLabels {
                 plugin: Arc::clone(plugin),
+            })
+            .inc();
+    }
+
+    /// A version of `plugin` was loaded from its file, or failed to (`loaded` false).
+    pub fn plugin_reload(&self, plugin: &str, loaded: bool) {
+        self.families()
+            .reloads
+            .get_or_create(&ReloadLabels {
+                plugin: Arc::from(plugin),
+                result: if loaded { "loaded" } else { "failed" },
             })
             .inc();
     }

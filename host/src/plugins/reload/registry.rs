@@ -12,6 +12,7 @@ use super::rollout::{Canary, RolloutPolicy, RolloutStatus};
 use crate::plugins::runtime::error::LoadError;
 use crate::plugins::runtime::instance::HookSet;
 use crate::plugins::PluginName;
+use crate::telemetry::Metrics;
 
 /// The active plugins at one moment. Requests take one snapshot when they start and keep
 /// it, so in-flight requests finish on the version they started with.
@@ -71,6 +72,8 @@ pub struct PluginRegistry {
     canaries: ArcSwap<CanarySet>,
     status: Mutex<BTreeMap<PluginName, PluginStatus>>,
     rollout: RolloutPolicy,
+    /// Where load attempts are counted (`gatehouse_plugin_reloads_total`), if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for PluginRegistry {
@@ -80,6 +83,7 @@ impl Default for PluginRegistry {
             canaries: ArcSwap::from_pointee(HashMap::new()),
             status: Mutex::new(BTreeMap::new()),
             rollout: RolloutPolicy::default(),
+            metrics: None,
         }
     }
 }
@@ -99,6 +103,19 @@ impl PluginRegistry {
         PluginRegistry {
             rollout: policy,
             ..Self::default()
+        }
+    }
+
+    /// Counts every load attempt of a plugin file in `metrics`.
+    pub fn counted_in(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// One version of `name` was loaded from its file, or was not (`loaded` false).
+    pub fn count_load(&self, name: &PluginName, loaded: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.plugin_reload(name.as_str(), loaded);
         }
     }
 

@@ -69,6 +69,7 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
             };
             tracing::error!(plugin = %name, error = %error, "cannot read plugin file; keeping the previous version");
             registry.reject(&name, None, &error);
+            registry.count_load(&name, false);
             return;
         }
     };
@@ -86,6 +87,7 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
     }
     match loader.load_shared(name.clone(), bytes.clone()).await {
         Ok(plugin) => {
+            registry.count_load(&name, true);
             tracing::info!(plugin = %name, hash = %plugin.hash, from_cache = plugin.from_cache,
                 tier = plugin.tier.as_str(), load_ms = plugin.load_time.as_millis() as u64,
                 "plugin loaded");
@@ -111,6 +113,7 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
                 serving = serving.as_deref().unwrap_or("none"),
                 "plugin rejected; the previous version keeps serving");
             registry.reject(&name, Some(hash), &error);
+            registry.count_load(&name, false);
         }
     }
 }
