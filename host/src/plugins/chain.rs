@@ -29,11 +29,6 @@ struct HookWatch {
     started: Instant,
 }
 
-/// A plugin version as labels show it: the first 12 hex digits of its SHA-256.
-fn version_label(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
-}
-
 /// A failed hook's outcome in its span.
 fn hook_failure(error: &InvokeError) -> &'static str {
     match error {
@@ -280,7 +275,7 @@ impl ChainRun {
             let (loaded, _) = self.instances[slot].as_ref()?;
             Some(scope.plugin_hook(
                 self.chain.entries[slot].name.as_str(),
-                version_label(&loaded.hash),
+                loaded.pre.version(),
                 phase.as_str(),
             ))
         });
@@ -298,7 +293,7 @@ impl ChainRun {
         {
             metrics.plugin_hook(
                 self.chain.entries[slot].name.arc(),
-                &Arc::from(version_label(&loaded.hash)),
+                loaded.pre.version(),
                 watch.phase.as_str(),
                 outcome,
                 watch.started.elapsed(),

@@ -126,6 +126,12 @@ impl PluginPre {
         })
     }
 
+    /// The version as log lines, spans and metric labels show it: the first 12 hex digits of
+    /// its content hash, made once at load.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
     /// The hooks this plugin exports.
     pub fn hooks(&self) -> HookSet {
         HookSet {
