@@ -130,9 +130,12 @@ impl BackendPool {
                     }
                 })
                 .collect();
-            self.all.store(Arc::new(next));
+            // The balancer first, under the same lock: once `all_backends` shows the new
+            // set, requests are already balanced over it.
+            let next = Arc::new(next);
+            self.rebuild_locked(&next);
+            self.all.store(next);
         }
-        self.rebuild();
     }
 
     /// Rebuilds the balancer from the healthy, undrained backends. With none healthy it
@@ -141,8 +144,13 @@ impl BackendPool {
     /// backends never take new requests, panic or not.
     pub fn rebuild(&self) {
         let _serial = self.lock();
+        let all = self.all.load_full();
+        self.rebuild_locked(&all);
+    }
+
+    /// [`Pool::rebuild`] over `all`, with the pool's lock held by the caller.
+    fn rebuild_locked(&self, all: &[Arc<Backend>]) {
         let now = Instant::now();
-        let all = self.all.load();
         let open: Vec<&Arc<Backend>> = all.iter().filter(|b| !b.is_drained()).collect();
         let healthy: Vec<Arc<Backend>> = open
             .iter()
