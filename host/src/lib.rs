@@ -40,7 +40,7 @@
 //!
 //! ```text
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
-//! discovery, telemetry, ratelimit (limits and their counters), tls (PEM certificates and keys),
+//! discovery, telemetry, etcd (how to reach etcd), ratelimit (limits and their counters), tls (PEM certificates and keys),
 //! tunnel (upgrade policy and the byte relay of upgraded connections), fswatch (file events),
 //! cache (the response cache's rules, key, byte-bounded store and fill locks),
 //! compression (Accept-Encoding and streaming encoders), cors (origin policy, preflights)
@@ -64,6 +64,7 @@ pub mod cors;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod etcd;
 mod fswatch;
 pub mod gateway;
 pub mod headers;
