@@ -1,6 +1,7 @@
 //! Test support: real origin servers on 127.0.0.1:0, an in-process gateway, HTTP clients.
 
 pub mod certs;
+pub mod etcd;
 pub mod load;
 pub mod origin;
 pub mod otlp;
