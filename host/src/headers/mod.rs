@@ -49,6 +49,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
+    // The common case, an upstream's `Connection: keep-alive` (or a client's `close`) and no
+    // other hop-by-hop header: nothing to parse, no header it could name.
+    if present == 1 && connection_is_only_keep_alive_or_close(headers) {
+        headers.remove(CONNECTION);
+        return;
+    }
     let wants_trailers = accepts_trailers(headers);
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -69,6 +75,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     if wants_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// One `Connection` line saying just `keep-alive` or `close`.
+fn connection_is_only_keep_alive_or_close(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => {
+            let value = value.as_bytes();
+            value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")
+        }
+        _ => false,
     }
 }
 

@@ -291,6 +291,9 @@ async fn proxy(
     // The upstream may speak HTTP/1.1 even when the client spoke HTTP/2.
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
+    // hyper sizes the map for the headers the client sent; the forwarding headers, Host and
+    // the request id added below would otherwise grow (rehash) it more than once.
+    parts.headers.reserve(6);
     snapshot
         .config
         .forwarding

@@ -11,7 +11,7 @@ pub use metrics::{
     redis_metrics, CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, OpenConnection,
     RedisCallLabels, RedisMetrics, RouteMeters, UpgradedMetrics,
 };
-pub use service_metrics::ServiceMetrics;
+pub use service_metrics::{EndpointMeters, ServiceMetrics};
 pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;
