@@ -587,3 +587,45 @@ impl super::Metrics {
         InFlight(gauge)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Metrics;
+
+    fn tries_line(text: &str, endpoint: &str, class: &str) -> Option<String> {
+        text.lines()
+            .find(|l| {
+                l.starts_with("gatehouse_upstream_requests_total")
+                    && l.contains(&format!("endpoint=\"{endpoint}\""))
+                    && l.contains(&format!("class=\"{class}\""))
+            })
+            .map(str::to_owned)
+    }
+
+    /// The cached handles count in the same series the label lookups do, and handles cached
+    /// for one endpoint are never used for another.
+    #[test]
+    fn cached_try_meters_count_in_the_labelled_series() {
+        let metrics = Metrics::default();
+        let service = metrics.service(&Arc::from("users"));
+        let meters = EndpointMeters::default();
+        let a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let ms = Duration::from_millis(1);
+        service.try_done_at(&meters, a, Some(200), ms);
+        service.try_done_at(&meters, a, Some(204), ms);
+        service.try_done(a, Some(200), ms);
+        service.try_done_at(&meters, a, None, ms);
+        // The same meters handed another address: counted under that address.
+        service.try_done_at(&meters, b, Some(503), ms);
+        let text = metrics.encode();
+        let ok = tries_line(&text, "127.0.0.1:1001", "2xx").expect("2xx series");
+        assert!(ok.ends_with(" 3"), "{ok}");
+        let failed = tries_line(&text, "127.0.0.1:1001", "error").expect("error series");
+        assert!(failed.ends_with(" 1"), "{failed}");
+        let other = tries_line(&text, "127.0.0.1:1002", "5xx").expect("other endpoint");
+        assert!(other.ends_with(" 1"), "{other}");
+        assert!(tries_line(&text, "127.0.0.1:1001", "5xx").is_none());
+    }
+}
