@@ -198,6 +198,26 @@ mod tests {
         assert!(h.contains_key("x-kept"));
     }
 
+    /// The fast path takes only a lone `keep-alive` or `close`; anything the header names,
+    /// or a second `Connection` line, goes through the full removal.
+    #[test]
+    fn a_lone_keep_alive_or_close_goes_and_named_headers_still_do() {
+        for value in ["keep-alive", "Close"] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static(value));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            remove_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{value}");
+            assert!(h.contains_key("x-kept"));
+        }
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("connection", HeaderValue::from_static("x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
     #[test]
     fn te_trailers_survives_other_codings_do_not() {
         let mut h = HeaderMap::new();
