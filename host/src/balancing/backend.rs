@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::EndpointHealth;
 use crate::conn::{ConnSettings, Connections};
 use crate::discovery::Endpoint;
+use crate::telemetry::EndpointMeters;
 
 /// An endpoint with its in-flight counter, health and connections. The pool keeps one
 /// `Arc<Backend>` per endpoint id across discovery updates, so counters, health and pooled
@@ -21,6 +22,8 @@ pub struct Backend {
     /// Drained (config or admin API): no new requests; those in flight finish.
     drained: AtomicBool,
     connections: Connections,
+    /// This endpoint's try metrics, cached (`ServiceMetrics::try_done_at`).
+    pub meters: EndpointMeters,
 }
 
 impl Backend {
@@ -32,6 +35,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             health: EndpointHealth::default(),
             drained: AtomicBool::new(false),
+            meters: EndpointMeters::default(),
         }
     }
 

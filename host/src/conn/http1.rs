@@ -274,6 +274,9 @@ impl Handshake for Http1Handshake {
     {
         http1::Builder::new()
             .max_buf_size(self.max_head)
+            // A request head copied into one buffer costs less than a gathered write (the
+            // server side does the same, `listener::server`).
+            .writev(false)
             .handshake(io)
     }
 }

@@ -49,6 +49,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
+    // The common case, an upstream's `Connection: keep-alive` (or a client's `close`) and no
+    // other hop-by-hop header: nothing to parse, no header it could name.
+    if present == 1 && connection_is_only_keep_alive_or_close(headers) {
+        headers.remove(CONNECTION);
+        return;
+    }
     let wants_trailers = accepts_trailers(headers);
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -69,6 +75,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     if wants_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// One `Connection` line saying just `keep-alive` or `close`.
+fn connection_is_only_keep_alive_or_close(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => {
+            let value = value.as_bytes();
+            value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")
+        }
+        _ => false,
     }
 }
 
@@ -178,6 +196,26 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    /// The fast path takes only a lone `keep-alive` or `close`; anything the header names,
+    /// or a second `Connection` line, goes through the full removal.
+    #[test]
+    fn a_lone_keep_alive_or_close_goes_and_named_headers_still_do() {
+        for value in ["keep-alive", "Close"] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static(value));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            remove_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{value}");
+            assert!(h.contains_key("x-kept"));
+        }
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("connection", HeaderValue::from_static("x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

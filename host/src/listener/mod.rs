@@ -7,6 +7,7 @@ mod limits;
 pub mod redirect;
 pub mod server;
 pub mod shedding;
+pub mod timer;
 pub mod tls;
 mod upgrade;
 pub mod workers;

@@ -134,16 +134,20 @@ impl Pipeline {
         *response.version_mut() = version;
         let finished = Instant::now();
         let elapsed = finished.saturating_duration_since(started);
-        if let Some(route) = &exchange.route {
-            let status = response.status().as_u16();
-            snapshot.live.record(route.id.0, status, elapsed, finished);
-        }
+        let meters = match &exchange.route {
+            Some(route) => {
+                let status = response.status().as_u16();
+                snapshot.live.record(route.id.0, status, elapsed, finished);
+                snapshot.live.meters(route.id.0)
+            }
+            None => None,
+        };
         match exchange.tunnel {
             Some(tunnel) => {
-                let log = log.upgraded(response.status(), elapsed, &self.metrics);
+                let log = log.upgraded(response.status(), elapsed, &self.metrics, meters);
                 tokio::spawn(tunnel.run(log, Arc::clone(&self.metrics)));
             }
-            None => log.finish(response.status(), elapsed, &self.metrics),
+            None => log.finish(response.status(), elapsed, &self.metrics, meters),
         }
         Ok(response)
     }
@@ -287,6 +291,9 @@ async fn proxy(
     // The upstream may speak HTTP/1.1 even when the client spoke HTTP/2.
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
+    // hyper sizes the map for the headers the client sent; the forwarding headers, Host and
+    // the request id added below would otherwise grow (rehash) it more than once.
+    parts.headers.reserve(6);
     snapshot
         .config
         .forwarding

@@ -390,7 +390,7 @@ impl UpstreamService {
                     Ok(Ok(resp)) => Some(resp.status().as_u16()),
                     _ => None,
                 };
-                metrics.try_done(endpoint, status, sent_at.elapsed());
+                metrics.try_done_at(&backend.meters, endpoint, status, sent_at.elapsed());
             }
             if let Some(span) = span {
                 match &outcome {

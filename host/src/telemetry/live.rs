@@ -19,6 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::metrics::RouteMeters;
+
 /// How many seconds each route keeps.
 pub const WINDOW_SECONDS: usize = 300;
 
@@ -85,10 +87,12 @@ impl Slot {
     }
 }
 
-/// One route's last [`WINDOW_SECONDS`].
+/// One route's last [`WINDOW_SECONDS`], and its Prometheus handles (kept here because this
+/// is the per-route, per-snapshot place on the request path, found by the route's index).
 #[derive(Debug, Default)]
 pub struct RouteWindow {
     slots: OnceLock<Box<[Slot]>>,
+    meters: RouteMeters,
 }
 
 impl RouteWindow {
@@ -241,6 +245,11 @@ impl LiveRoutes {
             })
             .collect();
         LiveRoutes { routes }
+    }
+
+    /// The cached metric handles of route `route` (its index).
+    pub fn meters(&self, route: usize) -> Option<&RouteMeters> {
+        self.routes.get(route).map(|(_, window)| &window.meters)
     }
 
     /// Counts one finished request of route `route` (its index); an unknown index is ignored.

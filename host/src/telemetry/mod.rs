@@ -9,9 +9,9 @@ pub mod trace;
 
 pub use metrics::{
     redis_metrics, CompressionCounters, ListenerEvent, MeteringPolicy, Metrics, OpenConnection,
-    RedisCallLabels, RedisMetrics, UpgradedMetrics,
+    RedisCallLabels, RedisMetrics, RouteMeters, UpgradedMetrics,
 };
-pub use service_metrics::ServiceMetrics;
+pub use service_metrics::{EndpointMeters, ServiceMetrics};
 pub use throttle::LogThrottle;
 
 use std::net::SocketAddr;
@@ -134,8 +134,15 @@ impl AccessLog {
     }
 
     /// Writes the line and records the metrics. `elapsed` runs until the response head is ready.
-    pub fn finish(mut self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
-        self.record(status, elapsed, metrics);
+    /// `meters` are the matched route's cached handles (`LiveRoutes::meters`).
+    pub fn finish(
+        mut self,
+        status: StatusCode,
+        elapsed: Duration,
+        metrics: &Metrics,
+        meters: Option<&RouteMeters>,
+    ) {
+        self.record(status, elapsed, metrics, meters);
         self.write(status, elapsed, None);
         self.end_trace(status);
     }
@@ -153,8 +160,9 @@ impl AccessLog {
         status: StatusCode,
         elapsed: Duration,
         metrics: &Metrics,
+        meters: Option<&RouteMeters>,
     ) -> UpgradedLog {
-        self.record(status, elapsed, metrics);
+        self.record(status, elapsed, metrics, meters);
         // The line comes when the connection closes; the span covers the exchange up to
         // the 101, but its ids stay in the line.
         let ids = self.trace.as_ref().map(trace::RequestSpan::ids);
@@ -167,8 +175,20 @@ impl AccessLog {
         }
     }
 
-    fn record(&self, status: StatusCode, elapsed: Duration, metrics: &Metrics) {
-        metrics.record(self.route.as_ref(), status.as_u16(), elapsed.as_secs_f64());
+    fn record(
+        &self,
+        status: StatusCode,
+        elapsed: Duration,
+        metrics: &Metrics,
+        meters: Option<&RouteMeters>,
+    ) {
+        let seconds = elapsed.as_secs_f64();
+        match (&self.route, meters) {
+            (Some(route), Some(meters)) => {
+                metrics.record_route(route, meters, status.as_u16(), seconds)
+            }
+            (route, _) => metrics.record(route.as_ref(), status.as_u16(), seconds),
+        }
         if let (Some(route), Some(service)) = (&self.route, &self.service) {
             metrics.split_request(route, service);
         }

@@ -17,6 +17,7 @@ mod export;
 
 pub use export::{QueueSettings, SpanCounters};
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
@@ -133,24 +134,34 @@ impl Tracer {
     /// The server span of one request: a child of the request's `traceparent` if it has a
     /// valid one, else the root of a new trace.
     pub fn request_span<B>(self: &Arc<Self>, req: &Request<B>, client: SocketAddr) -> RequestSpan {
-        let parent = TraceContextPropagator::new()
-            .extract_with_context(&Context::new(), &HeaderExtractor(req.headers()));
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", req.method().as_str().to_owned()),
-            KeyValue::new("url.path", req.uri().path().to_owned()),
-            KeyValue::new("client.address", client.ip().to_string()),
-            KeyValue::new("client.port", i64::from(client.port())),
-            KeyValue::new("network.protocol.version", protocol_version(req.version())),
-        ];
-        if let Some(query) = req.uri().query() {
-            attributes.push(KeyValue::new("url.query", query.to_owned()));
-        }
-        let span = self
+        // No `traceparent` (the common case): a new root, without asking the propagator to
+        // look the header up under a name parsed from a string.
+        let parent = if req.headers().contains_key(&TRACEPARENT) {
+            TraceContextPropagator::new()
+                .extract_with_context(&Context::new(), &HeaderExtractor(req.headers()))
+        } else {
+            Context::new()
+        };
+        // The sampler looks at the parent and the trace id only, so the span is started bare
+        // and gets its attributes only if it records: an unsampled request builds none.
+        let mut span = self
             .tracer
-            .span_builder(req.method().as_str().to_owned())
+            .span_builder(method_name(req.method()))
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
+        if span.is_recording() {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+                KeyValue::new("url.path", req.uri().path().to_owned()),
+                KeyValue::new("client.address", client.ip().to_string()),
+                KeyValue::new("client.port", i64::from(client.port())),
+                KeyValue::new("network.protocol.version", protocol_version(req.version())),
+            ];
+            if let Some(query) = req.uri().query() {
+                attributes.push(KeyValue::new("url.query", query.to_owned()));
+            }
+            span.set_attributes(attributes);
+        }
         RequestSpan {
             scope: TraceScope {
                 tracer: Arc::clone(self),
@@ -165,6 +176,33 @@ impl Tracer {
         if let Err(error) = self.provider.shutdown_with_timeout(timeout) {
             tracing::debug!(%error, "tracer shutdown");
         }
+    }
+}
+
+/// A span name for `method`: the standard methods without an allocation.
+fn method_name(method: &http::Method) -> Cow<'static, str> {
+    use http::Method;
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Cow::Owned(method.as_str().to_owned()),
+    };
+    Cow::Borrowed(name)
+}
+
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
     }
 }
 
@@ -199,14 +237,24 @@ pub struct TraceScope {
 }
 
 impl TraceScope {
-    fn child(&self, name: String, kind: SpanKind, attributes: Vec<KeyValue>) -> ChildSpan {
-        let span = self
+    /// A child span. Its `attributes` are built only if the span records: a child of an
+    /// unsampled span is unsampled (the sampler is parent-based), and needs only its ids.
+    fn child(
+        &self,
+        name: impl FnOnce() -> Cow<'static, str>,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> ChildSpan {
+        let sampled = self.is_sampled();
+        let mut builder = self
             .tracer
             .tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer.tracer, &self.cx);
+            .span_builder(if sampled { name() } else { Cow::Borrowed("") })
+            .with_kind(kind);
+        if sampled {
+            builder = builder.with_attributes(attributes());
+        }
+        let span = builder.start_with_context(&self.tracer.tracer, &self.cx);
         ChildSpan(TraceScope {
             tracer: Arc::clone(&self.tracer),
             cx: self.cx.with_span(span),
@@ -230,13 +278,12 @@ impl TraceScope {
         if !sc.is_valid() {
             return;
         }
-        let traceparent = format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        );
-        if let Ok(value) = HeaderValue::from_str(&traceparent) {
+        // `00-{trace id}-{span id}-{flags}`, written by hand: once per upstream try.
+        let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex(&mut traceparent[3..35], &sc.trace_id().to_bytes());
+        write_hex(&mut traceparent[36..52], &sc.span_id().to_bytes());
+        write_hex(&mut traceparent[53..55], &[sc.trace_flags().to_u8()]);
+        if let Ok(value) = HeaderValue::from_bytes(&traceparent) {
             headers.insert(TRACEPARENT.clone(), value);
         }
         let state = sc.trace_state().header();
@@ -253,27 +300,31 @@ impl TraceScope {
     /// A span for one plugin hook (`phase`: request, response, failure).
     pub fn plugin_hook(&self, plugin: &str, version: &str, phase: &'static str) -> ChildSpan {
         self.child(
-            format!("plugin {phase} {plugin}"),
+            || Cow::Owned(format!("plugin {phase} {plugin}")),
             SpanKind::Internal,
-            vec![
-                KeyValue::new("gatehouse.plugin.name", plugin.to_owned()),
-                KeyValue::new("gatehouse.plugin.version", version.to_owned()),
-                KeyValue::new("gatehouse.plugin.phase", phase),
-            ],
+            || {
+                vec![
+                    KeyValue::new("gatehouse.plugin.name", plugin.to_owned()),
+                    KeyValue::new("gatehouse.plugin.version", version.to_owned()),
+                    KeyValue::new("gatehouse.plugin.phase", phase),
+                ]
+            },
         )
     }
 
     /// A span for one service call a plugin makes; its upstream tries are its children.
     pub fn service_call(&self, plugin: &str, service: &str, method: &str, path: &str) -> ChildSpan {
         self.child(
-            format!("service call {service}"),
+            || Cow::Owned(format!("service call {service}")),
             SpanKind::Internal,
-            vec![
-                KeyValue::new("gatehouse.plugin.name", plugin.to_owned()),
-                KeyValue::new("peer.service", service.to_owned()),
-                KeyValue::new("http.request.method", method.to_owned()),
-                KeyValue::new("url.path", path.to_owned()),
-            ],
+            || {
+                vec![
+                    KeyValue::new("gatehouse.plugin.name", plugin.to_owned()),
+                    KeyValue::new("peer.service", service.to_owned()),
+                    KeyValue::new("http.request.method", method.to_owned()),
+                    KeyValue::new("url.path", path.to_owned()),
+                ]
+            },
         )
     }
 
@@ -287,17 +338,19 @@ impl TraceScope {
         method: &str,
     ) -> ChildSpan {
         self.child(
-            method.to_owned(),
+            || Cow::Owned(method.to_owned()),
             SpanKind::Client,
-            vec![
-                KeyValue::new("peer.service", service.to_owned()),
-                KeyValue::new("server.address", endpoint.ip().to_string()),
-                KeyValue::new("server.port", i64::from(endpoint.port())),
-                KeyValue::new("http.request.method", method.to_owned()),
-                KeyValue::new("http.request.resend_count", i64::from(retry)),
-                KeyValue::new("gatehouse.upstream.retry", i64::from(retry)),
-                KeyValue::new("gatehouse.upstream.breaker", breaker),
-            ],
+            || {
+                vec![
+                    KeyValue::new("peer.service", service.to_owned()),
+                    KeyValue::new("server.address", endpoint.ip().to_string()),
+                    KeyValue::new("server.port", i64::from(endpoint.port())),
+                    KeyValue::new("http.request.method", method.to_owned()),
+                    KeyValue::new("http.request.resend_count", i64::from(retry)),
+                    KeyValue::new("gatehouse.upstream.retry", i64::from(retry)),
+                    KeyValue::new("gatehouse.upstream.breaker", breaker),
+                ]
+            },
         )
     }
 }
@@ -332,6 +385,9 @@ impl ChildSpan {
     /// Ends an HTTP client span with the response status.
     pub fn end_status(self, status: StatusCode) {
         let span = self.0.cx.span();
+        if !span.is_recording() {
+            return;
+        }
         span.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(status.as_u16()),
