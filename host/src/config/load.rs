@@ -25,7 +25,11 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// it (plugin `files`) resolve against `file`'s directory (the working directory for a bare
 /// name such as `<embedded default>`).
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    load_text(text, file, Path::new(file).parent().unwrap_or(Path::new("")))
+    load_text(
+        text,
+        file,
+        Path::new(file).parent().unwrap_or(Path::new("")),
+    )
 }
 
 /// Parses and validates configuration text that is not a file (an etcd key's value): `name`
