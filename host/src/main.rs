@@ -484,7 +484,13 @@ fn run(
                     None => std::env::current_dir().context("cannot read the working directory")?,
                 };
                 let key = etcd.connect().await?;
-                (Origin::Etcd { key: key.clone(), base }, Some(key))
+                (
+                    Origin::Etcd {
+                        key: Box::new(key.clone()),
+                        base,
+                    },
+                    Some(key),
+                )
             }
         };
         let source = ConfigSource::new(origin).with_overrides(overrides);

@@ -18,8 +18,9 @@ pub enum Origin {
     Embedded,
     File(PathBuf),
     /// One etcd key; relative paths in its text resolve against `base` (`--config-dir`).
+    /// Boxed: the client is large, and an origin is made once per gateway.
     Etcd {
-        key: ConfigKey,
+        key: Box<ConfigKey>,
         base: PathBuf,
     },
 }
