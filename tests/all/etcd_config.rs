@@ -572,3 +572,83 @@ async fn admin_config_names_the_file_and_the_last_refusal() {
     );
     gw.shutdown().await;
 }
+
+/// `POST /admin/reload` (as SIGHUP) on a gateway whose config is in etcd reads the key again,
+/// through the same load as the watch; an older revision is never applied over a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reload_reads_the_etcd_key_again() {
+    use gatehouse::reload::source::{ConfigSource, ListenOverrides, Origin};
+    let etcd = EtcdServer::start();
+    let one = origin::start(|_req| async { origin::text(200, "one") }).await;
+    let two = origin::start(|_req| async { origin::text(200, "two") }).await;
+    let dir = config_dir("etcd-config-reload");
+    let mut client = etcd.client().await;
+    client
+        .put(KEY, config_text(&[("a", "/a", &one)]), None)
+        .await
+        .expect("put");
+    let key = ConfigKey::connect(&etcd.settings(), KEY)
+        .await
+        .expect("key");
+    let source = ConfigSource::new(Origin::Etcd {
+        key: Box::new(key),
+        base: dir.0.clone(),
+    })
+    .with_overrides(ListenOverrides {
+        public: Some("127.0.0.1:0".parse().expect("addr")),
+        admin: Some("127.0.0.1:0".parse().expect("addr")),
+    });
+    let fetched = source.fetch().await.expect("fetch");
+    let config = source.load(&fetched).expect("valid");
+    let gw = gatehouse::gateway::start_from(config, source, fetched.revision)
+        .await
+        .expect("starts");
+
+    let put = client
+        .put(KEY, config_text(&[("b", "/b", &two)]), None)
+        .await
+        .expect("put");
+    let revision = put.header().expect("header").revision();
+    let reloaded = support::send(
+        &support::http1(),
+        "POST",
+        &format!("http://{}/admin/reload", gw.admin_addr),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    assert_eq!(reloaded.json()["config"]["revision"], revision);
+    let got = get(&format!("http://{}/b/x", gw.public_addr), &[]).await;
+    assert_eq!(got.text(), "two");
+    assert_eq!(gw.reloader.running().revision, Some(revision));
+    gw.shutdown().await;
+}
+
+/// `--listen-admin` cannot open the admin API to the network without a token.
+#[test]
+fn a_non_loopback_admin_override_needs_a_token() {
+    use gatehouse::reload::source::{ConfigSource, Fetched, ListenOverrides, Origin};
+    let dir = TempDir::new("etcd-config-override");
+    let source =
+        ConfigSource::new(Origin::File(dir.join("g.toml"))).with_overrides(ListenOverrides {
+            public: Some("127.0.0.1:7001".parse().expect("addr")),
+            admin: Some("0.0.0.0:7002".parse().expect("addr")),
+        });
+    let open = Fetched {
+        text: String::new(),
+        revision: None,
+    };
+    let error = source.load(&open).expect_err("refused").to_string();
+    assert!(
+        error.contains("--listen-admin 0.0.0.0:7002 is not a loopback address"),
+        "{error}"
+    );
+    let with_token = Fetched {
+        text: "[admin]\ntoken = \"s3cret\"\n".to_owned(),
+        revision: None,
+    };
+    let config = source.load(&with_token).expect("a token makes it fine");
+    assert_eq!(config.listen.public.to_string(), "127.0.0.1:7001");
+    assert_eq!(config.listen.admin.to_string(), "0.0.0.0:7002");
+}
