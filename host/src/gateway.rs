@@ -17,6 +17,7 @@ use crate::listener::shedding::{self, ListenerBudget};
 use crate::listener::tls::InboundTls;
 use crate::listener::{server, workers};
 use crate::proxy::pipeline::Pipeline;
+use crate::reload::source::ConfigSource;
 use crate::reload::Reloader;
 use crate::routing::RouteError;
 use crate::state::plugins::GatewayPlugins;
@@ -72,8 +73,20 @@ pub struct ShutdownReport {
     pub cut_connections: usize,
 }
 
-/// Binds the public and admin listeners and starts serving.
+/// Binds the public and admin listeners and starts serving; reloads re-read the file the
+/// config was loaded from ([`Config::source`]).
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    let source = ConfigSource::of_loaded(&config);
+    start_from(config, source, None).await
+}
+
+/// [`start`] with `config` read from `source` (at etcd revision `revision`): reloads re-read
+/// that source, and `/admin/config` names it.
+pub async fn start_from(
+    config: Config,
+    source: ConfigSource,
+    revision: Option<i64>,
+) -> Result<RunningGateway, StartError> {
     let bind = |listener: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -135,6 +148,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         plugins.clone(),
         tls.clone(),
         metrics.clone(),
+        Arc::new(source),
+        revision,
     ));
     let ready = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);

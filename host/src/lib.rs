@@ -40,7 +40,7 @@
 //!
 //! ```text
 //! body, worker, serialize, path, headers, matching (header/cookie/query predicates),
-//! discovery, telemetry, etcd (how to reach etcd), ratelimit (limits and their counters), tls (PEM certificates and keys),
+//! discovery, telemetry, etcd (how to reach etcd; config_key: one key's value, compare-and-swap writes, a watch that resumes), ratelimit (limits and their counters), tls (PEM certificates and keys),
 //! tunnel (upgrade policy and the byte relay of upgraded connections), fswatch (file events),
 //! cache (the response cache's rules, key, byte-bounded store and fill locks),
 //! compression (Accept-Encoding and streaming encoders), cors (origin policy, preflights)

@@ -1,5 +1,6 @@
 //! The `gatehouse` binary: parse the CLI, load config, run the gateway until a signal.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,7 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gatehouse::config::{self, Config};
-use gatehouse::reload::Reloader;
+use gatehouse::etcd::config_key::{ConfigKey, Pushed, DEFAULT_CONFIG_KEY};
+use gatehouse::etcd::{EtcdSettings, EtcdTls};
+use gatehouse::reload::source::{ConfigSource, ListenOverrides, Origin};
+use gatehouse::reload::{ReloadError, Reloader};
 
 // Proxying allocates and frees small buffers at a high rate, often on different threads (a
 // response buffer freed by another worker, plugin instances torn down off the request
@@ -30,10 +34,28 @@ enum Command {
     /// admin API listens on 127.0.0.1:9901. SIGHUP (or POST /admin/reload) re-reads the
     /// config file and swaps it in whole, or keeps the running config and logs why not;
     /// SIGINT/SIGTERM drain in-flight requests and exit.
+    ///
+    /// With --etcd the config is the value of one etcd key (docs/scale-out.md): read at start
+    /// (no retry: the start fails if etcd cannot be read, the key is missing or the config in
+    /// it is invalid), then watched; each new revision is applied as a reload is.
     Run {
         /// Path to a TOML configuration file.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", conflicts_with = "endpoints")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// With --etcd: the directory relative paths in the config (plugins.dir, certificates,
+        /// files) resolve against. Default: the working directory.
+        #[arg(long, value_name = "DIR", env = "GATEHOUSE_CONFIG_DIR")]
+        config_dir: Option<PathBuf>,
+        /// This gateway's public address, over `[listen] public` of the config: several
+        /// gateways on one machine can run one shared config.
+        #[arg(long, value_name = "ADDR", env = "GATEHOUSE_LISTEN_PUBLIC")]
+        listen_public: Option<SocketAddr>,
+        /// This gateway's admin address, over `[listen] admin` of the config (a non-loopback
+        /// one needs admin.token in the config).
+        #[arg(long, value_name = "ADDR", env = "GATEHOUSE_LISTEN_ADMIN")]
+        listen_admin: Option<SocketAddr>,
     },
     /// Validate a configuration file and exit: 0 if valid, 1 with every problem listed if not.
     Check {
@@ -41,9 +63,123 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The config in etcd: `config push`, `config get` (docs/scale-out.md).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Write and test plugins: `plugin new`, `plugin test`.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file exactly as `gatehouse check` does, then write it to the etcd key
+    /// with a compare-and-swap: if the key changed since the revision read (or the one given
+    /// with --expect-revision), nothing is written and the command fails naming the current
+    /// revision. Every gateway watching the key applies it.
+    Push {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// Write only if the key is still at this revision (the one you reviewed, from
+        /// `gatehouse config get`); 0: only if the key does not exist yet.
+        #[arg(long, value_name = "N")]
+        expect_revision: Option<i64>,
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+    /// Print the revision of the config in the etcd key (and with --toml, the config).
+    Get {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// Print the config itself to stdout (the revision goes to stderr).
+        #[arg(long)]
+        toml: bool,
+    },
+}
+
+/// How to reach etcd and which key holds the config.
+#[derive(Debug, clap::Args)]
+struct EtcdArgs {
+    /// etcd endpoints, comma-separated: http://HOST:2379, or https://... for TLS.
+    #[arg(
+        long = "etcd",
+        value_name = "URL[,URL...]",
+        env = "GATEHOUSE_ETCD",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
+    /// The etcd key that holds the config.
+    #[arg(long, value_name = "KEY", env = "GATEHOUSE_CONFIG_KEY", default_value = DEFAULT_CONFIG_KEY)]
+    config_key: String,
+    /// etcd user (etcd's own authentication); needs --etcd-password.
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "GATEHOUSE_ETCD_USER",
+        requires = "etcd_password"
+    )]
+    etcd_user: Option<String>,
+    /// etcd password; prefer the environment variable (a flag shows in `ps`).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "GATEHOUSE_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    etcd_password: Option<String>,
+    /// CA certificate (PEM) that signed etcd's certificate. Default with https://: the
+    /// system roots.
+    #[arg(long, value_name = "FILE", env = "GATEHOUSE_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) when etcd requires one (--client-cert-auth); needs
+    /// --etcd-cert-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GATEHOUSE_ETCD_CERT",
+        requires = "etcd_cert_key"
+    )]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GATEHOUSE_ETCD_CERT_KEY",
+        requires = "etcd_cert"
+    )]
+    etcd_cert_key: Option<PathBuf>,
+    /// The name to verify etcd's certificate against, when it differs from the endpoint host.
+    #[arg(long, value_name = "NAME", env = "GATEHOUSE_ETCD_SERVER_NAME")]
+    etcd_server_name: Option<String>,
+}
+
+impl EtcdArgs {
+    /// The settings, or an error when no endpoint is given.
+    fn settings(&self) -> anyhow::Result<EtcdSettings> {
+        if self.endpoints.is_empty() {
+            anyhow::bail!("no etcd endpoint: give --etcd URL[,URL...] (or GATEHOUSE_ETCD)");
+        }
+        let mut settings = EtcdSettings::new(self.endpoints.clone());
+        settings.user = self.etcd_user.clone().zip(self.etcd_password.clone());
+        let tls_asked = self.etcd_ca.is_some()
+            || self.etcd_cert.is_some()
+            || self.etcd_server_name.is_some()
+            || self.endpoints.iter().any(|e| e.starts_with("https://"));
+        if tls_asked {
+            settings.tls = Some(EtcdTls {
+                ca: self.etcd_ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_cert_key.clone(),
+                server_name: self.etcd_server_name.clone(),
+            });
+        }
+        Ok(settings)
+    }
+
+    async fn connect(&self) -> anyhow::Result<ConfigKey> {
+        Ok(ConfigKey::connect(&self.settings()?, &self.config_key).await?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,7 +225,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(config),
+        Command::Run {
+            config,
+            etcd,
+            config_dir,
+            listen_public,
+            listen_admin,
+        } => {
+            let overrides = ListenOverrides {
+                public: listen_public,
+                admin: listen_admin,
+            };
+            run(config, etcd, config_dir, overrides)
+        }
+        Command::Config(ConfigCommand::Push {
+            etcd,
+            expect_revision,
+            file,
+        }) => config_push(&etcd, expect_revision, &file),
+        Command::Config(ConfigCommand::Get { etcd, toml }) => config_get(&etcd, toml),
         Command::Plugin(PluginCommand::Test {
             plugin,
             cases,
@@ -246,20 +400,113 @@ fn plugin_test(
     }
 }
 
-fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let embedded = path.is_none();
-    let config: Config = match &path {
-        Some(p) => config::load_file(p)?,
-        None => config::load_str(config::EMBEDDED_DEFAULT, config::EMBEDDED_SOURCE)?,
+/// `gatehouse config push`: `check`, then a compare-and-swap write of the file's text.
+fn config_push(etcd: &EtcdArgs, expect: Option<i64>, file: &std::path::Path) -> anyhow::Result<()> {
+    let settings = etcd.settings()?;
+    check(file)?;
+    let text = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let pushed = control_runtime()?.block_on(async {
+        let key = ConfigKey::connect(&settings, &etcd.config_key).await?;
+        anyhow::Ok(key.push(&text, expect).await?)
+    })?;
+    match pushed {
+        Pushed::Written { revision } => println!(
+            "pushed {} to etcd key {} at revision {revision}",
+            file.display(),
+            etcd.config_key
+        ),
+        Pushed::Unchanged { revision } => println!(
+            "etcd key {} already holds {} at revision {revision}; nothing written",
+            etcd.config_key,
+            file.display()
+        ),
+    }
+    Ok(())
+}
+
+/// `gatehouse config get`: the key's revision, and with `--toml` its text.
+fn config_get(etcd: &EtcdArgs, toml: bool) -> anyhow::Result<()> {
+    let read =
+        control_runtime()?.block_on(async { anyhow::Ok(etcd.connect().await?.read().await?) })?;
+    let Some(stored) = read.stored else {
+        return Err(ReloadError::NoKey {
+            key: etcd.config_key.clone(),
+            endpoints: etcd.endpoints.join(","),
+        }
+        .into());
     };
-    gatehouse::telemetry::init(&config.log);
-    // The control runtime: admin API, health checks, discovery, reloads. Requests are served
-    // on the public listener's own worker threads (`gatehouse::listener::workers`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    if toml {
+        use std::io::Write;
+        eprintln!(
+            "etcd key {}: revision {}",
+            etcd.config_key, stored.mod_revision
+        );
+        std::io::stdout()
+            .write_all(&stored.value)
+            .context("cannot write the config to stdout")?;
+        return Ok(());
+    }
+    println!("key: {}", etcd.config_key);
+    println!("revision: {}", stored.mod_revision);
+    println!("version: {}", stored.version);
+    println!("created_revision: {}", stored.create_revision);
+    println!("bytes: {}", stored.value.len());
+    Ok(())
+}
+
+/// The control runtime: admin API, health checks, discovery, reloads, the etcd watch.
+/// Requests are served on the public listener's own worker threads
+/// (`gatehouse::listener::workers`).
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
+        .context("cannot start the tokio runtime")
+}
+
+fn run(
+    path: Option<PathBuf>,
+    etcd: EtcdArgs,
+    config_dir: Option<PathBuf>,
+    overrides: ListenOverrides,
+) -> anyhow::Result<()> {
+    let embedded = path.is_none() && etcd.endpoints.is_empty();
+    let runtime = control_runtime()?;
     runtime.block_on(async move {
+        // The origin, and for etcd the key and the store revision the config was read at.
+        let (origin, key) = match path {
+            Some(path) => (Origin::File(path), None),
+            None if embedded => (Origin::Embedded, None),
+            None => {
+                let base = match config_dir {
+                    Some(dir) => std::path::absolute(&dir)
+                        .with_context(|| format!("--config-dir {}", dir.display()))?,
+                    None => std::env::current_dir().context("cannot read the working directory")?,
+                };
+                let key = etcd.connect().await?;
+                (
+                    Origin::Etcd {
+                        key: Box::new(key.clone()),
+                        base,
+                    },
+                    Some(key),
+                )
+            }
+        };
+        let source = ConfigSource::new(origin).with_overrides(overrides);
+        let (fetched, after) = match &key {
+            Some(key) => {
+                let read = key.read().await?;
+                let stored = read.stored.ok_or_else(|| ReloadError::NoKey {
+                    key: key.key().to_owned(),
+                    endpoints: key.endpoints().to_owned(),
+                })?;
+                (source.fetched(stored)?, read.store_revision)
+            }
+            None => (source.fetch().await?, 0),
+        };
+        let config: Config = source.load(&fetched)?;
+        gatehouse::telemetry::init(&config.log);
         let (stop_demo, demo_stopped) = tokio::sync::watch::channel(false);
         if embedded {
             let addr = "127.0.0.1:9902";
@@ -272,10 +519,18 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             );
         }
         let start_reloads = reload_on_sighup()?;
-        let gateway = gatehouse::gateway::start(config).await?;
+        let gateway = gatehouse::gateway::start_from(config, source, fetched.revision).await?;
         let reloads = start_reloads(gateway.reloader.clone());
+        let watch = key.map(|key| {
+            tracing::info!(key = %key.key(), endpoints = %key.endpoints(),
+                revision = fetched.revision, "config from etcd; watching the key for new revisions");
+            gatehouse::reload::etcd::spawn(gateway.reloader.clone(), key, after)
+        });
         shutdown_signal().await;
         reloads.abort();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         tracing::info!("shutdown signal received; draining in-flight requests");
         let report = gateway.shutdown().await;
         let _ = stop_demo.send(true); // the echo task may already be gone; nothing to do then
@@ -289,7 +544,8 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     })
 }
 
-/// SIGHUP re-reads the config file and applies it (or logs why not, keeping the running one).
+/// SIGHUP re-reads the config (the file, or the etcd key) and applies it (or logs why not,
+/// keeping the running one).
 /// The handler is installed before the gateway starts, so an early SIGHUP never hits the
 /// default action (terminate); one that arrives before the gateway is up is applied after.
 #[cfg(unix)]
@@ -300,7 +556,7 @@ fn reload_on_sighup() -> anyhow::Result<impl FnOnce(Arc<Reloader>) -> tokio::tas
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the config");
-                if let Err(error) = reloader.reload_file().await {
+                if let Err(error) = reloader.reload().await {
                     tracing::error!(%error, "config reload refused; the running config stays");
                 }
             }

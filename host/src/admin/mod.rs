@@ -147,7 +147,7 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &serde_json::json!({ "status": "not ready" }),
             ),
-            (&Method::GET, "/admin/config") => json(StatusCode::OK, &*snapshot.config),
+            (&Method::GET, "/admin/config") => config_dump(&snapshot, &self.reloader),
             (&Method::GET, "/admin/services") => {
                 json(StatusCode::OK, &services::services(&snapshot))
             }
@@ -165,7 +165,7 @@ impl Admin {
                 Some(tls) => json(StatusCode::OK, &tls.terminator.status()),
                 None => json(StatusCode::OK, &crate::listener::tls::TlsStatus::disabled()),
             },
-            (&Method::POST, "/admin/reload") => match self.reloader.reload_file().await {
+            (&Method::POST, "/admin/reload") => match self.reloader.reload().await {
                 Ok(summary) => json(
                     StatusCode::OK,
                     &serde_json::json!({ "status": "reloaded", "config": summary }),
@@ -260,6 +260,22 @@ impl Admin {
             expirations,
         );
     }
+}
+
+/// `GET /admin/config`: the active config, and under `running` where it came from (file or
+/// etcd endpoints and key), its etcd revision, when it was applied and the last refusal.
+fn config_dump(snapshot: &Snapshot, reloader: &crate::reload::Reloader) -> Response<Body> {
+    let mut dump = match serde_json::to_value(&*snapshot.config) {
+        Ok(dump) => dump,
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    if let (Some(fields), Ok(running)) = (
+        dump.as_object_mut(),
+        serde_json::to_value(reloader.running()),
+    ) {
+        fields.insert("running".to_owned(), running);
+    }
+    json(StatusCode::OK, &dump)
 }
 
 /// `POST /admin/services/{name}/endpoints/{addr}/drain` (or `/undrain`): the endpoint gets

@@ -24,11 +24,22 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates configuration text; `file` names it in errors, and relative paths in
 /// it (plugin `files`) resolve against `file`'s directory (the working directory for a bare
 /// name such as `<embedded default>`).
+pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    load_text(
+        text,
+        file,
+        Path::new(file).parent().unwrap_or(Path::new("")),
+    )
+}
+
+/// Parses and validates configuration text that is not a file (an etcd key's value): `name`
+/// names it in errors and becomes [`Config::source`]; relative paths in it (plugins.dir,
+/// certificates, plugin `files`) resolve against `base`.
 ///
 /// Every problem is reported at once: serde stops at the first unknown key, so each one found
 /// is blanked out of the text (offsets and lines unchanged) and the text parsed again; what
 /// then parses is validated too.
-pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+pub fn load_text(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
     let mut text = text.to_owned();
     let mut problems: Vec<Problem> = Vec::new();
     let mut blanked_at = None;
@@ -56,7 +67,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             }
         }
     };
-    match validate::validate(raw, &text, file) {
+    match validate::validate(raw, &text, file, base) {
         Ok(config) if problems.is_empty() => Ok(config),
         Ok(_) => Err(invalid(file, problems)),
         Err(ConfigError::Invalid { problems: more, .. }) => {

@@ -30,7 +30,7 @@ pub use crate::listener::Limits;
 pub use crate::routing::{HostMatch, MatchConfig, PathMatch, RouteConfig, RouteName};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::upstream::{DiscoveryConfig, ServiceConfig, ServiceName, ServicePolicy};
-pub use load::{load_file, load_str, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
+pub use load::{load_file, load_str, load_text, EMBEDDED_DEFAULT, EMBEDDED_SOURCE};
 // The policy types above are owned by the modules that use them; config converts into them.
 use crate::serialize::as_humantime;
 

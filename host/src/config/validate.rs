@@ -196,10 +196,15 @@ fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-pub(super) fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigError> {
+pub(super) fn validate(
+    raw: RawConfig,
+    text: &str,
+    file: &str,
+    base: &Path,
+) -> Result<Config, ConfigError> {
     let mut v = Validator {
         text,
-        base: Path::new(file).parent().unwrap_or(Path::new("")),
+        base,
         problems: Vec::new(),
         warnings: Vec::new(),
     };

@@ -5,6 +5,8 @@
 //!
 //! etcd is etcd's own v3 gRPC API through `etcd-client` (tonic): no home-made replication.
 
+pub mod config_key;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

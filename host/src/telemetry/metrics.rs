@@ -134,6 +134,12 @@ struct DropLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConfigReloadLabels {
+    source: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DirectionLabels {
     route: Arc<String>,
     direction: &'static str,
@@ -203,6 +209,8 @@ pub struct Metrics {
     compressed: Family<EncodingLabels, Counter>,
     compression_bytes: Family<DirectionLabels, Counter>,
     trace_spans: Family<ResultLabels, Counter>,
+    config_reloads: Family<ConfigReloadLabels, Counter>,
+    config_revision: Gauge,
     /// Upstream, plugin, registry and consumer families (`service_metrics`).
     pub(super) services: super::service_metrics::Families,
 }
@@ -393,9 +401,24 @@ impl Default for Metrics {
              failed (the collector refused, failed or timed out)",
             trace_spans.clone(),
         );
+        let config_reloads = Family::<ConfigReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by source (file, etcd) and result (applied, refused: the running \
+             config stayed)",
+            config_reloads.clone(),
+        );
+        let config_revision = Gauge::default();
+        registry.register(
+            "config_revision",
+            "The etcd revision (mod_revision of the config key) of the running config; 0 for a file",
+            config_revision.clone(),
+        );
         let services = super::service_metrics::Families::register(&mut registry);
         redis_metrics().register(&mut registry);
         Metrics {
+            config_reloads,
+            config_revision,
             services,
             trace_spans,
             cache_responses,
@@ -684,6 +707,19 @@ impl Metrics {
             dropped: counter("dropped"),
             failed: counter("failed"),
         }
+    }
+
+    /// A config reload from `source` (`file`, `etcd`) ended with `result` (`applied`,
+    /// `refused`).
+    pub fn config_reload(&self, source: &'static str, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&ConfigReloadLabels { source, result })
+            .inc();
+    }
+
+    /// The running config's etcd revision (0: not from etcd).
+    pub fn config_revision(&self, revision: i64) {
+        self.config_revision.set(revision);
     }
 
     /// The OpenMetrics text exposition.

@@ -1,24 +1,30 @@
-//! Config reload: re-read the config file, validate it whole, build a new snapshot (routes,
-//! services, plugin chains) and swap it in atomically. Triggered by SIGHUP or
-//! `POST /admin/reload`.
+//! Config reload: re-read the config (a file, or an etcd key: `source`), validate it whole,
+//! build a new snapshot (routes, services, plugin chains) and swap it in atomically. Triggered
+//! by SIGHUP, `POST /admin/reload`, or a new revision of the etcd key (`etcd`).
 //!
 //! Nothing is half-applied: a file that does not load, or that changes a setting only a restart
 //! can change, leaves the running config untouched. In-flight requests finish on the snapshot
 //! they started with; the old snapshot's discovery and health tasks stop when the last of them
 //! is done.
 
-use std::path::PathBuf;
+pub mod etcd;
+pub mod source;
+
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::discovery::registry::Registry;
+use crate::etcd::config_key::KeyError;
 use crate::listener::tls::{InboundTls, TlsError};
 use crate::routing::{RouteError, RouteTarget};
 use crate::state::plugins::GatewayPlugins;
 use crate::state::Snapshot;
+use source::{ConfigSource, Fetched, Origin, SourceView};
 
 /// Why a reload was refused. The running config is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,17 @@ pub enum ReloadError {
     Tls(#[from] TlsError),
     #[error("the reload task failed: {0}")]
     Task(String),
+    /// etcd could not be read (the config in it may be fine).
+    #[error(transparent)]
+    Etcd(#[from] KeyError),
+    #[error("etcd at {endpoints}: no config at key {key}; push one with `gatehouse config push --etcd {endpoints} --config-key {key} FILE`")]
+    NoKey { key: String, endpoints: String },
+    #[error("etcd: the config key {key} was deleted at revision {revision} (nothing was applied; the running config stays until a new push)")]
+    KeyDeleted { key: String, revision: i64 },
+    #[error("{name}: the value is not UTF-8 text: {error}")]
+    NotText { name: String, error: String },
+    #[error("{name}: --listen-admin {addr} is not a loopback address, so admin.token must be set: the admin API must not be open to the network")]
+    OpenAdmin { addr: SocketAddr, name: String },
 }
 
 impl ReloadError {
@@ -46,7 +63,13 @@ impl ReloadError {
     pub fn is_bad_config(&self) -> bool {
         matches!(
             self,
-            ReloadError::Config(_) | ReloadError::Routes(_) | ReloadError::Tls(_)
+            ReloadError::Config(_)
+                | ReloadError::Routes(_)
+                | ReloadError::Tls(_)
+                | ReloadError::NoKey { .. }
+                | ReloadError::KeyDeleted { .. }
+                | ReloadError::NotText { .. }
+                | ReloadError::OpenAdmin { .. }
         )
     }
 }
@@ -55,8 +78,35 @@ impl ReloadError {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadSummary {
     pub source: String,
+    /// The etcd revision applied; `None` for a file.
+    pub revision: Option<i64>,
     pub services: usize,
     pub routes: usize,
+}
+
+/// Which config a gateway runs, for `/admin/config` (`running`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunningConfig {
+    pub source: SourceView,
+    /// The etcd revision (`mod_revision` of the key) running; `None` for a file.
+    pub revision: Option<i64>,
+    /// When it was applied (RFC 3339, UTC): the start, or the last reload.
+    pub applied_at: String,
+    /// The last config this gateway refused, if any (it may be older than the running one).
+    pub last_refused: Option<Refusal>,
+}
+
+/// A config a reload refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// Its etcd revision; `None` for a file.
+    pub revision: Option<i64>,
+    pub at: String,
+    pub error: String,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 /// Applies new configs to a running gateway, one at a time.
@@ -68,7 +118,11 @@ pub struct Reloader {
     tls: Option<Arc<InboundTls>>,
     /// Where the new snapshots' services and plugins count.
     metrics: Arc<crate::telemetry::Metrics>,
-    /// Serializes reloads (SIGHUP and the admin call may race).
+    /// Where reloads read the config.
+    source: Arc<ConfigSource>,
+    /// What runs now, and the last refusal. Written under `applying`.
+    running: Mutex<RunningConfig>,
+    /// Serializes reloads (SIGHUP, the admin call and the etcd watch may race).
     applying: Mutex<()>,
 }
 
@@ -79,36 +133,131 @@ impl Reloader {
         plugins: Option<Arc<GatewayPlugins>>,
         tls: Option<Arc<InboundTls>>,
         metrics: Arc<crate::telemetry::Metrics>,
+        source: Arc<ConfigSource>,
+        revision: Option<i64>,
     ) -> Self {
+        metrics.config_revision(revision.unwrap_or(0));
+        let running = RunningConfig {
+            source: source.view(),
+            revision,
+            applied_at: now(),
+            last_refused: None,
+        };
         Reloader {
             state,
             registry,
             plugins,
             tls,
             metrics,
+            source,
+            running: Mutex::new(running),
             applying: Mutex::new(()),
         }
     }
 
-    /// Re-read the file the running config came from and apply it.
-    pub async fn reload_file(&self) -> Result<ReloadSummary, ReloadError> {
-        let source = self.state.load().config.source.clone();
-        if source == config::EMBEDDED_SOURCE {
+    /// Which config runs, and the last one refused.
+    pub fn running(&self) -> RunningConfig {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where reloads read the config.
+    pub fn source(&self) -> &Arc<ConfigSource> {
+        &self.source
+    }
+
+    /// Re-read the source the running config came from (the file, or the etcd key) and
+    /// apply it: SIGHUP and `POST /admin/reload`.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        if matches!(self.source.origin(), Origin::Embedded) {
             return Err(ReloadError::NoFile);
         }
-        let path = PathBuf::from(source);
-        // Reading the file (and any plugin data files it grants) is blocking I/O.
-        let loaded = tokio::task::spawn_blocking(move || config::load_file(&path))
+        match self.source.fetch().await {
+            Ok(fetched) => self.apply_fetched(fetched).await,
+            Err(error) => {
+                self.refused(None, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// [`Reloader::reload`], by its name from before configs could live in etcd.
+    pub async fn reload_file(&self) -> Result<ReloadSummary, ReloadError> {
+        self.reload().await
+    }
+
+    /// Load text read from the source and apply it; a refusal is logged by the caller,
+    /// counted, and kept for `/admin/config`. The one path of every reload: a file re-read
+    /// and each new etcd revision alike.
+    pub async fn apply_fetched(&self, fetched: Fetched) -> Result<ReloadSummary, ReloadError> {
+        let revision = fetched.revision;
+        if let Some(summary) = self.already_running(revision) {
+            return Ok(summary);
+        }
+        let source = Arc::clone(&self.source);
+        // Loading reads the files the config names (plugin data, certificates): blocking I/O.
+        let loaded = tokio::task::spawn_blocking(move || source.load(&fetched))
             .await
-            .map_err(|e| ReloadError::Task(e.to_string()))?;
-        self.apply(loaded?)
+            .map_err(|e| ReloadError::Task(e.to_string()))
+            .and_then(|loaded| loaded);
+        let applied = loaded.and_then(|config| self.apply_at(config, revision));
+        if let Err(error) = &applied {
+            self.refused(revision, error);
+        }
+        applied
+    }
+
+    /// Counts and keeps a refusal (the running config stays).
+    pub fn refused(&self, revision: Option<i64>, error: &ReloadError) {
+        self.metrics.config_reload(self.source.kind(), "refused");
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.last_refused = Some(Refusal {
+            revision,
+            at: now(),
+            error: error.to_string(),
+        });
+    }
+
+    /// The running config's summary when `revision` is not newer than it: a reload that
+    /// read an older revision than the etcd watch already applied must not go back to it.
+    fn already_running(&self, revision: Option<i64>) -> Option<ReloadSummary> {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .revision;
+        let (new, running) = (revision?, running?);
+        if new > running {
+            return None;
+        }
+        let config = &self.state.load().config;
+        Some(ReloadSummary {
+            source: config.source.clone(),
+            revision: Some(running),
+            services: config.services.len(),
+            routes: config.routes.len(),
+        })
     }
 
     /// Apply `config` if only reloadable settings changed. Must run inside the gateway's
     /// tokio runtime (the new services start their tasks there).
     pub fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        self.apply_at(config, None)
+    }
+
+    /// [`Reloader::apply`] of the config at etcd revision `revision`.
+    fn apply_at(
+        &self,
+        config: Config,
+        revision: Option<i64>,
+    ) -> Result<ReloadSummary, ReloadError> {
         // A poisoned lock only means an earlier reload panicked; the state itself is whole.
         let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(summary) = self.already_running(revision) {
+            return Ok(summary);
+        }
         let current = self.state.load_full();
         let changed = restart_only_changes(&current.config, &config);
         if !changed.is_empty() {
@@ -121,6 +270,7 @@ impl Reloader {
         }
         let summary = ReloadSummary {
             source: config.source.clone(),
+            revision,
             services: config.services.len(),
             routes: config.routes.len(),
         };
@@ -148,6 +298,13 @@ impl Reloader {
             }
         }
         self.state.store(Arc::new(snapshot));
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.revision = revision;
+            running.applied_at = now();
+        }
+        self.metrics.config_reload(self.source.kind(), "applied");
+        self.metrics.config_revision(revision.unwrap_or(0));
         tracing::info!(source = %summary.source, services = summary.services,
             routes = summary.routes, "config reloaded");
         Ok(summary)
