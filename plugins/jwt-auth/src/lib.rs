@@ -131,9 +131,15 @@ fn load_settings() -> Result<Settings, String> {
 
 impl Plugin for JwtAuth {
     fn init() -> Result<bool, String> {
-        let settings = SETTINGS.get(load_settings).map_err(str::to_string)?;
-        for why in &settings.skipped {
-            log::debug(&format!("jwt-auth: skipped {why}"));
+        // An unusable config is kept too: each request then gets the plugin's own 500
+        // `plugin_misconfigured` answer naming the key, as before `init` existed.
+        match SETTINGS.get(load_settings) {
+            Ok(settings) => {
+                for why in &settings.skipped {
+                    log::debug(&format!("jwt-auth: skipped {why}"));
+                }
+            }
+            Err(e) => log::error(&format!("jwt-auth: {e}")),
         }
         Ok(true)
     }
