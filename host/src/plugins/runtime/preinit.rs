@@ -46,25 +46,33 @@ struct Entry {
     state: State,
 }
 
-/// The snapshot of the current plugin version for one route entry (one `PluginEnv`). A new
-/// version (hot reload, or the optimized build replacing the baseline) starts a new one.
+/// The snapshots of the plugin versions serving one route entry (one `PluginEnv`): usually
+/// one; two during a staged rollout (stable and canary). A new version (hot reload, or the
+/// optimized build replacing the baseline) starts a new one; versions no longer loaded are
+/// dropped.
 #[derive(Default)]
-pub struct Snapshots(Mutex<Option<Entry>>);
+pub struct Snapshots(Mutex<Vec<Entry>>);
 
 impl Snapshots {
-    fn lock(&self) -> MutexGuard<'_, Option<Entry>> {
+    /// Versions remembered per entry; past it the oldest is forgotten (and made again if it
+    /// serves again, from the disk cache when there is one).
+    const MAX: usize = 4;
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The state for `version`, and whether the caller must start building it (first asker).
     fn state(&self, version: &Arc<LoadedPlugin>) -> (State, bool) {
-        let mut slot = self.lock();
-        if let Some(e) = slot.as_ref() {
-            if std::ptr::eq(e.version.as_ptr(), Arc::as_ptr(version)) {
-                return (e.state.clone(), false);
-            }
+        let mut entries = self.lock();
+        if let Some(e) = entries.iter().find(|e| is(e, version)) {
+            return (e.state.clone(), false);
         }
-        *slot = Some(Entry {
+        entries.retain(|e| e.version.strong_count() > 0);
+        if entries.len() >= Self::MAX {
+            entries.remove(0);
+        }
+        entries.push(Entry {
             version: Arc::downgrade(version),
             state: State::Building,
         });
@@ -72,18 +80,21 @@ impl Snapshots {
     }
 
     fn set(&self, version: &Arc<LoadedPlugin>, state: State) {
-        let mut slot = self.lock();
-        if let Some(e) = slot.as_mut() {
-            if std::ptr::eq(e.version.as_ptr(), Arc::as_ptr(version)) {
-                e.state = state;
-            }
+        if let Some(e) = self.lock().iter_mut().find(|e| is(e, version)) {
+            e.state = state;
         }
     }
 
-    /// Whether instances of `version` start from a ready snapshot (for tests and metrics).
+    /// Whether instances of `version` start from a ready snapshot.
     pub fn ready_for(&self, version: &Arc<LoadedPlugin>) -> bool {
-        matches!(self.lock().as_ref(), Some(e) if std::ptr::eq(e.version.as_ptr(), Arc::as_ptr(version)) && matches!(e.state, State::Ready(_)))
+        self.lock()
+            .iter()
+            .any(|e| is(e, version) && matches!(e.state, State::Ready(_)))
     }
+}
+
+fn is(entry: &Entry, version: &Arc<LoadedPlugin>) -> bool {
+    std::ptr::eq(entry.version.as_ptr(), Arc::as_ptr(version))
 }
 
 /// A fresh instance of `version` for `env`, ready for its first hook: from the entry's
