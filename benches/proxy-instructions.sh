@@ -23,6 +23,16 @@
 #        OTLP endpoint is a port nothing listens on: spans are made, queued, batched and
 #        encoded, and each batch's export fails at connect (counted as failed), so the figure
 #        is the gateway's own cost without a collector's answers.
+#        PLUGINS=1 adds three plugin routes and counts each: /noop/ (the no-op plugin, a fresh
+#        instance per request, the default), /reuse/ (the same with reuse_instances = true) and
+#        /jwt/ (jwt-auth verifying an HS256 token sent on every request, fresh instances: with
+#        WIT 0.1.3 `init` they start from the route's pre-initialised snapshot); each is printed
+#        with its ratio to the plain route. Then, without valgrind, the system and user CPU
+#        time per request of the plain, /noop/ and /jwt/ routes, from /proc/PID/stat over a
+#        10 s wrk run (clock ticks: 10 ms resolution over tens of thousands of requests).
+#        JWT_WITHOUT_INIT=FILE.wasm adds /jwt-old/: the same jwt-auth route served by FILE, a
+#        jwt-auth built without `init` (e.g. from a commit before it), which parses its config
+#        on every request: the before of the same run.
 # Needs: apt-get install -y nginx wrk valgrind; builds gatehouse in release mode by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +75,50 @@ name = "static"
 match = { path = "/static" }
 respond = { body = "$BODY" }
 CONF
+if [ -n "${PLUGINS:-}" ]; then
+  # The guests as benches/plugin-load.sh builds them; jwt-auth's HS256 secret and a token
+  # valid for a day, signed here (openssl), sent on every /jwt/ request.
+  cargo build --release --target wasm32-wasip2 -p noop-plugin -p jwt-auth-plugin --quiet
+  mkdir -p "$WORK/plugins"
+  cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/noop_plugin.wasm" "$WORK/plugins/noop.wasm"
+  cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/jwt_auth_plugin.wasm" "$WORK/plugins/jwt-auth.wasm"
+  SECRET=bench-secret-that-is-at-least-32-bytes
+  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+  SIGNED="$(printf '{"alg":"HS256","typ":"JWT"}' | b64url).$(printf '{"sub":"bench","exp":%d}' $(( $(date +%s) + 86400 )) | b64url)"
+  TOKEN="$SIGNED.$(printf '%s' "$SIGNED" | openssl dgst -sha256 -hmac "$SECRET" -binary | b64url)"
+  cat >> "$WORK/gatehouse.toml" <<CONF
+[[routes]]
+name = "noop"
+service = "origin"
+match = { prefix = "/noop" }
+plugins = [{ name = "noop" }]
+[[routes]]
+name = "reuse"
+service = "origin"
+match = { prefix = "/reuse" }
+plugins = [{ name = "noop", reuse_instances = true }]
+[[routes]]
+name = "jwt"
+service = "origin"
+match = { prefix = "/jwt" }
+plugins = [{ name = "jwt-auth", config = { keys = [{ secret = "$SECRET" }] } }]
+CONF
+  if [ -n "${JWT_WITHOUT_INIT:-}" ]; then
+    cp "$JWT_WITHOUT_INIT" "$WORK/plugins/jwt-old.wasm"
+    cat >> "$WORK/gatehouse.toml" <<CONF
+[[routes]]
+name = "jwt-old"
+service = "origin"
+match = { prefix = "/jwt-old" }
+plugins = [{ name = "jwt-old", config = { keys = [{ secret = "$SECRET" }] } }]
+CONF
+  fi
+  # [plugins] must come before the first [[services]] table; the cache keeps compiled
+  # plugins and snapshots between the runs of this script. A pool of 64 instances: valgrind
+  # cannot reserve the default pool's address space (1000 slots: ~200 GB).
+  { printf '[plugins]\ndir = "%s"\ncache_dir = "%s"\nmax_instances = 64\n' "$WORK/plugins" "$WORK/plugin-cache"; cat "$WORK/gatehouse.toml"; } > "$WORK/with-plugins.toml"
+  mv "$WORK/with-plugins.toml" "$WORK/gatehouse.toml"
+fi
 nginx -c "$WORK/origin.conf" -p "$WORK"
 
 answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }
@@ -76,11 +130,12 @@ answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/
 measure_window() {
   local pid=$1 url=$2 counter=${3:-}
   callgrind_control -i on "$pid" >/dev/null
-  wrk -t1 -c10 -d3s "$url" >/dev/null      # warm-up: pools, caches
+  local auth=(); [[ "$url" == */jwt/* || "$url" == */jwt-old/* ]] && auth=(-H "Authorization: Bearer $TOKEN")
+  wrk -t1 -c10 -d3s "${auth[@]}" "$url" >/dev/null      # warm-up: pools, caches
   callgrind_control -z "$pid" >/dev/null
   local before=0 requests
   [ -n "$counter" ] && before=$("$counter")
-  requests=$(wrk -t1 -c10 -d10s "$url" | awk '/requests in/ { print $1 }')
+  requests=$(wrk -t1 -c10 -d10s "${auth[@]}" "$url" | awk '/requests in/ { print $1 }')
   [ -n "$counter" ] && requests=$(( $("$counter") - before ))
   callgrind_control -d "$pid" >/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -116,7 +171,44 @@ count_nginx_instructions() { # $1 = path (default /) → "instructions-per-reque
   measure_window "$pid" "http://$NGINX${1:-/}"
 }
 
+# User and system CPU per request at $2 without valgrind (one worker), from /proc/PID/stat
+# over a 10 s wrk run after a warm-up → "user-us system-us requests".
+cpu_per_request() { # $1 = binary, $2 = path
+  TOKIO_WORKER_THREADS=1 "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
+  local pid=$! url="http://$PUBLIC$2" auth=()
+  [[ "$2" == /jwt* ]] && auth=(-H "Authorization: Bearer $TOKEN")
+  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.25; done
+  wrk -t1 -c10 -d5s "${auth[@]}" "$url" >/dev/null
+  local before after requests hz
+  hz=$(getconf CLK_TCK)
+  before=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
+  requests=$(wrk -t1 -c10 -d10s "${auth[@]}" "$url" | awk '/requests in/ { print $1 }')
+  after=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  awk -v b="$before" -v a="$after" -v n="$requests" -v hz="$hz" 'BEGIN {
+    split(b, x, " "); split(a, y, " ");
+    printf "%.2f %.2f %d\n", (y[1] - x[1]) / hz * 1e6 / n, (y[2] - x[2]) / hz * 1e6 / n, n }'
+}
+
+# Without valgrind: let the plugins' optimized builds and jwt-auth's snapshot land in the
+# plugin cache, so the counted runs load them from disk instead of compiling under valgrind
+# inside the measured window.
+prime_plugins() { # $1 = binary
+  "$1" run --config "$WORK/gatehouse.toml" >"$WORK/prime.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.25; done
+  for _ in $(seq 240); do
+    curl -sf "http://$ADMIN/admin/plugins" | grep -q '"baseline"' || break; sleep 0.5
+  done
+  for _ in $(seq 120); do
+    curl -sf -H "Authorization: Bearer $TOKEN" "http://$PUBLIC/jwt/" >/dev/null || true
+    ls "$WORK"/plugin-cache/snapshot-*.cranelift.cwasm >/dev/null 2>&1 && break; sleep 0.5
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
 for bin in "$@"; do
+  [ -n "${PLUGINS:-}" ] && prime_plugins "$bin"
   read -r per_request requests < <(count_instructions "$bin")
   printf '%-50s %8d instructions/request (%d requests)\n' "$bin" "$per_request" "$requests"
   if [ -n "${TRACING:-}" ]; then
@@ -137,6 +229,20 @@ for bin in "$@"; do
     for path in /limited/ /traffic/; do
       read -r per_request requests < <(count_instructions "$bin" "$path")
       printf '%-50s %8d instructions/request (%d requests)\n' "  $path" "$per_request" "$requests"
+    done
+  fi
+  if [ -n "${PLUGINS:-}" ]; then
+    plain=$per_request
+    for path in /noop/ /reuse/ /jwt/ ${JWT_WITHOUT_INIT:+/jwt-old/}; do
+      read -r per_request requests < <(count_instructions "$bin" "$path")
+      printf '%-50s %8d instructions/request (%d requests), %s x plain, +%d\n' "  $path" \
+        "$per_request" "$requests" "$(awk -v a="$per_request" -v b="$plain" 'BEGIN { printf "%.2f", a / b }')" \
+        $(( per_request - plain ))
+    done
+    for path in / /noop/ /jwt/; do
+      read -r user system requests < <(cpu_per_request "$bin" "$path")
+      printf '%-50s user %6.2f us, system %6.2f us per request (%d requests, no valgrind)\n' \
+        "  cpu $path" "$user" "$system" "$requests"
     done
   fi
   if [ -n "${EDGE:-}" ]; then

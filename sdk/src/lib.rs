@@ -164,7 +164,7 @@ pub mod prelude {
     pub use crate::{
         cache, config, config_json, context, error_response, export_plugin, files, json_response,
         limits, log, misconfigured, services, text_response, unauthorized, Decision, FullResponse,
-        HeadersExt, Plugin, Request, Response, UpstreamFailure,
+        HeadersExt, Plugin, Prepared, Request, Response, UpstreamFailure,
     };
     pub use serde_json::json;
 }
@@ -178,6 +178,21 @@ pub mod prelude {
 /// for that mode keeps no per-request state in them past its hooks. In both modes, within
 /// one request the same instance runs `on_request` and then `on_response` or `on_failure`.
 pub trait Plugin {
+    /// Set-up done once per plugin version and route config rather than once per request:
+    /// parse the config, decode keys, build tables. Keep the result in a static
+    /// [`Prepared`] and read it from the hooks with the same [`Prepared::get`] call.
+    ///
+    /// The gateway calls it on one instance, snapshots that instance's memory, and starts
+    /// every fresh instance of the route entry from the snapshot, so the hooks find the work
+    /// done (until the snapshot is ready the gateway calls `init` on each fresh instance
+    /// first). Return `Ok(true)` when there was set-up, `Ok(false)` when there is nothing to
+    /// snapshot (the default), `Err(reason)` for an unusable config: each request of the entry
+    /// then fails as a plugin failure with that reason. `init` must not keep host handles nor
+    /// rely on time or randomness: they do not survive into the snapshot.
+    fn init() -> Result<bool, String> {
+        Ok(false)
+    }
+
     /// The request phase, before the upstream call. Edit `req` in place and return
     /// [`Decision::Continue`], or answer the client now with [`Decision::Respond`] (the rest
     /// of the chain and the upstream call are skipped). Default: continue unchanged.
@@ -213,6 +228,11 @@ pub trait Plugin {
 macro_rules! export_plugin {
     ($ty:ident) => {
         const _: () = {
+            impl $crate::bindings::exports::gatehouse::plugin::init::Guest for $ty {
+                fn init() -> Result<bool, String> {
+                    <$ty as $crate::Plugin>::init()
+                }
+            }
             impl $crate::bindings::exports::gatehouse::plugin::request_hook::Guest for $ty {
                 fn on_request(req: $crate::Request) -> $crate::Decision {
                     <$ty as $crate::Plugin>::on_request(&req)
@@ -231,6 +251,46 @@ macro_rules! export_plugin {
     $crate::bindings::__export_world_plugin!($ty with_types_in $crate::bindings);
         };
     };
+}
+
+/// A value a plugin computes once from its config (parsed settings, decoded keys), for
+/// [`Plugin::init`] to fill and the hooks to read.
+///
+/// ```ignore
+/// static SETTINGS: Prepared<Settings> = Prepared::new();
+/// fn load() -> Result<Settings, String> { /* parse context::config() */ }
+/// impl Plugin for MyPlugin {
+///     fn init() -> Result<bool, String> { SETTINGS.get(load).map(|_| true).map_err(str::to_string) }
+///     fn on_request(req: &Request) -> Decision {
+///         let settings = match SETTINGS.get(load) { Ok(s) => s, Err(e) => return Decision::Respond(misconfigured("my-plugin", e)) };
+///         // ...
+///     }
+/// }
+/// ```
+///
+/// `get` computes the value on first use and keeps it (or the error) for the instance's life:
+/// in a pre-initialised instance that first use was `init`, before the snapshot, so the hooks
+/// find it ready; a plugin loaded by an older gateway without `init` computes it on the first
+/// hook, as it would without `Prepared`.
+pub struct Prepared<T>(std::sync::OnceLock<Result<T, String>>);
+
+impl<T> Prepared<T> {
+    /// An empty cell, for a `static`.
+    pub const fn new() -> Self {
+        Prepared(std::sync::OnceLock::new())
+    }
+
+    /// The value, computing it with `make` on first use; the error of that first use
+    /// otherwise.
+    pub fn get(&self, make: impl FnOnce() -> Result<T, String>) -> Result<&T, &str> {
+        self.0.get_or_init(make).as_ref().map_err(String::as_str)
+    }
+}
+
+impl<T> Default for Prepared<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[doc(hidden)]

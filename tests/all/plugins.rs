@@ -7,5 +7,6 @@ pub mod guests;
 mod js;
 mod live;
 mod load;
+mod preinit;
 mod runtime;
 mod versions;

@@ -258,10 +258,13 @@ impl ChainRun {
                 if let Some(metrics) = self.chain.metrics.get() {
                     metrics.plugin_instance_created(env.name.arc());
                 }
-                loaded
-                    .pre
-                    .instantiate(&self.chain.engine, env, self.meta.clone())
-                    .await?
+                crate::plugins::runtime::preinit::instantiate(
+                    &self.chain.engine,
+                    &env,
+                    &loaded,
+                    self.meta.clone(),
+                )
+                .await?
             }
         };
         self.instances[i] = Some((loaded, inst));

@@ -195,6 +195,7 @@ impl PluginManager {
                     },
                     services: self.services.clone(),
                     cache: self.cache.clone(),
+                    snapshots: Default::default(),
                     shelf: InstanceShelf::new(if p.reuse_instances {
                         Lifetime::Reuse
                     } else {

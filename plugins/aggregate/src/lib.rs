@@ -137,13 +137,29 @@ fn judge_body(
     Ok((value, resp.body))
 }
 
+/// The route's settings, parsed once: in `init` when the gateway pre-initialises the plugin,
+/// else on the instance's first request. An unusable config is kept too, so each request
+/// gets the plugin's own `plugin_misconfigured` answer.
+static SETTINGS: Prepared<Settings> = Prepared::new();
+
+fn load_settings() -> Result<Settings, String> {
+    config::parse(&context::config())
+}
+
 impl Plugin for Aggregate {
+    fn init() -> Result<bool, String> {
+        if let Err(e) = SETTINGS.get(load_settings) {
+            log::error(&format!("aggregate: {e}"));
+        }
+        Ok(true)
+    }
+
     fn on_request(req: &Request) -> Decision {
-        let settings = match config::parse(&context::config()) {
+        let settings = match SETTINGS.get(load_settings) {
             Ok(s) => s,
             Err(e) => {
                 log::error(&format!("aggregate: {e}"));
-                return Decision::Respond(misconfigured("aggregate", &e));
+                return Decision::Respond(misconfigured("aggregate", e));
             }
         };
         let values = match request_values(req, &settings) {

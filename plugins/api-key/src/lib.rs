@@ -185,13 +185,29 @@ pub fn reject(error: &str, message: &str) -> FullResponse {
     )
 }
 
+/// The route's settings, parsed once: in `init` when the gateway pre-initialises the plugin,
+/// else on the instance's first request. An unusable config is kept too, so each request
+/// gets the plugin's own `plugin_misconfigured` answer.
+static SETTINGS: Prepared<Settings> = Prepared::new();
+
+fn load_settings() -> Result<Settings, String> {
+    parse(&context::config()).map_err(|e| e.0)
+}
+
 impl Plugin for ApiKey {
+    fn init() -> Result<bool, String> {
+        if let Err(e) = SETTINGS.get(load_settings) {
+            log::error(&format!("api-key: {e}"));
+        }
+        Ok(true)
+    }
+
     fn on_request(req: &Request) -> Decision {
-        let settings = match parse(&context::config()) {
+        let settings = match SETTINGS.get(load_settings) {
             Ok(s) => s,
             Err(e) => {
-                log::error(&format!("api-key: {}", e.0));
-                return Decision::Respond(misconfigured("api-key", &e.0));
+                log::error(&format!("api-key: {e}"));
+                return Decision::Respond(misconfigured("api-key", e));
             }
         };
         for name in settings.vouched_headers() {

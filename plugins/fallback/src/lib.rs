@@ -36,8 +36,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn settings() -> Option<Settings> {
-    match config::parse(&context::config()) {
+/// The route's settings, parsed once: in `init` when the gateway pre-initialises the plugin,
+/// else on the instance's first use.
+static SETTINGS: Prepared<Settings> = Prepared::new();
+
+fn settings() -> Option<&'static Settings> {
+    match SETTINGS.get(|| config::parse(&context::config())) {
         Ok(s) => Some(s),
         Err(e) => {
             // Fail open: a fallback plugin must never be the reason a request fails.
@@ -94,6 +98,12 @@ fn choose(settings: &Settings, key: &str) -> Option<gatehouse_sdk::FullResponse>
 }
 
 impl Plugin for Fallback {
+    fn init() -> Result<bool, String> {
+        // Parsed (or its error kept, logged per use) once; never refuses: fail open.
+        let _ = SETTINGS.get(|| config::parse(&context::config()));
+        Ok(true)
+    }
+
     fn on_request(req: &Request) -> Decision {
         let Some(s) = settings() else {
             return Decision::Continue;

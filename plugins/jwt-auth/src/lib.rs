@@ -121,23 +121,42 @@ fn find_token(req: &Request, s: &Settings) -> Result<(String, Source), TokenErro
     Err(TokenError::Missing)
 }
 
+/// The route's settings, parsed and keys decoded once: in `init` when the gateway
+/// pre-initialises the plugin, else on the first request of the instance.
+static SETTINGS: Prepared<Settings> = Prepared::new();
+
+fn load_settings() -> Result<Settings, String> {
+    config::parse(&context::config(), files::get).map_err(|e| e.0)
+}
+
 impl Plugin for JwtAuth {
+    fn init() -> Result<bool, String> {
+        // An unusable config is kept too: each request then gets the plugin's own 500
+        // `plugin_misconfigured` answer naming the key, as before `init` existed.
+        match SETTINGS.get(load_settings) {
+            Ok(settings) => {
+                for why in &settings.skipped {
+                    log::debug(&format!("jwt-auth: skipped {why}"));
+                }
+            }
+            Err(e) => log::error(&format!("jwt-auth: {e}")),
+        }
+        Ok(true)
+    }
+
     fn on_request(req: &Request) -> Decision {
-        let settings = match config::parse(&context::config(), files::get) {
+        let settings = match SETTINGS.get(load_settings) {
             Ok(s) => s,
             Err(e) => {
                 log::error(&format!("jwt-auth: {e}"));
-                return Decision::Respond(misconfigured("jwt-auth", &e.0));
+                return Decision::Respond(misconfigured("jwt-auth", e));
             }
         };
-        for why in &settings.skipped {
-            log::debug(&format!("jwt-auth: skipped {why}"));
-        }
         // A client must never be able to send the headers this plugin vouches for.
         for header in settings.forward_claims.values() {
             req.remove_header(header);
         }
-        let verified = find_token(req, &settings).and_then(|(token, source)| {
+        let verified = find_token(req, settings).and_then(|(token, source)| {
             token::verify(&token, &settings.keys, &settings.policy, now_secs())
                 .map(|claims| (claims, source))
         });

@@ -14,6 +14,37 @@ static SEEN: AtomicU32 = AtomicU32::new(0);
 /// Counts `on_response` calls in this instance (mode `request-only`).
 static RESPONSE_CALLS: AtomicU32 = AtomicU32::new(0);
 
+/// Mode `preinit`: what `init` set up (the config's `label`, an id drawn at random, the
+/// number of `init` calls so far in this memory).
+struct Prepared_ {
+    label: String,
+    id: u64,
+    inits: u32,
+}
+
+static PREPARED: Prepared<Prepared_> = Prepared::new();
+/// Mode `preinit`: `init` calls seen by this memory (1 in every fresh instance, snapshot or
+/// not: the snapshot holds the one call made before it).
+static INITS: AtomicU32 = AtomicU32::new(0);
+/// Mode `preinit`: bumped by each request; a fresh instance always starts it at 0.
+static SCRATCH: AtomicU32 = AtomicU32::new(0);
+
+fn prepare() -> Result<Prepared_, String> {
+    let c = cfg();
+    if let Some(why) = c["init_error"].as_str() {
+        return Err(why.to_string());
+    }
+    use std::hash::{BuildHasher, Hasher};
+    // Random per instance that draws it: instances sharing a snapshot share the id.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    Ok(Prepared_ {
+        label: c["label"].as_str().unwrap_or_default().to_string(),
+        id: h.finish(),
+        inits: INITS.fetch_add(1, Ordering::SeqCst) + 1,
+    })
+}
+
 /// The test plugin.
 pub struct TestKit;
 
@@ -30,9 +61,25 @@ fn call_error(e: &CallError) -> serde_json::Value {
 }
 
 impl Plugin for TestKit {
+    fn init() -> Result<bool, String> {
+        if mode() != "preinit" {
+            return Ok(false);
+        }
+        PREPARED.get(prepare).map(|_| true).map_err(str::to_string)
+    }
+
     fn on_request(req: &Request) -> Decision {
         let seen = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
         match mode().as_str() {
+            "preinit" => match PREPARED.get(prepare) {
+                Ok(p) => Decision::Respond(json_response(
+                    200,
+                    &json!({ "label": p.label, "id": p.id.to_string(), "inits": p.inits,
+                             "all_inits": INITS.load(Ordering::SeqCst),
+                             "scratch": SCRATCH.fetch_add(1, Ordering::SeqCst) + 1 }),
+                )),
+                Err(e) => Decision::Respond(misconfigured("test-kit", e)),
+            },
             "tag" => {
                 if req.header("x-trap").is_some() {
                     panic!("test-kit asked to trap by the x-trap header");

@@ -140,7 +140,7 @@ pub fn get(uri: &str) -> http::Request<Body> {
         .expect("valid request")
 }
 
-fn meta() -> RequestMeta {
+pub fn meta() -> RequestMeta {
     RequestMeta {
         client_addr: Some("127.0.0.1:4242".parse().unwrap()),
         request_id: "req-1".into(),
@@ -156,7 +156,7 @@ async fn json_body(body: Body) -> Value {
 }
 
 /// Run the request phase and expect the plugin to answer.
-async fn answered(chain: &Arc<PluginChain>, req: http::Request<Body>) -> (u16, Value) {
+pub async fn answered(chain: &Arc<PluginChain>, req: http::Request<Body>) -> (u16, Value) {
     match chain.start(meta()).on_request(req).await {
         Ok(RequestOutcome::Respond(resp)) => {
             let status = resp.status().as_u16();

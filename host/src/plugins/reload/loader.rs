@@ -38,6 +38,11 @@ pub struct LoadedPlugin {
     pub load_time: Duration,
     /// Ready to instantiate per request.
     pub pre: PluginPre,
+    /// The component's bytes, from which a route entry's pre-initialised snapshot is made
+    /// (`runtime::preinit`); kept only for plugins that export `init`.
+    pub source: Option<Arc<Vec<u8>>>,
+    /// Where compiled snapshots are cached, with the engine compatibility key in the names.
+    pub snapshot_cache: Option<(PathBuf, String)>,
 }
 
 impl LoadedPlugin {
@@ -135,11 +140,12 @@ impl Loader {
         let engine = self.engine.clone();
         let artifacts = self.artifacts(&hash);
         let tiered = self.tiered;
+        let source = bytes.clone();
         let (component, from_cache) =
             tokio::task::spawn_blocking(move || compile(&engine, &bytes, artifacts, tiered))
                 .await
                 .map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??;
-        self.finish(name, hash, component, from_cache, started)
+        self.finish(name, hash, component, from_cache, started, source)
             .await
     }
 
@@ -168,6 +174,7 @@ impl Loader {
         let artifact = self
             .artifacts(&hash)
             .map(|a| a.path(flavor, Tier::Optimized));
+        let source = bytes.clone();
         let component = tokio::task::spawn_blocking(move || {
             compile_with(
                 &engine,
@@ -179,7 +186,7 @@ impl Loader {
         })
         .await
         .map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??;
-        self.finish(name, hash, component, false, started)
+        self.finish(name, hash, component, false, started, source)
             .await
             .map(Some)
     }
@@ -197,8 +204,10 @@ impl Loader {
         component: Component,
         from_cache: bool,
         started: Instant,
+        source: Arc<Vec<u8>>,
     ) -> Result<LoadedPlugin, LoadError> {
         let pre = PluginPre::new(&self.engine, &component, &hash)?;
+        let source = pre.has_init().then_some(source);
         self.trial(&name, &pre).await?;
         let (flavor, tier) = self.engine.kind_of(&component);
         Ok(LoadedPlugin {
@@ -212,6 +221,8 @@ impl Loader {
             from_cache,
             load_time: started.elapsed(),
             pre,
+            source,
+            snapshot_cache: self.cache_dir.clone().map(|d| (d, self.compat.clone())),
         })
     }
 
@@ -226,6 +237,7 @@ impl Loader {
             services: Arc::new(NoServices),
             cache: Arc::new(PluginCache::new(1024)),
             shelf: Default::default(),
+            snapshots: Default::default(),
             limits: self.engine.limits().entry(None, None, None),
         });
         pre.instantiate(&self.engine, env, Arc::new(RequestMeta::default()))
@@ -356,7 +368,7 @@ fn compile_either(
 }
 
 /// Compile on one engine and store the artifact at `artifact`, if given.
-fn compile_with(
+pub(crate) fn compile_with(
     engine: &PluginEngine,
     bytes: &[u8],
     flavor: Flavor,
@@ -375,7 +387,7 @@ fn compile_with(
 
 /// Load a compiled artifact from the cache.
 #[allow(unsafe_code)]
-fn deserialize(
+pub(crate) fn deserialize(
     engine: &PluginEngine,
     flavor: Flavor,
     tier: Tier,

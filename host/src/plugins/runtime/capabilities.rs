@@ -83,6 +83,8 @@ pub struct PluginEnv {
     pub cache: Arc<PluginCache>,
     /// Instances made ahead of requests, or kept between them (`reuse_instances = true`).
     pub shelf: InstanceShelf,
+    /// The pre-initialised snapshot of the plugin for this entry's config (`preinit`).
+    pub snapshots: super::preinit::Snapshots,
     /// Deadline, memory and body cap of each invocation.
     pub limits: EntryLimits,
 }

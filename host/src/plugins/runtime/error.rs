@@ -99,6 +99,9 @@ pub enum InvokeError {
     /// Reading the request or response body for the plugin failed.
     #[error("body for plugin unavailable: {0}")]
     Body(String),
+    /// The plugin's `init` refused the route entry's config; the reason is the plugin's.
+    #[error("plugin init failed: {0}")]
+    Init(String),
 }
 
 impl InvokeError {
@@ -112,6 +115,7 @@ impl InvokeError {
             InvokeError::Instantiate(_) => "unavailable",
             InvokeError::BadOutput(_) => "bad_output",
             InvokeError::Body(_) => "body",
+            InvokeError::Init(_) => "init",
         }
     }
 
@@ -124,7 +128,7 @@ impl InvokeError {
             | InvokeError::Deadline(_)
             | InvokeError::OutOfMemory(_)
             | InvokeError::Instantiate(_) => http::StatusCode::SERVICE_UNAVAILABLE,
-            InvokeError::Trap(_) | InvokeError::BadOutput(_) => {
+            InvokeError::Trap(_) | InvokeError::BadOutput(_) | InvokeError::Init(_) => {
                 http::StatusCode::INTERNAL_SERVER_ERROR
             }
             InvokeError::Body(_) => http::StatusCode::BAD_REQUEST,

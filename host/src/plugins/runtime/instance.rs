@@ -8,7 +8,8 @@ use wasmtime::component::{Component, InstancePre, Resource};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{
-    failure_hook, request_hook, response_hook, types, FAILURE_HOOK, REQUEST_HOOK, RESPONSE_HOOK,
+    failure_hook, init, request_hook, response_hook, types, FAILURE_HOOK, INIT, REQUEST_HOOK,
+    RESPONSE_HOOK,
 };
 use super::capabilities::{PluginEnv, RequestMeta};
 use super::engine::PluginEngine;
@@ -81,6 +82,7 @@ pub struct PluginPre {
     request: Option<request_hook::GuestIndices>,
     response: Option<response_hook::GuestIndices>,
     failure: Option<failure_hook::GuestIndices>,
+    init: Option<init::GuestIndices>,
 }
 
 fn shape(hook: &'static str) -> impl Fn(wasmtime::Error) -> LoadError {
@@ -117,12 +119,16 @@ impl PluginPre {
         if request.is_none() && response.is_none() && failure.is_none() {
             return Err(LoadError::NoHooks);
         }
+        let init = has(INIT)
+            .then(|| init::GuestIndices::new(&pre).map_err(shape("init")))
+            .transpose()?;
         Ok(PluginPre {
             pre,
             version: hash.get(..12).unwrap_or(hash).into(),
             request,
             response,
             failure,
+            init,
         })
     }
 
@@ -130,6 +136,17 @@ impl PluginPre {
     /// its content hash, made once at load.
     pub fn version(&self) -> &Arc<str> {
         &self.version
+    }
+
+    /// Whether the plugin exports `init` (WIT 0.1.3): set-up to run, and snapshot, once per
+    /// route entry.
+    pub fn has_init(&self) -> bool {
+        self.init.is_some()
+    }
+
+    /// The component this was made from.
+    pub fn component(&self) -> &Component {
+        self.pre.component()
     }
 
     /// The hooks this plugin exports.
@@ -204,12 +221,18 @@ impl PluginPre {
             ),
             None => None,
         };
+        let init = match &self.init {
+            Some(i) => Some(i.load(&mut store, &instance).map_err(load("init"))?),
+            None => None,
+        };
         Ok(PluginInstance {
             store,
+            instance,
             in_call: false,
             request,
             response,
             failure,
+            init,
         })
     }
 }
@@ -217,12 +240,15 @@ impl PluginPre {
 /// One plugin instance serving one request: request phase, then response or failure phase.
 pub struct PluginInstance {
     store: Store<PluginCtx>,
+    /// The component instance, for the snapshot taken after `init` (`preinit`).
+    instance: wasmtime::component::Instance,
     /// Set while a hook runs: if the request is dropped mid-call (client gone), the store is
     /// left inside the guest and must not serve again.
     in_call: bool,
     request: Option<request_hook::Guest>,
     response: Option<response_hook::Guest>,
     failure: Option<failure_hook::Guest>,
+    init: Option<init::Guest>,
 }
 
 /// Turn a wasmtime error into the failure the client and the log see.
@@ -288,6 +314,28 @@ impl PluginInstance {
         self.store.data_mut().clock.restart();
         self.store.set_epoch_deadline(1);
         self.in_call = true;
+    }
+
+    /// Run `init` (if exported): `Ok(true)` when the plugin set state up, `Ok(false)` when it
+    /// had nothing to do (or exports no `init`), [`InvokeError::Init`] with the plugin's reason
+    /// when it refused its config.
+    pub async fn init(&mut self) -> Result<bool, InvokeError> {
+        let Some(hook) = self.init.clone() else {
+            return Ok(false);
+        };
+        self.begin();
+        let out = hook.call_init(&mut self.store).await;
+        self.in_call = false;
+        match out {
+            Ok(Ok(set_up)) => Ok(set_up),
+            Ok(Err(reason)) => Err(InvokeError::Init(reason)),
+            Err(e) => Err(classify(self.store.data(), e)),
+        }
+    }
+
+    /// The store and the component instance, for taking a snapshot (`preinit`).
+    pub(super) fn parts(&mut self) -> (&mut Store<PluginCtx>, wasmtime::component::Instance) {
+        (&mut self.store, self.instance)
     }
 
     /// Run `on-request`. The request comes back (changed in place) whatever happened,

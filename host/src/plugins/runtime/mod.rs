@@ -9,5 +9,6 @@ pub mod error;
 pub mod host_impl;
 pub mod instance;
 pub mod message;
+pub mod preinit;
 pub mod shelf;
 pub mod ticker;

@@ -218,11 +218,7 @@ impl Recycler {
             return;
         }
         let meta = Arc::new(RequestMeta::default());
-        match version
-            .pre
-            .instantiate(&self.engine, env.clone(), meta)
-            .await
-        {
+        match super::preinit::instantiate(&self.engine, &env, &version, meta).await {
             Ok(fresh) => env.shelf.put(&self.budget, version, fresh),
             // The request path instantiates again and reports the error there.
             Err(e) => tracing::debug!(plugin = %env.name, route = %env.route,

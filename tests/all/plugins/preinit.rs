@@ -1,0 +1,158 @@
+//! Pre-initialised instances (WIT 0.1.3 `init`): a plugin's set-up runs once per version and
+//! route entry, and each fresh instance starts from a snapshot of it. test-kit's `preinit`
+//! mode answers with what `init` set up: the route's `label`, an id drawn at random in `init`
+//! (instances started from one snapshot share it; instances that ran `init` themselves each
+//! have their own), and counters that show no state leaks between requests.
+
+use std::time::Duration;
+
+use gatehouse::plugins::OnError;
+use serde_json::{json, Value};
+
+use super::guests::{self, TempDir};
+use super::runtime::{answered, failed, get, kit, plugin};
+use crate::support::eventually;
+
+/// Two answers in a row with the same init id: instances now start from one snapshot.
+async fn snapshot_id(chain: &std::sync::Arc<gatehouse::plugins::PluginChain>) -> String {
+    let mut id = String::new();
+    eventually(
+        "the snapshot serves",
+        Duration::from_secs(120),
+        async || {
+            let (_, a) = answered(chain, get("/")).await;
+            let (_, b) = answered(chain, get("/")).await;
+            id = b["id"].as_str().unwrap_or_default().to_string();
+            a["id"] == b["id"]
+        },
+    )
+    .await;
+    id
+}
+
+fn fresh(answer: &Value, label: &str) {
+    assert_eq!(answer["label"], label, "{answer}");
+    assert_eq!(answer["inits"], 1, "init ran once in this memory: {answer}");
+    assert_eq!(answer["all_inits"], 1, "{answer}");
+    assert_eq!(
+        answer["scratch"], 1,
+        "a request's writes are not seen by the next: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_entry_starts_from_the_snapshot_of_its_own_config() {
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let a = kit.manager.chain(
+        "route-a",
+        &[plugin("kit", json!({ "mode": "preinit", "label": "a" }))],
+        OnError::FailClosed,
+    );
+    let b = kit.manager.chain(
+        "route-b",
+        &[plugin("kit", json!({ "mode": "preinit", "label": "b" }))],
+        OnError::FailClosed,
+    );
+    // Before and after the snapshot is ready, every answer is the route's own and fresh.
+    let (_, first) = answered(&a, get("/")).await;
+    fresh(&first, "a");
+    let id_a = snapshot_id(&a).await;
+    let id_b = snapshot_id(&b).await;
+    assert_ne!(id_a, id_b, "one snapshot per route config");
+    for _ in 0..20 {
+        let (_, x) = answered(&a, get("/")).await;
+        fresh(&x, "a");
+        assert_eq!(x["id"], id_a.as_str());
+        let (_, y) = answered(&b, get("/")).await;
+        fresh(&y, "b");
+        assert_eq!(y["id"], id_b.as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refusing_its_config_fails_each_request_with_the_reason() {
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let chain = kit.manager.chain(
+        "bad",
+        &[plugin(
+            "kit",
+            json!({ "mode": "preinit", "init_error": "no usable key" }),
+        )],
+        OnError::FailClosed,
+    );
+    // The first requests run init themselves, later ones meet the recorded refusal: the same
+    // failure either way.
+    for _ in 0..10 {
+        let (status, body) = failed(&chain).await;
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(body["kind"], "init", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no usable key"),
+            "{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A fail-open entry lets the request through.
+    let open = kit.manager.chain(
+        "bad-open",
+        &[plugin(
+            "kit",
+            json!({ "mode": "preinit", "init_error": "no usable key" }),
+        )],
+        OnError::FailOpen,
+    );
+    let out = open.start(Default::default()).on_request(get("/")).await;
+    assert!(matches!(
+        out,
+        Ok(gatehouse::plugins::RequestOutcome::Continue(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_plugin_version_is_snapshotted_again() {
+    let dir = TempDir::new("preinit-reload");
+    let bytes = guests::bytes("test-kit");
+    std::fs::write(dir.join("kit.wasm"), &bytes).expect("write");
+    let manager = gatehouse::plugins::PluginManager::start(
+        gatehouse::plugins::PluginSettings {
+            dir: dir.0.clone(),
+            cache_dir: Some(guests::workspace().join("target/guests/artifact-cache")),
+            watch: true,
+            debounce: Duration::from_millis(50),
+            limits: super::runtime::test_limits(),
+            ..Default::default()
+        },
+        std::sync::Arc::new(super::runtime::FakeServices {
+            delay: Duration::ZERO,
+            seen: Default::default(),
+        }),
+    )
+    .await
+    .expect("starts");
+    let chain = manager.chain(
+        "reload",
+        &[plugin("kit", json!({ "mode": "preinit", "label": "r" }))],
+        OnError::FailClosed,
+    );
+    let old = snapshot_id(&chain).await;
+    // The same component with a custom section appended: a new version (new content hash).
+    let mut changed = bytes.clone();
+    changed.extend_from_slice(&[0, 6, 5, b'v', b'e', b'r', b'-', b'2']);
+    std::fs::write(dir.join("kit.wasm"), &changed).expect("write");
+    let mut new = String::new();
+    eventually(
+        "the new version's snapshot serves",
+        Duration::from_secs(120),
+        async || {
+            new = snapshot_id(&chain).await;
+            new != old
+        },
+    )
+    .await;
+    let (_, answer) = answered(&chain, get("/")).await;
+    fresh(&answer, "r");
+    assert_eq!(answer["id"], new.as_str());
+}
