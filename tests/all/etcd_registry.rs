@@ -354,7 +354,7 @@ async fn an_etcd_restart_under_load_fails_no_request_and_loses_nothing() {
         async || register_raw(a, "late", &late).await.0 == 201,
     )
     .await;
-    all_have(&[a, b, c], &["late", "one"], PROPAGATION * 3).await;
+    all_have(&[a, b, c], &["late", "one"], DEADLINE).await;
     for load in loads {
         let statuses = load.finish().await;
         assert_all_ok(&statuses);
