@@ -236,8 +236,17 @@ async fn an_instance_registered_on_one_gateway_is_routed_by_all_and_its_lapse_re
         .expect("etcd get");
     assert_eq!(keys.kvs().len(), 1, "one key per instance");
     all_have(&[a, b, c], &["one"], PROPAGATION).await;
-    // No heartbeat: etcd expires the lease and every gateway drops the instance.
+    // Heartbeats through any gateway renew the one lease.
+    for gw in [c, a] {
+        client(gw).renew("orders", "one").await.expect("heartbeat");
+    }
+    // No more heartbeats: etcd expires the lease and every gateway drops the instance.
     all_have(&[a, b, c], &[], DEADLINE).await;
+    let late = client(b).renew("orders", "one").await;
+    assert!(
+        matches!(late, Err(gatehouse::discovery::registry::ClientError::Rejected { status, .. }) if status == 404),
+        "a heartbeat after the lapse is a 404, so the client registers again: {late:?}"
+    );
     for gw in [a, b, c] {
         let status = send(
             &http1(),

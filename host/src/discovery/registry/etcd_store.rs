@@ -324,18 +324,16 @@ impl EtcdStore {
         if lease == 0 {
             return Err(unknown());
         }
-        let keep_alive = async {
-            let (_keeper, mut stream) = client.lease_keep_alive(lease).await?;
-            Ok::<_, etcd_client::Error>(stream.message().await?)
-        };
-        let answer = tokio::time::timeout(self.config.settings.timeout, keep_alive)
-            .await
-            .map_err(|_| self.failed("lease keep-alive", &"timed out"))?
-            .map_err(|e| self.failed("lease keep-alive", &e))?;
-        match answer {
+        // etcd-client's keep_alive sends one keep-alive and reads its answer: one request.
+        let keep_alive = client.lease_keep_alive(lease);
+        match tokio::time::timeout(self.config.settings.timeout, keep_alive).await {
+            Err(_) => Err(self.failed("lease keep-alive", &"timed out")),
+            Ok(Ok(_)) => Ok(()),
             // TTL 0: the lease expired or was revoked; the client registers again.
-            Some(r) if r.ttl() > 0 => Ok(()),
-            _ => Err(unknown()),
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m == "lease not found" => {
+                Err(unknown())
+            }
+            Ok(Err(e)) => Err(self.failed("lease keep-alive", &e)),
         }
     }
 

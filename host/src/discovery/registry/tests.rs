@@ -54,7 +54,10 @@ async fn etcd_view_removes_a_lone_vanish_after_it_settles() {
     assert_eq!(rx.borrow_and_update().len(), 4);
     let t0 = Instant::now();
     r.apply_vanish("orders", "a", t0);
-    assert!(r.settle(t0).evicted.is_empty(), "still served while the burst settles");
+    assert!(
+        r.settle(t0).evicted.is_empty(),
+        "still served while the burst settles"
+    );
     assert_eq!(ids(&r), ["a", "b", "c", "d"]);
     let sweep = r.settle(t0 + SETTLE);
     assert_eq!(sweep.evicted, [("orders".to_owned(), "a".to_owned())]);
@@ -76,7 +79,11 @@ async fn etcd_view_holds_a_mass_vanish_for_one_eviction_interval() {
     let sweep = r.settle(t0 + SETTLE);
     assert_eq!(sweep.preserved, ["orders"]);
     assert!(r.services()[0].self_preservation);
-    assert_eq!(ids(&r), ["a", "b", "c", "d"], "held instances are still served");
+    assert_eq!(
+        ids(&r),
+        ["a", "b", "c", "d"],
+        "held instances are still served"
+    );
     // One comes back during the hold.
     r.apply_put("orders", spec("b", 2), 8);
     let sweep = r.settle(t0 + SETTLE + window);
