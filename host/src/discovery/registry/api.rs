@@ -59,8 +59,8 @@ struct InstanceView<'a> {
 }
 
 /// Answers one `/registry/...` request. Never panics on any input; every failure is a JSON
-/// `{"error": code, "message": ...}` with a 4xx status (503 `registry_store_unavailable` while etcd does not answer), the
-/// gateway's one error shape.
+/// `{"error": code, "message": ...}` with a 4xx status (503 `registry_store_unavailable`
+/// while etcd does not answer), the gateway's one error shape.
 pub async fn handle<B>(registry: &Registry, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
