@@ -129,11 +129,11 @@ pub(super) fn registry_store(
                 return RegistryStore::Memory;
             }
             match settings {
-                Some(settings) => RegistryStore::Etcd(EtcdRegistry {
+                Some(settings) => RegistryStore::Etcd(Box::new(EtcdRegistry {
                     settings,
                     key_prefix,
                     ready_requires_store,
-                }),
+                })),
                 None => RegistryStore::Memory,
             }
         }

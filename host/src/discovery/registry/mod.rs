@@ -50,7 +50,7 @@ pub enum RegistryStore {
     #[default]
     Memory,
     /// In etcd, shared by every gateway that uses the same etcd and key prefix.
-    Etcd(EtcdRegistry),
+    Etcd(Box<EtcdRegistry>),
 }
 
 impl Default for RegistryConfig {
@@ -437,9 +437,9 @@ impl Registry {
     pub fn new(config: RegistryConfig) -> Arc<Self> {
         let etcd = match &config.store {
             RegistryStore::Memory => None,
-            RegistryStore::Etcd(settings) => {
-                Some(Arc::new(etcd_store::EtcdStore::new(settings.clone())))
-            }
+            RegistryStore::Etcd(settings) => Some(Arc::new(etcd_store::EtcdStore::new(
+                EtcdRegistry::clone(settings),
+            ))),
         };
         Arc::new(Self {
             config,

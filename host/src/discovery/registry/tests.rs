@@ -29,11 +29,11 @@ fn etcd_view(share: f64, window: Duration) -> Arc<Registry> {
         token: Some("t".into()),
         eviction_interval: window,
         self_preservation_share: share,
-        store: RegistryStore::Etcd(EtcdRegistry {
+        store: RegistryStore::Etcd(Box::new(EtcdRegistry {
             settings: crate::etcd::EtcdSettings::new(vec!["http://127.0.0.1:1".into()]),
             key_prefix: DEFAULT_KEY_PREFIX.into(),
             ready_requires_store: true,
-        }),
+        })),
         ..RegistryConfig::default()
     })
 }
