@@ -128,6 +128,7 @@ pub async fn start_from(
     // The registry outlives config snapshots: instances stay registered across reloads.
     let registry = Registry::new(config.registry.clone());
     registry.spawn_evictions();
+    registry.start_store().await;
     // Plugins' service calls read the state, so it exists (serving nothing) before the plugin
     // runtime starts; the first real snapshot then carries the routes' chains.
     let state = Arc::new(ArcSwap::from_pointee(Snapshot::starting(Arc::new(

@@ -140,7 +140,7 @@ impl Admin {
             (&Method::GET, "/healthz") => {
                 json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
             }
-            (&Method::GET, "/readyz") if self.ready.get() => {
+            (&Method::GET, "/readyz") if self.ready.get() && self.registry.ready() => {
                 json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
             }
             (&Method::GET, "/readyz") => json(
@@ -259,6 +259,10 @@ impl Admin {
             renewals,
             expirations,
         );
+        if let Some(store) = self.registry.store_status() {
+            self.metrics
+                .registry_store(store.up, store.events, store.errors);
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub struct RawConfig {
     /// Where rate limit counters live (docs/scale-out.md). Default: in this process.
     #[serde(default)]
     pub rate_limits: super::scale_out::RawStoreChoice,
+    /// etcd for state shared between gateways: the registry (docs/scale-out.md). Default:
+    /// none.
+    pub etcd: Option<Spanned<super::scale_out::RawEtcd>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -277,6 +280,12 @@ pub struct RawRegistry {
     pub eviction_interval: Option<Spanned<String>>,
     /// Self-preservation share, 0 < x <= 1 (1 disables). Default 0.5.
     pub self_preservation: Option<Spanned<f64>>,
+    /// `memory` (default) or `etcd` (needs `[etcd]`; docs/scale-out.md).
+    pub store: Option<Spanned<String>>,
+    /// With `etcd`: every key starts with this. Default `/gatehouse/registry/`.
+    pub key_prefix: Option<Spanned<String>>,
+    /// With `etcd`: `/readyz` answers 503 while etcd is unreachable. Default false.
+    pub ready_requires_store: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -406,6 +406,8 @@ pub(super) fn registry(v: &mut Validator<'_>, r: &RawRegistry) -> RegistryConfig
             false,
             d.self_preservation_share,
         ),
+        // `[registry] store` and `[etcd]`: config/scale_out.rs.
+        store: d.store,
     };
     if let (Some(span), true) = (r.lease.as_ref().map(|l| l.span()), c.lease <= c.heartbeat) {
         v.problem(

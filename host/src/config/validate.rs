@@ -363,7 +363,8 @@ pub(super) fn validate(
         let zone_set = raw.gateway.zone.is_some();
         super::traffic::service(&mut v, s, i, zone.as_ref(), zone_set, &mut out.policy);
     }
-    let registry = super::policy::registry(&mut v, &raw.registry);
+    let mut registry = super::policy::registry(&mut v, &raw.registry);
+    registry.store = super::scale_out::registry_store(&mut v, raw.etcd.as_ref(), &raw.registry);
     let known: BTreeSet<&str> = services.iter().map(|s| s.name.0.as_str()).collect();
     let cache = super::cache::budget(&mut v, &raw.cache);
     let rate_limits =

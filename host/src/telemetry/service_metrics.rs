@@ -116,6 +116,9 @@ pub(super) struct Families {
     registry_preserving: Family<RegistryLabels, Gauge>,
     registry_renewals: Counter,
     registry_expirations: Counter,
+    registry_store_up: Gauge,
+    registry_store_events: Counter,
+    registry_store_errors: Counter,
     in_flight: Gauge,
 }
 
@@ -147,6 +150,9 @@ impl Families {
             registry_preserving: Family::default(),
             registry_renewals: Counter::default(),
             registry_expirations: Counter::default(),
+            registry_store_up: Gauge::default(),
+            registry_store_events: Counter::default(),
+            registry_store_errors: Counter::default(),
             in_flight: Gauge::default(),
         };
         registry.register(
@@ -246,6 +252,21 @@ impl Families {
             "registry_expirations",
             "Registry instances evicted because their lease lapsed",
             f.registry_expirations.clone(),
+        );
+        registry.register(
+            "registry_store_up",
+            "1 while the registry's etcd watch is established (store = \"etcd\"; 0 otherwise)",
+            f.registry_store_up.clone(),
+        );
+        registry.register(
+            "registry_store_events",
+            "etcd watch events applied to this gateway's registry view",
+            f.registry_store_events.clone(),
+        );
+        registry.register(
+            "registry_store_errors",
+            "Failed calls to the registry's etcd store (writes, reads, watches)",
+            f.registry_store_errors.clone(),
         );
         registry.register(
             "requests_in_flight",
@@ -572,6 +593,21 @@ impl super::Metrics {
         for (counter, total) in [
             (&f.registry_renewals, renewals),
             (&f.registry_expirations, expirations),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+
+    /// The etcd registry store (`[registry] store = "etcd"`), read at scrape time.
+    pub fn registry_store(&self, up: bool, events: u64, errors: u64) {
+        let f = self.families();
+        f.registry_store_up.set(i64::from(up));
+        for (counter, total) in [
+            (&f.registry_store_events, events),
+            (&f.registry_store_errors, errors),
         ] {
             let seen = counter.get();
             if total > seen {

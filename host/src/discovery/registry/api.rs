@@ -59,7 +59,8 @@ struct InstanceView<'a> {
 }
 
 /// Answers one `/registry/...` request. Never panics on any input; every failure is a JSON
-/// `{"error": code, "message": ...}` with a 4xx status, the gateway's one error shape.
+/// `{"error": code, "message": ...}` with a 4xx status (503 `registry_store_unavailable`
+/// while etcd does not answer), the gateway's one error shape.
 pub async fn handle<B>(registry: &Registry, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
@@ -133,7 +134,10 @@ where
             let body = read_body(req.into_body()).await?;
             let spec = parse_register(&body)?;
             let id = spec.id.clone();
-            let created = registry.register(&service, spec).map_err(api_error)?;
+            let created = registry
+                .register_via_store(&service, spec)
+                .await
+                .map_err(api_error)?;
             let cfg = registry.config();
             Ok(json(
                 if created {
@@ -151,12 +155,18 @@ where
         }
         (Method::PUT, ["registry", "services", service, "instances", id]) => {
             authorize(registry, &req)?;
-            registry.renew(service, id).map_err(api_error)?;
+            registry
+                .renew_via_store(service, id)
+                .await
+                .map_err(api_error)?;
             Ok(json(StatusCode::OK, &serde_json::json!({ "renewed": id })))
         }
         (Method::DELETE, ["registry", "services", service, "instances", id]) => {
             authorize(registry, &req)?;
-            registry.deregister(service, id).map_err(api_error)?;
+            registry
+                .deregister_via_store(service, id)
+                .await
+                .map_err(api_error)?;
             Ok(Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .body(Full::new(Bytes::new()))
@@ -183,6 +193,10 @@ fn api_error(e: RegistryError) -> ApiError {
         RegistryError::UnknownService { .. } => (StatusCode::NOT_FOUND, "unknown_service"),
         RegistryError::UnknownInstance { .. } => (StatusCode::NOT_FOUND, "unknown_instance"),
         RegistryError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+        RegistryError::StoreUnavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry_store_unavailable",
+        ),
     };
     (status, code, e.to_string())
 }

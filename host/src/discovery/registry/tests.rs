@@ -18,7 +18,97 @@ fn registry(share: f64) -> Arc<Registry> {
         heartbeat: Duration::from_secs(3),
         eviction_interval: Duration::from_secs(1),
         self_preservation_share: share,
+        store: RegistryStore::Memory,
     })
+}
+
+/// A registry with the etcd store, never connected: the view is fed by hand as the watcher
+/// would feed it.
+fn etcd_view(share: f64, window: Duration) -> Arc<Registry> {
+    Registry::new(RegistryConfig {
+        token: Some("t".into()),
+        eviction_interval: window,
+        self_preservation_share: share,
+        store: RegistryStore::Etcd(Box::new(EtcdRegistry {
+            settings: crate::etcd::EtcdSettings::new(vec!["http://127.0.0.1:1".into()]),
+            key_prefix: DEFAULT_KEY_PREFIX.into(),
+            ready_requires_store: true,
+        })),
+        ..RegistryConfig::default()
+    })
+}
+
+fn ids(r: &Registry) -> Vec<String> {
+    r.instances("orders")
+        .map(|v| v.into_iter().map(|i| i.spec.id).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn etcd_view_removes_a_lone_vanish_after_it_settles() {
+    let r = etcd_view(0.5, Duration::from_secs(10));
+    let mut rx = r.watch("orders");
+    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+        r.apply_put("orders", spec(id, 1 + i as u16), 7);
+    }
+    assert_eq!(rx.borrow_and_update().len(), 4);
+    let t0 = Instant::now();
+    r.apply_vanish("orders", "a", t0);
+    assert!(
+        r.settle(t0).evicted.is_empty(),
+        "still served while the burst settles"
+    );
+    assert_eq!(ids(&r), ["a", "b", "c", "d"]);
+    let sweep = r.settle(t0 + SETTLE);
+    assert_eq!(sweep.evicted, [("orders".to_owned(), "a".to_owned())]);
+    assert_eq!(rx.borrow_and_update().len(), 3, "published");
+    assert!(!r.ready(), "ready_requires_store and the watch is not up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn etcd_view_holds_a_mass_vanish_for_one_eviction_interval() {
+    let window = Duration::from_secs(10);
+    let r = etcd_view(0.5, window);
+    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+        r.apply_put("orders", spec(id, 1 + i as u16), 7);
+    }
+    let t0 = Instant::now();
+    for id in ["a", "b", "c"] {
+        r.apply_vanish("orders", id, t0);
+    }
+    let sweep = r.settle(t0 + SETTLE);
+    assert_eq!(sweep.preserved, ["orders"]);
+    assert!(r.services()[0].self_preservation);
+    assert_eq!(
+        ids(&r),
+        ["a", "b", "c", "d"],
+        "held instances are still served"
+    );
+    // One comes back during the hold.
+    r.apply_put("orders", spec("b", 2), 8);
+    let sweep = r.settle(t0 + SETTLE + window);
+    assert_eq!(sweep.evicted.len(), 2, "{sweep:?}");
+    assert_eq!(ids(&r), ["b", "d"]);
+    assert!(!r.services()[0].self_preservation);
+}
+
+#[tokio::test(start_paused = true)]
+async fn etcd_view_deregisters_are_not_vanishes() {
+    let r = etcd_view(0.5, Duration::from_secs(10));
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        r.apply_put("orders", spec(id, 1 + i as u16), 7);
+    }
+    for id in ["a", "b", "c"] {
+        r.apply_deregister("orders", id);
+    }
+    assert!(ids(&r).is_empty());
+    assert!(!r.services()[0].self_preservation);
+    let mut rx = r.watch("orders");
+    // A full re-read repeating the view publishes nothing.
+    r.apply_put("orders", spec("e", 5), 9);
+    rx.borrow_and_update();
+    r.apply_put("orders", spec("e", 5), 9);
+    assert!(!rx.has_changed().unwrap_or(true));
 }
 
 #[tokio::test(start_paused = true)]
