@@ -277,6 +277,10 @@ pub struct RawRegistry {
     pub eviction_interval: Option<Spanned<String>>,
     /// Self-preservation share, 0 < x <= 1 (1 disables). Default 0.5.
     pub self_preservation: Option<Spanned<f64>>,
+    /// Blocking queries (watches) held open at once. Default 4096.
+    pub max_watches: Option<Spanned<i64>>,
+    /// The longest a blocking query is held. Default `5m`.
+    pub max_wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,9 +3,11 @@
 
 mod api;
 mod client;
+mod watch;
 
 pub use api::handle;
 pub use client::{ClientError, Registration, RegistryClient};
+pub use watch::{ServiceView, WatchError};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::watch as channel;
 use tokio::time::Instant;
 
 use super::{Endpoint, EndpointMeta, EndpointSet};
@@ -33,6 +35,10 @@ pub struct RegistryConfig {
     /// one sweep (and more than one instance), none are evicted and a warning is logged.
     /// 1.0 disables it. Default 0.5.
     pub self_preservation_share: f64,
+    /// Blocking queries (watches) held open at once; past it a watch gets a 503. Default 4096.
+    pub max_watches: usize,
+    /// The longest a blocking query is held; longer `wait`s are cut to it. Default 5 min.
+    pub max_wait: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -43,6 +49,8 @@ impl Default for RegistryConfig {
             heartbeat: Duration::from_secs(30),
             eviction_interval: Duration::from_secs(30),
             self_preservation_share: 0.5,
+            max_watches: 4096,
+            max_wait: Duration::from_secs(300),
         }
     }
 }
@@ -78,24 +86,56 @@ pub struct Instance {
     pub last_renewal: Instant,
 }
 
-/// A service's entry: its instances and the channel its backend pools follow.
+/// Numbers every published change, registry-wide: a service's change index is the clock's
+/// value at its last publish, so it only grows, even if a store drops and re-creates the
+/// service. Blocking queries compare against it.
+#[derive(Debug)]
+struct ChangeClock {
+    last: AtomicU64,
+    /// Ticks when a service is published for the first time: what watches of a service that
+    /// does not exist yet wait on (they hold no entry, so reads cannot create services).
+    first_publish: channel::Sender<()>,
+}
+
+impl ChangeClock {
+    fn new() -> Self {
+        Self {
+            last: AtomicU64::new(0),
+            first_publish: channel::channel(()).0,
+        }
+    }
+}
+
+/// A service's entry: its instances and the channel its backend pools (and blocking queries)
+/// follow.
 #[derive(Debug)]
 struct ServiceEntry {
     instances: BTreeMap<String, Instance>,
-    tx: watch::Sender<EndpointSet>,
+    tx: channel::Sender<EndpointSet>,
     preserving: bool,
+    /// The change index of the set last published; 0 = never published.
+    index: u64,
 }
 
 impl ServiceEntry {
     fn new() -> Self {
         Self {
             instances: BTreeMap::new(),
-            tx: watch::channel(EndpointSet::from(Vec::new())).0,
+            tx: channel::channel(EndpointSet::from(Vec::new())).0,
             preserving: false,
+            index: 0,
         }
     }
 
-    fn publish(&self) {
+    /// Publishes the instance set to the backend pools and bumps the change index, which wakes
+    /// blocking queries. Every store applies its changes through here (the in-memory calls
+    /// below, an external store's events), so watches work whatever the store.
+    fn publish(&mut self, clock: &ChangeClock) {
+        let first = self.index == 0;
+        self.index = clock.last.fetch_add(1, Ordering::Relaxed) + 1;
+        if first {
+            clock.first_publish.send_replace(());
+        }
         let set: EndpointSet = self
             .instances
             .values()
@@ -135,6 +175,11 @@ pub struct Registry {
     services: Mutex<BTreeMap<String, ServiceEntry>>,
     renewals: AtomicU64,
     expirations: AtomicU64,
+    clock: ChangeClock,
+    /// Blocking queries held open now (`watch.rs`), against `config.max_watches`.
+    watches: std::sync::atomic::AtomicUsize,
+    /// Set at shutdown: held blocking queries answer at once, new ones do not block.
+    closing: channel::Sender<bool>,
 }
 
 /// Service names: 1–64 of `a-z A-Z 0-9 - _ .`; instance ids: 1–128, no `/` or whitespace.
@@ -157,6 +202,9 @@ impl Registry {
             services: Mutex::new(BTreeMap::new()),
             renewals: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            clock: ChangeClock::new(),
+            watches: std::sync::atomic::AtomicUsize::new(0),
+            closing: channel::channel(false).0,
         })
     }
 
@@ -207,7 +255,7 @@ impl Registry {
                 },
             )
             .is_none();
-        entry.publish();
+        entry.publish(&self.clock);
         tracing::info!(%service, %id, created, "registry: instance registered");
         Ok(created)
     }
@@ -247,7 +295,7 @@ impl Registry {
                 id: id.to_owned(),
             });
         }
-        entry.publish();
+        entry.publish(&self.clock);
         tracing::info!(%service, %id, "registry: instance deregistered");
         Ok(())
     }
@@ -276,7 +324,7 @@ impl Registry {
 
     /// Follows a service's endpoint set; creates the (empty) service if unknown, so a service
     /// configured with `discovery = "registry"` exists before its first instance registers.
-    pub fn watch(&self, service: &str) -> watch::Receiver<EndpointSet> {
+    pub fn watch(&self, service: &str) -> channel::Receiver<EndpointSet> {
         self.lock()
             .entry(service.to_owned())
             .or_insert_with(ServiceEntry::new)
@@ -329,7 +377,7 @@ impl Registry {
                 self.expirations.fetch_add(1, Ordering::Relaxed);
                 sweep.evicted.push((name.clone(), id));
             }
-            entry.publish();
+            entry.publish(&self.clock);
         }
         sweep
     }
