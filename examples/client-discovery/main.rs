@@ -50,12 +50,16 @@ async fn main() -> Result<(), Error> {
 }
 
 /// Serves `hello from <id>` on `port`, registered as an instance of `b` until Ctrl-C.
-async fn serve_b(admin: SocketAddr, port: u16, token: &str) -> Result<(), Error> {
+pub(crate) async fn serve_b(admin: SocketAddr, port: u16, token: &str) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let id = format!("b-{}", addr.port());
     let registration = RegistryClient::new(admin, token)
-        .register("b", Instance::new(&id, addr.ip(), addr.port()), Duration::from_secs(10))
+        .register(
+            "b",
+            Instance::new(&id, addr.ip(), addr.port()),
+            Duration::from_secs(10),
+        )
         .await?;
     println!("b instance {id} serving on {addr}, registered at {admin}");
     let body = Bytes::from(format!("hello from {id}"));
@@ -83,7 +87,7 @@ async fn serve_b(admin: SocketAddr, port: u16, token: &str) -> Result<(), Error>
 }
 
 /// Discovers b and makes `calls` calls straight to its instances; returns one line per call.
-async fn call_b(
+pub(crate) async fn call_b(
     admin: SocketAddr,
     admin_token: Option<String>,
     calls: usize,
@@ -105,7 +109,11 @@ async fn call_b(
         match client.get(uri).await {
             Ok(resp) => {
                 let text = resp.into_body().collect().await?.to_bytes();
-                lines.push(format!("{} -> {}", instance.addr(), String::from_utf8_lossy(&text)));
+                lines.push(format!(
+                    "{} -> {}",
+                    instance.addr(),
+                    String::from_utf8_lossy(&text)
+                ));
             }
             Err(e) => {
                 b.mark_failed(&instance);

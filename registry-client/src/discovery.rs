@@ -240,7 +240,14 @@ async fn follow(shared: Arc<Shared>, cfg: DiscoveryBuilder) {
             Some(i) => format!("/registry/services/{service}/instances?index={i}&wait={wait_ms}ms"),
         };
         let answer = transport
-            .call(&what, Method::GET, &path, cfg.token.as_deref(), Bytes::new(), timeout)
+            .call(
+                &what,
+                Method::GET,
+                &path,
+                cfg.token.as_deref(),
+                Bytes::new(),
+                timeout,
+            )
             .await
             .and_then(|a| {
                 serde_json::from_slice::<Listing>(&a.body).map_err(|e| ClientError::BadAnswer {
@@ -281,12 +288,17 @@ async fn follow(shared: Arc<Shared>, cfg: DiscoveryBuilder) {
                     tracing::debug!(%service, %error, failures, "registry query failed again");
                 }
                 *lock(&shared.last_error) = error.to_string();
-                shared.snapshot.send_if_modified(|s| !std::mem::replace(&mut s.stale, true));
+                shared
+                    .snapshot
+                    .send_if_modified(|s| !std::mem::replace(&mut s.stale, true));
                 // Another registry (or this one restarted) numbers changes differently.
                 index = None;
                 current = (current + 1) % transports.len();
                 let shift = (failures - 1).min(16);
-                let delay = cfg.min_backoff.saturating_mul(1 << shift).min(cfg.max_backoff);
+                let delay = cfg
+                    .min_backoff
+                    .saturating_mul(1 << shift)
+                    .min(cfg.max_backoff);
                 tokio::time::sleep(delay).await;
             }
         }

@@ -48,7 +48,11 @@ impl RegistryClient {
     }
 
     /// Registers once (no heartbeat); re-registering the same id replaces it.
-    pub async fn register_once(&self, service: &str, instance: &Instance) -> Result<(), ClientError> {
+    pub async fn register_once(
+        &self,
+        service: &str,
+        instance: &Instance,
+    ) -> Result<(), ClientError> {
         let body = serde_json::json!({
             "id": instance.id,
             "address": instance.address.to_string(),

@@ -416,7 +416,8 @@ pub(super) fn registry(v: &mut Validator<'_>, r: &RawRegistry) -> RegistryConfig
         max_wait: v.duration(&r.max_wait, "registry.max_wait", d.max_wait),
     };
     if let Some(w) = r.max_wait.as_ref().filter(|_| {
-        c.max_wait < std::time::Duration::from_secs(1) || c.max_wait > std::time::Duration::from_secs(3600)
+        c.max_wait < std::time::Duration::from_secs(1)
+            || c.max_wait > std::time::Duration::from_secs(3600)
     }) {
         v.problem(
             w.span(),

@@ -25,7 +25,9 @@ pub struct ServiceView {
 pub enum WatchError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("{open} blocking queries are open, the most [registry].max_watches allows; retry later")]
+    #[error(
+        "{open} blocking queries are open, the most [registry].max_watches allows; retry later"
+    )]
     TooMany { open: usize },
 }
 
