@@ -255,6 +255,8 @@ impl RunningGateway {
     /// returns once both listeners are closed.
     pub async fn shutdown(self) -> ShutdownReport {
         self.ready.set(false);
+        // Held blocking queries answer now, so they do not hold the admin drain.
+        self.registry.close_watches();
         // Err only if every receiver is gone, i.e. both servers already stopped.
         let _ = self.stop.send(true);
         let cut_public = self.public.join().await;

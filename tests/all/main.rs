@@ -36,6 +36,7 @@ mod proxy;
 mod rate_limits;
 mod redis_cache;
 mod redis_limits;
+mod registry_watch;
 mod reload;
 mod shipped_plugins;
 mod shutdown;

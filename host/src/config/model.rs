@@ -286,6 +286,10 @@ pub struct RawRegistry {
     pub key_prefix: Option<Spanned<String>>,
     /// With `etcd`: `/readyz` answers 503 while etcd is unreachable. Default false.
     pub ready_requires_store: Option<Spanned<bool>>,
+    /// Blocking queries (watches) held open at once. Default 4096.
+    pub max_watches: Option<Spanned<i64>>,
+    /// The longest a blocking query is held. Default `5m`.
+    pub max_wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -408,7 +408,25 @@ pub(super) fn registry(v: &mut Validator<'_>, r: &RawRegistry) -> RegistryConfig
         ),
         // `[registry] store` and `[etcd]`: config/scale_out.rs.
         store: d.store,
+        max_watches: count(v.int(
+            &r.max_watches,
+            "registry.max_watches",
+            1,
+            1_000_000,
+            d.max_watches as i64,
+        )) as usize,
+        max_wait: v.duration(&r.max_wait, "registry.max_wait", d.max_wait),
     };
+    if let Some(w) = r.max_wait.as_ref().filter(|_| {
+        c.max_wait < std::time::Duration::from_secs(1)
+            || c.max_wait > std::time::Duration::from_secs(3600)
+    }) {
+        v.problem(
+            w.span(),
+            "registry.max_wait",
+            format!("{:?} is out of range; expected 1s to 1h", w.get_ref()),
+        );
+    }
     if let (Some(span), true) = (r.lease.as_ref().map(|l| l.span()), c.lease <= c.heartbeat) {
         v.problem(
             span,

@@ -3,6 +3,8 @@
 //! ```text
 //! GET    /registry/services                               list services
 //! GET    /registry/services/{service}                     list a service's instances
+//! GET    /registry/services/{service}/instances           the same, as a blocking query
+//!                                                         (`?index=N&wait=30s`, watch.rs)
 //! POST   /registry/services/{service}/instances           register (token)
 //! PUT    /registry/services/{service}/instances/{id}      renew the lease (token)
 //! DELETE /registry/services/{service}/instances/{id}      deregister (token)
@@ -16,11 +18,17 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::{Deserialize, Serialize};
 
-use super::{InstanceSpec, Registry, RegistryError};
+use super::{Instance, InstanceSpec, Registry, RegistryError, WatchError};
 use crate::discovery::EndpointMeta;
 
 /// Register bodies larger than this are refused (413).
 const MAX_BODY: usize = 64 * 1024;
+
+/// The change index of the answered set, on every instance listing.
+pub const INDEX_HEADER: &str = "x-registry-index";
+
+/// A blocking query without `wait` holds this long (cut to `[registry].max_wait`).
+pub const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -68,10 +76,19 @@ where
 {
     match route(registry, req).await {
         Ok(resp) => resp,
-        Err((status, code, message)) => json(
-            status,
-            &serde_json::json!({ "error": code, "message": message }),
-        ),
+        Err((status, code, message)) => {
+            let mut response = json(
+                status,
+                &serde_json::json!({ "error": code, "message": message }),
+            );
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // Watches free up as they answer; a client waits a moment, then asks again.
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            }
+            response
+        }
     }
 }
 
@@ -104,29 +121,22 @@ where
             ))
         }
         (Method::GET, ["registry", "services", service]) => {
-            let now = tokio::time::Instant::now();
-            let instances = registry.instances(service).map_err(api_error)?;
-            let views: Vec<InstanceView<'_>> = instances
-                .iter()
-                .map(|i| InstanceView {
-                    id: &i.spec.id,
-                    address: i.spec.address.to_string(),
-                    port: i.spec.port,
-                    metadata: MetadataBody {
-                        weight: Some(i64::from(i.spec.meta.weight)),
-                        zone: i.spec.meta.zone.clone(),
-                        version: i.spec.meta.version.clone(),
-                        tags: i.spec.meta.tags.clone(),
-                    },
-                    last_renewal_age_secs: now
-                        .saturating_duration_since(i.last_renewal)
-                        .as_secs_f64(),
-                })
-                .collect();
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({ "service": service, "instances": views }),
-            ))
+            // An unknown service stays a 404 here, as before the watch API; the one view
+            // then gives instances and index from the same moment.
+            registry.instances(service).map_err(api_error)?;
+            let view = registry.view(service).map_err(api_error)?;
+            Ok(listing(service, view.index, &view.instances))
+        }
+        (Method::GET, ["registry", "services", service, "instances"]) => {
+            let query = WatchQuery::parse(req.uri().query())?;
+            let view = match query.index {
+                None => registry.view(service).map_err(api_error)?,
+                Some(index) => registry
+                    .wait_for_change(service, index, query.wait)
+                    .await
+                    .map_err(watch_error)?,
+            };
+            Ok(listing(service, view.index, &view.instances))
         }
         (Method::POST, ["registry", "services", service, "instances"]) => {
             authorize(registry, &req)?;
@@ -186,6 +196,94 @@ where
             format!("no registry endpoint at {path}"),
         )),
     }
+}
+
+/// `?index=N&wait=D` of a blocking query. Without `index` the listing answers at once.
+struct WatchQuery {
+    index: Option<u64>,
+    wait: std::time::Duration,
+}
+
+impl WatchQuery {
+    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let bad = |m: String| (StatusCode::BAD_REQUEST, "bad_query", m);
+        let mut index = None;
+        let mut wait = None;
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let shown: String = value.chars().take(40).collect();
+            match &*key {
+                "index" if index.is_none() => {
+                    index = Some(value.parse::<u64>().map_err(|_| {
+                        bad(format!(
+                            "invalid index {shown:?}: expected the X-Registry-Index of an earlier answer (an integer from 0)"
+                        ))
+                    })?);
+                }
+                "wait" if wait.is_none() => {
+                    wait = Some(humantime::parse_duration(&value).map_err(|_| {
+                        bad(format!(
+                            "invalid wait {shown:?}: expected a duration such as \"30s\", \"500ms\" or \"5m\""
+                        ))
+                    })?);
+                }
+                "index" | "wait" => return Err(bad(format!("{key} is given twice"))),
+                other => {
+                    let other: String = other.chars().take(40).collect();
+                    return Err(bad(format!(
+                        "unknown query parameter {other:?}: expected index and wait"
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            index,
+            wait: wait.unwrap_or(DEFAULT_WAIT),
+        })
+    }
+}
+
+fn watch_error(e: WatchError) -> ApiError {
+    match e {
+        WatchError::Registry(e) => api_error(e),
+        // Logged at debug: any reader can reach the cap, and each refusal is answered.
+        WatchError::TooMany { .. } => {
+            tracing::debug!(error = %e, "registry: blocking query refused");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_watches",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+/// A service's instances with their change index, in the body and the `X-Registry-Index`
+/// header.
+fn listing(service: &str, index: u64, instances: &[Instance]) -> Response<Full<Bytes>> {
+    let now = tokio::time::Instant::now();
+    let views: Vec<InstanceView<'_>> = instances
+        .iter()
+        .map(|i| InstanceView {
+            id: &i.spec.id,
+            address: i.spec.address.to_string(),
+            port: i.spec.port,
+            metadata: MetadataBody {
+                weight: Some(i64::from(i.spec.meta.weight)),
+                zone: i.spec.meta.zone.clone(),
+                version: i.spec.meta.version.clone(),
+                tags: i.spec.meta.tags.clone(),
+            },
+            last_renewal_age_secs: now.saturating_duration_since(i.last_renewal).as_secs_f64(),
+        })
+        .collect();
+    let mut response = json(
+        StatusCode::OK,
+        &serde_json::json!({ "service": service, "index": index, "instances": views }),
+    );
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, http::HeaderValue::from(index));
+    response
 }
 
 fn api_error(e: RegistryError) -> ApiError {

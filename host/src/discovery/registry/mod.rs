@@ -8,10 +8,12 @@
 mod api;
 mod client;
 mod etcd_store;
+mod watch;
 
 pub use api::handle;
 pub use client::{ClientError, Registration, RegistryClient};
 pub use etcd_store::{EtcdRegistry, DEFAULT_KEY_PREFIX};
+pub use watch::{ServiceView, WatchError};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::watch as channel;
 use tokio::time::Instant;
 
 use super::{Endpoint, EndpointMeta, EndpointSet};
@@ -39,6 +41,10 @@ pub struct RegistryConfig {
     /// one sweep (and more than one instance), none are evicted and a warning is logged.
     /// 1.0 disables it. Default 0.5.
     pub self_preservation_share: f64,
+    /// Blocking queries (watches) held open at once; past it a watch gets a 503. Default 4096.
+    pub max_watches: usize,
+    /// The longest a blocking query is held; longer `wait`s are cut to it. Default 5 min.
+    pub max_wait: Duration,
     /// Where instances live.
     pub store: RegistryStore,
 }
@@ -62,6 +68,8 @@ impl Default for RegistryConfig {
             eviction_interval: Duration::from_secs(30),
             self_preservation_share: 0.5,
             store: RegistryStore::Memory,
+            max_watches: 4096,
+            max_wait: Duration::from_secs(300),
         }
     }
 }
@@ -103,11 +111,32 @@ pub struct Instance {
     pub lease: i64,
 }
 
-/// A service's entry: its instances and the channel its backend pools follow.
+/// Numbers every published change, registry-wide: a service's change index is the clock's
+/// value at its last publish, so it only grows, even if a store drops and re-creates the
+/// service. Blocking queries compare against it.
+#[derive(Debug)]
+struct ChangeClock {
+    last: AtomicU64,
+    /// Ticks when a service is published for the first time: what watches of a service that
+    /// does not exist yet wait on (they hold no entry, so reads cannot create services).
+    first_publish: channel::Sender<()>,
+}
+
+impl ChangeClock {
+    fn new() -> Self {
+        Self {
+            last: AtomicU64::new(0),
+            first_publish: channel::channel(()).0,
+        }
+    }
+}
+
+/// A service's entry: its instances and the channel its backend pools (and blocking queries)
+/// follow.
 #[derive(Debug)]
 struct ServiceEntry {
     instances: BTreeMap<String, Instance>,
-    tx: watch::Sender<EndpointSet>,
+    tx: channel::Sender<EndpointSet>,
     preserving: bool,
     /// etcd store: keys that vanished (lease expiry, not a deregister), still served until
     /// `settle` decides, by when they vanished.
@@ -116,21 +145,32 @@ struct ServiceEntry {
     recent_vanishes: Vec<Instant>,
     /// etcd store: vanished instances kept by self-preservation, until when.
     held: BTreeMap<String, Instant>,
+    /// The change index of the set last published; 0 = never published.
+    index: u64,
 }
 
 impl ServiceEntry {
     fn new() -> Self {
         Self {
             instances: BTreeMap::new(),
-            tx: watch::channel(EndpointSet::from(Vec::new())).0,
+            tx: channel::channel(EndpointSet::from(Vec::new())).0,
             preserving: false,
             vanished: BTreeMap::new(),
             recent_vanishes: Vec::new(),
             held: BTreeMap::new(),
+            index: 0,
         }
     }
 
-    fn publish(&self) {
+    /// Publishes the instance set to the backend pools and bumps the change index, which wakes
+    /// blocking queries. Every store applies its changes through here (the in-memory calls
+    /// below, an external store's events), so watches work whatever the store.
+    fn publish(&mut self, clock: &ChangeClock) {
+        let first = self.index == 0;
+        self.index = clock.last.fetch_add(1, Ordering::Relaxed) + 1;
+        if first {
+            clock.first_publish.send_replace(());
+        }
         let set: EndpointSet = self
             .instances
             .values()
@@ -172,6 +212,11 @@ pub struct Registry {
     expirations: AtomicU64,
     /// `Some` with `store = "etcd"`.
     etcd: Option<Arc<etcd_store::EtcdStore>>,
+    clock: ChangeClock,
+    /// Blocking queries held open now (`watch.rs`), against `config.max_watches`.
+    watches: std::sync::atomic::AtomicUsize,
+    /// Set at shutdown: held blocking queries answer at once, new ones do not block.
+    closing: channel::Sender<bool>,
 }
 
 /// Service names: 1–64 of `a-z A-Z 0-9 - _ .`; instance ids: 1–128, no `/` or whitespace.
@@ -313,7 +358,7 @@ impl Registry {
                 lease,
             },
         );
-        entry.publish();
+        entry.publish(&self.clock);
     }
 
     /// etcd view: an instance was deregistered: gone at once, self-preservation aside.
@@ -328,7 +373,7 @@ impl Registry {
             entry.preserving = false;
         }
         if entry.instances.remove(id).is_some() {
-            entry.publish();
+            entry.publish(&self.clock);
         }
     }
 
@@ -428,7 +473,7 @@ impl Registry {
                 entry.preserving = false;
             }
             if changed {
-                entry.publish();
+                entry.publish(&self.clock);
             }
         }
         sweep
@@ -447,6 +492,9 @@ impl Registry {
             renewals: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             etcd,
+            clock: ChangeClock::new(),
+            watches: std::sync::atomic::AtomicUsize::new(0),
+            closing: channel::channel(false).0,
         })
     }
 
@@ -490,7 +538,7 @@ impl Registry {
                 },
             )
             .is_none();
-        entry.publish();
+        entry.publish(&self.clock);
         tracing::info!(%service, %id, created, "registry: instance registered");
         Ok(created)
     }
@@ -530,7 +578,7 @@ impl Registry {
                 id: id.to_owned(),
             });
         }
-        entry.publish();
+        entry.publish(&self.clock);
         tracing::info!(%service, %id, "registry: instance deregistered");
         Ok(())
     }
@@ -559,7 +607,7 @@ impl Registry {
 
     /// Follows a service's endpoint set; creates the (empty) service if unknown, so a service
     /// configured with `discovery = "registry"` exists before its first instance registers.
-    pub fn watch(&self, service: &str) -> watch::Receiver<EndpointSet> {
+    pub fn watch(&self, service: &str) -> channel::Receiver<EndpointSet> {
         self.lock()
             .entry(service.to_owned())
             .or_insert_with(ServiceEntry::new)
@@ -616,7 +664,7 @@ impl Registry {
                 self.expirations.fetch_add(1, Ordering::Relaxed);
                 sweep.evicted.push((name.clone(), id));
             }
-            entry.publish();
+            entry.publish(&self.clock);
         }
         sweep
     }

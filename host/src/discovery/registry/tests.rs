@@ -18,7 +18,7 @@ fn registry(share: f64) -> Arc<Registry> {
         heartbeat: Duration::from_secs(3),
         eviction_interval: Duration::from_secs(1),
         self_preservation_share: share,
-        store: RegistryStore::Memory,
+        ..RegistryConfig::default()
     })
 }
 
