@@ -197,6 +197,7 @@ fn chain_overhead(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         services: Arc::new(NoServices),
         cache: Arc::new(PluginCache::new(1)),
         shelf: Default::default(),
+        snapshots: Default::default(),
         limits: manager.engine().limits().entry(None, None, None),
     });
     let meta = Arc::new(RequestMeta::default());

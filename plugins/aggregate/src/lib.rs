@@ -162,7 +162,7 @@ impl Plugin for Aggregate {
                 return Decision::Respond(misconfigured("aggregate", e));
             }
         };
-        let values = match request_values(req, &settings) {
+        let values = match request_values(req, settings) {
             Ok(v) => v,
             Err(resp) => return Decision::Respond(resp),
         };
@@ -232,7 +232,7 @@ impl Plugin for Aggregate {
             };
             outcomes.push(PartResult { part, outcome });
         }
-        Decision::Respond(compose::compose(&settings, outcomes))
+        Decision::Respond(compose::compose(settings, outcomes))
     }
 }
 

@@ -130,7 +130,7 @@ impl Plugin for Fallback {
         };
         let status = resp.status();
         if s.on_status.contains(&status) {
-            if let Some(fallback) = choose(&s, &key) {
+            if let Some(fallback) = choose(s, &key) {
                 log::info(&format!(
                     "fallback: upstream answered {status}; serving the fallback"
                 ));
@@ -177,7 +177,7 @@ impl Plugin for Fallback {
         if !s.kinds.contains(&failure.kind) {
             return None;
         }
-        let fallback = choose(&s, &key);
+        let fallback = choose(s, &key);
         if fallback.is_some() {
             log::info(&format!(
                 "fallback: upstream failed ({}: {}); serving the fallback",
