@@ -4,7 +4,7 @@
 // A request without a listed key gets 401 with a JSON error; an allowed one continues upstream
 // with `x-js-auth: <key index>` added. Targets the `request-filter` world, so the component
 // exports only `request-hook` and the gateway calls only that.
-import { config, log } from 'gatehouse:plugin/context@0.1.2';
+import { config, log } from 'gatehouse:plugin/context@0.1.3';
 
 // The QuickJS backend has no TextEncoder/TextDecoder; these cover UTF-8 for headers and JSON.
 const encoder = {
