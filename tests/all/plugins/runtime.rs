@@ -77,6 +77,22 @@ pub async fn kit(plugins: &[(&str, Vec<u8>)]) -> Kit {
 }
 
 pub async fn kit_with(plugins: &[(&str, Vec<u8>)], limits: PluginLimits, delay: Duration) -> Kit {
+    kit_tiered(plugins, limits, delay, true).await
+}
+
+/// A kit whose plugins load in one compile tier: the loaded version never changes on its own
+/// (with tiers, the optimized build replacing the baseline is a new version, with a new
+/// pre-init snapshot), for tests that follow one version's snapshot.
+pub async fn kit_single_tier(plugins: &[(&str, Vec<u8>)]) -> Kit {
+    kit_tiered(plugins, test_limits(), Duration::from_millis(1), false).await
+}
+
+async fn kit_tiered(
+    plugins: &[(&str, Vec<u8>)],
+    limits: PluginLimits,
+    delay: Duration,
+    tiered: bool,
+) -> Kit {
     let dir = TempDir::new("plugins");
     for (name, bytes) in plugins {
         std::fs::write(dir.join(&format!("{name}.wasm")), bytes).expect("write plugin");
@@ -91,6 +107,7 @@ pub async fn kit_with(plugins: &[(&str, Vec<u8>)], limits: PluginLimits, delay: 
         cache_dir: Some(guests::workspace().join("target/guests/artifact-cache")),
         watch: false,
         limits,
+        tiered,
         ..PluginSettings::default()
     };
     let manager = PluginManager::start(settings, services.clone())
