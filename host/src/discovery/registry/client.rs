@@ -8,7 +8,10 @@ use std::time::Duration;
 
 pub use gatehouse_registry_client::{ClientError, Registration};
 
+use gatehouse_registry_client::Metadata;
+
 use super::InstanceSpec;
+use crate::discovery::EndpointMeta;
 
 /// Talks to a gatehouse admin listener's `/registry` API.
 #[derive(Clone, Debug)]
@@ -57,11 +60,16 @@ fn instance(spec: &InstanceSpec) -> gatehouse_registry_client::Instance {
         id: spec.id.clone(),
         address: spec.address,
         port: spec.port,
-        metadata: gatehouse_registry_client::Metadata {
-            weight: spec.meta.weight,
-            zone: spec.meta.zone.clone(),
-            version: spec.meta.version.clone(),
-            tags: spec.meta.tags.clone(),
-        },
+        metadata: metadata(&spec.meta),
+    }
+}
+
+/// An endpoint's metadata as an instance registers it (and as the etcd store keeps it).
+pub(super) fn metadata(meta: &EndpointMeta) -> Metadata {
+    Metadata {
+        weight: meta.weight,
+        zone: meta.zone.clone(),
+        version: meta.version.clone(),
+        tags: meta.tags.clone(),
     }
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
+use gatehouse_registry_client::Metadata;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -48,38 +49,12 @@ pub struct EtcdRegistry {
 struct StoredInstance {
     address: std::net::IpAddr,
     port: u16,
+    /// The same metadata JSON an instance registers with (the client crate's type).
     #[serde(default)]
-    meta: StoredMeta,
+    meta: Metadata,
     /// Set by a deregister just before the lease's revoke.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deregistered: bool,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct StoredMeta {
-    #[serde(default = "one")]
-    weight: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    zone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    tags: Vec<String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Default for StoredMeta {
-    fn default() -> Self {
-        Self {
-            weight: 1,
-            zone: None,
-            version: None,
-            tags: Vec::new(),
-        }
-    }
 }
 
 /// What one key says.
@@ -107,12 +82,7 @@ fn encode(spec: &InstanceSpec, deregistered: bool) -> Vec<u8> {
     let stored = StoredInstance {
         address: spec.address,
         port: spec.port,
-        meta: StoredMeta {
-            weight: spec.meta.weight,
-            zone: spec.meta.zone.clone(),
-            version: spec.meta.version.clone(),
-            tags: spec.meta.tags.clone(),
-        },
+        meta: super::client::metadata(&spec.meta),
         deregistered,
     };
     serde_json::to_vec(&stored).unwrap_or_default()
