@@ -22,6 +22,7 @@ mod edge_requests;
 mod edge_trust;
 mod etcd_config;
 mod etcd_registry;
+mod etcd_secure;
 mod etcd_server;
 mod first_hour;
 mod gray;

@@ -1,7 +1,9 @@
 //! A real `etcd` for the scale-out tests: a single-member cluster as a child process on
 //! ephemeral 127.0.0.1 ports (client and peer) with a temp data dir, ready once `/health`
 //! says so, stopped by PID (on drop too). `restart` keeps the data dir, as a real etcd
-//! restart does, so leases and keys survive it.
+//! restart does, so leases and keys survive it. [`EtcdServer::start_tls`] serves the client
+//! API over TLS, with client certificates required; health is read on a plain metrics port
+//! either way.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,13 +19,34 @@ const BINARY: &str = "etcd";
 pub struct EtcdServer {
     pub client_addr: SocketAddr,
     peer_addr: SocketAddr,
+    /// Plain HTTP `/health` (and metrics), so readiness needs no client certificate.
+    metrics_addr: SocketAddr,
     dir: PathBuf,
+    tls: Option<ServerTls>,
     child: Option<Child>,
+}
+
+/// TLS on etcd's client port: its certificate, and the CA its clients' certificates must
+/// chain to (`--client-cert-auth`).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 impl EtcdServer {
     /// Starts etcd on free ports. Panics with the install command if the binary is missing.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd with its client API on TLS only, requiring client certificates.
+    pub fn start_tls(tls: ServerTls) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<ServerTls>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "gatehouse-etcd-{}-{}",
             std::process::id(),
@@ -35,7 +58,9 @@ impl EtcdServer {
             let mut server = EtcdServer {
                 client_addr: free_port(),
                 peer_addr: free_port(),
+                metrics_addr: free_port(),
                 dir: dir.join(attempt.to_string()),
+                tls: tls.clone(),
                 child: None,
             };
             std::fs::create_dir_all(&server.dir).expect("etcd temp dir");
@@ -46,9 +71,10 @@ impl EtcdServer {
         panic!("etcd did not start on any of 5 port pairs");
     }
 
-    /// `http://127.0.0.1:port`, for `[etcd] endpoints` and `--etcd`.
+    /// `http://127.0.0.1:port` (`https://` with TLS), for `[etcd] endpoints` and `--etcd`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client_addr)
     }
 
     /// Settings for `gatehouse::etcd::connect` (a test's own client).
@@ -84,16 +110,16 @@ impl EtcdServer {
         }
     }
 
-    /// Whether etcd answers `/health` with `"health":"true"`.
+    /// Whether etcd answers `/health` with `"health":"true"` (on its plain metrics port).
     pub fn healthy(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect_timeout(&self.client_addr, Duration::from_secs(1))
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.metrics_addr, Duration::from_secs(1))
         else {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let request = format!(
             "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.client_addr
+            self.metrics_addr
         );
         if stream.write_all(request.as_bytes()).is_err() {
             return false;
@@ -106,7 +132,19 @@ impl EtcdServer {
     fn try_start(&mut self) -> bool {
         let client = self.url();
         let peer = format!("http://{}", self.peer_addr);
-        let spawned = Command::new(BINARY)
+        let metrics = format!("http://{}", self.metrics_addr);
+        let mut command = Command::new(BINARY);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
+        let spawned = command
             .args(["--name", "test", "--data-dir"])
             .arg(&self.dir)
             .args([
@@ -123,6 +161,7 @@ impl EtcdServer {
             ])
             .arg("--initial-cluster")
             .arg(format!("test={peer}"))
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--log-level", "error", "--logger", "zap"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
