@@ -50,9 +50,23 @@ async fn three_gateways(etcd: &EtcdServer, lease: &str, eviction_interval: &str)
     let dir = temp_dir();
     let mut gateways = Vec::new();
     for i in 0..3 {
-        let (public, admin) = (free_addr(), free_addr());
-        let toml = format!(
-            r#"
+        let path = dir.join(format!("gateway-{i}.toml"));
+        gateways.push(start_gateway(etcd, lease, eviction_interval, &path, None).await);
+    }
+    gateways
+}
+
+/// One gateway whose config is written to `config`; its log goes to `log` when given.
+async fn start_gateway(
+    etcd: &EtcdServer,
+    lease: &str,
+    eviction_interval: &str,
+    config: &std::path::Path,
+    log: Option<&std::path::Path>,
+) -> Gateway {
+    let (public, admin) = (free_addr(), free_addr());
+    let toml = format!(
+        r#"
 [listen]
 public = "{public}"
 admin = "{admin}"
@@ -79,18 +93,37 @@ name = "orders"
 service = "orders"
 match = {{ prefix = "/" }}
 "#,
-            url = etcd.url(),
-        );
-        let path = dir.join(format!("gateway-{i}.toml"));
-        std::fs::write(&path, toml).expect("write config");
-        let child = spawn_gatehouse(&path, admin, false).await;
-        gateways.push(Gateway {
-            public,
-            admin,
-            child,
-        });
+        url = etcd.url(),
+    );
+    std::fs::write(config, toml).expect("write config");
+    let child = match log {
+        None => spawn_gatehouse(config, admin, false).await,
+        Some(log) => {
+            let out = std::fs::File::create(log).expect("log file");
+            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+                .args(["run", "--config"])
+                .arg(config)
+                .env_remove("RUST_LOG")
+                .stdout(out.try_clone().expect("log file"))
+                .stderr(out)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn gatehouse");
+            eventually("the gateway is ready", DEADLINE, async || {
+                http1()
+                    .get(format!("http://{admin}/readyz").parse().expect("uri"))
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            })
+            .await;
+            child
+        }
+    };
+    Gateway {
+        public,
+        admin,
+        child,
     }
-    gateways
 }
 
 async fn named_origin(name: &'static str) -> Origin {
@@ -429,4 +462,71 @@ async fn a_mass_vanish_is_held_by_self_preservation_for_an_eviction_interval() {
     for gw in [a, b, c] {
         assert!(!view(gw).await.1, "self-preservation ends with the hold");
     }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the gateway's process.
+fn signal(gw: &Gateway, signal: &str) {
+    let pid = gw.child.id().expect("the gateway runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_past_a_compaction_reads_everything_again_and_converges() {
+    let mut etcd = EtcdServer::start();
+    let dir = temp_dir();
+    let log = dir.join("gateway.log");
+    let gw = start_gateway(&etcd, "30s", "60s", &dir.join("gateway.toml"), Some(&log)).await;
+    let origins = [
+        named_origin("a").await,
+        named_origin("b").await,
+        named_origin("c").await,
+        named_origin("d").await,
+    ];
+    for (id, o) in ["a", "b", "c"].iter().zip(&origins) {
+        client(&gw)
+            .register_once("orders", &spec(id, o))
+            .await
+            .expect("register");
+    }
+    all_have(&[&gw], &["a", "b", "c"], PROPAGATION).await;
+
+    // The gateway is frozen while etcd restarts (its watch stream is cut), changes are made
+    // behind its back and etcd compacts them away: its watch cannot resume from the
+    // revision it last applied.
+    signal(&gw, "-STOP");
+    etcd.restart();
+    let mut direct = etcd.client().await;
+    direct
+        .delete("/gatehouse/registry/orders/b", None)
+        .await
+        .expect("delete b");
+    let d = serde_json::json!({
+        "address": origins[3].addr.ip().to_string(),
+        "port": origins[3].addr.port(),
+    });
+    let put = direct
+        .put("/gatehouse/registry/orders/d", d.to_string(), None)
+        .await
+        .expect("put d");
+    let revision = put.header().expect("a header").revision();
+    direct
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    signal(&gw, "-CONT");
+
+    // It reads every key again and diffs: b vanished (settled after its second), d arrived.
+    all_have(&[&gw], &["a", "c", "d"], DEADLINE).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("compacted past the watch's revision"),
+        "the resume went through the compaction path:\n{text}"
+    );
 }
