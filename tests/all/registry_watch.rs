@@ -112,6 +112,13 @@ async fn bad_parameters_get_a_400_and_the_watch_cap_a_503() {
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.json()["error"], "too_many_watches");
     assert_eq!(refused.headers["retry-after"], "1");
+    let metrics = get(&format!("http://{admin}/metrics"), &[]).await.text();
+    for line in [
+        "gatehouse_registry_watches 1",
+        "gatehouse_registry_watches_refused_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 
     // Shutdown answers the held watch at once: the admin drain is clean.
     let report = gw.shutdown().await;

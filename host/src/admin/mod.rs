@@ -259,6 +259,10 @@ impl Admin {
             renewals,
             expirations,
         );
+        self.metrics.registry_watches(
+            self.registry.open_watches(),
+            self.registry.refused_watches(),
+        );
         if let Some(store) = self.registry.store_status() {
             self.metrics
                 .registry_store(store.up, store.events, store.errors);

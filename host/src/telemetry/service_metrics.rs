@@ -117,6 +117,8 @@ pub(super) struct Families {
     registry_renewals: Counter,
     registry_expirations: Counter,
     registry_store_up: Gauge,
+    registry_watches: Gauge,
+    registry_watches_refused: Counter,
     registry_store_events: Counter,
     registry_store_errors: Counter,
     in_flight: Gauge,
@@ -151,6 +153,8 @@ impl Families {
             registry_renewals: Counter::default(),
             registry_expirations: Counter::default(),
             registry_store_up: Gauge::default(),
+            registry_watches: Gauge::default(),
+            registry_watches_refused: Counter::default(),
             registry_store_events: Counter::default(),
             registry_store_errors: Counter::default(),
             in_flight: Gauge::default(),
@@ -252,6 +256,16 @@ impl Families {
             "registry_expirations",
             "Registry instances evicted because their lease lapsed",
             f.registry_expirations.clone(),
+        );
+        registry.register(
+            "registry_watches",
+            "Blocking queries (watches) held open on the registry API",
+            f.registry_watches.clone(),
+        );
+        registry.register(
+            "registry_watches_refused",
+            "Blocking queries refused with a 503 because [registry] max_watches were open",
+            f.registry_watches_refused.clone(),
         );
         registry.register(
             "registry_store_up",
@@ -598,6 +612,17 @@ impl super::Metrics {
             if total > seen {
                 counter.inc_by(total - seen);
             }
+        }
+    }
+
+    /// The registry API's blocking queries, read at scrape time: open now, refused in all.
+    pub fn registry_watches(&self, open: usize, refused: u64) {
+        let f = self.families();
+        f.registry_watches
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        let seen = f.registry_watches_refused.get();
+        if refused > seen {
+            f.registry_watches_refused.inc_by(refused - seen);
         }
     }
 

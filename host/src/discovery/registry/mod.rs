@@ -215,6 +215,8 @@ pub struct Registry {
     clock: ChangeClock,
     /// Blocking queries held open now (`watch.rs`), against `config.max_watches`.
     watches: std::sync::atomic::AtomicUsize,
+    /// Blocking queries refused with a 503 because `max_watches` were open.
+    watches_refused: std::sync::atomic::AtomicU64,
     /// Set at shutdown: held blocking queries answer at once, new ones do not block.
     closing: channel::Sender<bool>,
 }
@@ -494,6 +496,7 @@ impl Registry {
             etcd,
             clock: ChangeClock::new(),
             watches: std::sync::atomic::AtomicUsize::new(0),
+            watches_refused: std::sync::atomic::AtomicU64::new(0),
             closing: channel::channel(false).0,
         })
     }

@@ -131,12 +131,20 @@ impl Registry {
                 (open < max).then_some(open + 1)
             })
             .map(|_| WatchSlot(self))
-            .map_err(|open| WatchError::TooMany { open })
+            .map_err(|open| {
+                self.watches_refused.fetch_add(1, Ordering::Relaxed);
+                WatchError::TooMany { open }
+            })
     }
 
     /// Blocking queries held open now.
     pub fn open_watches(&self) -> usize {
         self.watches.load(Ordering::Relaxed)
+    }
+
+    /// Blocking queries refused since start because `max_watches` were open.
+    pub fn refused_watches(&self) -> u64 {
+        self.watches_refused.load(Ordering::Relaxed)
     }
 
     /// Answers every held blocking query now and stops new ones from blocking, so a graceful
