@@ -16,7 +16,10 @@
 //! compilation and warm-up. Cases: `noop-fresh`, `noop-reused`, `jwt-fresh`, `jwt-reused`
 //! (jwt-auth with the `/jwt/` route config and token of `PLUGINS=1 proxy-instructions.sh`).
 //! `PHASE_LOOP_DIR=DIR` loads the guests from DIR (`noop.wasm`, `jwt-auth.wasm`) instead of
-//! building them, to compare guest builds with one host binary.
+//! building them, to compare guest builds with one host binary; compiled code and snapshots
+//! are cached in DIR/.cache. Under valgrind the engine sees other CPU features than natively,
+//! so fill that cache with a first run under `valgrind --tool=none` (fast) and
+//! `PHASE_LOOP_WARMUP_SECS=60` (time for the snapshot to be made), not under callgrind.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -352,6 +355,11 @@ async fn run_phase(chain: &Arc<gatehouse::plugins::PluginChain>, auth: Option<&s
             Ok(RequestOutcome::Respond(r)) => panic!("plugin answered {}", r.status()),
             Err(e) => panic!("plugin failed: {e}"),
         }
+        // Let the recycler tear the instance down and prepare the next one, as a gateway
+        // worker does between requests (it is part of the per-request cost).
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -376,7 +384,12 @@ fn phase_loop(spec: &str) {
             ..PluginSettings::default()
         };
         // Valgrind cannot reserve the default pool's address space.
-        settings.limits.max_instances = 16;
+        settings.limits.max_instances = 64;
+        // No epoch ticks inside the loop: under valgrind the guest runs ~50× slower, so the
+        // 2 ms tick would interrupt it far more often than natively (and callgrind 3.19 dies
+        // on the tick's first `clock_gettime` from a wasm fiber stack).
+        settings.limits.epoch_tick = Duration::from_secs(30);
+        settings.limits.deadline = Duration::from_secs(300);
         let manager = PluginManager::start(settings, Arc::new(NoServices))
             .await
             .expect("plugins load");
@@ -411,9 +424,14 @@ fn phase_loop(spec: &str) {
         let chain = bench_chain(&manager, plugin, &config, reuse);
         // Warm-up: the pool's slots, and the pre-initialised snapshot, which is built (or
         // read from the cache) in the background after the first request.
-        for _ in 0..10 {
-            run_phase(&chain, auth, 5).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        // `PHASE_LOOP_WARMUP_SECS` (default 3) for a first run that must compile it.
+        let warmup: u64 = std::env::var("PHASE_LOOP_WARMUP_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3);
+        for _ in 0..warmup * 4 {
+            run_phase(&chain, auth, 2).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         run_phase(&chain, auth, n).await;
     });
