@@ -404,8 +404,8 @@ fn phase_loop(spec: &str) {
         );
         let sig = {
             use hmac::Mac as _;
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes())
-                .expect("any length");
+            let mut mac =
+                hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("any length");
             mac.update(signed.as_bytes());
             mac.finalize().into_bytes().to_vec()
         };

@@ -150,10 +150,14 @@ impl Plugin for JwtAuth {
             req.remove_header(header);
         }
         let verified = find_token(req, settings).and_then(|(token, source)| {
-            token::verify(&token, &settings.keys, &settings.policy, clock::now_secs(), |claim| {
-                settings.forward_claims.contains_key(claim)
-            })
-                .map(|claims| (claims, source))
+            token::verify(
+                &token,
+                &settings.keys,
+                &settings.policy,
+                clock::now_secs(),
+                |claim| settings.forward_claims.contains_key(claim),
+            )
+            .map(|claims| (claims, source))
         });
         let (claims, source) = match verified {
             Ok(ok) => ok,

@@ -285,7 +285,8 @@ pub fn verify(
         _ => return Err(TokenError::UnsupportedAlg("(missing)".into())),
     };
     // `none` and every other name fall out here: only the three algorithms have keys.
-    let alg = Alg::parse(alg_name).ok_or_else(|| TokenError::UnsupportedAlg(alg_name.to_string()))?;
+    let alg =
+        Alg::parse(alg_name).ok_or_else(|| TokenError::UnsupportedAlg(alg_name.to_string()))?;
     if !policy.algorithms.is_empty() && !policy.algorithms.contains(&alg) {
         return Err(TokenError::UnsupportedAlg(alg_name.to_string()));
     }
