@@ -9,6 +9,17 @@
 //!
 //! Run: `cargo bench -p gatehouse --bench shipped_plugins` (builds the guests for
 //! wasm32-wasip2 first). Figures from this machine are in benches/README.md.
+//!
+//! `PHASE_LOOP="<case> <n>"` instead runs only the request phase of one case `n` times, with
+//! no timing, for counting instructions under callgrind: run it twice (two `n`) and divide
+//! the difference of the totals by the difference of the `n`, which cancels start-up,
+//! compilation and warm-up. Cases: `noop-fresh`, `noop-reused`, `jwt-fresh`, `jwt-reused`
+//! (jwt-auth with the `/jwt/` route config and token of `PLUGINS=1 proxy-instructions.sh`).
+//! `PHASE_LOOP_DIR=DIR` loads the guests from DIR (`noop.wasm`, `jwt-auth.wasm`) instead of
+//! building them, to compare guest builds with one host binary; compiled code and snapshots
+//! are cached in DIR/.cache. Under valgrind the engine sees other CPU features than natively,
+//! so fill that cache with a first run under `valgrind --tool=none` (fast) and
+//! `PHASE_LOOP_WARMUP_SECS=60` (time for the snapshot to be made), not under callgrind.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -300,7 +311,137 @@ async fn aggregation_latency(dir: &Path) {
     gw.shutdown().await;
 }
 
+/// One chain of `plugin` with `config`, fresh or reused instances.
+fn bench_chain(
+    manager: &PluginManager,
+    plugin: &str,
+    config: &Value,
+    reuse: bool,
+) -> Arc<gatehouse::plugins::PluginChain> {
+    manager.chain(
+        "bench",
+        &[PluginRef {
+            name: PluginName::new(plugin).expect("name"),
+            config_json: config.to_string(),
+            calls: Vec::new(),
+            cache: None,
+            reuse_instances: reuse,
+            files: Default::default(),
+            limits: Default::default(),
+            deadline: None,
+            memory: None,
+            body_cap: None,
+        }],
+        OnError::FailClosed,
+    )
+}
+
+/// The request phase of one chain, `n` times, as the gateway would run it for a wrk request.
+async fn run_phase(chain: &Arc<gatehouse::plugins::PluginChain>, auth: Option<&str>, n: usize) {
+    for _ in 0..n {
+        let mut req = http::Request::get("/jwt/").header("host", "127.0.0.1:18180");
+        if let Some(a) = auth {
+            req = req.header("authorization", format!("Bearer {a}"));
+        }
+        let req: http::Request<Body> = req.body(gatehouse::body::empty()).expect("request");
+        let meta = RequestMeta {
+            client_addr: Some("127.0.0.1:1".parse().expect("address")),
+            request_id: "bench".into(),
+            client_certificate: None,
+            trace: None,
+        };
+        match chain.start(meta).on_request(req).await {
+            Ok(RequestOutcome::Continue(_)) => {}
+            Ok(RequestOutcome::Respond(r)) => panic!("plugin answered {}", r.status()),
+            Err(e) => panic!("plugin failed: {e}"),
+        }
+        // Let the recycler tear the instance down and prepare the next one, as a gateway
+        // worker does between requests (it is part of the per-request cost).
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// `PHASE_LOOP` mode (see the top of this file).
+fn phase_loop(spec: &str) {
+    let (case, n) = spec.split_once(' ').expect("PHASE_LOOP=\"<case> <n>\"");
+    let n: usize = n.trim().parse().expect("n");
+    let dir = match std::env::var_os("PHASE_LOOP_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => plugins_dir(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut settings = PluginSettings {
+            dir: dir.clone(),
+            cache_dir: Some(dir.join(".cache")),
+            watch: false,
+            tiered: false,
+            ..PluginSettings::default()
+        };
+        // Valgrind cannot reserve the default pool's address space.
+        settings.limits.max_instances = 64;
+        // No epoch ticks inside the loop: under valgrind the guest runs ~50× slower, so the
+        // 2 ms tick would interrupt it far more often than natively (and callgrind 3.19 dies
+        // on the tick's first `clock_gettime` from a wasm fiber stack).
+        settings.limits.epoch_tick = Duration::from_secs(30);
+        settings.limits.deadline = Duration::from_secs(300);
+        let manager = PluginManager::start(settings, Arc::new(NoServices))
+            .await
+            .expect("plugins load");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let signed = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(format!(r#"{{"sub":"bench","exp":{}}}"#, now + 86400).as_bytes())
+        );
+        let sig = {
+            use hmac::Mac as _;
+            let mut mac =
+                hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("any length");
+            mac.update(signed.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        };
+        let token = format!("{signed}.{}", b64(&sig));
+        let (plugin, config, auth, reuse) = match case {
+            "noop-fresh" => ("noop", json!({}), None, false),
+            "noop-reused" => ("noop", json!({}), None, true),
+            "jwt-fresh" | "jwt-reused" => (
+                "jwt-auth",
+                json!({ "keys": [ { "secret": SECRET } ] }),
+                Some(token.as_str()),
+                case == "jwt-reused",
+            ),
+            other => panic!("unknown case {other}"),
+        };
+        let chain = bench_chain(&manager, plugin, &config, reuse);
+        // Warm-up: the pool's slots, and the pre-initialised snapshot, which is built (or
+        // read from the cache) in the background after the first request.
+        // `PHASE_LOOP_WARMUP_SECS` (default 3) for a first run that must compile it.
+        let warmup: u64 = std::env::var("PHASE_LOOP_WARMUP_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3);
+        for _ in 0..warmup * 4 {
+            run_phase(&chain, auth, 2).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        run_phase(&chain, auth, n).await;
+    });
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("PHASE_LOOP") {
+        phase_loop(&spec);
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run only when benching.
     if !std::env::args().any(|a| a == "--bench") {
         return;

@@ -2,6 +2,7 @@
 //! `exp`, `nbf`, `iss` and `aud`, forwards selected claims upstream as headers, and answers
 //! 401 with `WWW-Authenticate` otherwise. Config reference: docs/shipped-plugins.md.
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
@@ -95,14 +96,6 @@ pub fn unauthorized(realm: &str, error: &TokenError) -> FullResponse {
     gatehouse_sdk::unauthorized(&challenge, &body)
 }
 
-fn now_secs() -> u64 {
-    // On wasm32-wasip2 this is the WASI wall clock, which the gateway grants plugins.
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn find_token(req: &Request, s: &Settings) -> Result<(String, Source), TokenError> {
     if let Some(value) = req.header(&s.header) {
         let text = String::from_utf8(value).map_err(|_| TokenError::Malformed("not UTF-8"))?;
@@ -157,8 +150,14 @@ impl Plugin for JwtAuth {
             req.remove_header(header);
         }
         let verified = find_token(req, settings).and_then(|(token, source)| {
-            token::verify(&token, &settings.keys, &settings.policy, now_secs())
-                .map(|claims| (claims, source))
+            token::verify(
+                &token,
+                &settings.keys,
+                &settings.policy,
+                clock::now_secs(),
+                |claim| settings.forward_claims.contains_key(claim),
+            )
+            .map(|claims| (claims, source))
         });
         let (claims, source) = match verified {
             Ok(ok) => ok,

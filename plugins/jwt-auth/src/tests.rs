@@ -68,11 +68,8 @@ fn settings(cfg: Value) -> config::Settings {
     }
 }
 
-fn check(
-    cfg: &config::Settings,
-    token: &str,
-) -> Result<serde_json::Map<String, Value>, TokenError> {
-    token::verify(token, &cfg.keys, &cfg.policy, NOW)
+fn check(cfg: &config::Settings, token: &str) -> Result<token::Claims, TokenError> {
+    token::verify(token, &cfg.keys, &cfg.policy, NOW, |_| true)
 }
 
 fn hs_cfg() -> config::Settings {
@@ -87,7 +84,10 @@ fn hs256_valid_and_forged() {
         claims(),
         Signer::Hs(SECRET.as_bytes()),
     );
-    assert_eq!(check(&cfg, &good).expect("valid")["sub"], "alice");
+    assert_eq!(
+        check(&cfg, &good).expect("valid").get("sub"),
+        Some(&json!("alice"))
+    );
     let forged = sign(
         json!({"alg":"HS256"}),
         claims(),
@@ -313,6 +313,90 @@ fn malformed_tokens() {
     let padded = format!("{good}=");
     assert!(B64URL.decode("YQ==").is_ok());
     assert!(check(&cfg, &padded).is_ok());
+}
+
+/// A token signed over exactly `header` and `claims` as given (raw JSON text, so members can
+/// repeat or use escapes).
+fn sign_raw(header: &str, claims: &str) -> String {
+    use hmac::Mac as _;
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+#[test]
+fn header_and_claims_members_read_as_json_objects() {
+    let cfg = hs_cfg();
+    let exp = NOW + 300;
+    let ok = format!(r#"{{"iss":"shop","aud":"mobile","exp":{exp}}}"#);
+    // Escaped strings are read like plain ones.
+    let t = sign_raw(
+        r#"{"alg":"HS\u0032\u0035\u0036"}"#,
+        r#"{"iss":"sh\u006fp","aud":["x","mob\u0069le"],"exp":1800000300}"#,
+    );
+    assert!(check(&cfg, &t).is_ok());
+    // A repeated member counts with its last value, as in a JSON object read into a map.
+    let t = sign_raw(r#"{"alg":"none","alg":"HS256"}"#, &ok);
+    assert!(check(&cfg, &t).is_ok());
+    let t = sign_raw(r#"{"alg":"HS256","alg":"none"}"#, &ok);
+    assert_eq!(
+        check(&cfg, &t),
+        Err(TokenError::UnsupportedAlg("none".into()))
+    );
+    let t = sign_raw(
+        r#"{"alg":"HS256"}"#,
+        &format!(
+            r#"{{"iss":"shop","aud":"mobile","exp":{exp},"exp":{}}}"#,
+            NOW - 100
+        ),
+    );
+    assert_eq!(check(&cfg, &t), Err(TokenError::Expired));
+    // Members present with a value of the wrong kind.
+    let t = sign_raw(r#"{"alg":"HS256","kid":null}"#, &ok);
+    assert_eq!(
+        check(&cfg, &t),
+        Err(TokenError::Malformed("kid is not a string"))
+    );
+    let t = sign_raw(r#"{"alg":"HS256","crit":null}"#, &ok);
+    assert_eq!(check(&cfg, &t), Err(TokenError::Critical));
+    let t = sign_raw(r#"{"alg":["HS256"]}"#, &ok);
+    assert_eq!(
+        check(&cfg, &t),
+        Err(TokenError::UnsupportedAlg("(missing)".into()))
+    );
+    let t = sign_raw(
+        r#"{"alg":"HS256"}"#,
+        r#"{"iss":"shop","aud":"mobile","exp":"soon"}"#,
+    );
+    assert_eq!(check(&cfg, &t), Err(TokenError::BadTimeClaim("exp")));
+    let t = sign_raw(
+        r#"{"alg":"HS256"}"#,
+        &format!(r#"{{"iss":["shop"],"aud":"mobile","exp":{exp}}}"#),
+    );
+    assert_eq!(check(&cfg, &t), Err(TokenError::Issuer));
+    // Not an object, or trailing text.
+    for claims in ["[1]", "null", r#"{"exp":1} x"#] {
+        let t = sign_raw(r#"{"alg":"HS256"}"#, claims);
+        assert!(
+            matches!(check(&cfg, &t), Err(TokenError::Malformed(_))),
+            "{claims}"
+        );
+    }
+    // Only the claims asked for are kept, a registered one included, with their last value.
+    let t = sign_raw(
+        r#"{"alg":"HS256"}"#,
+        &format!(
+            r#"{{"sub":"a","sub":"b","iss":"shop","aud":"mobile","exp":{exp},"role":["x","y"]}}"#
+        ),
+    );
+    let kept = token::verify(&t, &cfg.keys, &cfg.policy, NOW, |c| {
+        c == "sub" || c == "iss"
+    })
+    .expect("valid");
+    assert_eq!(kept.get("sub"), Some(&json!("b")));
+    assert_eq!(kept.get("iss"), Some(&json!("shop")));
+    assert_eq!(kept.get("role"), None);
 }
 
 #[test]
