@@ -104,6 +104,12 @@ impl PluginChain {
         self.entries.iter().map(|e| e.shelf.len()).sum()
     }
 
+    /// Plugin versions whose snapshot state this chain's entries still remember (each may
+    /// hold a compiled snapshot): one per entry once a replaced version is gone.
+    pub fn snapshots_held(&self) -> usize {
+        self.entries.iter().map(|e| e.snapshots.len()).sum()
+    }
+
     /// Start running the chain for one request. The set of active plugin versions is fixed
     /// now: a reload during the request does not affect it.
     pub fn start(self: &Arc<Self>, meta: RequestMeta) -> ChainRun {

@@ -479,4 +479,28 @@ mod tests {
         ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
+
+    #[tokio::test]
+    async fn a_source_file_is_read_again_only_while_it_holds_the_version() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("p.wasm");
+        std::fs::write(&path, b"version one").expect("write");
+        let hash = hex(&sha2::Sha256::digest(b"version one"));
+        let source = Source::File(path.clone());
+        let bytes = source.read(&hash).await.expect("same bytes");
+        assert_eq!(bytes.as_slice(), b"version one");
+        std::fs::write(&path, b"version two").expect("write");
+        let changed = source.read(&hash).await;
+        assert!(
+            matches!(changed, Err(LoadError::Changed { .. })),
+            "{changed:?}"
+        );
+        std::fs::remove_file(&path).expect("remove");
+        assert!(matches!(
+            source.read(&hash).await,
+            Err(LoadError::Read { .. })
+        ));
+        let _ = std::fs::remove_dir(&dir);
+    }
 }

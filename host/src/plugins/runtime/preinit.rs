@@ -90,6 +90,15 @@ impl Snapshots {
         }
     }
 
+    /// Versions remembered (a replaced one until its last instance is gone).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether instances of `version` start from a ready snapshot.
     pub fn ready_for(&self, version: &Arc<LoadedPlugin>) -> bool {
         self.lock()
