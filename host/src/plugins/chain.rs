@@ -69,6 +69,16 @@ pub struct PluginChain {
     metrics: OnceLock<Arc<Metrics>>,
 }
 
+impl Drop for PluginChain {
+    /// The route is gone (config reload): its shelved instances go too, with the plugin
+    /// versions and snapshots they hold (`InstanceShelf::close`).
+    fn drop(&mut self) {
+        for entry in &self.entries {
+            entry.shelf.close();
+        }
+    }
+}
+
 impl PluginChain {
     /// Counts this chain's plugin calls in `metrics`.
     pub fn count_in(&self, metrics: Arc<Metrics>) {
