@@ -240,7 +240,7 @@ async fn make(
 
     // Ask `init` on a plain instance first: most plugins have nothing to set up (the SDK's
     // default) or refuse the config, and instrumenting and compiling the whole component for
-    // that one call cost ~2.5 MiB of heap per route entry, kept by the allocator afterwards.
+    // that one call cost ~2 MiB of heap per route entry (benches/README.md, Session 12).
     // `init` is deterministic (no time, randomness or host handles), so asking twice is sound.
     let mut probe = version
         .pre
