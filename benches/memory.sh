@@ -11,6 +11,7 @@
 #        options pass through the environment (e.g. MIMALLOC_PURGE_DELAY=0).
 #        WASM_DIR=DIR takes noop_plugin.wasm and header_rewrite_plugin.wasm from DIR instead of
 #        building them. WORKERS=N sets listen.workers (default: the gateway's, one per CPU).
+#        PORT_BASE=P moves the ports (P gateway, P+1 origin, P+11 admin; default 18280).
 # Needs: apt-get install -y nginx wrk; rustup target add wasm32-wasip2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,8 @@ fi
 WORK=$(mktemp -d)
 source benches/load-lib.sh
 trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; rm -rf "$WORK"' EXIT
-ORIGIN=127.0.0.1:18281; PUBLIC=127.0.0.1:18280; ADMIN=127.0.0.1:18291
+BASE=${PORT_BASE:-18280}
+ORIGIN=127.0.0.1:$((BASE + 1)); PUBLIC=127.0.0.1:$BASE; ADMIN=127.0.0.1:$((BASE + 11))
 BODY=$(printf 'x%.0s' $(seq 1 64))
 nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; } }"
 nginx -c "$WORK/origin.conf" -p "$WORK"

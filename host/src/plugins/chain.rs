@@ -69,6 +69,16 @@ pub struct PluginChain {
     metrics: OnceLock<Arc<Metrics>>,
 }
 
+impl Drop for PluginChain {
+    /// The route is gone (config reload): its shelved instances go too, with the plugin
+    /// versions and snapshots they hold (`InstanceShelf::close`).
+    fn drop(&mut self) {
+        for entry in &self.entries {
+            entry.shelf.close();
+        }
+    }
+}
+
 impl PluginChain {
     /// Counts this chain's plugin calls in `metrics`.
     pub fn count_in(&self, metrics: Arc<Metrics>) {
@@ -102,6 +112,12 @@ impl PluginChain {
     /// `reuse_instances`).
     pub fn shelved(&self) -> usize {
         self.entries.iter().map(|e| e.shelf.len()).sum()
+    }
+
+    /// Plugin versions whose snapshot state this chain's entries still remember (each may
+    /// hold a compiled snapshot): one per entry once a replaced version is gone.
+    pub fn snapshots_held(&self) -> usize {
+        self.entries.iter().map(|e| e.snapshots.len()).sum()
     }
 
     /// Start running the chain for one request. The set of active plugin versions is fixed

@@ -70,6 +70,11 @@ async fn a_new_plugin_serves_from_the_baseline_build_until_the_optimized_one_rep
     )
     .await;
     assert!(serves(&manager, "rw").await, "serves as soon as it is live");
+    let name = PluginName::new("rw").expect("name");
+    let first = manager.registry().get(&name).expect("live");
+    let baseline = (first.tier == gatehouse::plugins::runtime::engine::Tier::Baseline)
+        .then(|| Arc::downgrade(&first));
+    drop(first);
     eventually(
         "the optimized build replaces the baseline one",
         Duration::from_secs(120),
@@ -77,6 +82,16 @@ async fn a_new_plugin_serves_from_the_baseline_build_until_the_optimized_one_rep
     )
     .await;
     assert!(serves(&manager, "rw").await, "serves after the swap");
+    // The baseline build (its code, metadata and prepared instances) is freed, not kept
+    // beside the optimized one.
+    if let Some(baseline) = baseline {
+        eventually(
+            "the baseline build is freed",
+            Duration::from_secs(30),
+            async || serves(&manager, "rw").await && baseline.strong_count() == 0,
+        )
+        .await;
+    }
 
     // Both builds are cached; a restart takes the optimized one straight from the cache.
     let mut artifacts: Vec<String> = std::fs::read_dir(&cache.0)

@@ -166,3 +166,58 @@ async fn a_new_plugin_version_is_snapshotted_again() {
     fresh(&answer, "r");
     assert_eq!(answer["id"], new.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_plugin_version_and_its_snapshot_are_freed() {
+    let dir = TempDir::new("preinit-free");
+    let bytes = guests::bytes("test-kit");
+    std::fs::write(dir.join("kit.wasm"), &bytes).expect("write");
+    let manager = gatehouse::plugins::PluginManager::start(
+        gatehouse::plugins::PluginSettings {
+            dir: dir.0.clone(),
+            cache_dir: Some(guests::workspace().join("target/guests/artifact-cache")),
+            watch: true,
+            debounce: Duration::from_millis(50),
+            limits: super::runtime::test_limits(),
+            tiered: false,
+            ..Default::default()
+        },
+        std::sync::Arc::new(super::runtime::FakeServices {
+            delay: Duration::ZERO,
+            seen: Default::default(),
+        }),
+    )
+    .await
+    .expect("starts");
+    let name = gatehouse::plugins::PluginName::new("kit").expect("valid name");
+    let chain = manager.chain(
+        "free",
+        &[plugin("kit", json!({ "mode": "preinit", "label": "f" }))],
+        OnError::FailClosed,
+    );
+    let old_id = snapshot_id(&chain).await;
+    let old = std::sync::Arc::downgrade(&manager.registry().get(&name).expect("loaded"));
+    assert_eq!(chain.snapshots_held(), 1);
+    // The same component with a custom section appended: a new version (new content hash).
+    let mut changed = bytes.clone();
+    changed.extend_from_slice(&[0, 6, 5, b'v', b'e', b'r', b'-', b'2']);
+    std::fs::write(dir.join("kit.wasm"), &changed).expect("write");
+    eventually(
+        "the new version serves from its snapshot and the old one is gone",
+        Duration::from_secs(120),
+        async || {
+            let (_, answer) = answered(&chain, get("/")).await;
+            fresh(&answer, "f");
+            answer["id"] != old_id.as_str()
+                && old.strong_count() == 0
+                && chain.snapshots_held() == 1
+        },
+    )
+    .await;
+    // Neither the old version nor its snapshot serves again.
+    for _ in 0..10 {
+        let (_, answer) = answered(&chain, get("/")).await;
+        assert_ne!(answer["id"], old_id.as_str(), "{answer}");
+    }
+    assert_eq!(old.strong_count(), 0);
+}

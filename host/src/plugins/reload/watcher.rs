@@ -9,7 +9,7 @@ use notify::{RecursiveMode, Watcher};
 use sha2::Digest;
 use tokio::sync::mpsc;
 
-use super::loader::Loader;
+use super::loader::{Loader, Source};
 use super::registry::PluginRegistry;
 use super::rollout::Canary;
 use crate::fswatch::may_change_content;
@@ -54,7 +54,7 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
         return;
     };
     let bytes = match tokio::fs::read(path).await {
-        Ok(b) => Arc::new(b),
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if registry.get(&name).is_some() {
                 registry.remove(&name);
@@ -73,7 +73,7 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
             return;
         }
     };
-    let hash = hex(&sha2::Sha256::digest(&*bytes));
+    let hash = hex(&sha2::Sha256::digest(&bytes));
     if registry
         .canary(&name)
         .is_some_and(|c| c.version.load().hash == hash)
@@ -85,7 +85,7 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
         registry.clear_failure(&name);
         return;
     }
-    match loader.load_shared(name.clone(), bytes.clone()).await {
+    match loader.load_read(name.clone(), path, bytes).await {
         Ok(plugin) => {
             registry.count_load(&name, true);
             tracing::info!(plugin = %name, hash = %plugin.hash, from_cache = plugin.from_cache,
@@ -104,7 +104,8 @@ pub async fn sync_path(loader: &Arc<Loader>, registry: &Arc<PluginRegistry>, pat
                 registry.install(plugin);
             }
             if let Some((hash, flavor)) = optimize {
-                optimize_later(loader.clone(), registry.clone(), name, hash, flavor, bytes);
+                let source = Source::File(path.to_owned());
+                optimize_later(loader.clone(), registry.clone(), name, hash, flavor, source);
             }
         }
         Err(error) => {
@@ -126,7 +127,7 @@ fn optimize_later(
     name: PluginName,
     hash: String,
     flavor: Flavor,
-    bytes: Arc<Vec<u8>>,
+    source: Source,
 ) {
     let serving = {
         let (registry, name, hash) = (registry.clone(), name.clone(), hash.clone());
@@ -134,7 +135,7 @@ fn optimize_later(
     };
     tokio::spawn(async move {
         match loader
-            .optimize(name.clone(), hash.clone(), flavor, bytes, serving)
+            .optimize(name.clone(), hash.clone(), flavor, source, serving)
             .await
         {
             Ok(Some(optimized)) => {

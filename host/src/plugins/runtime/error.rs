@@ -16,6 +16,13 @@ pub enum LoadError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The plugin file was read again (for a snapshot or the optimized compile) and no longer
+    /// holds the version loaded from it: a newer file replaces that version anyway.
+    #[error("{path} changed since this version was loaded from it")]
+    Changed {
+        /// The file.
+        path: String,
+    },
     /// The bytes are a core WebAssembly module, not a component.
     #[error("not a component: this is a core WebAssembly module; build for wasm32-wasip2 or run `wasm-tools component new`")]
     CoreModule,

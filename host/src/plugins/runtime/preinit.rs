@@ -65,6 +65,11 @@ impl Snapshots {
     /// The state for `version`, and whether the caller must start building it (first asker).
     fn state(&self, version: &Arc<LoadedPlugin>) -> (State, bool) {
         let mut entries = self.lock();
+        if entries.len() > 1 {
+            // A version replaced (reload, or its optimized build) is forgotten once its last
+            // instance is gone, and with it its snapshot's compiled code.
+            entries.retain(|e| e.version.strong_count() > 0);
+        }
         if let Some(e) = entries.iter().find(|e| is(e, version)) {
             return (e.state.clone(), false);
         }
@@ -83,6 +88,15 @@ impl Snapshots {
         if let Some(e) = self.lock().iter_mut().find(|e| is(e, version)) {
             e.state = state;
         }
+    }
+
+    /// Versions remembered (a replaced one until its last instance is gone).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Whether instances of `version` start from a ready snapshot.
@@ -205,7 +219,7 @@ async fn make(
     let source = version
         .source
         .clone()
-        .ok_or_else(|| failed(&"source not kept"))?;
+        .ok_or_else(|| failed(&"no source to snapshot from"))?;
     let artifact = artifact_path(env, version);
     let tier = version.tier;
 
@@ -224,9 +238,22 @@ async fn make(
         }
     }
 
+    // Ask `init` on a plain instance first: most plugins have nothing to set up (the SDK's
+    // default) or refuse the config, and instrumenting and compiling the whole component for
+    // that one call cost ~2 MiB of heap per route entry (benches/README.md, Session 12).
+    // `init` is deterministic (no time, randomness or host handles), so asking twice is sound.
+    let mut probe = version
+        .pre
+        .instantiate(engine, env.clone(), Arc::new(RequestMeta::default()))
+        .await
+        .map_err(|e| failed(&e))?;
+    init_says(probe.init().await)?;
+    drop(probe);
+
+    let bytes = source.read(&version.hash).await.map_err(|e| failed(&e))?;
     let wizer = Wizer::new();
     let (cx, instrumented) = wizer
-        .instrument_component(&source)
+        .instrument_component(&bytes)
         .map_err(|e| failed(&format!("{e:#}")))?;
     // The instrumented component runs once: the baseline compiler makes it soonest.
     let engine2 = engine.clone();
@@ -249,12 +276,7 @@ async fn make(
         .instantiate(engine, env.clone(), Arc::new(RequestMeta::default()))
         .await
         .map_err(|e| failed(&e))?;
-    match instance.init().await {
-        Ok(true) => {}
-        Ok(false) => return Err(SnapshotError::Nothing),
-        Err(InvokeError::Init(reason)) => return Err(SnapshotError::Refused(reason)),
-        Err(e) => return Err(SnapshotError::Refused(e.to_string())),
-    }
+    init_says(instance.init().await)?;
     let (store, handle) = instance.parts();
     let mut state = Access {
         store,
@@ -284,6 +306,16 @@ async fn make(
     .map_err(|e| failed(&e))?
     .map_err(|e| failed(&e))?;
     ready(engine, env, version, &component).await
+}
+
+/// What `init`'s answer means for the snapshot: go on only when there was set-up.
+fn init_says(answer: Result<bool, InvokeError>) -> Result<(), SnapshotError> {
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SnapshotError::Nothing),
+        Err(InvokeError::Init(reason)) => Err(SnapshotError::Refused(reason)),
+        Err(e) => Err(SnapshotError::Refused(e.to_string())),
+    }
 }
 
 /// Link the snapshot and instantiate it once, so one that cannot start is never used.

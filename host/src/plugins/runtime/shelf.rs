@@ -11,7 +11,7 @@
 //! With `reuse_instances = true` the shelf instead keeps used instances for later requests
 //! (no isolation between requests, see docs/plugins.md).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::capabilities::{PluginEnv, RequestMeta};
@@ -80,6 +80,8 @@ struct Shelved {
 pub struct InstanceShelf {
     lifetime: Lifetime,
     slots: Mutex<Vec<Shelved>>,
+    /// Set when the route's chain is gone: nothing is shelved any more.
+    closed: AtomicBool,
 }
 
 impl InstanceShelf {
@@ -94,6 +96,7 @@ impl InstanceShelf {
         InstanceShelf {
             lifetime,
             slots: Mutex::default(),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -123,11 +126,21 @@ impl InstanceShelf {
         slots.pop().map(|s| s.instance)
     }
 
+    /// Drop the instances waiting and shelve none from now on: the route's chain is gone.
+    /// A shelved instance's context holds the route entry, which holds the shelf, so without
+    /// this an entry and its instances (pool slots, and the plugin version they were made
+    /// from) would keep each other alive after a config or plugin reload.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let drained = std::mem::take(&mut *self.slots());
+        drop(drained);
+    }
+
     /// Put `instance` (made from `version`) on the shelf, unless the shelf or the budget is
-    /// full; then it is dropped.
+    /// full or the shelf is closed; then it is dropped.
     fn put(&self, budget: &Limit, version: Arc<LoadedPlugin>, instance: PluginInstance) {
         let mut slots = self.slots();
-        if slots.len() >= Self::MAX {
+        if slots.len() >= Self::MAX || self.closed.load(Ordering::Relaxed) {
             return;
         }
         if let Some(place) = budget.reserve() {
