@@ -28,7 +28,7 @@
 #        /jwt/ (jwt-auth verifying an HS256 token sent on every request, fresh instances: with
 #        WIT 0.1.3 `init` they start from the route's pre-initialised snapshot); each is printed
 #        with its ratio to the plain route. Then, without valgrind, the system and user CPU
-#        time per request of the plain, /noop/ and /jwt/ routes, from /proc/PID/stat over a
+#        time per request of the plain, /noop/, /reuse/ and /jwt/ routes, from /proc/PID/stat over a
 #        10 s wrk run (clock ticks: 10 ms resolution over tens of thousands of requests).
 #        Plugins load from the cache (prime_plugins), so no compile runs under valgrind.
 #        READY_WAIT=SECONDS (default 600) bounds each wait for the gateway to start and load
@@ -278,7 +278,7 @@ for bin in "$@"; do
         "$per_request" "$requests" "$(awk -v a="$per_request" -v b="$plain" 'BEGIN { printf "%.2f", a / b }')" \
         $(( per_request - plain ))
     done
-    for path in / /noop/ /jwt/; do
+    for path in / /noop/ /reuse/ /jwt/; do
       read -r user system requests < <(cpu_per_request "$bin" "$path")
       printf '%-50s user %6.2f us, system %6.2f us per request (%d requests, no valgrind)\n' \
         "  cpu $path" "$user" "$system" "$requests"

@@ -263,6 +263,7 @@ impl ChainRun {
                     &env,
                     &loaded,
                     self.meta.clone(),
+                    None,
                 )
                 .await?
             }

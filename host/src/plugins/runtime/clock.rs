@@ -92,6 +92,16 @@ impl CpuClock {
         }
     }
 
+    /// The clock of a new instance with a budget of `budget` per invocation (the state a
+    /// torn-down instance left is dropped; its ticker handle stays).
+    pub fn renew(&mut self, budget: Duration) {
+        self.used = Duration::ZERO;
+        self.slice = None;
+        self.resumed.store(0, Relaxed);
+        self.budget = budget;
+        self.hit = false;
+    }
+
     /// Start counting a new invocation (and keep the epoch ticker that enforces the budget
     /// at full speed).
     pub fn restart(&mut self) {

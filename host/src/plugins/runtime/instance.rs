@@ -165,16 +165,42 @@ impl PluginPre {
         env: Arc<PluginEnv>,
         meta: Arc<RequestMeta>,
     ) -> Result<PluginInstance, InvokeError> {
+        self.instantiate_in(engine, env, meta, None).await
+    }
+
+    /// [`Self::instantiate`], in the host state a torn-down instance of the same route entry
+    /// left (`spare`, see [`PluginInstance::into_spare`]) when there is one: renewed, it is
+    /// as new to the plugin, and cheaper than building one.
+    pub async fn instantiate_in(
+        &self,
+        engine: &PluginEngine,
+        env: Arc<PluginEnv>,
+        meta: Arc<RequestMeta>,
+        spare: Option<SpareCtx>,
+    ) -> Result<PluginInstance, InvokeError> {
         let limits = env.limits;
-        let ctx = PluginCtx::new(
-            env,
-            meta,
-            self.version.clone(),
-            limits.memory,
-            limits.deadline,
-            engine.ticker(),
-            limits.body_cap,
-        );
+        let ctx = match spare {
+            Some(SpareCtx(mut ctx)) if Arc::ptr_eq(&ctx.env, &env) => {
+                ctx.renew(
+                    env,
+                    meta,
+                    self.version.clone(),
+                    limits.memory,
+                    limits.deadline,
+                    limits.body_cap,
+                );
+                ctx
+            }
+            _ => PluginCtx::new(
+                env,
+                meta,
+                self.version.clone(),
+                limits.memory,
+                limits.deadline,
+                engine.ticker(),
+                limits.body_cap,
+            ),
+        };
         let mut store = Store::new(self.pre.component().engine(), ctx);
         store.limiter(|c| &mut c.memory);
         // At each tick while wasm runs: past the budget, trap; otherwise yield to the
@@ -236,6 +262,11 @@ impl PluginPre {
         })
     }
 }
+
+/// The host state of a torn-down instance, for the next fresh instance of its route entry
+/// ([`PluginPre::instantiate_in`]). Only an instance whose every hook call ran to its end
+/// leaves one; the plugin's memory and instance are gone with the store.
+pub struct SpareCtx(PluginCtx);
 
 /// One plugin instance serving one request: request phase, then response or failure phase.
 pub struct PluginInstance {
@@ -308,6 +339,15 @@ impl PluginInstance {
     /// Whether this instance may serve another request: no hook was cut off mid-call.
     pub fn reusable(&self) -> bool {
         !self.in_call
+    }
+
+    /// Tear the instance down (its store, memory and tables go back to the pool) and keep
+    /// its host state for the next fresh instance, unless a hook was cut off mid-call.
+    pub fn into_spare(self) -> Option<SpareCtx> {
+        if !self.reusable() {
+            return None;
+        }
+        Some(SpareCtx(self.store.into_data()))
     }
 
     fn begin(&mut self) {
