@@ -158,7 +158,11 @@ async fn build_snapshot(
                 "plugin pre-initialised: instances start from the snapshot");
             State::Ready(Arc::new(pre))
         }
-        Err(SnapshotError::Nothing) => State::Nothing,
+        Err(SnapshotError::Nothing) => {
+            tracing::info!(plugin = %env.name, route = %env.route, version = %version.pre.version(),
+                "plugin init has nothing to set up: instances start from the plugin as loaded");
+            State::Nothing
+        }
         Err(SnapshotError::Refused(reason)) => {
             tracing::error!(plugin = %env.name, route = %env.route, version = %version.pre.version(),
                 "plugin init refused the route's config: {reason}; its requests fail");
