@@ -584,6 +584,34 @@ async fn a_prepared_instance_reports_only_its_own_stderr() {
 }
 
 #[tokio::test]
+async fn prepared_instances_of_two_route_entries_each_see_only_their_own_entry() {
+    // Prepared instances are made in the host state a torn-down instance left; requests
+    // alternating between two entries of one plugin must each see their own entry's config
+    // and a fresh instance (the plugin's counter at one), never the other entry's.
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let first = kit.chain(
+        &[plugin("kit", json!({ "mode": "meta", "answer": 1 }))],
+        OnError::FailClosed,
+    );
+    let second = kit.chain(
+        &[plugin("kit", json!({ "mode": "meta", "answer": 2 }))],
+        OnError::FailClosed,
+    );
+    for round in 0..4 {
+        for (chain, answer) in [(&first, 1), (&second, 2)] {
+            let (status, body) = answered(chain, get("/")).await;
+            assert_eq!(status, 200);
+            assert_eq!(body["config"]["answer"], answer, "round {round}: {body}");
+            assert_eq!(body["seen"], 1, "round {round}: {body}");
+            eventually("a prepared instance", Duration::from_secs(5), async || {
+                chain.shelved() == 1
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn huge_response_is_rejected() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
     let chain = kit.chain(

@@ -349,6 +349,20 @@ impl PluginInstance {
         !self.in_call
     }
 
+    /// Type every hook the instance exports now (instances otherwise type a hook on its first
+    /// call): the loader's check that a new version's hooks have the shapes the host calls.
+    pub fn check_hooks(&mut self) -> Result<(), InvokeError> {
+        let (store, instance) = (&mut self.store, &self.instance);
+        self.request
+            .get("request-hook", |i| i.load(&mut *store, instance))?;
+        self.response
+            .get("response-hook", |i| i.load(&mut *store, instance))?;
+        self.failure
+            .get("failure-hook", |i| i.load(&mut *store, instance))?;
+        self.init.get("init", |i| i.load(&mut *store, instance))?;
+        Ok(())
+    }
+
     /// Tear the instance down (its store, memory and tables go back to the pool) and keep
     /// its host state for the next fresh instance, unless a hook was cut off mid-call.
     pub fn into_spare(self) -> Option<SpareCtx> {
