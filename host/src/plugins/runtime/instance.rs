@@ -408,7 +408,10 @@ impl PluginInstance {
         req: PluginRequest,
     ) -> (Option<PluginRequest>, Result<types::Decision, InvokeError>) {
         let (store, instance) = (&mut self.store, &self.instance);
-        let hook = match self.request.get("request-hook", |i| i.load(&mut *store, instance)) {
+        let hook = match self
+            .request
+            .get("request-hook", |i| i.load(&mut *store, instance))
+        {
             Ok(Some(hook)) => hook,
             Ok(None) => return (Some(req), Ok(types::Decision::Continue)),
             Err(e) => return (Some(req), Err(e)),
@@ -438,7 +441,10 @@ impl PluginInstance {
         resp: PluginResponse,
     ) -> (Option<PluginResponse>, Result<(), InvokeError>) {
         let (store, instance) = (&mut self.store, &self.instance);
-        let hook = match self.response.get("response-hook", |i| i.load(&mut *store, instance)) {
+        let hook = match self
+            .response
+            .get("response-hook", |i| i.load(&mut *store, instance))
+        {
             Ok(Some(hook)) => hook,
             Ok(None) => return (Some(resp), Ok(())),
             Err(e) => return (Some(resp), Err(e)),
@@ -467,7 +473,9 @@ impl PluginInstance {
         failure: types::UpstreamFailure,
     ) -> Result<Option<types::FullResponse>, InvokeError> {
         let (store, instance) = (&mut self.store, &self.instance);
-        let Some(hook) = self.failure.get("failure-hook", |i| i.load(&mut *store, instance))?
+        let Some(hook) = self
+            .failure
+            .get("failure-hook", |i| i.load(&mut *store, instance))?
         else {
             return Ok(None);
         };

@@ -109,7 +109,10 @@ pub async fn instantiate(
     spare: Option<SpareCtx>,
 ) -> Result<PluginInstance, InvokeError> {
     if !version.pre.has_init() {
-        return version.pre.instantiate_in(engine, env.clone(), meta, spare).await;
+        return version
+            .pre
+            .instantiate_in(engine, env.clone(), meta, spare)
+            .await;
     }
     let (state, build) = env.snapshots.state(version);
     if build {
