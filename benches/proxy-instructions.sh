@@ -28,8 +28,12 @@
 #        /jwt/ (jwt-auth verifying an HS256 token sent on every request, fresh instances: with
 #        WIT 0.1.3 `init` they start from the route's pre-initialised snapshot); each is printed
 #        with its ratio to the plain route. Then, without valgrind, the system and user CPU
-#        time per request of the plain, /noop/ and /jwt/ routes, from /proc/PID/stat over a
+#        time per request of the plain, /noop/, /reuse/ and /jwt/ routes, from /proc/PID/stat over a
 #        10 s wrk run (clock ticks: 10 ms resolution over tens of thousands of requests).
+#        Plugins load from the cache (prime_plugins), so no compile runs under valgrind.
+#        READY_WAIT=SECONDS (default 600) bounds each wait for the gateway to start and load
+#        its plugins; past it the script stops with the gateway's log instead of measuring.
+#        GUESTS=DIR uses the two plugins' .wasm files from DIR instead of building them.
 #        JWT_WITHOUT_INIT=FILE.wasm adds /jwt-old/: the same jwt-auth route served by FILE, a
 #        jwt-auth built without `init` (e.g. from a commit before it), which parses its config
 #        on every request: the before of the same run.
@@ -78,10 +82,13 @@ CONF
 if [ -n "${PLUGINS:-}" ]; then
   # The guests as benches/plugin-load.sh builds them; jwt-auth's HS256 secret and a token
   # valid for a day, signed here (openssl), sent on every /jwt/ request.
-  cargo build --release --target wasm32-wasip2 -p noop-plugin -p jwt-auth-plugin --quiet
+  # GUESTS=DIR takes noop_plugin.wasm and jwt_auth_plugin.wasm built before from DIR (no
+  # cargo: the build would wait on the target dir's lock while another build holds it).
+  guests=${GUESTS:-${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release}
+  [ -n "${GUESTS:-}" ] || cargo build --release --target wasm32-wasip2 -p noop-plugin -p jwt-auth-plugin --quiet
   mkdir -p "$WORK/plugins"
-  cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/noop_plugin.wasm" "$WORK/plugins/noop.wasm"
-  cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/jwt_auth_plugin.wasm" "$WORK/plugins/jwt-auth.wasm"
+  cp "$guests/noop_plugin.wasm" "$WORK/plugins/noop.wasm"
+  cp "$guests/jwt_auth_plugin.wasm" "$WORK/plugins/jwt-auth.wasm"
   SECRET=bench-secret-that-is-at-least-32-bytes
   b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
   SIGNED="$(printf '{"alg":"HS256","typ":"JWT"}' | b64url).$(printf '{"sub":"bench","exp":%d}' $(( $(date +%s) + 86400 )) | b64url)"
@@ -115,11 +122,53 @@ CONF
   fi
   # [plugins] must come before the first [[services]] table; the cache keeps compiled
   # plugins and snapshots between the runs of this script. A pool of 64 instances: valgrind
-  # cannot reserve the default pool's address space (1000 slots: ~200 GB).
-  { printf '[plugins]\ndir = "%s"\ncache_dir = "%s"\nmax_instances = 64\n' "$WORK/plugins" "$WORK/plugin-cache"; cat "$WORK/gatehouse.toml"; } > "$WORK/with-plugins.toml"
+  # cannot reserve the default pool's address space (1000 slots: ~200 GB). A 30 s deadline:
+  # under valgrind wasm runs ~50x slower, and the load-time check instantiation and
+  # jwt-auth's `init` would overrun the default 100 ms (the plugin then fails to load).
+  { printf '[plugins]\ndir = "%s"\ncache_dir = "%s"\nmax_instances = 64\ndeadline = "30s"\n' "$WORK/plugins" "$WORK/plugin-cache"; cat "$WORK/gatehouse.toml"; } > "$WORK/with-plugins.toml"
   mv "$WORK/with-plugins.toml" "$WORK/gatehouse.toml"
 fi
 nginx -c "$WORK/origin.conf" -p "$WORK"
+
+# Polls command $3 every 0.5 s until it succeeds, for at most READY_WAIT seconds, while
+# process $2 lives; otherwise stops the script, naming what $1 did not get to and showing
+# the tail of log $4.
+await() { # $1 = what, $2 = pid, $3 = command, $4 = log
+  local deadline=$(( SECONDS + ${READY_WAIT:-600} ))
+  until eval "$3" >/dev/null 2>&1; do
+    if ! kill -0 "$2" 2>/dev/null; then
+      echo "gatehouse exited before $1; its log ($4):" >&2; tail -20 "$4" >&2; exit 1
+    fi
+    if (( SECONDS >= deadline )); then
+      echo "gatehouse did not get to $1 within ${READY_WAIT:-600} s (READY_WAIT); its log ($4):" >&2
+      tail -20 "$4" >&2; kill "$2"; exit 1
+    fi
+    sleep 0.5
+  done
+}
+ready() { curl -sf "http://$ADMIN/readyz"; }
+# Every plugin loaded in its optimized build (none failed, none still baseline or loading).
+plugins_ready() {
+  local listing; listing=$(curl -sf "http://$ADMIN/admin/plugins") || return 1
+  ! grep -q '"baseline"\|"failed"\|"loading"' <<<"$listing" && grep -q '"optimized"' <<<"$listing"
+}
+# The plugin route at path $3 settled how its instances start: a plugin exporting `init` gets a
+# snapshot made (or loaded from the cache), or is found to have nothing to set up, on its
+# route's first request; under callgrind that takes seconds of instrumenting and compiling,
+# which must not fall inside the measured window. Settled: after a request to the route,
+# gateway process $1 used under 5 % of a CPU in the next second (works for any binary;
+# jwt-auth's line in log $2 says so at once for binaries that log it).
+settled() {
+  [ "${3:-/}" = / ] && return 0
+  curl -sf -H "Authorization: Bearer ${TOKEN:-}" "http://$PUBLIC$3" >/dev/null || true
+  [ "$3" = /jwt/ ] && grep -q 'plugin pre-initialised' "$2" && return 0
+  local before after
+  before=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+  sleep 1
+  after=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+  (( after - before < $(getconf CLK_TCK) / 20 ))
+}
+export RUST_LOG=warn,gatehouse::plugins::runtime::preinit=info
 
 answered() { curl -sf "http://$ADMIN/metrics" | awk '/^gatehouse_requests_total/ { s += $2 } END { print s + 0 }'; }
 
@@ -151,7 +200,9 @@ count_instructions() { # $1 = binary, $2 = path (default /) → "instructions-pe
   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$WORK/cg.%p" "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.5; done
+  await "readiness under callgrind" "$pid" ready "$WORK/gatehouse.log"
+  [ -n "${PLUGINS:-}" ] && await "its plugins under callgrind" "$pid" plugins_ready "$WORK/gatehouse.log"
+  [ -n "${PLUGINS:-}" ] && await "route ${2:-/}'s instances settled under callgrind" "$pid" "settled $pid $WORK/gatehouse.log ${2:-/}" "$WORK/gatehouse.log"
   measure_window "$pid" "http://$PUBLIC${2:-/}" answered
 }
 
@@ -177,7 +228,9 @@ cpu_per_request() { # $1 = binary, $2 = path
   TOKIO_WORKER_THREADS=1 "$1" run --config "$WORK/gatehouse.toml" >"$WORK/gatehouse.log" 2>&1 &
   local pid=$! url="http://$PUBLIC$2" auth=()
   [[ "$2" == /jwt* ]] && auth=(-H "Authorization: Bearer $TOKEN")
-  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.25; done
+  await "readiness" "$pid" ready "$WORK/gatehouse.log"
+  [ -n "${PLUGINS:-}" ] && await "its plugins" "$pid" plugins_ready "$WORK/gatehouse.log"
+  await "route $2's instances settled" "$pid" "settled $pid $WORK/gatehouse.log $2" "$WORK/gatehouse.log"
   wrk -t1 -c10 -d5s "${auth[@]}" "$url" >/dev/null
   local before after requests hz
   hz=$(getconf CLK_TCK)
@@ -190,21 +243,21 @@ cpu_per_request() { # $1 = binary, $2 = path
     printf "%.2f %.2f %d\n", (y[1] - x[1]) / hz * 1e6 / n, (y[2] - x[2]) / hz * 1e6 / n, n }'
 }
 
-# Without valgrind: let the plugins' optimized builds and jwt-auth's snapshot land in the
-# plugin cache, so the counted runs load them from disk instead of compiling under valgrind
-# inside the measured window.
+# Let the plugins' optimized builds and jwt-auth's snapshot land in the plugin cache, so the
+# counted runs load them from disk instead of compiling inside the measured window. Twice:
+# natively for the CPU runs, and under valgrind (its cheapest tool) for the callgrind runs:
+# valgrind's emulated CPU reports fewer features, so wasmtime's compatibility key (part of
+# each cache file's name) differs there, and a natively primed cache would miss.
 prime_plugins() { # $1 = binary
-  "$1" run --config "$WORK/gatehouse.toml" >"$WORK/prime.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 240); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.25; done
-  for _ in $(seq 240); do
-    curl -sf "http://$ADMIN/admin/plugins" | grep -q '"baseline"' || break; sleep 0.5
+  local runner
+  for runner in "" "valgrind --tool=none"; do
+    TOKIO_WORKER_THREADS=1 $runner "$1" run --config "$WORK/gatehouse.toml" >"$WORK/prime.log" 2>&1 &
+    local pid=$! how=${runner:+ under valgrind}
+    await "readiness$how (priming the plugin cache)" "$pid" ready "$WORK/prime.log"
+    await "its plugins' optimized builds$how" "$pid" plugins_ready "$WORK/prime.log"
+    await "jwt-auth's snapshot$how" "$pid" "settled $pid $WORK/prime.log /jwt/" "$WORK/prime.log"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
   done
-  for _ in $(seq 120); do
-    curl -sf -H "Authorization: Bearer $TOKEN" "http://$PUBLIC/jwt/" >/dev/null || true
-    ls "$WORK"/plugin-cache/snapshot-*.cranelift.cwasm >/dev/null 2>&1 && break; sleep 0.5
-  done
-  kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 for bin in "$@"; do
@@ -239,7 +292,7 @@ for bin in "$@"; do
         "$per_request" "$requests" "$(awk -v a="$per_request" -v b="$plain" 'BEGIN { printf "%.2f", a / b }')" \
         $(( per_request - plain ))
     done
-    for path in / /noop/ /jwt/; do
+    for path in / /noop/ /reuse/ /jwt/; do
       read -r user system requests < <(cpu_per_request "$bin" "$path")
       printf '%-50s user %6.2f us, system %6.2f us per request (%d requests, no valgrind)\n' \
         "  cpu $path" "$user" "$system" "$requests"

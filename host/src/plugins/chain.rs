@@ -279,6 +279,7 @@ impl ChainRun {
                     &env,
                     &loaded,
                     self.meta.clone(),
+                    None,
                 )
                 .await?
             }

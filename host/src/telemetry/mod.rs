@@ -43,7 +43,7 @@ pub const AUDIT_TARGET: &str = "audit";
 /// level, so they can be shipped and parsed apart from the rest.
 /// Returns false if a subscriber was already installed (as in tests).
 pub fn init(log: &LogConfig) -> bool {
-    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -59,7 +59,13 @@ pub fn init(log: &LogConfig) -> bool {
         }
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let not_audit = filter_fn(|meta| meta.target() != AUDIT_TARGET);
+    // Each filter says how verbose it can get: without a hint the subscriber's is unknown,
+    // so `log` records (wasmtime's `trace!`s: ~9 per fresh plugin instance) all pass the
+    // `log` crate's level check and are turned into events only to be filtered out, ~600
+    // instructions each. With the hints the `log` level is the configured one (at least
+    // `info`, for audit lines) and those calls stop at one comparison.
+    let not_audit =
+        filter_fn(|meta| meta.target() != AUDIT_TARGET).with_max_level_hint(LevelFilter::TRACE);
     let main = match log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -76,7 +82,10 @@ pub fn init(log: &LogConfig) -> bool {
         .json()
         .flatten_event(true)
         .with_target(true)
-        .with_filter(filter_fn(|meta| meta.target() == AUDIT_TARGET));
+        // Audit lines are `info` (admin/audit.rs).
+        .with_filter(
+            filter_fn(|meta| meta.target() == AUDIT_TARGET).with_max_level_hint(LevelFilter::INFO),
+        );
     tracing_subscriber::registry()
         .with(main)
         .with(audit)

@@ -108,6 +108,17 @@ impl Plugin for TestKit {
                 }
             }
             "trap" => panic!("test-kit asked to trap"),
+            // Writes the `x-note` header to stderr, then traps if asked: what a failure reports
+            // of stderr must be its own instance's only.
+            "stderr" => {
+                if let Some(note) = req.header_str("x-note") {
+                    eprintln!("test-kit note: {note}");
+                }
+                if req.header("x-trap").is_some() {
+                    panic!("test-kit asked to trap by the x-trap header");
+                }
+                Decision::Continue
+            }
             "huge-response" => {
                 let size = cfg()["size"].as_u64().unwrap_or(4 << 20) as usize;
                 Decision::Respond(FullResponse {

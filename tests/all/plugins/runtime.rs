@@ -549,6 +549,69 @@ async fn trap_is_500_with_the_panic_message() {
 }
 
 #[tokio::test]
+async fn a_prepared_instance_reports_only_its_own_stderr() {
+    // The recycler makes each prepared instance in the host state its torn-down predecessor
+    // left: what that one wrote to stderr must not show up in a later failure's message.
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let chain = kit.chain(
+        &[plugin("kit", json!({ "mode": "stderr" }))],
+        OnError::FailClosed,
+    );
+    let mut noted = get("/");
+    noted
+        .headers_mut()
+        .insert("x-note", "from-the-first-request".parse().unwrap());
+    match chain.start(meta()).on_request(noted).await {
+        Ok(RequestOutcome::Continue(_)) => {}
+        Ok(RequestOutcome::Respond(_)) => panic!("stderr mode continues"),
+        Err(f) => panic!("plugin failed: {f}"),
+    }
+    eventually("a prepared instance", Duration::from_secs(5), async || {
+        chain.shelved() == 1
+    })
+    .await;
+    let mut trapping = get("/");
+    let headers = trapping.headers_mut();
+    headers.insert("x-note", "from-the-second-request".parse().unwrap());
+    headers.insert("x-trap", "1".parse().unwrap());
+    let failure = match chain.start(meta()).on_request(trapping).await {
+        Err(f) => f.to_json(),
+        Ok(_) => panic!("expected the plugin to trap"),
+    };
+    let message = failure["message"].as_str().expect("message");
+    assert!(message.contains("from-the-second-request"), "{message}");
+    assert!(!message.contains("from-the-first-request"), "{message}");
+}
+
+#[tokio::test]
+async fn prepared_instances_of_two_route_entries_each_see_only_their_own_entry() {
+    // Prepared instances are made in the host state a torn-down instance left; requests
+    // alternating between two entries of one plugin must each see their own entry's config
+    // and a fresh instance (the plugin's counter at one), never the other entry's.
+    let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
+    let first = kit.chain(
+        &[plugin("kit", json!({ "mode": "meta", "answer": 1 }))],
+        OnError::FailClosed,
+    );
+    let second = kit.chain(
+        &[plugin("kit", json!({ "mode": "meta", "answer": 2 }))],
+        OnError::FailClosed,
+    );
+    for round in 0..4 {
+        for (chain, answer) in [(&first, 1), (&second, 2)] {
+            let (status, body) = answered(chain, get("/")).await;
+            assert_eq!(status, 200);
+            assert_eq!(body["config"]["answer"], answer, "round {round}: {body}");
+            assert_eq!(body["seen"], 1, "round {round}: {body}");
+            eventually("a prepared instance", Duration::from_secs(5), async || {
+                chain.shelved() == 1
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn huge_response_is_rejected() {
     let kit = kit(&[("kit", guests::bytes("test-kit"))]).await;
     let chain = kit.chain(

@@ -291,7 +291,7 @@ impl Loader {
         });
         pre.instantiate(&self.engine, env, Arc::new(RequestMeta::default()))
             .await
-            .map(drop)
+            .and_then(|mut instance| instance.check_hooks())
             .map_err(|e| {
                 LoadError::World(format!(
                     "cannot instantiate: {}",

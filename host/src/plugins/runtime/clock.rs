@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::time::{clock_gettime, ClockId};
 use wasmtime::UpdateDeadline;
 
 use super::ticker::TickerHandle;
@@ -46,9 +45,20 @@ impl SliceStart {
     }
 }
 
-/// CPU time this thread has used.
+/// CPU time this thread has used. Read through glibc rather than rustix: rustix locates the
+/// vDSO from the kernel's aux vector, which under valgrind (benches/proxy-instructions.sh)
+/// names a vDSO the process does not have mapped, and the first read crashes.
+#[allow(unsafe_code)]
 fn thread_cpu() -> Duration {
-    let t = clock_gettime(ClockId::ThreadCPUTime);
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
     Duration::new(
         u64::try_from(t.tv_sec).unwrap_or(0),
         u32::try_from(t.tv_nsec).unwrap_or(0),
@@ -80,6 +90,16 @@ impl CpuClock {
             budget,
             hit: false,
         }
+    }
+
+    /// The clock of a new instance with a budget of `budget` per invocation (the state a
+    /// torn-down instance left is dropped; its ticker handle stays).
+    pub fn renew(&mut self, budget: Duration) {
+        self.used = Duration::ZERO;
+        self.slice = None;
+        self.resumed.store(0, Relaxed);
+        self.budget = budget;
+        self.hit = false;
     }
 
     /// Start counting a new invocation (and keep the epoch ticker that enforces the budget

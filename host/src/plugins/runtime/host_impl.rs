@@ -1,11 +1,14 @@
 //! The per-request store state (`PluginCtx`) and the host functions plugins import.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p2::OutputStream;
+use wasmtime_wasi::random::WasiRandomCtx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{cache, context, limits, services, types};
@@ -65,11 +68,53 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// The plugin's stderr as its WASI context sees it: whatever buffer is behind the handle now.
+/// A context serves one instance after another (`PluginCtx::renew`); each instance gets an
+/// empty buffer of its own, so what one wrote is never reported for another.
+#[derive(Clone)]
+pub(crate) struct StderrCapture(Arc<Mutex<MemoryOutputPipe>>);
+
+impl StderrCapture {
+    fn new() -> Self {
+        StderrCapture(Arc::new(Mutex::new(MemoryOutputPipe::new(STDERR_CAPTURE))))
+    }
+
+    fn pipe(&self) -> MemoryOutputPipe {
+        // The pipe is only ever replaced whole: a poisoned lock still holds a usable one.
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// An empty buffer from now on.
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = MemoryOutputPipe::new(STDERR_CAPTURE);
+    }
+
+    pub(crate) fn contents(&self) -> Bytes {
+        self.pipe().contents()
+    }
+}
+
+impl IsTerminal for StderrCapture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrCapture {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.pipe())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.pipe())
+    }
+}
+
 /// The state of one plugin instance for one request: its resources, limits and grants.
 pub struct PluginCtx {
     pub(crate) table: ResourceTable,
     wasi: WasiCtx,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: StderrCapture,
     pub(crate) memory: MemoryLimiter,
     pub(crate) clock: CpuClock,
     pub(crate) env: Arc<PluginEnv>,
@@ -92,7 +137,7 @@ impl PluginCtx {
         ticker: TickerHandle,
         body_cap: usize,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let stderr = StderrCapture::new();
         // No environment, arguments, preopened directories or network: a plugin reaches
         // the outside only through the gatehouse imports.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -115,6 +160,38 @@ impl PluginCtx {
             body_cap,
             default_hooks: HookSet::default(),
         }
+    }
+
+    /// This state, left by an instance that was torn down, for a fresh instance of the same
+    /// route entry: everything the old instance could have touched is new (resource table,
+    /// random generators, stderr buffer, limits, clock, hook flags); only the WASI context's
+    /// stateless parts (no environment, arguments, files or sockets; closed stdin, discarded
+    /// stdout) are kept. Building those for each instance was most of the context's cost.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn renew(
+        &mut self,
+        env: Arc<PluginEnv>,
+        meta: Arc<RequestMeta>,
+        version: Arc<str>,
+        memory_limit: usize,
+        cpu_budget: Duration,
+        body_cap: usize,
+    ) {
+        self.table = ResourceTable::new();
+        *self.wasi.random() = WasiRandomCtx::default();
+        self.stderr.clear();
+        self.memory = MemoryLimiter {
+            limit: memory_limit,
+            hit: false,
+            held: 0,
+            peak: 0,
+        };
+        self.clock.renew(cpu_budget);
+        self.env = env;
+        self.meta = meta;
+        self.version = version;
+        self.body_cap = body_cap;
+        self.default_hooks = HookSet::default();
     }
 
     /// Serve another request with this state (a reused instance): its metadata changes; the

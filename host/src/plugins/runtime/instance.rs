@@ -165,16 +165,42 @@ impl PluginPre {
         env: Arc<PluginEnv>,
         meta: Arc<RequestMeta>,
     ) -> Result<PluginInstance, InvokeError> {
+        self.instantiate_in(engine, env, meta, None).await
+    }
+
+    /// [`Self::instantiate`], in the host state a torn-down instance of the same route entry
+    /// left (`spare`, see [`PluginInstance::into_spare`]) when there is one: renewed, it is
+    /// as new to the plugin, and cheaper than building one.
+    pub async fn instantiate_in(
+        &self,
+        engine: &PluginEngine,
+        env: Arc<PluginEnv>,
+        meta: Arc<RequestMeta>,
+        spare: Option<SpareCtx>,
+    ) -> Result<PluginInstance, InvokeError> {
         let limits = env.limits;
-        let ctx = PluginCtx::new(
-            env,
-            meta,
-            self.version.clone(),
-            limits.memory,
-            limits.deadline,
-            engine.ticker(),
-            limits.body_cap,
-        );
+        let ctx = match spare {
+            Some(SpareCtx(mut ctx)) if Arc::ptr_eq(&ctx.env, &env) => {
+                ctx.renew(
+                    env,
+                    meta,
+                    self.version.clone(),
+                    limits.memory,
+                    limits.deadline,
+                    limits.body_cap,
+                );
+                ctx
+            }
+            _ => PluginCtx::new(
+                env,
+                meta,
+                self.version.clone(),
+                limits.memory,
+                limits.deadline,
+                engine.ticker(),
+                limits.body_cap,
+            ),
+        };
         let mut store = Store::new(self.pre.component().engine(), ctx);
         store.limiter(|c| &mut c.memory);
         // At each tick while wasm runs: past the budget, trap; otherwise yield to the
@@ -194,45 +220,58 @@ impl PluginPre {
                 });
             }
         };
-        let load = |hook: &str| {
-            let hook = hook.to_string();
-            move |e: wasmtime::Error| {
-                InvokeError::Instantiate(format!("hook `{hook}` has the wrong shape: {e:#}"))
-            }
-        };
-        let request = match &self.request {
-            Some(i) => Some(
-                i.load(&mut store, &instance)
-                    .map_err(load("request-hook"))?,
-            ),
-            None => None,
-        };
-        let response = match &self.response {
-            Some(i) => Some(
-                i.load(&mut store, &instance)
-                    .map_err(load("response-hook"))?,
-            ),
-            None => None,
-        };
-        let failure = match &self.failure {
-            Some(i) => Some(
-                i.load(&mut store, &instance)
-                    .map_err(load("failure-hook"))?,
-            ),
-            None => None,
-        };
-        let init = match &self.init {
-            Some(i) => Some(i.load(&mut store, &instance).map_err(load("init"))?),
-            None => None,
-        };
+        // Each hook is typed on its first call: most instances call one or two of them, and
+        // typing one costs ~500-900 instructions (a fresh no-op request typed all four).
         Ok(PluginInstance {
             store,
             instance,
             in_call: false,
-            request,
-            response,
-            failure,
-            init,
+            request: Hook::new(&self.request),
+            response: Hook::new(&self.response),
+            failure: Hook::new(&self.failure),
+            init: Hook::new(&self.init),
+        })
+    }
+}
+
+/// The host state of a torn-down instance, for the next fresh instance of its route entry
+/// ([`PluginPre::instantiate_in`]). Only an instance whose every hook call ran to its end
+/// leaves one; the plugin's memory and instance are gone with the store.
+pub struct SpareCtx(PluginCtx);
+
+/// One hook export of an instance: absent, its index (found at load), or the typed function
+/// made from it on the first call.
+enum Hook<I, G> {
+    Absent,
+    Index(I),
+    Typed(G),
+}
+
+impl<I: Clone, G: Clone> Hook<I, G> {
+    fn new(index: &Option<I>) -> Self {
+        index.clone().map_or(Hook::Absent, Hook::Index)
+    }
+
+    fn exists(&self) -> bool {
+        !matches!(self, Hook::Absent)
+    }
+
+    /// The typed function, made now if this is the first call. An export whose type does not
+    /// match fails the call (the loader checked the types at load, so only a broken build does).
+    fn get(
+        &mut self,
+        name: &str,
+        make: impl FnOnce(&I) -> wasmtime::Result<G>,
+    ) -> Result<Option<G>, InvokeError> {
+        if let Hook::Index(index) = self {
+            let typed = make(index).map_err(|e| {
+                InvokeError::Instantiate(format!("hook `{name}` has the wrong shape: {e:#}"))
+            })?;
+            *self = Hook::Typed(typed);
+        }
+        Ok(match self {
+            Hook::Typed(g) => Some(g.clone()),
+            _ => None,
         })
     }
 }
@@ -245,10 +284,10 @@ pub struct PluginInstance {
     /// Set while a hook runs: if the request is dropped mid-call (client gone), the store is
     /// left inside the guest and must not serve again.
     in_call: bool,
-    request: Option<request_hook::Guest>,
-    response: Option<response_hook::Guest>,
-    failure: Option<failure_hook::Guest>,
-    init: Option<init::Guest>,
+    request: Hook<request_hook::GuestIndices, request_hook::Guest>,
+    response: Hook<response_hook::GuestIndices, response_hook::Guest>,
+    failure: Hook<failure_hook::GuestIndices, failure_hook::Guest>,
+    init: Hook<init::GuestIndices, init::Guest>,
 }
 
 /// Turn a wasmtime error into the failure the client and the log see.
@@ -282,9 +321,9 @@ impl PluginInstance {
     /// The hooks this instance has.
     pub fn hooks(&self) -> HookSet {
         HookSet {
-            request: self.request.is_some(),
-            response: self.response.is_some(),
-            failure: self.failure.is_some(),
+            request: self.request.exists(),
+            response: self.response.exists(),
+            failure: self.failure.exists(),
         }
     }
 
@@ -310,6 +349,29 @@ impl PluginInstance {
         !self.in_call
     }
 
+    /// Type every hook the instance exports now (instances otherwise type a hook on its first
+    /// call): the loader's check that a new version's hooks have the shapes the host calls.
+    pub fn check_hooks(&mut self) -> Result<(), InvokeError> {
+        let (store, instance) = (&mut self.store, &self.instance);
+        self.request
+            .get("request-hook", |i| i.load(&mut *store, instance))?;
+        self.response
+            .get("response-hook", |i| i.load(&mut *store, instance))?;
+        self.failure
+            .get("failure-hook", |i| i.load(&mut *store, instance))?;
+        self.init.get("init", |i| i.load(&mut *store, instance))?;
+        Ok(())
+    }
+
+    /// Tear the instance down (its store, memory and tables go back to the pool) and keep
+    /// its host state for the next fresh instance, unless a hook was cut off mid-call.
+    pub fn into_spare(self) -> Option<SpareCtx> {
+        if !self.reusable() {
+            return None;
+        }
+        Some(SpareCtx(self.store.into_data()))
+    }
+
     fn begin(&mut self) {
         self.store.data_mut().clock.restart();
         self.store.set_epoch_deadline(1);
@@ -320,7 +382,8 @@ impl PluginInstance {
     /// had nothing to do (or exports no `init`), [`InvokeError::Init`] with the plugin's reason
     /// when it refused its config.
     pub async fn init(&mut self) -> Result<bool, InvokeError> {
-        let Some(hook) = self.init.clone() else {
+        let (store, instance) = (&mut self.store, &self.instance);
+        let Some(hook) = self.init.get("init", |i| i.load(&mut *store, instance))? else {
             return Ok(false);
         };
         self.begin();
@@ -344,8 +407,14 @@ impl PluginInstance {
         &mut self,
         req: PluginRequest,
     ) -> (Option<PluginRequest>, Result<types::Decision, InvokeError>) {
-        let Some(hook) = self.request.clone() else {
-            return (Some(req), Ok(types::Decision::Continue));
+        let (store, instance) = (&mut self.store, &self.instance);
+        let hook = match self
+            .request
+            .get("request-hook", |i| i.load(&mut *store, instance))
+        {
+            Ok(Some(hook)) => hook,
+            Ok(None) => return (Some(req), Ok(types::Decision::Continue)),
+            Err(e) => return (Some(req), Err(e)),
         };
         let rep = match self.store.data_mut().table.push(req) {
             Ok(r) => r.rep(),
@@ -371,8 +440,14 @@ impl PluginInstance {
         &mut self,
         resp: PluginResponse,
     ) -> (Option<PluginResponse>, Result<(), InvokeError>) {
-        let Some(hook) = self.response.clone() else {
-            return (Some(resp), Ok(()));
+        let (store, instance) = (&mut self.store, &self.instance);
+        let hook = match self
+            .response
+            .get("response-hook", |i| i.load(&mut *store, instance))
+        {
+            Ok(Some(hook)) => hook,
+            Ok(None) => return (Some(resp), Ok(())),
+            Err(e) => return (Some(resp), Err(e)),
         };
         let rep = match self.store.data_mut().table.push(resp) {
             Ok(r) => r.rep(),
@@ -397,7 +472,11 @@ impl PluginInstance {
         &mut self,
         failure: types::UpstreamFailure,
     ) -> Result<Option<types::FullResponse>, InvokeError> {
-        let Some(hook) = self.failure.clone() else {
+        let (store, instance) = (&mut self.store, &self.instance);
+        let Some(hook) = self
+            .failure
+            .get("failure-hook", |i| i.load(&mut *store, instance))?
+        else {
             return Ok(None);
         };
         self.begin();

@@ -22,7 +22,7 @@ use super::capabilities::{PluginEnv, RequestMeta};
 use super::engine::{hex, Flavor, PluginEngine, Tier};
 use super::error::InvokeError;
 use super::host_impl::PluginCtx;
-use super::instance::{PluginInstance, PluginPre};
+use super::instance::{PluginInstance, PluginPre, SpareCtx};
 use crate::plugins::reload::loader::{compile_with, deserialize, LoadedPlugin};
 
 /// Where one version's snapshot for one entry stands.
@@ -113,15 +113,20 @@ fn is(entry: &Entry, version: &Arc<LoadedPlugin>) -> bool {
 
 /// A fresh instance of `version` for `env`, ready for its first hook: from the entry's
 /// snapshot when there is one, else from the plugin as loaded with `init` run on it (and the
-/// snapshot's building started in the background).
+/// snapshot's building started in the background). `spare`: host state a torn-down
+/// instance of `env` left, renewed for this one (`PluginPre::instantiate_in`).
 pub async fn instantiate(
     engine: &Arc<PluginEngine>,
     env: &Arc<PluginEnv>,
     version: &Arc<LoadedPlugin>,
     meta: Arc<RequestMeta>,
+    spare: Option<SpareCtx>,
 ) -> Result<PluginInstance, InvokeError> {
     if !version.pre.has_init() {
-        return version.pre.instantiate(engine, env.clone(), meta).await;
+        return version
+            .pre
+            .instantiate_in(engine, env.clone(), meta, spare)
+            .await;
     }
     let (state, build) = env.snapshots.state(version);
     if build {
@@ -132,8 +137,13 @@ pub async fn instantiate(
         }
     }
     match state {
-        State::Ready(pre) => pre.instantiate(engine, env.clone(), meta).await,
-        State::Nothing => version.pre.instantiate(engine, env.clone(), meta).await,
+        State::Ready(pre) => pre.instantiate_in(engine, env.clone(), meta, spare).await,
+        State::Nothing => {
+            version
+                .pre
+                .instantiate_in(engine, env.clone(), meta, spare)
+                .await
+        }
         State::Refused(reason) => Err(InvokeError::Init(reason)),
         State::Building | State::Unavailable => {
             let mut instance = version.pre.instantiate(engine, env.clone(), meta).await?;
@@ -165,7 +175,11 @@ async fn build_snapshot(
                 "plugin pre-initialised: instances start from the snapshot");
             State::Ready(Arc::new(pre))
         }
-        Err(SnapshotError::Nothing) => State::Nothing,
+        Err(SnapshotError::Nothing) => {
+            tracing::info!(plugin = %env.name, route = %env.route, version = %version.pre.version(),
+                "plugin init has nothing to set up: instances start from the plugin as loaded");
+            State::Nothing
+        }
         Err(SnapshotError::Refused(reason)) => {
             tracing::error!(plugin = %env.name, route = %env.route, version = %version.pre.version(),
                 "plugin init refused the route's config: {reason}; its requests fail");

@@ -225,13 +225,14 @@ impl Recycler {
         instance: PluginInstance,
         queued: Reservation,
     ) {
-        drop(instance);
+        // The teardown; the host state stays for the replacement.
+        let spare = instance.into_spare();
         drop(queued);
         if self.backlog.held() > Self::BACKLOG / 8 || !env.shelf.has_room(&self.budget) {
             return;
         }
         let meta = Arc::new(RequestMeta::default());
-        match super::preinit::instantiate(&self.engine, &env, &version, meta).await {
+        match super::preinit::instantiate(&self.engine, &env, &version, meta, spare).await {
             Ok(fresh) => env.shelf.put(&self.budget, version, fresh),
             // The request path instantiates again and reports the error there.
             Err(e) => tracing::debug!(plugin = %env.name, route = %env.route,
