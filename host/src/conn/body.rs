@@ -1,4 +1,5 @@
-//! The response body from a pooled connection: gives the connection back when it ends.
+//! The response body from a pooled connection: drives the connection while the body streams
+//! and gives it back when the body ends.
 
 use std::pin::Pin;
 use std::sync::Weak;
@@ -7,14 +8,13 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
-use super::http1::Pool;
-use crate::body::Body;
+use super::http1::{Conn, Pool};
 
-/// A response body as hyper streams it. For HTTP/1.1 it holds the connection's sender and
-/// returns it to the pool when the body reaches its end; dropped earlier, it drops the
-/// sender with the body, and hyper closes the connection (its state is unknown).
+/// A response body as hyper streams it. For HTTP/1.1 it holds the connection, drives it
+/// while the body is read (whoever polls the body polls the connection: hyper's server
+/// connection task), and returns it to the pool when the body reaches its end; dropped
+/// earlier, it drops the connection, which closes it (its state is unknown).
 #[derive(Debug)]
 pub struct PooledBody {
     inner: Incoming,
@@ -25,7 +25,7 @@ pub struct PooledBody {
 /// `Backend` neither keeps the pool alive nor returns a connection into it.
 #[derive(Debug)]
 pub(super) struct Giveback {
-    pub(super) tx: SendRequest<Body>,
+    pub(super) conn: Conn,
     pub(super) pool: Weak<Pool>,
 }
 
@@ -34,10 +34,10 @@ impl PooledBody {
         Self { inner, giveback }
     }
 
-    fn give_back(&mut self) {
-        if let Some(Giveback { tx, pool }) = self.giveback.take() {
+    fn give_back(&mut self, cx: &mut Context<'_>) {
+        if let Some(Giveback { conn, pool }) = self.giveback.take() {
             if let Some(pool) = pool.upgrade() {
-                pool.put_back(tx);
+                pool.give_back(conn, cx);
             }
         }
     }
@@ -51,6 +51,10 @@ impl http_body::Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // The connection first: it reads what the body then finds, in the same poll.
+        if let Some(giveback) = &mut self.giveback {
+            giveback.conn.poll_driver(cx);
+        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             // Give back on the last frame, not after it: a consumer that sees
@@ -58,7 +62,7 @@ impl http_body::Body for PooledBody {
             Some(Ok(_)) if !self.inner.is_end_stream() => {}
             // A broken body means a broken connection.
             Some(Err(_)) => self.giveback = None,
-            Some(Ok(_)) | None => self.give_back(),
+            Some(Ok(_)) | None => self.give_back(cx),
         }
         Poll::Ready(frame)
     }

@@ -417,6 +417,18 @@ impl Target {
     /// within the connect timeout, and spawns the connection's driver: once per connection,
     /// it runs until the endpoint or the last sender closes it. Returns the sender.
     async fn connect<H: Handshake>(&self, handshake: H) -> Result<H::Sender, ConnError> {
+        let (tx, driver) = self.connect_here(handshake).await?;
+        tokio::spawn(driver);
+        Ok(tx)
+    }
+
+    /// As [`Target::connect`], but returns the connection's driver instead of spawning it:
+    /// the caller polls it (HTTP/1.1 drives its connection from the request's own task, see
+    /// `conn::http1`).
+    async fn connect_here<H: Handshake>(
+        &self,
+        handshake: H,
+    ) -> Result<(H::Sender, Driver), ConnError> {
         let connect = async {
             let stream = TcpStream::connect(self.addr)
                 .await
@@ -440,8 +452,10 @@ impl Target {
         }
     }
 
-    /// The HTTP handshake on `io`, then the connection's driver task.
-    async fn start<H, I>(&self, handshake: H, io: I) -> Result<H::Sender, ConnError>
+    /// The HTTP handshake on `io`; returns the sender and the connection's driver, which
+    /// runs until the endpoint or the last sender closes the connection. Boxed once per
+    /// connection, so that plaintext and TLS drivers have one type.
+    async fn start<H, I>(&self, handshake: H, io: I) -> Result<(H::Sender, Driver), ConnError>
     where
         H: Handshake,
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -451,11 +465,15 @@ impl Target {
             .await
             .map_err(ConnError::Handshake)?;
         let endpoint = self.addr;
-        tokio::spawn(async move {
+        let driver = Box::pin(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
             }
         });
-        Ok(tx)
+        Ok((tx, driver))
     }
 }
+
+/// A connection's driver (hyper's connection future): it reads and writes the socket, and
+/// ends when the connection closes.
+type Driver = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
