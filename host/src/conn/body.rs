@@ -2,7 +2,8 @@
 //! and gives it back when the body ends.
 
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::http1::{Conn, Pool};
+use crate::body::{Body, BoxError};
 
 /// A response body as hyper streams it. For HTTP/1.1 it holds the connection, drives it
 /// while the body is read (whoever polls the body polls the connection: hyper's server
@@ -63,6 +65,50 @@ impl http_body::Body for PooledBody {
             // A broken body means a broken connection.
             Some(Err(_)) => self.giveback = None,
             Some(Ok(_)) | None => self.give_back(cx),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that says when it has been sent whole (or has failed): a connection whose
+/// endpoint answered before that must keep uploading without the response's reader.
+pub(super) struct Upload {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl Upload {
+    /// `body` watched, and the flag it sets.
+    pub(super) fn watch(body: Body) -> (Body, Arc<AtomicBool>) {
+        let done = Arc::new(AtomicBool::new(false));
+        let watched = Upload {
+            inner: body,
+            done: Arc::clone(&done),
+        };
+        (Body::new(watched), done)
+    }
+}
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        // hyper stops polling once `is_end_stream()` says so, as after the last frame.
+        if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Release);
         }
         Poll::Ready(frame)
     }

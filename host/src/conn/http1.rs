@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, TrySendError};
 
-use super::body::{Giveback, PooledBody};
+use super::body::{Giveback, PooledBody, Upload};
 use super::{ConnError, ConnSettings, Driver, Handshake, Shards, Target};
 use crate::body::Body;
 
@@ -99,6 +100,24 @@ impl Conn {
         .await
     }
 
+    /// Gives the connection a task of its own, which drives it from now on (until it
+    /// closes). False off a tokio runtime, where the caller keeps driving it.
+    fn detach(&mut self) -> bool {
+        let Some(driver) = self.driver.take() else {
+            return true;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                drop(runtime.spawn(driver));
+                true
+            }
+            Err(_) => {
+                self.driver = Some(driver);
+                false
+            }
+        }
+    }
+
     /// Waits until the connection finishes its last exchange (or closes).
     async fn ready(&mut self) -> Result<(), hyper::Error> {
         poll_fn(|cx| {
@@ -156,13 +175,28 @@ impl Pool {
             // would otherwise make every request's future (moved several times) larger.
             None => (Box::pin(self.connect()).await?, false),
         };
+        // A request body still streaming is watched: see below.
+        let upload = (!http_body::Body::is_end_stream(req.body())).then(|| {
+            let (watched, done) = Upload::watch(std::mem::take(req.body_mut()));
+            *req.body_mut() = watched;
+            done
+        });
         loop {
             match conn.send(req).await {
                 // Not wrapped: the connection must not go back to the pool after a 101.
                 Ok(response) if response.status().is_informational() => {
                     return Err(ConnError::Informational(response.status()));
                 }
-                Ok(response) => return Ok(self.wrap(response, conn).await),
+                Ok(response) => {
+                    // The endpoint answered before it had the whole request body. The upload
+                    // must go on whether or not anyone reads the response body (a client may
+                    // send all of its body before it reads anything), so the connection gets
+                    // a task of its own, as it would be busy past the response anyway.
+                    if upload.as_ref().is_some_and(|done| !done.load(Ordering::Acquire)) {
+                        conn.detach();
+                    }
+                    return Ok(self.wrap(response, conn).await);
+                }
                 Err(mut e) => {
                     let unsent = e.take_message();
                     let error = e.into_error();
@@ -258,14 +292,9 @@ impl Pool {
         if conn.is_closed() || self.max_idle == 0 {
             return;
         }
-        if !conn.is_ready() {
-            if let Some(driver) = conn.driver.take() {
-                match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => drop(runtime.spawn(driver)),
-                    // Off a runtime nothing could drive it: closed.
-                    Err(_) => return,
-                }
-            }
+        // Off a runtime nothing could drive it: closed.
+        if !conn.is_ready() && !conn.detach() {
+            return;
         }
         self.put_back(conn);
     }
@@ -316,6 +345,13 @@ impl Pool {
     pub(super) fn ready_count(&self) -> usize {
         let ready = |shard| lock(shard).iter().filter(|i| i.conn.is_ready()).count();
         self.shards.iter().map(ready).sum()
+    }
+
+    /// Idle connections whose driver is in the pool with them (no task of their own).
+    #[cfg(test)]
+    pub(super) fn driven_here_count(&self) -> usize {
+        let here = |shard| lock(shard).iter().filter(|i| i.conn.driver.is_some()).count();
+        self.shards.iter().map(here).sum()
     }
 
     fn evict_expired(&self, idle: &mut VecDeque<Idle>, now: Instant) {
