@@ -36,10 +36,10 @@ impl PooledBody {
         Self { inner, giveback }
     }
 
-    fn give_back(&mut self, cx: &mut Context<'_>) {
+    fn give_back(&mut self) {
         if let Some(Giveback { conn, pool }) = self.giveback.take() {
             if let Some(pool) = pool.upgrade() {
-                pool.give_back(conn, cx);
+                pool.give_back(conn);
             }
         }
     }
@@ -54,17 +54,21 @@ impl http_body::Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         // The connection first: it reads what the body then finds, in the same poll.
-        if let Some(giveback) = &mut self.giveback {
-            giveback.conn.poll_driver(cx);
-        }
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let this = &mut *self;
+        let inner = &mut this.inner;
+        let frame = ready!(match &mut this.giveback {
+            Some(giveback) => giveback
+                .conn
+                .poll_part(cx, |cx| Pin::new(inner).poll_frame(cx)),
+            None => Pin::new(inner).poll_frame(cx),
+        });
         match &frame {
             // Give back on the last frame, not after it: a consumer that sees
             // `is_end_stream()` (hyper's server does) never polls again.
             Some(Ok(_)) if !self.inner.is_end_stream() => {}
             // A broken body means a broken connection.
             Some(Err(_)) => self.giveback = None,
-            Some(Ok(_)) | None => self.give_back(cx),
+            Some(Ok(_)) | None => self.give_back(),
         }
         Poll::Ready(frame)
     }

@@ -71,6 +71,27 @@ impl Conn {
         }
     }
 
+    /// Polls the driver with `cx`, then `part`: the response head or body, which only the
+    /// driver completes. While the driver is polled here, `part` gets a waker that goes
+    /// nowhere: the driver holds this task's waker for everything it waits on, and a real
+    /// waker in `part` too would wake the task once more for what it has just seen (the
+    /// driver delivers the head, say, and wakes its reader: this very task).
+    pub(super) fn poll_part<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        part: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let Some(driver) = &mut self.driver else {
+            return part(cx);
+        };
+        if driver.as_mut().poll(cx).is_pending() {
+            return part(&mut Context::from_waker(Waker::noop()));
+        }
+        // The connection ended; `part` finds out now, or wakes `cx` when it does.
+        self.driver = None;
+        part(cx)
+    }
+
     /// Polls the driver once with a waker that goes nowhere: for connections no task waits on.
     fn poll_driver_unwatched(&mut self) {
         self.poll_driver(&mut Context::from_waker(Waker::noop()));
@@ -91,13 +112,9 @@ impl Conn {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
         let mut response = pin!(self.tx.try_send_request(req));
-        poll_fn(|cx| {
-            // The driver first: it writes the request and reads the head that the response
-            // future then finds, in one poll when the head is already there.
-            self.poll_driver(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
+        // The driver first: it writes the request and reads the head that the response
+        // future then finds, in one poll when the head is already there.
+        poll_fn(|cx| self.poll_part(cx, |cx| response.as_mut().poll(cx))).await
     }
 
     /// Gives the connection a task of its own, which drives it from now on (until it
@@ -195,7 +212,7 @@ impl Pool {
                     if upload.as_ref().is_some_and(|done| !done.load(Ordering::Acquire)) {
                         conn.detach();
                     }
-                    return Ok(self.wrap(response, conn).await);
+                    return Ok(self.wrap(response, conn));
                 }
                 Err(mut e) => {
                     let unsent = e.take_message();
@@ -283,12 +300,15 @@ impl Pool {
         }
     }
 
-    /// Returns a connection whose response has ended, with `cx` the context of the task that
-    /// drove it. A connection still busy (uploading a request body the endpoint answered
-    /// early) gets a task of its own to finish that: no request would drive it otherwise.
-    pub(super) fn give_back(&self, mut conn: Conn, cx: &mut Context<'_>) {
-        // The last frame read may leave the connection a step short of idle.
-        conn.poll_driver(cx);
+    /// Returns a connection whose response has ended. A connection still busy (uploading a
+    /// request body the endpoint answered early) gets a task of its own to finish that: no
+    /// request would drive it otherwise.
+    pub(super) fn give_back(&self, mut conn: Conn) {
+        // The last frame read may leave the connection a step short of idle. Polled with a
+        // waker that goes nowhere, so that the task which drove it until now is not woken
+        // when the next request (another client connection's task) sends on it: the driver
+        // keeps the last waker it was polled with (its request channel, its socket).
+        conn.poll_driver_unwatched();
         if conn.is_closed() || self.max_idle == 0 {
             return;
         }
@@ -383,16 +403,9 @@ impl Pool {
 
     /// Gives `conn` back now if the body is already over (HEAD, 204, 304, an empty body),
     /// otherwise the body drives it and gives it back when it reaches its end.
-    async fn wrap(self: &Arc<Self>, response: Response<Incoming>, conn: Conn) -> Response<PooledBody> {
+    fn wrap(self: &Arc<Self>, response: Response<Incoming>, conn: Conn) -> Response<PooledBody> {
         if http_body::Body::is_end_stream(response.body()) {
-            let mut conn = Some(conn);
-            poll_fn(|cx| {
-                if let Some(conn) = conn.take() {
-                    self.give_back(conn, cx);
-                }
-                Poll::Ready(())
-            })
-            .await;
+            self.give_back(conn);
             return response.map(|body| PooledBody::new(body, None));
         }
         response.map(|body| {
