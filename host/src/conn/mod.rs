@@ -2,19 +2,23 @@
 //! HTTP/2 connection (h2c, or h2 over TLS), per public listener worker. Each [`crate::balancing::Backend`] owns one, so
 //! dropping a backend (its endpoint left the discovery set) closes its idle connections.
 //!
-//! A connection's task runs on the worker that opened it, and only that worker sends on it
-//! (see [`Shards`]): a request never waits on another thread, and a worker that stops takes
+//! Each worker has its own connections (see [`Shards`]): an HTTP/1.1 connection goes back to
+//! the pool of the worker that used it, and an HTTP/2 connection's task runs on the worker
+//! that opened it, so a request never waits on another thread, and a worker that stops takes
 //! only its own connections with it.
 //!
 //! This replaces hyper-util's legacy pooled client on the request path: there is no pool key
 //! to hash (the backend *is* the key), no checkout future, and no task spawned per request to
-//! return a connection. A task is spawned once per connection, to drive it; an HTTP/1.1
-//! connection goes back to its pool when the response body ends ([`PooledBody`]).
+//! return a connection. An HTTP/1.1 connection has no task at all while it serves requests:
+//! the request's own task drives it until the response head, the response body
+//! ([`PooledBody`]) while it streams, and the connection goes back to its pool, with its
+//! driver, when the body ends (see `conn::http1`). An HTTP/2 connection, shared by many
+//! requests, gets a task to drive it.
 //!
 //! TLS ([`UpstreamTls`]) happens inside [`Target::connect`], between the TCP connect and the
-//! HTTP handshake; the pool and the shared HTTP/2 connection hold only hyper's senders, which
-//! do not depend on the transport. The transport stays a concrete type per connection
-//! (plain `TcpStream` or rustls over it, each its own monomorphic hyper connection task), so
+//! HTTP handshake; the pool holds hyper's senders with their drivers boxed, and the shared
+//! HTTP/2 connection only a sender, so neither depends on the transport. The transport stays a concrete type per connection
+//! (plain `TcpStream` or rustls over it, each its own monomorphic hyper connection), so
 //! plaintext pays nothing for TLS being possible.
 
 mod body;
