@@ -2,23 +2,19 @@
 //! HTTP/2 connection (h2c, or h2 over TLS), per public listener worker. Each [`crate::balancing::Backend`] owns one, so
 //! dropping a backend (its endpoint left the discovery set) closes its idle connections.
 //!
-//! Each worker has its own connections (see [`Shards`]): an HTTP/1.1 connection goes back to
-//! the pool of the worker that used it, and an HTTP/2 connection's task runs on the worker
-//! that opened it, so a request never waits on another thread, and a worker that stops takes
+//! A connection's task runs on the worker that opened it, and only that worker sends on it
+//! (see [`Shards`]): a request never waits on another thread, and a worker that stops takes
 //! only its own connections with it.
 //!
 //! This replaces hyper-util's legacy pooled client on the request path: there is no pool key
 //! to hash (the backend *is* the key), no checkout future, and no task spawned per request to
-//! return a connection. An HTTP/1.1 connection has no task at all while it serves requests:
-//! the request's own task drives it until the response head, the response body
-//! ([`PooledBody`]) while it streams, and the connection goes back to its pool, with its
-//! driver, when the body ends (see `conn::http1`). An HTTP/2 connection, shared by many
-//! requests, gets a task to drive it.
+//! return a connection. A task is spawned once per connection, to drive it; an HTTP/1.1
+//! connection goes back to its pool when the response body ends ([`PooledBody`]).
 //!
 //! TLS ([`UpstreamTls`]) happens inside [`Target::connect`], between the TCP connect and the
-//! HTTP handshake; the pool holds hyper's senders with their drivers boxed, and the shared
-//! HTTP/2 connection only a sender, so neither depends on the transport. The transport stays a concrete type per connection
-//! (plain `TcpStream` or rustls over it, each its own monomorphic hyper connection), so
+//! HTTP handshake; the pool and the shared HTTP/2 connection hold only hyper's senders, which
+//! do not depend on the transport. The transport stays a concrete type per connection
+//! (plain `TcpStream` or rustls over it, each its own monomorphic hyper connection task), so
 //! plaintext pays nothing for TLS being possible.
 
 mod body;
@@ -421,18 +417,6 @@ impl Target {
     /// within the connect timeout, and spawns the connection's driver: once per connection,
     /// it runs until the endpoint or the last sender closes it. Returns the sender.
     async fn connect<H: Handshake>(&self, handshake: H) -> Result<H::Sender, ConnError> {
-        let (tx, driver) = self.connect_here(handshake).await?;
-        tokio::spawn(driver);
-        Ok(tx)
-    }
-
-    /// As [`Target::connect`], but returns the connection's driver instead of spawning it:
-    /// the caller polls it (HTTP/1.1 drives its connection from the request's own task, see
-    /// `conn::http1`).
-    async fn connect_here<H: Handshake>(
-        &self,
-        handshake: H,
-    ) -> Result<(H::Sender, Driver), ConnError> {
         let connect = async {
             let stream = TcpStream::connect(self.addr)
                 .await
@@ -456,10 +440,8 @@ impl Target {
         }
     }
 
-    /// The HTTP handshake on `io`; returns the sender and the connection's driver, which
-    /// runs until the endpoint or the last sender closes the connection. Boxed once per
-    /// connection, so that plaintext and TLS drivers have one type.
-    async fn start<H, I>(&self, handshake: H, io: I) -> Result<(H::Sender, Driver), ConnError>
+    /// The HTTP handshake on `io`, then the connection's driver task.
+    async fn start<H, I>(&self, handshake: H, io: I) -> Result<H::Sender, ConnError>
     where
         H: Handshake,
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -469,15 +451,11 @@ impl Target {
             .await
             .map_err(ConnError::Handshake)?;
         let endpoint = self.addr;
-        let driver = Box::pin(async move {
+        tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
             }
         });
-        Ok((tx, driver))
+        Ok(tx)
     }
 }
-
-/// A connection's driver (hyper's connection future): it reads and writes the socket, and
-/// ends when the connection closes.
-type Driver = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

@@ -670,14 +670,6 @@ async fn dropping_the_connections_closes_idle_ones_and_bodies_in_flight_do_not_r
     .await;
 }
 
-/// Idle connections whose driver waits in the pool with them (no task of their own).
-fn driven_here(conns: &Connections) -> usize {
-    match &conns.kind {
-        Kind::Http1(pool) => pool.driven_here_count(),
-        Kind::Http2(_) => 0,
-    }
-}
-
 /// A request body fed chunk by chunk from the test.
 fn fed_body() -> (futures::channel::mpsc::UnboundedSender<&'static str>, Body) {
     let (feed, chunks) = futures::channel::mpsc::unbounded::<&'static str>();
@@ -685,21 +677,10 @@ fn fed_body() -> (futures::channel::mpsc::UnboundedSender<&'static str>, Body) {
     (feed, body::streaming(StreamBody::new(frames)))
 }
 
-#[tokio::test]
-async fn a_reused_connection_is_driven_by_its_requests_not_by_a_task() {
-    let origin = Origin::ok().await;
-    let conns = Connections::new(origin.addr, settings(Protocol::Http1));
-    for _ in 0..5 {
-        assert_eq!(fetch(&conns, "/").await, "ok");
-        assert_eq!(driven_here(&conns), 1, "back in the pool with its driver");
-    }
-    assert_eq!(origin.accepted(), 1);
-}
-
-/// The response body drives its connection wherever it is read: here in another task than
-/// the one that sent the request, across a pause in the origin's body.
+/// A response body read in another task than the one that sent the request, across a pause
+/// in the origin's body, gives its connection back for reuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_read_in_another_task_drives_its_connection_there() {
+async fn a_body_read_in_another_task_gives_its_connection_back() {
     let origin = Origin::start(handler(|_req| async {
         let chunks = stream::once(async { chunk("a") }).chain(stream::once(async {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -715,12 +696,11 @@ async fn a_body_read_in_another_task_drives_its_connection_there() {
         assert_eq!(read.await.expect("reader task"), "ab");
     }
     assert_eq!(origin.accepted(), 1, "given back after each body, and reused");
-    assert_eq!(driven_here(&conns), 1);
 }
 
 /// An origin that answers before it has read the request body; the client sends the rest of
 /// the body only after the response head, and reads no response body meanwhile. The upload
-/// must still reach the origin: the connection gets a task of its own for it.
+/// must still reach the origin.
 #[tokio::test]
 async fn an_upload_answered_early_goes_on_while_nobody_reads_the_response() {
     let received = Arc::new(Mutex::new(None::<String>));
@@ -800,8 +780,7 @@ async fn a_streamed_upload_and_its_echo_flow_together() {
     assert!(matches!(end, None | Some(Ok(_))), "the echo ends cleanly");
 }
 
-/// Idle connections have no task watching them; the sweep notices the ones the endpoint
-/// closed.
+/// The sweep forgets idle connections the endpoint closed.
 #[tokio::test]
 async fn the_sweep_forgets_idle_connections_the_endpoint_closed() {
     let origin = Origin::ok().await;
