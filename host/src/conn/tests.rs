@@ -670,6 +670,131 @@ async fn dropping_the_connections_closes_idle_ones_and_bodies_in_flight_do_not_r
     .await;
 }
 
+/// A request body fed chunk by chunk from the test.
+fn fed_body() -> (futures::channel::mpsc::UnboundedSender<&'static str>, Body) {
+    let (feed, chunks) = futures::channel::mpsc::unbounded::<&'static str>();
+    let frames = chunks.map(chunk);
+    (feed, body::streaming(StreamBody::new(frames)))
+}
+
+/// A response body read in another task than the one that sent the request, across a pause
+/// in the origin's body, gives its connection back for reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_in_another_task_gives_its_connection_back() {
+    let origin = Origin::start(handler(|_req| async {
+        let chunks = stream::once(async { chunk("a") }).chain(stream::once(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            chunk("b")
+        }));
+        Response::new(body::streaming(StreamBody::new(chunks)))
+    }))
+    .await;
+    let conns = Arc::new(Connections::new(origin.addr, settings(Protocol::Http1)));
+    for _ in 0..3 {
+        let response = conns.send(get(&conns, "/")).await.expect("head");
+        let read = tokio::spawn(text(response));
+        assert_eq!(read.await.expect("reader task"), "ab");
+    }
+    assert_eq!(origin.accepted(), 1, "given back after each body, and reused");
+}
+
+/// An origin that answers before it has read the request body; the client sends the rest of
+/// the body only after the response head, and reads no response body meanwhile. The upload
+/// must still reach the origin.
+#[tokio::test]
+async fn an_upload_answered_early_goes_on_while_nobody_reads_the_response() {
+    let received = Arc::new(Mutex::new(None::<String>));
+    let origin = Origin::start(handler({
+        let received = Arc::clone(&received);
+        move |req: Request<Incoming>| {
+            let received = Arc::clone(&received);
+            async move {
+                tokio::spawn(async move {
+                    let bytes = req.into_body().collect().await.map(|b| b.to_bytes());
+                    let text = bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    *received.lock().expect("received lock") =
+                        Some(text.unwrap_or_else(|e| format!("failed: {e}")));
+                });
+                Response::new(body::full("early"))
+            }
+        }
+    }))
+    .await;
+    let conns = Connections::new(origin.addr, settings(Protocol::Http1));
+    let (feed, upload) = fed_body();
+    feed.unbounded_send("one,").expect("feed");
+    let mut req = get(&conns, "/early");
+    *req.method_mut() = http::Method::POST;
+    *req.body_mut() = upload;
+    let early = conns.send(req).await.expect("the early answer");
+    feed.unbounded_send("two,").expect("feed");
+    feed.unbounded_send("three").expect("feed");
+    drop(feed);
+    eventually("the origin has the whole body", || {
+        received.lock().expect("received lock").is_some()
+    })
+    .await;
+    assert_eq!(
+        received.lock().expect("received lock").as_deref(),
+        Some("one,two,three")
+    );
+    assert_eq!(text(early).await, "early");
+    assert_eq!(fetch(&conns, "/").await, "early", "the connection is reused");
+    assert_eq!(origin.accepted(), 1);
+}
+
+/// A streamed request body echoed back as it arrives: each chunk's echo is read before the
+/// next chunk is sent.
+#[tokio::test]
+async fn a_streamed_upload_and_its_echo_flow_together() {
+    let origin = Origin::start(handler(|req: Request<Incoming>| async move {
+        Response::new(body::streaming(req.into_body()))
+    }))
+    .await;
+    let conns = Connections::new(origin.addr, settings(Protocol::Http1));
+    let (feed, upload) = fed_body();
+    let mut req = get(&conns, "/echo");
+    *req.method_mut() = http::Method::POST;
+    *req.body_mut() = upload;
+    feed.unbounded_send("ping").expect("feed");
+    let response = tokio::time::timeout(DEADLINE, conns.send(req))
+        .await
+        .expect("the head in time")
+        .expect("the head");
+    let mut echo = response.into_body();
+    for (sent, next) in [("ping", Some("pong")), ("pong", None)] {
+        let frame = tokio::time::timeout(DEADLINE, echo.frame())
+            .await
+            .expect("the echo in time")
+            .expect("a frame")
+            .expect("no error");
+        assert_eq!(frame.into_data().expect("data"), sent.as_bytes());
+        match next {
+            Some(next) => feed.unbounded_send(next).expect("feed"),
+            None => feed.close_channel(),
+        }
+    }
+    let end = tokio::time::timeout(DEADLINE, echo.frame())
+        .await
+        .expect("the end in time");
+    assert!(matches!(end, None | Some(Ok(_))), "the echo ends cleanly");
+}
+
+/// The sweep forgets idle connections the endpoint closed.
+#[tokio::test]
+async fn the_sweep_forgets_idle_connections_the_endpoint_closed() {
+    let origin = Origin::ok().await;
+    let conns = Connections::new(origin.addr, settings(Protocol::Http1));
+    assert_eq!(fetch(&conns, "/").await, "ok");
+    assert_eq!(conns.idle_count(), 1);
+    origin.kill();
+    eventually("the sweep drops the closed connection", || {
+        conns.sweep(Instant::now());
+        conns.idle_count() == 0
+    })
+    .await;
+}
+
 // --- h2c ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
