@@ -11,6 +11,8 @@
 #
 # Usage: benches/proxy-instructions.sh [gatehouse-binary [other-binary]]
 #        KEEP_PROFILES=DIR keeps each measured window's callgrind profile there.
+#        PORT_BASE=P moves every port (P public, P+1 origin, P+2 nginx, P+11 admin, P+19 the
+#        unanswered OTLP endpoint; default 18180), so two runs can share a machine.
 #        TRAFFIC=1 adds two routes and counts each (after the plain route, same binary):
 #        /limited/ (a rate limit and max_in_flight that never refuse) and /traffic/ (the same
 #        plus a 95/5 weighted split over two services on the one origin).
@@ -50,7 +52,8 @@ fi
 WORK=$(mktemp -d)
 source benches/load-lib.sh
 trap 'set +e; kill $(jobs -p) 2>/dev/null; nginx_stop origin; rm -rf "$WORK"' EXIT
-ORIGIN=127.0.0.1:18181; PUBLIC=127.0.0.1:18180; ADMIN=127.0.0.1:18191; NGINX=127.0.0.1:18182
+P=${PORT_BASE:-18180}
+ORIGIN=127.0.0.1:$((P + 1)); PUBLIC=127.0.0.1:$P; ADMIN=127.0.0.1:$((P + 11)); NGINX=127.0.0.1:$((P + 2))
 BODY=$(printf 'x%.0s' $(seq 1 64))
 nginx_conf origin 01 "server { listen $ORIGIN; location / { return 200 '$BODY'; }
   location /cached/ { add_header Cache-Control 'max-age=3600'; return 200 '$BODY'; } }"
@@ -269,7 +272,7 @@ for bin in "$@"; do
     cp "$WORK/gatehouse.toml" "$WORK/untraced.toml"
     for ratio in 0.01 1.0; do
       { cat "$WORK/untraced.toml"
-        printf '[tracing]\nendpoint = "http://127.0.0.1:18199"\nsample_ratio = %s\n' "$ratio"
+        printf '[tracing]\nendpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\n' "$((P + 19))" "$ratio"
       } > "$WORK/gatehouse.toml"
       read -r per_request requests < <(count_instructions "$bin")
       printf '%-50s %8d instructions/request (%d requests), %s x tracing off\n' \
