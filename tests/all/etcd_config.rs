@@ -12,7 +12,7 @@ use gatehouse::etcd::config_key::{Change, ConfigKey};
 use crate::plugins::guests::TempDir;
 use crate::support::etcd::EtcdServer;
 use crate::support::origin::{self, Origin};
-use crate::support::{self, eventually, get};
+use crate::support::{self, eventually, get, start_gatehouse_logged};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 const KEY: &str = "/test/gatehouse/config";
@@ -30,38 +30,23 @@ impl Gateway {
     async fn start(etcd: &EtcdServer, dir: &TempDir, n: usize) -> Gateway {
         let (public, admin) = (free_port(), free_port());
         let log = dir.join(&format!("gateway-{n}.log"));
-        // The log goes to stdout, errors before it starts to stderr: both into one file.
-        let stdout = std::fs::File::create(&log).expect("log file");
-        let stderr = stdout.try_clone().expect("log file");
-        let mut child = tokio::process::Command::new(BIN)
-            .args(["run", "--etcd", &etcd.url(), "--config-key", KEY])
-            .arg("--config-dir")
-            .arg(&dir.0)
-            .args(["--listen-public", &public.to_string()])
-            .args(["--listen-admin", &admin.to_string()])
-            .env_remove("RUST_LOG")
-            .stdout(stdout)
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn gatehouse");
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "gateway {n} exited ({status}) before it was ready:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            if get_ok(&format!("http://{admin}/readyz")).await {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "gateway {n} not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let args = [
+            "run",
+            "--etcd",
+            &etcd.url(),
+            "--config-key",
+            KEY,
+            "--config-dir",
+            &dir.0.display().to_string(),
+            "--listen-public",
+            &public.to_string(),
+            "--listen-admin",
+            &admin.to_string(),
+        ]
+        .map(String::from);
+        let child = start_gatehouse_logged(&args, &[], admin, &log)
+            .await
+            .unwrap_or_else(|e| panic!("gateway {n} did not start: {e}"));
         Gateway {
             _child: child,
             public,
@@ -91,13 +76,6 @@ impl Gateway {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-async fn get_ok(url: &str) -> bool {
-    support::http1()
-        .get(url.parse().expect("uri"))
-        .await
-        .is_ok_and(|r| r.status() == 200)
 }
 
 fn free_port() -> SocketAddr {

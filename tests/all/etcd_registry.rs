@@ -14,7 +14,7 @@ use gatehouse::discovery::EndpointMeta;
 use crate::support::etcd::EtcdServer;
 use crate::support::load::{assert_all_ok, Load};
 use crate::support::origin::{self, Origin};
-use crate::support::{eventually, http1, send, spawn_gatehouse};
+use crate::support::{eventually, http1, send, signal, spawn_gatehouse, start_gatehouse_logged};
 
 const TOKEN: &str = "s3cret";
 /// How soon a change must show on every gateway.
@@ -99,24 +99,10 @@ match = {{ prefix = "/" }}
     let child = match log {
         None => spawn_gatehouse(config, admin, false).await,
         Some(log) => {
-            let out = std::fs::File::create(log).expect("log file");
-            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-                .args(["run", "--config"])
-                .arg(config)
-                .env_remove("RUST_LOG")
-                .stdout(out.try_clone().expect("log file"))
-                .stderr(out)
-                .kill_on_drop(true)
-                .spawn()
-                .expect("spawn gatehouse");
-            eventually("the gateway is ready", DEADLINE, async || {
-                http1()
-                    .get(format!("http://{admin}/readyz").parse().expect("uri"))
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            })
-            .await;
-            child
+            let args = ["run", "--config", &config.display().to_string()].map(String::from);
+            start_gatehouse_logged(&args, &[], admin, log)
+                .await
+                .unwrap_or_else(|e| panic!("the gateway did not start: {e}"))
         }
     };
     Gateway {
@@ -464,16 +450,6 @@ async fn a_mass_vanish_is_held_by_self_preservation_for_an_eviction_interval() {
     }
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to the gateway's process.
-fn signal(gw: &Gateway, signal: &str) {
-    let pid = gw.child.id().expect("the gateway runs").to_string();
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumed_past_a_compaction_reads_everything_again_and_converges() {
     let mut etcd = EtcdServer::start();
@@ -497,7 +473,7 @@ async fn a_watch_resumed_past_a_compaction_reads_everything_again_and_converges(
     // The gateway is frozen while etcd restarts (its watch stream is cut), changes are made
     // behind its back and etcd compacts them away: its watch cannot resume from the
     // revision it last applied.
-    signal(&gw, "-STOP");
+    signal(&gw.child, "-STOP");
     etcd.restart();
     let mut direct = etcd.client().await;
     direct
@@ -520,7 +496,7 @@ async fn a_watch_resumed_past_a_compaction_reads_everything_again_and_converges(
         )
         .await
         .expect("compact");
-    signal(&gw, "-CONT");
+    signal(&gw.child, "-CONT");
 
     // It reads every key again and diffs: b vanished (settled after its second), d arrived.
     all_have(&[&gw], &["a", "c", "d"], DEADLINE).await;

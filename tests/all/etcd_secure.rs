@@ -14,7 +14,7 @@ use gatehouse::etcd::{connect, EtcdSettings, EtcdTls};
 use crate::support::certs::{temp_dir, Ca};
 use crate::support::etcd::{EtcdServer, ServerTls};
 use crate::support::origin::{self, Origin};
-use crate::support::{eventually, http1, send};
+use crate::support::{eventually, get, http1, send, start_gatehouse_logged};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 const PASSWORD: &str = "etcd-root-password";
@@ -100,6 +100,21 @@ impl SecureEtcd {
             "root".into(),
         ]
     }
+
+    /// `gatehouse run` from the config in `key` of this etcd, on the given listeners.
+    fn run_args(&self, key: &str, public: SocketAddr, admin: SocketAddr) -> Vec<String> {
+        let mut run = vec!["run".to_owned()];
+        run.extend(self.flags());
+        run.extend([
+            "--config-key".into(),
+            key.into(),
+            "--listen-public".into(),
+            public.to_string(),
+            "--listen-admin".into(),
+            admin.to_string(),
+        ]);
+        run
+    }
 }
 
 async fn put_get(client: &mut Client, key: &str) -> Result<(), etcd_client::Error> {
@@ -175,49 +190,6 @@ fn free_addr() -> SocketAddr {
         .expect("a free port")
 }
 
-/// `gatehouse ARGS` with the environment variable `password_env` set to `password`; waits
-/// until it is ready, or returns its output if it exits first.
-async fn gateway(
-    args: &[String],
-    (password_env, password): (&str, &str),
-    admin: SocketAddr,
-    log: &Path,
-) -> Result<tokio::process::Child, String> {
-    let out = std::fs::File::create(log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(args)
-        .env(password_env, password)
-        .env_remove("RUST_LOG")
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn gatehouse");
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "exited ({status}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            ));
-        }
-        let ready = http1()
-            .get(format!("http://{admin}/readyz").parse().expect("uri"))
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            return Ok(child);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway not ready: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_store_works_over_tls_with_a_password_from_the_environment() {
     let secure = SecureEtcd::start().await;
@@ -263,9 +235,9 @@ service = "orders"
     std::fs::write(&config, toml).expect("write config");
     let run = vec!["run".to_owned(), "--config".to_owned(), path(&config)];
     let log = secure.dir.join("gateway.log");
-    let _gateway = gateway(
+    let _gateway = start_gatehouse_logged(
         &run,
-        ("GATEHOUSE_TEST_ETCD_PASSWORD", PASSWORD),
+        &[("GATEHOUSE_TEST_ETCD_PASSWORD", PASSWORD)],
         admin,
         &log,
     )
@@ -299,14 +271,7 @@ service = "orders"
         .expect("read the registry keys");
     assert_eq!(keys.kvs().len(), 1, "one leased key for the instance");
     eventually("the instance is routed", DEADLINE, async || {
-        let got = send(
-            &http1(),
-            "GET",
-            &format!("http://{public}/"),
-            &[],
-            Bytes::new(),
-        )
-        .await;
+        let got = get(&format!("http://{public}/"), &[]).await;
         got.status == 200 && got.text() == "orders"
     })
     .await;
@@ -400,44 +365,21 @@ async fn a_config_pushed_and_run_over_tls_with_auth_is_served() {
     assert!(stderr.contains("authentication failed"), "{stderr}");
 
     let (public, admin) = (free_addr(), free_addr());
-    let mut run = vec!["run".to_owned()];
-    run.extend(secure.flags());
-    run.extend([
-        "--config-key".into(),
-        key.into(),
-        "--listen-public".into(),
-        public.to_string(),
-        "--listen-admin".into(),
-        admin.to_string(),
-    ]);
+    let run = secure.run_args(key, public, admin);
     let log = secure.dir.join("run.log");
-    let _gateway = gateway(&run, ("GATEHOUSE_ETCD_PASSWORD", PASSWORD), admin, &log)
-        .await
-        .unwrap_or_else(|e| panic!("run --etcd over TLS: {e}"));
-    let got = send(
-        &http1(),
-        "GET",
-        &format!("http://{public}/"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let _gateway =
+        start_gatehouse_logged(&run, &[("GATEHOUSE_ETCD_PASSWORD", PASSWORD)], admin, &log)
+            .await
+            .unwrap_or_else(|e| panic!("run --etcd over TLS: {e}"));
+    let got = get(&format!("http://{public}/"), &[]).await;
     assert_eq!((got.status, got.text().as_str()), (200, "secure"));
 
     // A wrong password: the start fails (the config cannot be read), saying why.
-    let mut wrong = vec!["run".to_owned()];
-    wrong.extend(secure.flags());
-    wrong.extend(["--config-key".into(), key.into()]);
     let wrong_admin = free_addr();
-    wrong.extend([
-        "--listen-public".into(),
-        free_addr().to_string(),
-        "--listen-admin".into(),
-        wrong_admin.to_string(),
-    ]);
-    let refused = gateway(
+    let wrong = secure.run_args(key, free_addr(), wrong_admin);
+    let refused = start_gatehouse_logged(
         &wrong,
-        ("GATEHOUSE_ETCD_PASSWORD", "wrong"),
+        &[("GATEHOUSE_ETCD_PASSWORD", "wrong")],
         wrong_admin,
         &secure.dir.join("run-wrong.log"),
     )

@@ -695,7 +695,11 @@ async fn a_body_read_in_another_task_gives_its_connection_back() {
         let read = tokio::spawn(text(response));
         assert_eq!(read.await.expect("reader task"), "ab");
     }
-    assert_eq!(origin.accepted(), 1, "given back after each body, and reused");
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "given back after each body, and reused"
+    );
 }
 
 /// An origin that answers before it has read the request body; the client sends the rest of
@@ -739,7 +743,11 @@ async fn an_upload_answered_early_goes_on_while_nobody_reads_the_response() {
         Some("one,two,three")
     );
     assert_eq!(text(early).await, "early");
-    assert_eq!(fetch(&conns, "/").await, "early", "the connection is reused");
+    assert_eq!(
+        fetch(&conns, "/").await,
+        "early",
+        "the connection is reused"
+    );
     assert_eq!(origin.accepted(), 1);
 }
 

@@ -149,6 +149,49 @@ pub async fn spawn_gatehouse(
     child
 }
 
+/// The built `gatehouse` binary with `args` and the environment variables `env`, its stdout
+/// and stderr both written to `log`, waited for until its admin listener (`admin`) says
+/// ready. `Err` with the log when it exits first (a start that must fail). The process is
+/// killed if the handle is dropped.
+pub async fn start_gatehouse_logged(
+    args: &[String],
+    env: &[(&str, &str)],
+    admin: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> Result<tokio::process::Child, String> {
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn gatehouse");
+    let logged = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited ({status}):\n{}", logged()));
+        }
+        let ready = http1()
+            .get(format!("http://{admin}/readyz").parse().expect("uri"))
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            return Ok(child);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway not ready:\n{}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends `signal` (e.g. `-TERM`, `-HUP`) to a spawned process.
 pub fn signal(child: &tokio::process::Child, signal: &str) {
     let pid = child.id().expect("the process is running").to_string();
