@@ -162,9 +162,17 @@ async fn a_new_plugin_version_is_snapshotted_again() {
         },
     )
     .await;
-    let (_, answer) = answered(&chain, get("/")).await;
-    fresh(&answer, "r");
-    assert_eq!(answer["id"], new.as_str());
+    // From now on only the new version serves: from its snapshot, or (an instance prepared
+    // before that snapshot was ready) from its own `init`; never from the old snapshot.
+    for _ in 0..10 {
+        let (_, answer) = answered(&chain, get("/")).await;
+        fresh(&answer, "r");
+        assert_ne!(
+            answer["id"],
+            old.as_str(),
+            "the old version's snapshot served"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
