@@ -121,9 +121,13 @@ async fn init_refusing_its_config_fails_each_request_with_the_reason() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_plugin_version_is_snapshotted_again() {
-    let dir = TempDir::new("preinit-reload");
+/// A plugin manager watching a fresh directory that holds test-kit as `kit.wasm`, with the
+/// directory (kept alive with it) and the component's bytes.
+async fn watched_kit(
+    label: &str,
+    tiered: bool,
+) -> (TempDir, gatehouse::plugins::PluginManager, Vec<u8>) {
+    let dir = TempDir::new(label);
     let bytes = guests::bytes("test-kit");
     std::fs::write(dir.join("kit.wasm"), &bytes).expect("write");
     let manager = gatehouse::plugins::PluginManager::start(
@@ -133,6 +137,7 @@ async fn a_new_plugin_version_is_snapshotted_again() {
             watch: true,
             debounce: Duration::from_millis(50),
             limits: super::runtime::test_limits(),
+            tiered,
             ..Default::default()
         },
         std::sync::Arc::new(super::runtime::FakeServices {
@@ -142,16 +147,27 @@ async fn a_new_plugin_version_is_snapshotted_again() {
     )
     .await
     .expect("starts");
+    (dir, manager, bytes)
+}
+
+/// Writes `bytes` with a custom section appended: the same component as a new version (a new
+/// content hash).
+fn write_new_version(dir: &TempDir, bytes: &[u8]) {
+    let mut changed = bytes.to_vec();
+    changed.extend_from_slice(&[0, 6, 5, b'v', b'e', b'r', b'-', b'2']);
+    std::fs::write(dir.join("kit.wasm"), &changed).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_plugin_version_is_snapshotted_again() {
+    let (dir, manager, bytes) = watched_kit("preinit-reload", true).await;
     let chain = manager.chain(
         "reload",
         &[plugin("kit", json!({ "mode": "preinit", "label": "r" }))],
         OnError::FailClosed,
     );
     let old = snapshot_id(&chain).await;
-    // The same component with a custom section appended: a new version (new content hash).
-    let mut changed = bytes.clone();
-    changed.extend_from_slice(&[0, 6, 5, b'v', b'e', b'r', b'-', b'2']);
-    std::fs::write(dir.join("kit.wasm"), &changed).expect("write");
+    write_new_version(&dir, &bytes);
     let mut new = String::new();
     eventually(
         "the new version's snapshot serves",
@@ -177,26 +193,7 @@ async fn a_new_plugin_version_is_snapshotted_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_plugin_version_and_its_snapshot_are_freed() {
-    let dir = TempDir::new("preinit-free");
-    let bytes = guests::bytes("test-kit");
-    std::fs::write(dir.join("kit.wasm"), &bytes).expect("write");
-    let manager = gatehouse::plugins::PluginManager::start(
-        gatehouse::plugins::PluginSettings {
-            dir: dir.0.clone(),
-            cache_dir: Some(guests::workspace().join("target/guests/artifact-cache")),
-            watch: true,
-            debounce: Duration::from_millis(50),
-            limits: super::runtime::test_limits(),
-            tiered: false,
-            ..Default::default()
-        },
-        std::sync::Arc::new(super::runtime::FakeServices {
-            delay: Duration::ZERO,
-            seen: Default::default(),
-        }),
-    )
-    .await
-    .expect("starts");
+    let (dir, manager, bytes) = watched_kit("preinit-free", false).await;
     let name = gatehouse::plugins::PluginName::new("kit").expect("valid name");
     let chain = manager.chain(
         "free",
@@ -206,10 +203,7 @@ async fn a_replaced_plugin_version_and_its_snapshot_are_freed() {
     let old_id = snapshot_id(&chain).await;
     let old = std::sync::Arc::downgrade(&manager.registry().get(&name).expect("loaded"));
     assert_eq!(chain.snapshots_held(), 1);
-    // The same component with a custom section appended: a new version (new content hash).
-    let mut changed = bytes.clone();
-    changed.extend_from_slice(&[0, 6, 5, b'v', b'e', b'r', b'-', b'2']);
-    std::fs::write(dir.join("kit.wasm"), &changed).expect("write");
+    write_new_version(&dir, &bytes);
     eventually(
         "the new version serves from its snapshot and the old one is gone",
         Duration::from_secs(120),
