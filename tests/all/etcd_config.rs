@@ -1,7 +1,7 @@
 //! The gateway config in one etcd key (docs/scale-out.md, "Config in etcd"): real etcd, real
 //! `gatehouse` processes started with `run --etcd`, configs pushed with `gatehouse config push`.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use gatehouse::etcd::config_key::{Change, ConfigKey};
 use crate::plugins::guests::TempDir;
 use crate::support::etcd::EtcdServer;
 use crate::support::origin::{self, Origin};
-use crate::support::{self, eventually, get, start_gatehouse_logged};
+use crate::support::{self, eventually, free_addr, get, start_gatehouse_logged};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 const KEY: &str = "/test/gatehouse/config";
@@ -28,7 +28,7 @@ struct Gateway {
 
 impl Gateway {
     async fn start(etcd: &EtcdServer, dir: &TempDir, n: usize) -> Gateway {
-        let (public, admin) = (free_port(), free_port());
+        let (public, admin) = (free_addr(), free_addr());
         let log = dir.join(&format!("gateway-{n}.log"));
         let args = [
             "run",
@@ -76,12 +76,6 @@ impl Gateway {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
 }
 
 /// Runs the `gatehouse` binary to the end.
@@ -449,7 +443,7 @@ async fn run_fails_clearly_on_a_missing_key_an_invalid_config_or_no_etcd() {
         stderr(&invalid)
     );
 
-    let nobody = format!("http://{}", free_port());
+    let nobody = format!("http://{}", free_addr());
     let unreachable = gatehouse(&["run", "--etcd", &nobody]).await;
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(

@@ -14,7 +14,9 @@ use gatehouse::discovery::EndpointMeta;
 use crate::support::etcd::EtcdServer;
 use crate::support::load::{assert_all_ok, Load};
 use crate::support::origin::{self, Origin};
-use crate::support::{eventually, http1, send, signal, spawn_gatehouse, start_gatehouse_logged};
+use crate::support::{
+    eventually, free_addr, http1, send, signal, spawn_gatehouse, start_gatehouse_logged,
+};
 
 const TOKEN: &str = "s3cret";
 /// How soon a change must show on every gateway.
@@ -26,12 +28,6 @@ struct Gateway {
     public: SocketAddr,
     admin: SocketAddr,
     child: tokio::process::Child,
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 fn temp_dir() -> PathBuf {

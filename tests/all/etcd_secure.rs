@@ -14,7 +14,7 @@ use gatehouse::etcd::{connect, EtcdSettings, EtcdTls};
 use crate::support::certs::{temp_dir, Ca};
 use crate::support::etcd::{EtcdServer, ServerTls};
 use crate::support::origin::{self, Origin};
-use crate::support::{eventually, get, http1, send, start_gatehouse_logged};
+use crate::support::{eventually, free_addr, get, http1, send, start_gatehouse_logged};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 const PASSWORD: &str = "etcd-root-password";
@@ -182,12 +182,6 @@ async fn tls_client_certificates_and_a_password_are_all_required_by_a_secure_etc
         refused,
         "etcd's certificate must chain to the configured CA"
     );
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

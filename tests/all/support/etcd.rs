@@ -6,7 +6,7 @@
 //! either way.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,9 +56,9 @@ impl EtcdServer {
         // two, so a server that does not come up is retried on fresh ports (and a fresh dir).
         for attempt in 0..5 {
             let mut server = EtcdServer {
-                client_addr: free_port(),
-                peer_addr: free_port(),
-                metrics_addr: free_port(),
+                client_addr: super::free_addr(),
+                peer_addr: super::free_addr(),
+                metrics_addr: super::free_addr(),
                 dir: dir.join(attempt.to_string()),
                 tls: tls.clone(),
                 child: None,
@@ -195,12 +195,6 @@ impl Drop for EtcdServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
 }
 
 fn next_id() -> u32 {

@@ -99,6 +99,14 @@ pub async fn send(
     .await
 }
 
+/// A 127.0.0.1 port the kernel just handed out and released, for a child process to bind
+/// (another process may take it in between; callers that care retry).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+}
+
 /// Polls `check` until it returns true or the deadline passes.
 pub async fn eventually(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
