@@ -127,36 +127,11 @@ async fn request_phase(
     auth: Option<&str>,
     n: usize,
 ) -> (Duration, Duration, u16) {
-    let chain = manager.chain(
-        "bench",
-        &[PluginRef {
-            name: PluginName::new(plugin).expect("name"),
-            config_json: config.to_string(),
-            calls: Vec::new(),
-            cache: None,
-            reuse_instances: false,
-            files: Default::default(),
-            limits: Default::default(),
-            deadline: None,
-            memory: None,
-            body_cap: None,
-        }],
-        OnError::FailClosed,
-    );
+    let chain = bench_chain(manager, plugin, config, false);
     let mut times = Vec::with_capacity(n);
     let mut status = 0;
     for _ in 0..n {
-        let mut req = http::Request::get("/orders");
-        if let Some(a) = auth {
-            req = req.header("authorization", format!("Bearer {a}"));
-        }
-        let req: http::Request<Body> = req.body(gatehouse::body::empty()).expect("request");
-        let meta = RequestMeta {
-            client_addr: Some("127.0.0.1:1".parse().expect("address")),
-            request_id: "bench".into(),
-            client_certificate: None,
-            trace: None,
-        };
+        let (req, meta) = bench_request(http::Request::get("/orders"), auth);
         let started = Instant::now();
         let outcome = chain.start(meta).on_request(req).await;
         times.push(started.elapsed());
@@ -336,20 +311,29 @@ fn bench_chain(
     )
 }
 
+/// A bodyless request from `head`, with `auth` as a bearer token, and its metadata.
+fn bench_request(
+    mut head: http::request::Builder,
+    auth: Option<&str>,
+) -> (http::Request<Body>, RequestMeta) {
+    if let Some(a) = auth {
+        head = head.header("authorization", format!("Bearer {a}"));
+    }
+    let req = head.body(gatehouse::body::empty()).expect("request");
+    let meta = RequestMeta {
+        client_addr: Some("127.0.0.1:1".parse().expect("address")),
+        request_id: "bench".into(),
+        client_certificate: None,
+        trace: None,
+    };
+    (req, meta)
+}
+
 /// The request phase of one chain, `n` times, as the gateway would run it for a wrk request.
 async fn run_phase(chain: &Arc<gatehouse::plugins::PluginChain>, auth: Option<&str>, n: usize) {
     for _ in 0..n {
-        let mut req = http::Request::get("/jwt/").header("host", "127.0.0.1:18180");
-        if let Some(a) = auth {
-            req = req.header("authorization", format!("Bearer {a}"));
-        }
-        let req: http::Request<Body> = req.body(gatehouse::body::empty()).expect("request");
-        let meta = RequestMeta {
-            client_addr: Some("127.0.0.1:1".parse().expect("address")),
-            request_id: "bench".into(),
-            client_certificate: None,
-            trace: None,
-        };
+        let head = http::Request::get("/jwt/").header("host", "127.0.0.1:18180");
+        let (req, meta) = bench_request(head, auth);
         match chain.start(meta).on_request(req).await {
             Ok(RequestOutcome::Continue(_)) => {}
             Ok(RequestOutcome::Respond(r)) => panic!("plugin answered {}", r.status()),
