@@ -81,12 +81,7 @@ impl Source {
         match self {
             Source::Memory(bytes) => Ok(bytes.clone()),
             Source::File(path) => {
-                let bytes = tokio::fs::read(path)
-                    .await
-                    .map_err(|source| LoadError::Read {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                let bytes = read_file(path).await?;
                 if hex(&sha2::Sha256::digest(&bytes)) != hash {
                     return Err(LoadError::Changed {
                         path: path.display().to_string(),
@@ -96,6 +91,16 @@ impl Source {
             }
         }
     }
+}
+
+/// A plugin file's bytes, or [`LoadError::Read`] naming it.
+async fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// Compiles plugins, with an optional on-disk cache of compiled artifacts keyed by content
@@ -144,12 +149,7 @@ impl Loader {
         name: PluginName,
         path: &Path,
     ) -> Result<LoadedPlugin, LoadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let bytes = read_file(path).await?;
         self.load_read(name, path, bytes).await
     }
 
